@@ -1,0 +1,251 @@
+// Our own definitions of the NCCL network-plugin ABI, written from
+// shared/specs/nccl-net-abi.md (layouts verified there against the NCCL 2.28.9 DWARF).
+// No NCCL header is included: every type lives in devmem::abi so that a translation unit
+// that also includes nccl.h (tests, benchmarks) does not clash.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace devmem::abi {
+
+// ncclResult_t: a C enum, 4 bytes.
+enum Result : int {
+  kSuccess = 0,
+  kUnhandledCudaError = 1,
+  kSystemError = 2,
+  kInternalError = 3,
+  kInvalidArgument = 4,
+  kInvalidUsage = 5,
+  kRemoteError = 6,
+  kInProgress = 7,
+};
+
+inline constexpr int kNetHandleMaxSize = 128;  // NCCL_NET_HANDLE_MAXSIZE
+inline constexpr int kPtrHost = 0x1;           // NCCL_PTR_HOST
+inline constexpr int kPtrCuda = 0x2;           // NCCL_PTR_CUDA
+inline constexpr int kPtrDmaBuf = 0x4;         // NCCL_PTR_DMABUF
+inline constexpr int kNetMaxRequests = 32;     // NCCL_NET_MAX_REQUESTS
+inline constexpr int kMaxDevsPerNic = 4;       // NCCL_NET_MAX_DEVS_PER_NIC in 2.28.9
+inline constexpr size_t kMaxNetSize = size_t{1} << 30;  // MAX_NET_SIZE
+inline constexpr int kDeviceUnpackVersion = 0x7;        // NCCL_NET_DEVICE_UNPACK_VERSION
+// NCCL writes this into *request before irecv() as an LL/LL128 hint; never dereference it.
+inline constexpr uintptr_t kOptionalRecvCompletion = 0x1;
+
+enum LogLevel : int { kLogNone = 0, kLogVersion = 1, kLogWarn = 2, kLogInfo = 3, kLogAbort = 4,
+                      kLogTrace = 5 };
+enum LogSubsys : unsigned long { kSubsysInit = 0x1, kSubsysNet = 0x10, kSubsysEnv = 0x80,
+                                 kSubsysAll = ~0UL };
+
+using DebugLogger = void (*)(LogLevel level, unsigned long flags, const char* file, int line,
+                             const char* fmt, ...);
+using ProfilerCallback = Result (*)(void** eHandle, int type, void* pHandle, int64_t pluginId,
+                                    void* extData);
+
+enum DeviceType : int { kDeviceHost = 0, kDeviceUnpack = 1 };
+
+struct DeviceHandleV7 {
+  DeviceType netDeviceType;
+  int netDeviceVersion;
+  void* handle;
+  size_t size;
+  int needsProxyProgress;
+};
+static_assert(sizeof(DeviceHandleV7) == 32);
+
+struct VDeviceProps {
+  int ndevs;
+  int devs[kMaxDevsPerNic];
+};
+static_assert(sizeof(VDeviceProps) == 20);
+
+struct CommConfigV10 {
+  int trafficClass;
+};
+
+struct CommAttrV11 {
+  int32_t maxConcurrentPeers, minConcurrentPeers, maxFlowsPerPeer, minFlowsPerPeer;
+};
+struct NetAttrV11 {
+  CommAttrV11 sendCommAttr;
+  CommAttrV11 recvCommAttr;
+  uint32_t op, algo, proto;
+};
+static_assert(sizeof(NetAttrV11) == 44);
+
+struct PropertiesV8 {
+  char* name;
+  char* pciPath;
+  uint64_t guid;
+  int ptrSupport;
+  int regIsGlobal;
+  int speed;
+  int port;
+  float latency;
+  int maxComms;
+  int maxRecvs;
+  DeviceType netDeviceType;
+  int netDeviceVersion;
+};
+static_assert(sizeof(PropertiesV8) == 64);
+
+struct PropertiesV9 {
+  char* name;
+  char* pciPath;
+  uint64_t guid;
+  int ptrSupport;
+  int regIsGlobal;
+  int forceFlush;
+  int speed;
+  int port;
+  float latency;
+  int maxComms;
+  int maxRecvs;
+  DeviceType netDeviceType;
+  int netDeviceVersion;
+  VDeviceProps vProps;
+  size_t maxP2pBytes;
+  size_t maxCollBytes;
+};
+static_assert(sizeof(PropertiesV9) == 104);
+static_assert(offsetof(PropertiesV9, vProps) == 64 && offsetof(PropertiesV9, maxP2pBytes) == 88);
+using PropertiesV10 = PropertiesV9;
+
+struct PropertiesV11 {
+  char* name;
+  char* pciPath;
+  uint64_t guid;
+  int ptrSupport;
+  int regIsGlobal;
+  int forceFlush;
+  int speed;
+  int port;
+  float latency;
+  int maxComms;
+  int maxRecvs;
+  DeviceType netDeviceType;
+  int netDeviceVersion;
+  VDeviceProps vProps;
+  size_t maxP2pBytes;
+  size_t maxCollBytes;
+  int maxMultiRequestSize;
+};
+static_assert(sizeof(PropertiesV11) == 112);
+static_assert(offsetof(PropertiesV11, maxMultiRequestSize) == 104);
+
+struct NetV8 {
+  const char* name;
+  Result (*init)(DebugLogger logFunction);
+  Result (*devices)(int* ndev);
+  Result (*getProperties)(int dev, PropertiesV8* props);
+  Result (*listen)(int dev, void* handle, void** listenComm);
+  Result (*connect)(int dev, void* handle, void** sendComm, DeviceHandleV7** sendDevComm);
+  Result (*accept)(void* listenComm, void** recvComm, DeviceHandleV7** recvDevComm);
+  Result (*regMr)(void* comm, void* data, size_t size, int type, void** mhandle);
+  Result (*regMrDmaBuf)(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
+                        void** mhandle);
+  Result (*deregMr)(void* comm, void* mhandle);
+  Result (*isend)(void* sendComm, void* data, int size, int tag, void* mhandle, void** request);
+  Result (*irecv)(void* recvComm, int n, void** data, int* sizes, int* tags, void** mhandles,
+                  void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles,
+                   void** request);
+  Result (*test)(void* request, int* done, int* sizes);
+  Result (*closeSend)(void* sendComm);
+  Result (*closeRecv)(void* recvComm);
+  Result (*closeListen)(void* listenComm);
+  Result (*getDeviceMr)(void* comm, void* mhandle, void** dptr_mhandle);
+  Result (*irecvConsumed)(void* recvComm, int n, void* request);
+};
+static_assert(sizeof(NetV8) == 152);
+
+struct NetV9 {
+  const char* name;
+  Result (*init)(DebugLogger logFunction);
+  Result (*devices)(int* ndev);
+  Result (*getProperties)(int dev, PropertiesV9* props);
+  Result (*listen)(int dev, void* handle, void** listenComm);
+  Result (*connect)(int dev, void* handle, void** sendComm, DeviceHandleV7** sendDevComm);
+  Result (*accept)(void* listenComm, void** recvComm, DeviceHandleV7** recvDevComm);
+  Result (*regMr)(void* comm, void* data, size_t size, int type, void** mhandle);
+  Result (*regMrDmaBuf)(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
+                        void** mhandle);
+  Result (*deregMr)(void* comm, void* mhandle);
+  Result (*isend)(void* sendComm, void* data, size_t size, int tag, void* mhandle,
+                  void** request);
+  Result (*irecv)(void* recvComm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
+                  void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles,
+                   void** request);
+  Result (*test)(void* request, int* done, int* sizes);
+  Result (*closeSend)(void* sendComm);
+  Result (*closeRecv)(void* recvComm);
+  Result (*closeListen)(void* listenComm);
+  Result (*getDeviceMr)(void* comm, void* mhandle, void** dptr_mhandle);
+  Result (*irecvConsumed)(void* recvComm, int n, void* request);
+  Result (*makeVDevice)(int* d, VDeviceProps* props);
+};
+static_assert(sizeof(NetV9) == 160);
+
+struct NetV10 {
+  const char* name;
+  Result (*init)(DebugLogger logFunction, ProfilerCallback profFunction);
+  Result (*devices)(int* ndev);
+  Result (*getProperties)(int dev, PropertiesV10* props);
+  Result (*listen)(int dev, void* handle, void** listenComm);
+  Result (*connect)(int dev, CommConfigV10* config, void* handle, void** sendComm,
+                    DeviceHandleV7** sendDevComm);
+  Result (*accept)(void* listenComm, void** recvComm, DeviceHandleV7** recvDevComm);
+  Result (*regMr)(void* comm, void* data, size_t size, int type, void** mhandle);
+  Result (*regMrDmaBuf)(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
+                        void** mhandle);
+  Result (*deregMr)(void* comm, void* mhandle);
+  Result (*isend)(void* sendComm, void* data, size_t size, int tag, void* mhandle, void* phandle,
+                  void** request);
+  Result (*irecv)(void* recvComm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
+                  void** phandles, void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles,
+                   void** request);
+  Result (*test)(void* request, int* done, int* sizes);
+  Result (*closeSend)(void* sendComm);
+  Result (*closeRecv)(void* recvComm);
+  Result (*closeListen)(void* listenComm);
+  Result (*getDeviceMr)(void* comm, void* mhandle, void** dptr_mhandle);
+  Result (*irecvConsumed)(void* recvComm, int n, void* request);
+  Result (*makeVDevice)(int* d, VDeviceProps* props);
+};
+static_assert(sizeof(NetV10) == 160);
+
+struct NetV11 {
+  const char* name;
+  Result (*init)(void** ctx, uint64_t commId, CommConfigV10* config, DebugLogger logFunction,
+                 ProfilerCallback profFunction);
+  Result (*devices)(int* ndev);
+  Result (*getProperties)(int dev, PropertiesV11* props);
+  Result (*listen)(void* ctx, int dev, void* handle, void** listenComm);
+  Result (*connect)(void* ctx, int dev, void* handle, void** sendComm,
+                    DeviceHandleV7** sendDevComm);
+  Result (*accept)(void* listenComm, void** recvComm, DeviceHandleV7** recvDevComm);
+  Result (*regMr)(void* comm, void* data, size_t size, int type, void** mhandle);
+  Result (*regMrDmaBuf)(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
+                        void** mhandle);
+  Result (*deregMr)(void* comm, void* mhandle);
+  Result (*isend)(void* sendComm, void* data, size_t size, int tag, void* mhandle, void* phandle,
+                  void** request);
+  Result (*irecv)(void* recvComm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
+                  void** phandles, void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles,
+                   void** request);
+  Result (*test)(void* request, int* done, int* sizes);
+  Result (*closeSend)(void* sendComm);
+  Result (*closeRecv)(void* recvComm);
+  Result (*closeListen)(void* listenComm);
+  Result (*getDeviceMr)(void* comm, void* mhandle, void** dptr_mhandle);
+  Result (*irecvConsumed)(void* recvComm, int n, void* request);
+  Result (*makeVDevice)(int* d, VDeviceProps* props);
+  Result (*finalize)(void* ctx);
+  Result (*setNetAttr)(void* ctx, NetAttrV11* netAttr);
+};
+static_assert(sizeof(NetV11) == 176);
+
+}  // namespace devmem::abi

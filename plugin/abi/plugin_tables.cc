@@ -1,0 +1,148 @@
+// The exported ncclNetPlugin_vN tables: thin adapters from each ABI version onto plugin_api.
+// Nothing here but argument conversion (sizes, properties layouts, per-version signatures).
+#include <climits>
+#include <type_traits>
+#include <cstring>
+
+#include "plugin/abi/net_abi.h"
+#include "plugin/log.h"
+#include "plugin/plugin_api.h"
+
+namespace devmem::abi {
+namespace {
+
+namespace api = ::devmem::api;
+
+// Fields shared by every properties version.
+template <typename Props>
+Result FillCommon(int dev, Props* props) {
+  if (props == nullptr) return api::GetProperties(dev, nullptr);
+  api::DeviceProperties p;
+  if (Result r = api::GetProperties(dev, &p); r != kSuccess) return r;
+  memset(props, 0, sizeof(*props));
+  props->name = const_cast<char*>(p.name);
+  props->pciPath = const_cast<char*>(p.pci_path);
+  props->guid = p.guid;
+  props->ptrSupport = p.ptr_support;
+  props->regIsGlobal = 0;
+  props->speed = p.speed_mbps;
+  props->port = p.port;
+  props->latency = p.latency_us;
+  props->maxComms = p.max_comms;
+  props->maxRecvs = p.max_recvs;
+  props->netDeviceType = kDeviceHost;
+  props->netDeviceVersion = 0;
+  if constexpr (!std::is_same_v<Props, PropertiesV8>) {
+    props->forceFlush = 0;
+    props->vProps.ndevs = 1;
+    props->vProps.devs[0] = dev;
+    props->maxP2pBytes = p.max_message_bytes;
+    props->maxCollBytes = p.max_message_bytes;
+  }
+  if constexpr (std::is_same_v<Props, PropertiesV11>) props->maxMultiRequestSize = 1;
+  return kSuccess;
+}
+
+Result GetPropertiesV8(int dev, PropertiesV8* props) { return FillCommon(dev, props); }
+Result GetPropertiesV9(int dev, PropertiesV9* props) { return FillCommon(dev, props); }
+Result GetPropertiesV11(int dev, PropertiesV11* props) { return FillCommon(dev, props); }
+
+Result InitV8(DebugLogger logger) { return api::Init(logger); }
+Result InitV10(DebugLogger logger, ProfilerCallback /*profiler*/) { return api::Init(logger); }
+Result InitV11(void** ctx, uint64_t comm_id, CommConfigV10* config, DebugLogger logger,
+               ProfilerCallback /*profiler*/) {
+  return api::InitContext(ctx, comm_id, config, logger);
+}
+
+Result ListenV8(int dev, void* handle, void** listen_comm) {
+  return api::Listen(dev, handle, listen_comm);
+}
+Result ListenV11(void* /*ctx*/, int dev, void* handle, void** listen_comm) {
+  return api::Listen(dev, handle, listen_comm);
+}
+Result ConnectV8(int dev, void* handle, void** send_comm, DeviceHandleV7** dev_comm) {
+  return api::Connect(dev, handle, send_comm, dev_comm);
+}
+Result ConnectV10(int dev, CommConfigV10* /*config*/, void* handle, void** send_comm,
+                  DeviceHandleV7** dev_comm) {
+  return api::Connect(dev, handle, send_comm, dev_comm);
+}
+Result ConnectV11(void* /*ctx*/, int dev, void* handle, void** send_comm,
+                  DeviceHandleV7** dev_comm) {
+  return api::Connect(dev, handle, send_comm, dev_comm);
+}
+
+Result IsendV8(void* comm, void* data, int size, int tag, void* mhandle, void** request) {
+  if (size < 0) {
+    log::Warn("isend failed: negative size %d", size);
+    return kInvalidArgument;
+  }
+  return api::Isend(comm, data, static_cast<size_t>(size), tag, mhandle, request);
+}
+Result IsendV9(void* comm, void* data, size_t size, int tag, void* mhandle, void** request) {
+  return api::Isend(comm, data, size, tag, mhandle, request);
+}
+Result IsendV10(void* comm, void* data, size_t size, int tag, void* mhandle, void* /*phandle*/,
+                void** request) {
+  return api::Isend(comm, data, size, tag, mhandle, request);
+}
+
+Result IrecvV8(void* comm, int n, void** data, int* sizes, int* tags, void** mhandles,
+               void** request) {
+  if (n < 1 || n > 8 || sizes == nullptr) {
+    log::Warn("irecv failed: n=%d outside [1, 8] or NULL sizes", n);
+    return kInvalidArgument;
+  }
+  size_t wide[8];
+  for (int i = 0; i < n; ++i) {
+    if (sizes[i] < 0) {
+      log::Warn("irecv failed: negative size %d for buffer %d", sizes[i], i);
+      return kInvalidArgument;
+    }
+    wide[i] = static_cast<size_t>(sizes[i]);
+  }
+  return api::Irecv(comm, n, data, wide, tags, mhandles, request);
+}
+Result IrecvV9(void* comm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
+               void** request) {
+  return api::Irecv(comm, n, data, sizes, tags, mhandles, request);
+}
+Result IrecvV10(void* comm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
+                void** /*phandles*/, void** request) {
+  return api::Irecv(comm, n, data, sizes, tags, mhandles, request);
+}
+
+}  // namespace
+}  // namespace devmem::abi
+
+using namespace devmem::abi;  // NOLINT(google-build-using-namespace): table definitions only
+namespace api = ::devmem::api;
+
+#define DEVMEM_EXPORT extern "C" __attribute__((visibility("default")))
+
+DEVMEM_EXPORT const NetV11 ncclNetPlugin_v11 = {
+    api::kPluginName, InitV11, api::Devices, GetPropertiesV11, ListenV11, ConnectV11,
+    api::Accept, api::RegMr, api::RegMrDmaBuf, api::DeregMr, IsendV10, IrecvV10, api::Iflush,
+    api::Test, api::CloseSend, api::CloseRecv, api::CloseListen, api::GetDeviceMr,
+    api::IrecvConsumed, api::MakeVDevice, api::FinalizeContext, api::SetNetAttr,
+};
+
+DEVMEM_EXPORT const NetV10 ncclNetPlugin_v10 = {
+    api::kPluginName, InitV10, api::Devices, GetPropertiesV9, ListenV8, ConnectV10, api::Accept,
+    api::RegMr, api::RegMrDmaBuf, api::DeregMr, IsendV10, IrecvV10, api::Iflush, api::Test,
+    api::CloseSend, api::CloseRecv, api::CloseListen, api::GetDeviceMr, api::IrecvConsumed,
+    api::MakeVDevice,
+};
+
+DEVMEM_EXPORT const NetV9 ncclNetPlugin_v9 = {
+    api::kPluginName, InitV8, api::Devices, GetPropertiesV9, ListenV8, ConnectV8, api::Accept,
+    api::RegMr, api::RegMrDmaBuf, api::DeregMr, IsendV9, IrecvV9, api::Iflush, api::Test,
+    api::CloseSend, api::CloseRecv, api::CloseListen, api::GetDeviceMr, api::IrecvConsumed,
+    api::MakeVDevice,
+};
+
+DEVMEM_EXPORT const NetV8 ncclNetPlugin_v8 = {
+    api::kPluginName, InitV8, api::Devices, GetPropertiesV8, ListenV8, ConnectV8, api::Accept,
+    api::RegMr, api::RegMrDmaBuf, api::DeregMr, IsendV8, IrecvV8, api::Iflush, api::Test,
+    api::CloseSend, api::CloseRecv, api::CloseListen, api::GetDeviceMr, api::IrecvConsumed,
+};

@@ -1,0 +1,132 @@
+// Send and receive comms: one control socket plus N data sockets, a request pool and the
+// worker threads that own the data sockets.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "plugin/data_socket.h"
+#include "plugin/memory.h"
+#include "plugin/request.h"
+#include "plugin/status.h"
+#include "plugin/unique_fd.h"
+#include "plugin/wire.h"
+
+namespace devmem {
+
+// What both ends agreed on in the handshake (the sender's values win).
+struct ConnectionParams {
+  int data_sockets = 1;
+  int worker_threads = 1;
+  uint64_t chunk_bytes = 512 << 10;
+  uint32_t inline_bytes = 0;
+};
+
+struct CommCounters {
+  uint64_t messages = 0;
+  uint64_t inline_messages = 0;
+  uint64_t payload_bytes = 0;
+  uint64_t staged_bytes = 0;  // CUDA buffers copied through pinned host memory
+};
+
+class Comm {
+ public:
+  static constexpr uint32_t kSendMagic = 0x43534e44;  // "DNSC"
+  static constexpr uint32_t kRecvMagic = 0x43525644;  // "DVRC"
+
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+  virtual ~Comm();
+
+  uint32_t magic() const { return magic_; }
+  const std::string& description() const { return description_; }
+  const ConnectionParams& params() const { return params_; }
+  const CommCounters& counters() const { return counters_; }
+  RequestPool& pool() { return pool_; }
+  // Bytes moved by the data workers so far.
+  uint64_t WorkerBytes() const;
+
+  // Registers memory for this comm. CUDA buffers are staged through pinned host memory on the
+  // plain-TCP path; the reason is logged once per comm.
+  Result<MemoryRegion*> Register(void* data, size_t size, int type);
+
+ protected:
+  Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<UniqueFd> data,
+       const ConnectionParams& params, std::string description);
+  Status StartWorkers(const char* prefix);
+  // Pushes `task` onto data socket `socket` and wakes its worker.
+  void PushTask(uint32_t socket, const SocketTask& task);
+  // Queues the tasks of one message striped across the data sockets; returns how many.
+  int QueueStripes(Request* request, char* base, uint64_t size);
+  void LogClose() const;
+
+  const uint32_t magic_;
+  const Direction direction_;
+  UniqueFd control_;
+  std::vector<std::unique_ptr<DataSocket>> data_sockets_;
+  std::vector<std::unique_ptr<WorkerThread>> workers_;
+  ConnectionParams params_;
+  std::string description_;
+  CommHealth health_;
+  RequestPool pool_;
+  CommCounters counters_;
+  uint32_t next_first_socket_ = 0;
+  bool logged_staging_ = false;
+};
+
+class SendComm final : public Comm {
+ public:
+  static Result<std::unique_ptr<SendComm>> Create(UniqueFd control, std::vector<UniqueFd> data,
+                                                  const ConnectionParams& params,
+                                                  std::string description);
+  ~SendComm() override;
+  // nullptr: no request slot or control space free now; NCCL retries.
+  Result<Request*> PostSend(void* data, size_t size, int tag, const MemoryRegion* region);
+  // On done, *size is the message size and the request is released.
+  Status Test(Request* request, bool* done, int* size);
+
+ private:
+  using Comm::Comm;
+  Status FlushControl();
+  bool AppendControl(const uint8_t* bytes, size_t len);
+
+  std::vector<uint8_t> tx_ring_;
+  uint64_t tx_appended_ = 0;
+  uint64_t tx_flushed_ = 0;
+};
+
+class RecvComm final : public Comm {
+ public:
+  static Result<std::unique_ptr<RecvComm>> Create(UniqueFd control, std::vector<UniqueFd> data,
+                                                  const ConnectionParams& params,
+                                                  std::string description);
+  ~RecvComm() override;
+  Result<Request*> PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
+                            MemoryRegion* const* regions);
+  // On done, sizes[i] is what sub-request i received and the request is released.
+  Status Test(Request* request, bool* done, int* sizes);
+
+ private:
+  using Comm::Comm;
+  Status ProgressControl();
+  Status ReadControl();
+  // Matches one header to the oldest posted request that waits for its tag; false if none.
+  Result<bool> Dispatch(const wire::MessageHeader& header);
+  void ConsumeInline();
+  bool Complete(const Request* request) const;
+
+  std::vector<uint8_t> rx_buffer_;
+  size_t rx_begin_ = 0;
+  size_t rx_end_ = 0;
+  std::vector<Request*> posted_;  // requests with unmatched subs, in posting order
+  bool header_waiting_ = false;   // a decoded header waits for a matching irecv
+  wire::MessageHeader waiting_header_;
+  // Inline payload being copied out of the control stream.
+  Request* inline_request_ = nullptr;
+  char* inline_dst_ = nullptr;  // nullptr: discard (truncated)
+  uint64_t inline_left_ = 0;
+};
+
+}  // namespace devmem

@@ -1,0 +1,80 @@
+#include "plugin/cuda_driver.h"
+
+#include <dlfcn.h>
+
+#include <mutex>
+
+namespace devmem {
+namespace {
+
+template <typename Fn>
+bool Resolve(void* lib, const char* name, Fn* out) {
+  *out = reinterpret_cast<Fn>(dlsym(lib, name));
+  return *out != nullptr;
+}
+
+}  // namespace
+
+Result<const CudaDriver*> CudaDriver::Get() {
+  static std::once_flag once;
+  static CudaDriver* driver = nullptr;
+  static Status failure;
+  std::call_once(once, [] {
+    // Never dlclose()d: the driver keeps process-wide state that outlives any comm.
+    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      const char* why = dlerror();
+      failure = Status::Error(ErrorKind::kSystem, "cannot load libcuda.so.1 (%s)",
+                              why != nullptr ? why : "unknown");
+      return;
+    }
+    auto* candidate = new CudaDriver();  // NOLINT: process lifetime, intentionally leaked
+    bool ok = Resolve(lib, "cuInit", &candidate->init_) &&
+              Resolve(lib, "cuMemHostAlloc", &candidate->mem_host_alloc_) &&
+              Resolve(lib, "cuMemFreeHost", &candidate->mem_free_host_) &&
+              Resolve(lib, "cuMemcpyDtoH_v2", &candidate->memcpy_dtoh_) &&
+              Resolve(lib, "cuMemcpyHtoD_v2", &candidate->memcpy_htod_) &&
+              Resolve(lib, "cuGetErrorString", &candidate->get_error_string_);
+    if (!ok) {
+      failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");
+      delete candidate;
+      return;
+    }
+    if (Status status = candidate->Check(candidate->init_(0), "cuInit"); !status.ok()) {
+      failure = status;
+      delete candidate;
+      return;
+    }
+    driver = candidate;
+  });
+  if (driver == nullptr) return failure;
+  return static_cast<const CudaDriver*>(driver);
+}
+
+Status CudaDriver::Check(CUresult result, const char* call) const {
+  if (result == 0) return Status::Ok();
+  const char* text = nullptr;
+  if (get_error_string_ == nullptr || get_error_string_(result, &text) != 0 || text == nullptr) {
+    text = "unknown CUDA error";
+  }
+  return Status::Error(ErrorKind::kSystem, "%s failed: %s (CUresult %d)", call, text, result);
+}
+
+Status CudaDriver::HostAlloc(size_t bytes, void** out) const {
+  constexpr unsigned kPortable = 0x01;  // CU_MEMHOSTALLOC_PORTABLE: usable from any context
+  return Check(mem_host_alloc_(out, bytes, kPortable), "cuMemHostAlloc");
+}
+
+void CudaDriver::HostFree(void* ptr) const { mem_free_host_(ptr); }
+
+Status CudaDriver::CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const {
+  return Check(memcpy_dtoh_(dst, reinterpret_cast<CUdeviceptr>(src_device), bytes),
+               "cuMemcpyDtoH");
+}
+
+Status CudaDriver::CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const {
+  return Check(memcpy_htod_(reinterpret_cast<CUdeviceptr>(dst_device), src, bytes),
+               "cuMemcpyHtoD");
+}
+
+}  // namespace devmem

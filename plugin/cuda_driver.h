@@ -1,0 +1,38 @@
+// libcuda.so.1, loaded on first use. The plugin must load and serve host memory on machines
+// with no GPU and no driver, so nothing links against libcuda and no CUDA header is needed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "plugin/status.h"
+
+namespace devmem {
+
+class CudaDriver final {
+ public:
+  using CUresult = int;
+  using CUdeviceptr = unsigned long long;
+
+  // The process-wide driver, or why it is unavailable (logged once at INFO by the caller).
+  static Result<const CudaDriver*> Get();
+
+  Status HostAlloc(size_t bytes, void** out) const;
+  void HostFree(void* ptr) const;
+  Status CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const;
+  Status CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const;
+
+ private:
+  CudaDriver() = default;
+  Status Check(CUresult result, const char* call) const;
+
+  CUresult (*init_)(unsigned int) = nullptr;
+  CUresult (*mem_host_alloc_)(void**, size_t, unsigned int) = nullptr;
+  CUresult (*mem_free_host_)(void*) = nullptr;
+  CUresult (*memcpy_dtoh_)(void*, CUdeviceptr, size_t) = nullptr;
+  CUresult (*memcpy_htod_)(CUdeviceptr, const void*, size_t) = nullptr;
+  CUresult (*get_error_string_)(CUresult, const char**) = nullptr;
+};
+
+}  // namespace devmem

@@ -1,0 +1,246 @@
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "plugin/abi/net_abi.h"
+#include "plugin/comm.h"
+#include "plugin/cuda_driver.h"
+#include "plugin/log.h"
+
+namespace devmem {
+namespace {
+
+// Enough for many headers per syscall; inline payload streams through it.
+constexpr size_t kControlRxBytes = 64 << 10;
+
+}  // namespace
+
+Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector<UniqueFd> data,
+                                                   const ConnectionParams& params,
+                                                   std::string description) {
+  std::unique_ptr<RecvComm> comm(new RecvComm(kRecvMagic, Direction::kRecv, std::move(control),
+                                              std::move(data), params, std::move(description)));
+  comm->rx_buffer_.resize(kControlRxBytes);
+  comm->posted_.reserve(abi::kNetMaxRequests);
+  DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
+  return comm;
+}
+
+RecvComm::~RecvComm() { LogClose(); }
+
+Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* sizes,
+                                    const int* tags, MemoryRegion* const* regions) {
+  if (health_.failed()) return health_.error();
+  if (n < 1 || n > kMaxRecvsLimit) {
+    return Status::Error(ErrorKind::kInvalidArgument, "irecv with n=%d, accepted [1, %d]", n,
+                         kMaxRecvsLimit);
+  }
+  size_t staged_total = 0;
+  for (int i = 0; i < n; ++i) {
+    if (data[i] == nullptr && sizes[i] > 0) {
+      return Status::Error(ErrorKind::kInvalidArgument, "irecv %d of %zu bytes into NULL", i,
+                           sizes[i]);
+    }
+    const MemoryRegion* region = regions != nullptr ? regions[i] : nullptr;
+    if (region != nullptr && region->magic != MemoryRegion::kMagic) {
+      return Status::Error(ErrorKind::kInvalidArgument, "irecv %d with an unknown mhandle %p", i,
+                           static_cast<const void*>(region));
+    }
+    if (region != nullptr && region->is_cuda()) staged_total += sizes[i];
+  }
+  Request* request = pool_.Acquire(this, Request::Kind::kRecv);
+  if (request == nullptr) return static_cast<Request*>(nullptr);
+
+  char* staging = nullptr;
+  if (staged_total > 0) {
+    Result<char*> reserved = request->staging.Reserve(staged_total);
+    if (!reserved.ok()) {
+      pool_.Release(request);
+      return reserved.status().WithContext("staging a CUDA receive buffer on " + description_);
+    }
+    staging = reserved.value();
+  }
+  request->count = n;
+  request->unmatched = n;
+  for (int i = 0; i < n; ++i) {
+    MemoryRegion* region = regions != nullptr ? regions[i] : nullptr;
+    char* target = static_cast<char*>(data[i]);
+    if (region != nullptr && region->is_cuda()) {
+      target = staging;
+      staging += sizes[i];
+    }
+    request->subs[i] = SubRequest{target, sizes[i], tags[i], 0, false, region, data[i]};
+  }
+  posted_.push_back(request);
+  DEVMEM_RETURN_IF_ERROR(ProgressControl());
+  return request;
+}
+
+Status RecvComm::ReadControl() {
+  if (rx_begin_ > 0) {
+    memmove(rx_buffer_.data(), rx_buffer_.data() + rx_begin_, rx_end_ - rx_begin_);
+    rx_end_ -= rx_begin_;
+    rx_begin_ = 0;
+  }
+  while (rx_end_ < rx_buffer_.size()) {
+    ssize_t n = recv(control_.get(), rx_buffer_.data() + rx_end_, rx_buffer_.size() - rx_end_,
+                     MSG_DONTWAIT);
+    if (n > 0) {
+      rx_end_ += static_cast<size_t>(n);
+      return Status::Ok();
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::Ok();
+    Status status = n == 0 ? Status::Error(ErrorKind::kRemote,
+                                           "peer closed the control connection while receives "
+                                           "were posted")
+                           : Status::Errno(errno, "recv on the control connection");
+    health_.Fail(status);
+    return status;
+  }
+  return Status::Ok();
+}
+
+void RecvComm::ConsumeInline() {
+  const size_t available = rx_end_ - rx_begin_;
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(inline_left_, available));
+  if (inline_dst_ != nullptr && n > 0) {
+    memcpy(inline_dst_, rx_buffer_.data() + rx_begin_, n);
+    inline_dst_ += n;
+  }
+  rx_begin_ += n;
+  inline_left_ -= n;
+  if (inline_left_ == 0 && inline_request_ != nullptr) {
+    --inline_request_->inline_pending;
+    inline_request_ = nullptr;
+  }
+}
+
+Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
+  Request* request = nullptr;
+  SubRequest* sub = nullptr;
+  for (size_t r = 0; r < posted_.size() && sub == nullptr; ++r) {
+    for (int i = 0; i < posted_[r]->count; ++i) {
+      SubRequest& candidate = posted_[r]->subs[i];
+      if (!candidate.matched && candidate.tag == header.tag) {
+        request = posted_[r];
+        sub = &candidate;
+        break;
+      }
+    }
+  }
+  if (sub == nullptr) return false;  // the matching irecv is not posted yet
+
+  const bool is_inline = header.kind == wire::MessageHeader::kInline;
+  if (is_inline && header.size > params_.inline_bytes) {
+    Status status = Status::Error(ErrorKind::kRemote,
+                                  "peer sent %llu inline bytes, above the negotiated %u",
+                                  static_cast<unsigned long long>(header.size),
+                                  params_.inline_bytes);
+    health_.Fail(status);
+    return status;
+  }
+  sub->matched = true;
+  --request->unmatched;
+  sub->size = header.size;
+  char* destination = sub->data;
+  if (header.size > sub->capacity) {
+    // Drain the payload so the connection stays in step; report on this request only.
+    request->error = Status::Error(
+        ErrorKind::kInvalidUsage,
+        "message truncated: peer sent %llu bytes with tag %d, the posted buffer holds %llu",
+        static_cast<unsigned long long>(header.size), header.tag,
+        static_cast<unsigned long long>(sub->capacity));
+    destination = nullptr;
+  }
+  if (is_inline) {
+    if (header.size > 0) {
+      ++request->inline_pending;
+      inline_request_ = request;
+      inline_dst_ = destination;
+      inline_left_ = header.size;
+      ConsumeInline();
+    }
+  } else if (header.size > 0) {
+    QueueStripes(request, destination, header.size);
+  }
+  if (request->unmatched == 0) {
+    for (size_t r = 0; r < posted_.size(); ++r) {
+      if (posted_[r] == request) {
+        posted_.erase(posted_.begin() + static_cast<std::ptrdiff_t>(r));
+        break;
+      }
+    }
+  }
+  ++counters_.messages;
+  counters_.inline_messages += is_inline ? 1 : 0;
+  counters_.payload_bytes += header.size;
+  return true;
+}
+
+Status RecvComm::ProgressControl() {
+  while (true) {
+    if (inline_left_ > 0) {
+      ConsumeInline();
+      if (inline_left_ > 0) {
+        const size_t before = rx_end_ - rx_begin_;
+        DEVMEM_RETURN_IF_ERROR(ReadControl());
+        if (rx_end_ - rx_begin_ == before) return Status::Ok();
+        continue;
+      }
+    }
+    if (!header_waiting_) {
+      if (rx_end_ - rx_begin_ < wire::MessageHeader::kSize) {
+        if (posted_.empty()) return Status::Ok();  // nobody waits: leave bytes in the kernel
+        const size_t before = rx_end_ - rx_begin_;
+        DEVMEM_RETURN_IF_ERROR(ReadControl());
+        if (rx_end_ - rx_begin_ == before) return Status::Ok();
+        continue;
+      }
+      Result<wire::MessageHeader> header =
+          wire::MessageHeader::Decode(rx_buffer_.data() + rx_begin_);
+      if (!header.ok()) {
+        health_.Fail(header.status());
+        return header.status();
+      }
+      rx_begin_ += wire::MessageHeader::kSize;
+      waiting_header_ = header.value();
+      header_waiting_ = true;
+    }
+    Result<bool> dispatched = Dispatch(waiting_header_);
+    if (!dispatched.ok()) return dispatched.status();
+    if (!dispatched.value()) return Status::Ok();
+    header_waiting_ = false;
+  }
+}
+
+bool RecvComm::Complete(const Request* request) const {
+  return request->unmatched == 0 && request->inline_pending == 0 &&
+         request->pending_tasks.load(std::memory_order_acquire) == 0;
+}
+
+Status RecvComm::Test(Request* request, bool* done, int* sizes) {
+  *done = false;
+  if (health_.failed()) return health_.error();
+  if (!Complete(request)) {
+    DEVMEM_RETURN_IF_ERROR(ProgressControl());
+    if (!Complete(request)) return Status::Ok();
+  }
+  Status result = request->error;
+  for (int i = 0; i < request->count && result.ok(); ++i) {
+    const SubRequest& sub = request->subs[i];
+    if (sub.region != nullptr && sub.region->is_cuda() && sub.size > 0) {
+      result = CudaDriver::Get().value()->CopyHostToDevice(sub.user_data, sub.data, sub.size);
+      counters_.staged_bytes += sub.size;
+    }
+  }
+  if (sizes != nullptr) {
+    for (int i = 0; i < request->count; ++i) sizes[i] = static_cast<int>(request->subs[i].size);
+  }
+  *done = true;
+  pool_.Release(request);
+  return result;
+}
+
+}  // namespace devmem

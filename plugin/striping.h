@@ -1,0 +1,46 @@
+// How one message is cut into chunks and dealt across the data sockets. Sender and receiver
+// compute the same plan from (size, chunk limit, socket count, first socket), so no per-chunk
+// control record is needed.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+namespace devmem {
+
+struct StripePlan {
+  uint64_t chunk_bytes = 0;  // every chunk but the last
+  uint64_t chunk_count = 0;
+  uint32_t socket_count = 1;
+  uint32_t first_socket = 0;  // socket of chunk 0
+
+  // Index of the first chunk that `socket` carries; >= chunk_count when it carries none.
+  uint64_t FirstChunkOn(uint32_t socket) const {
+    return (socket + socket_count - first_socket) % socket_count;
+  }
+  // The socket the next message starts on, so that small messages rotate over all sockets.
+  uint32_t NextFirstSocket() const {
+    return static_cast<uint32_t>((first_socket + chunk_count) % socket_count);
+  }
+};
+
+// Chunks are at least 64 KiB (or the limit, if smaller), spread a message over all sockets
+// when it is small, and never exceed `chunk_limit`. Rounded to 4 KiB so that devmem frags
+// (page-sized) never straddle two chunks needlessly.
+inline StripePlan PlanStripes(uint64_t size, uint64_t chunk_limit, uint32_t sockets,
+                              uint32_t first_socket) {
+  constexpr uint64_t kMinChunk = 64 << 10;
+  constexpr uint64_t kAlign = 4 << 10;
+  StripePlan plan;
+  plan.socket_count = sockets;
+  plan.first_socket = first_socket % sockets;
+  if (size == 0) return plan;
+  uint64_t per_socket = (size + sockets - 1) / sockets;
+  uint64_t chunk = std::max(per_socket, std::min(kMinChunk, chunk_limit));
+  chunk = (chunk + kAlign - 1) / kAlign * kAlign;
+  plan.chunk_bytes = std::min(chunk, chunk_limit);
+  plan.chunk_count = (size + plan.chunk_bytes - 1) / plan.chunk_bytes;
+  return plan;
+}
+
+}  // namespace devmem
