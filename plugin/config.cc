@@ -3,6 +3,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 
@@ -82,6 +83,10 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kHandshakeTimeout, 100, 3600000, &value));
   config.handshake_timeout_ms = static_cast<int>(value);
 
+  if (getenv_fn(kNthreads) == nullptr) {
+    // The default thread count follows a smaller socket count instead of contradicting it.
+    config.worker_threads = std::min(config.worker_threads, config.data_sockets);
+  }
   if (config.worker_threads > config.data_sockets) {
     return Status::Error(ErrorKind::kInvalidArgument,
                          "%s=%d exceeds %s=%d; accepted range is [1, %s]", kNthreads,

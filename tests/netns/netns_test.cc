@@ -1,0 +1,136 @@
+// Two processes in two network namespaces joined by a veth pair that the test creates and
+// removes: the benchmark binary (which drives the plugin's exported ABI) runs its receiver in
+// one namespace and its sender in the other, checking every payload byte.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+// Runs a shell command; returns its exit status and appends its output to *out.
+int RunCommand(const std::string& command, std::string* out = nullptr) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) {
+    if (out != nullptr) out->append(buffer, n);
+  }
+  int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Two namespaces and a veth pair between them; removed in the destructor.
+class VethPair {
+ public:
+  VethPair() {
+    const std::string id = std::to_string(getpid() % 100000);
+    ns_a_ = "dmA" + id;
+    ns_b_ = "dmB" + id;
+    const std::string va = "dmva" + id;
+    const std::string vb = "dmvb" + id;
+    const std::vector<std::string> steps = {
+        "ip netns add " + ns_a_,
+        "ip netns add " + ns_b_,
+        "ip link add " + va + " type veth peer name " + vb,
+        "ip link set " + va + " netns " + ns_a_,
+        "ip link set " + vb + " netns " + ns_b_,
+        // RFC 2544 benchmarking and ULA ranges: addresses that exist only inside these netns.
+        "ip -n " + ns_a_ + " addr add 198.18.0.1/24 dev " + va,
+        "ip -n " + ns_b_ + " addr add 198.18.0.2/24 dev " + vb,
+        "ip -n " + ns_a_ + " addr add fd00:d3::1/64 dev " + va + " nodad",
+        "ip -n " + ns_b_ + " addr add fd00:d3::2/64 dev " + vb + " nodad",
+        "ip -n " + ns_a_ + " link set " + va + " up",
+        "ip -n " + ns_b_ + " link set " + vb + " up",
+        "ip -n " + ns_a_ + " link set lo up",
+        "ip -n " + ns_b_ + " link set lo up",
+    };
+    for (const std::string& step : steps) {
+      std::string output;
+      if (RunCommand(step, &output) != 0) {
+        error_ = step + ": " + output;
+        return;
+      }
+    }
+    veth_b_ = vb;
+  }
+  ~VethPair() {
+    RunCommand("ip netns del " + ns_a_);
+    RunCommand("ip netns del " + ns_b_);
+  }
+  const std::string& error() const { return error_; }
+  const std::string& ns_a() const { return ns_a_; }
+  const std::string& ns_b() const { return ns_b_; }
+  const std::string& veth_b() const { return veth_b_; }
+
+ private:
+  std::string ns_a_, ns_b_, veth_b_, error_;
+};
+
+class NetnsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to create network namespaces";
+    if (RunCommand("ip -V") != 0) GTEST_SKIP() << "iproute2 (ip) is not installed";
+    pair_ = std::make_unique<VethPair>();
+    ASSERT_TRUE(pair_->error().empty()) << pair_->error();
+  }
+
+  // Runs the benchmark across the pair with byte checks; returns the JSON lines it printed.
+  std::vector<std::string> RunBench(const std::string& env, const std::string& args) {
+    std::string output;
+    const std::string command = "env NCCL_SOCKET_IFNAME=dmv " + env + " " DEVMEM_BENCH_PATH +
+                                " --plugin " DEVMEM_PLUGIN_PATH " --json --check --netns-recv " +
+                                pair_->ns_a() + " --netns-send " + pair_->ns_b() + " " + args;
+    int status = RunCommand(command, &output);
+    EXPECT_EQ(status, 0) << command << "\n" << output;
+    std::vector<std::string> lines;
+    size_t pos = 0;
+    while ((pos = output.find("{\"size\"", pos)) != std::string::npos) {
+      size_t end = output.find('\n', pos);
+      lines.push_back(output.substr(pos, end - pos));
+      pos = end;
+    }
+    return lines;
+  }
+
+  std::unique_ptr<VethPair> pair_;
+};
+
+TEST_F(NetnsTest, Ipv4AcrossVethIsByteExactFrom1BTo64MiB) {
+  std::vector<std::string> lines = RunBench("", "-b 1 -e 64M -f 8 -n 6 -w 1");
+  ASSERT_EQ(lines.size(), 9u);  // 1 B, 8 B, 64 B, ..., 2 MiB, 16 MiB
+  EXPECT_NE(lines.back().find("\"size\": 16777216"), std::string::npos) << lines.back();
+}
+
+TEST_F(NetnsTest, Ipv6AcrossVethIsByteExact) {
+  std::vector<std::string> lines =
+      RunBench("NCCL_SOCKET_FAMILY=AF_INET6", "-b 1K -e 16M -f 16 -n 4 -w 1");
+  EXPECT_EQ(lines.size(), 4u);
+}
+
+// Installs an nftables rule in `netns` (table inet devmem_fault, created on first use).
+void AddFaultRule(const std::string& netns, const std::string& hook, const std::string& rule) {
+  const std::string nft = "ip netns exec " + netns + " nft ";
+  std::string output;
+  RunCommand(nft + "add table inet devmem_fault", &output);
+  RunCommand(nft + "add chain inet devmem_fault " + hook + " '{ type filter hook " + hook +
+                 " priority 0; }'",
+             &output);
+  ASSERT_EQ(RunCommand(nft + "add rule inet devmem_fault " + hook + " '" + rule + "'", &output), 0)
+      << output;
+}
+
+TEST_F(NetnsTest, PacketLossOnTheLinkStillDeliversEveryByte) {
+  if (RunCommand("nft --version") != 0) GTEST_SKIP() << "nftables (nft) is not installed";
+  // Drop 2% of the sender's TCP segments: retransmissions must hide it completely.
+  AddFaultRule(pair_->ns_b(), "output", "meta l4proto tcp numgen random mod 100 < 2 drop");
+  std::vector<std::string> lines = RunBench("NCCL_DEVMEM_NSOCKS=4", "-b 4K -e 4M -f 32 -n 4 -w 1");
+  EXPECT_EQ(lines.size(), 3u);
+}
+
+}  // namespace

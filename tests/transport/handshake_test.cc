@@ -1,0 +1,215 @@
+// Handshake hardening against the real kernel: strays, garbage, wrong nonces, early
+// disconnects and silent sockets are rejected with a WARN, never matched to a comm, and a
+// legitimate connection on the same listener still succeeds afterwards.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "perf/plugin_loader.h"
+#include "plugin/abi/net_abi.h"
+#include "plugin/unique_fd.h"
+#include "plugin/wire.h"
+
+namespace devmem {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class HandshakeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(plugin_.Open(DEVMEM_PLUGIN_PATH)) << plugin_.error();
+    net_ = plugin_.v11();
+    ASSERT_EQ(net_->init(&ctx_, 1, nullptr, testing::StderrLogger, nullptr), abi::kSuccess);
+    ASSERT_EQ(net_->listen(ctx_, 0, handle_, &listen_comm_), abi::kSuccess);
+    Result<wire::ListenHandle> decoded = wire::ListenHandle::Decode(handle_);
+    ASSERT_TRUE(decoded.ok());
+    listen_address_ = decoded->address;
+    nonce_ = decoded->nonce;
+  }
+  void TearDown() override {
+    if (listen_comm_ != nullptr) {
+      EXPECT_EQ(net_->closeListen(listen_comm_), abi::kSuccess);
+    }
+    EXPECT_EQ(net_->finalize(ctx_), abi::kSuccess);
+  }
+
+  UniqueFd RawConnect() {
+    UniqueFd fd(socket(listen_address_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    EXPECT_EQ(connect(fd.get(), listen_address_.get(), listen_address_.length()), 0);
+    return fd;
+  }
+
+  // Drives accept() until `fd` is closed by the plugin; asserts no comm comes out meanwhile.
+  // Returns the bytes the plugin sent before closing.
+  std::vector<uint8_t> AcceptUntilClosed(int fd) {
+    std::vector<uint8_t> received;
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (Clock::now() < deadline) {
+      void* comm = nullptr;
+      abi::DeviceHandleV7* dev = nullptr;
+      EXPECT_EQ(net_->accept(listen_comm_, &comm, &dev), abi::kSuccess);
+      EXPECT_EQ(comm, nullptr) << "a stray socket became a comm";
+      uint8_t buffer[64];
+      ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+      if (n > 0) received.insert(received.end(), buffer, buffer + n);
+      if (n == 0 || (n < 0 && errno == ECONNRESET)) return received;
+    }
+    ADD_FAILURE() << "the plugin never closed the rejected socket";
+    return received;
+  }
+
+  // A real connect() + accept() on the same listener still works.
+  void ExpectLegitimateConnectionWorks() {
+    void* send_comm = nullptr;
+    void* recv_comm = nullptr;
+    abi::DeviceHandleV7* dev = nullptr;
+    uint8_t handle_copy[abi::kNetHandleMaxSize];
+    memcpy(handle_copy, handle_, sizeof(handle_copy));
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    while ((send_comm == nullptr || recv_comm == nullptr) && Clock::now() < deadline) {
+      if (send_comm == nullptr) {
+        ASSERT_EQ(net_->connect(ctx_, 0, handle_copy, &send_comm, &dev), abi::kSuccess);
+      }
+      if (recv_comm == nullptr) {
+        ASSERT_EQ(net_->accept(listen_comm_, &recv_comm, &dev), abi::kSuccess);
+      }
+    }
+    ASSERT_NE(send_comm, nullptr);
+    ASSERT_NE(recv_comm, nullptr);
+    EXPECT_EQ(net_->closeSend(send_comm), abi::kSuccess);
+    EXPECT_EQ(net_->closeRecv(recv_comm), abi::kSuccess);
+  }
+
+  wire::Hello ValidHello() const {
+    wire::Hello hello;
+    hello.role = wire::SocketRole::kControl;
+    hello.data_sockets = 1;
+    hello.chunk_bytes = 512 << 10;
+    hello.inline_bytes = 0;
+    hello.nonce = nonce_;
+    hello.connection_id = 77;
+    return hello;
+  }
+
+  testing::LoadedPlugin plugin_;
+  const abi::NetV11* net_ = nullptr;
+  void* ctx_ = nullptr;
+  void* listen_comm_ = nullptr;
+  uint8_t handle_[abi::kNetHandleMaxSize] = {};
+  SocketAddress listen_address_;
+  uint64_t nonce_ = 0;
+};
+
+TEST_F(HandshakeTest, GarbageBytesAreRejected) {
+  UniqueFd fd = RawConnect();
+  const char garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789abcdef";
+  ASSERT_GT(send(fd.get(), garbage, sizeof(garbage), 0), 0);
+  AcceptUntilClosed(fd.get());
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, WrongNonceIsRejectedWithAReply) {
+  UniqueFd fd = RawConnect();
+  wire::Hello hello = ValidHello();
+  hello.nonce ^= 1;
+  uint8_t bytes[wire::Hello::kSize];
+  hello.Encode(bytes);
+  ASSERT_EQ(send(fd.get(), bytes, sizeof(bytes), 0), static_cast<ssize_t>(sizeof(bytes)));
+  std::vector<uint8_t> reply = AcceptUntilClosed(fd.get());
+  ASSERT_EQ(reply.size(), wire::HelloReply::kSize);
+  Result<wire::HelloReply> decoded = wire::HelloReply::Decode(reply.data());
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->code, wire::HelloReply::kRejected);
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, EarlyDisconnectIsDropped) {
+  {
+    UniqueFd fd = RawConnect();
+    uint8_t bytes[wire::Hello::kSize];
+    ValidHello().Encode(bytes);
+    ASSERT_EQ(send(fd.get(), bytes, 10, 0), 10);
+  }  // closed after 10 of 40 bytes
+  for (int i = 0; i < 50; ++i) {
+    void* comm = nullptr;
+    abi::DeviceHandleV7* dev = nullptr;
+    ASSERT_EQ(net_->accept(listen_comm_, &comm, &dev), abi::kSuccess);
+    ASSERT_EQ(comm, nullptr);
+  }
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, SilentSocketTimesOut) {
+  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS=300 in this test's environment.
+  UniqueFd fd = RawConnect();
+  AcceptUntilClosed(fd.get());
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, IncompleteConnectionGroupExpires) {
+  // A valid control socket whose data sockets never come is dropped after the timeout.
+  UniqueFd fd = RawConnect();
+  uint8_t bytes[wire::Hello::kSize];
+  ValidHello().Encode(bytes);
+  ASSERT_EQ(send(fd.get(), bytes, sizeof(bytes), 0), static_cast<ssize_t>(sizeof(bytes)));
+  AcceptUntilClosed(fd.get());
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, ConnectToARejectingListenerFailsCleanly) {
+  uint8_t stale[abi::kNetHandleMaxSize];
+  memcpy(stale, handle_, sizeof(stale));
+  stale[28] ^= 0xff;  // the nonce of another listener
+  void* send_comm = nullptr;
+  abi::DeviceHandleV7* dev = nullptr;
+  abi::Result result = abi::kSuccess;
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (result == abi::kSuccess && send_comm == nullptr && Clock::now() < deadline) {
+    result = net_->connect(ctx_, 0, stale, &send_comm, &dev);
+    void* recv_comm = nullptr;
+    EXPECT_EQ(net_->accept(listen_comm_, &recv_comm, &dev), abi::kSuccess);
+    EXPECT_EQ(recv_comm, nullptr);
+  }
+  EXPECT_EQ(result, abi::kRemoteError);
+  EXPECT_EQ(send_comm, nullptr);
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, ConnectToAClosedPortFails) {
+  uint8_t handle[abi::kNetHandleMaxSize];
+  memcpy(handle, handle_, sizeof(handle));
+  ASSERT_EQ(net_->closeListen(listen_comm_), abi::kSuccess);
+  listen_comm_ = nullptr;
+  void* send_comm = nullptr;
+  abi::DeviceHandleV7* dev = nullptr;
+  abi::Result result = abi::kSuccess;
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (result == abi::kSuccess && Clock::now() < deadline) {
+    result = net_->connect(ctx_, 0, handle, &send_comm, &dev);
+  }
+  EXPECT_EQ(result, abi::kSystemError);
+  EXPECT_EQ(send_comm, nullptr);
+}
+
+TEST_F(HandshakeTest, PortScanStormLeavesTheListenerWorking) {
+  for (int i = 0; i < 200; ++i) {
+    UniqueFd fd = RawConnect();
+    if (i % 2 == 0) {
+      ASSERT_EQ(send(fd.get(), "x", 1, 0), 1);
+    }
+    void* comm = nullptr;
+    abi::DeviceHandleV7* dev = nullptr;
+    ASSERT_EQ(net_->accept(listen_comm_, &comm, &dev), abi::kSuccess);
+    ASSERT_EQ(comm, nullptr);
+  }
+  ExpectLegitimateConnectionWorks();
+}
+
+}  // namespace
+}  // namespace devmem

@@ -1,0 +1,430 @@
+// Conformance suite: real sockets on loopback, driven through the exported v11 table the way
+// NCCL's proxy drives a plugin (one thread, non-blocking connect/accept, windows of requests
+// polled with test()). Payloads are checked byte for byte.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "perf/plugin_loader.h"
+#include "plugin/abi/net_abi.h"
+
+namespace devmem {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using testing::LoadedPlugin;
+using testing::StderrLogger;
+
+constexpr auto kDeadline = std::chrono::seconds(120);
+
+int OpenFdCount() {
+  int count = 0;
+  DIR* dir = opendir("/proc/self/fd");
+  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
+  closedir(dir);
+  return count;
+}
+
+std::vector<char> RandomBytes(size_t n, uint64_t seed) {
+  std::vector<char> bytes(n);
+  std::mt19937_64 rng(seed);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    memcpy(&bytes[i], &v, 8);
+  }
+  for (; i < n; ++i) bytes[i] = static_cast<char>(rng());
+  return bytes;
+}
+
+class LoopbackTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    plugin_ = new LoadedPlugin();
+    ASSERT_TRUE(plugin_->Open(DEVMEM_PLUGIN_PATH)) << plugin_->error();
+    net_ = plugin_->v11();
+    ASSERT_NE(net_, nullptr);
+  }
+  static void TearDownTestSuite() {
+    delete plugin_;
+    plugin_ = nullptr;
+  }
+
+  void SetUp() override {
+    fds_before_ = OpenFdCount();
+    ASSERT_EQ(net_->init(&ctx_, 1, nullptr, StderrLogger, nullptr), abi::kSuccess);
+    Connect(&send_comm_, &recv_comm_);
+  }
+
+  void TearDown() override {
+    for (auto& [comm, mh] : registrations_) EXPECT_EQ(net_->deregMr(comm, mh), abi::kSuccess);
+    if (send_comm_ != nullptr) {
+      EXPECT_EQ(net_->closeSend(send_comm_), abi::kSuccess);
+    }
+    if (recv_comm_ != nullptr) {
+      EXPECT_EQ(net_->closeRecv(recv_comm_), abi::kSuccess);
+    }
+    EXPECT_EQ(net_->finalize(ctx_), abi::kSuccess);
+    // Every socket, eventfd and thread-owned fd of the comms is gone.
+    EXPECT_EQ(OpenFdCount(), fds_before_);
+  }
+
+  // listen + interleaved connect/accept, as NCCL's proxy thread does for a 1-GPU job.
+  void Connect(void** send_comm, void** recv_comm) {
+    uint8_t handle[abi::kNetHandleMaxSize];
+    void* listen_comm = nullptr;
+    ASSERT_EQ(net_->listen(ctx_, 0, handle, &listen_comm), abi::kSuccess);
+    abi::DeviceHandleV7* no_device = nullptr;
+    const auto deadline = Clock::now() + kDeadline;
+    while (*send_comm == nullptr || *recv_comm == nullptr) {
+      if (*send_comm == nullptr) {
+        ASSERT_EQ(net_->connect(ctx_, 0, handle, send_comm, &no_device), abi::kSuccess);
+      }
+      if (*recv_comm == nullptr) {
+        ASSERT_EQ(net_->accept(listen_comm, recv_comm, &no_device), abi::kSuccess);
+      }
+      ASSERT_LT(Clock::now(), deadline) << "connection setup did not finish";
+    }
+    ASSERT_EQ(net_->closeListen(listen_comm), abi::kSuccess);
+  }
+
+  void* Register(void* comm, void* data, size_t size) {
+    void* mh = nullptr;
+    EXPECT_EQ(net_->regMr(comm, data, size, abi::kPtrHost, &mh), abi::kSuccess);
+    registrations_.push_back({comm, mh});
+    return mh;
+  }
+
+  void* PostSend(void* data, size_t size, int tag, void* mh) {
+    void* request = nullptr;
+    const auto deadline = Clock::now() + kDeadline;
+    while (request == nullptr && Clock::now() < deadline) {
+      EXPECT_EQ(net_->isend(send_comm_, data, size, tag, mh, nullptr, &request), abi::kSuccess);
+    }
+    EXPECT_NE(request, nullptr);
+    return request;
+  }
+
+  void* PostRecv(int n, void** data, size_t* sizes, int* tags, void** mhs) {
+    void* request = reinterpret_cast<void*>(abi::kOptionalRecvCompletion);  // NCCL's LL hint
+    EXPECT_EQ(net_->irecv(recv_comm_, n, data, sizes, tags, mhs, nullptr, &request),
+              abi::kSuccess);
+    EXPECT_NE(request, reinterpret_cast<void*>(abi::kOptionalRecvCompletion));
+    return request;
+  }
+
+  // Polls every request until all are done; returns each one's first size.
+  std::vector<int> WaitAll(const std::vector<void*>& requests, std::vector<std::vector<int>>*
+                                                                   all_sizes = nullptr) {
+    std::vector<int> sizes(requests.size(), -1);
+    std::vector<bool> done(requests.size(), false);
+    if (all_sizes != nullptr) all_sizes->assign(requests.size(), std::vector<int>(8, -1));
+    size_t remaining = requests.size();
+    const auto deadline = Clock::now() + kDeadline;
+    while (remaining > 0) {
+      for (size_t i = 0; i < requests.size(); ++i) {
+        if (done[i]) continue;
+        int finished = 0;
+        int got[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+        EXPECT_EQ(net_->test(requests[i], &finished, got), abi::kSuccess);
+        if (finished) {
+          done[i] = true;
+          --remaining;
+          sizes[i] = got[0];
+          if (all_sizes != nullptr) (*all_sizes)[i].assign(got, got + 8);
+        }
+      }
+      if (Clock::now() > deadline) {
+        ADD_FAILURE() << remaining << " requests did not complete";
+        break;
+      }
+    }
+    return sizes;
+  }
+
+  // One message each way checked byte for byte.
+  void TransferAndCheck(size_t size, uint64_t seed) {
+    std::vector<char> source = RandomBytes(size, seed);
+    std::vector<char> sink(size + 64, '\x5a');
+    void* smh = Register(send_comm_, source.data(), source.size());
+    void* rmh = Register(recv_comm_, sink.data(), sink.size());
+    void* dst = sink.data();
+    size_t capacity = size;
+    int tag = 3;
+    void* recv = PostRecv(1, &dst, &capacity, &tag, &rmh);
+    void* send = PostSend(source.data(), size, tag, smh);
+    std::vector<int> sizes = WaitAll({send, recv});
+    EXPECT_EQ(sizes[0], static_cast<int>(size));
+    EXPECT_EQ(sizes[1], static_cast<int>(size));
+    ASSERT_EQ(memcmp(source.data(), sink.data(), size), 0) << "payload differs, size " << size;
+    for (size_t i = size; i < sink.size(); ++i) {
+      ASSERT_EQ(sink[i], '\x5a') << "wrote past the message at " << i;
+    }
+  }
+
+  static LoadedPlugin* plugin_;
+  static const abi::NetV11* net_;
+  void* ctx_ = nullptr;
+  void* send_comm_ = nullptr;
+  void* recv_comm_ = nullptr;
+  int fds_before_ = 0;
+  std::vector<std::pair<void*, void*>> registrations_;
+};
+
+LoadedPlugin* LoopbackTest::plugin_ = nullptr;
+const abi::NetV11* LoopbackTest::net_ = nullptr;
+
+TEST_F(LoopbackTest, ZeroAndTinyMessagesArriveExactly) {
+  for (size_t size : {0, 1, 2, 3, 7, 8, 15, 16, 17}) TransferAndCheck(size, size);
+}
+
+TEST_F(LoopbackTest, PowersOfTwoUpTo256MiBArriveExactly) {
+  for (size_t size = 32; size <= (256u << 20); size *= 2) TransferAndCheck(size, size);
+}
+
+TEST_F(LoopbackTest, OddSizesAroundChunkAndInlineBoundariesArriveExactly) {
+  for (size_t size : {1023u, 1024u, 1025u, 4095u, 65535u, 65537u, 524287u, 524289u, 1000003u,
+                      (3u << 20) + 5u, 33554431u}) {
+    TransferAndCheck(size, size * 7);
+  }
+}
+
+TEST_F(LoopbackTest, ThirtyTwoOutstandingRequestsEachWayCompleteInOrder) {
+  constexpr int kCount = abi::kNetMaxRequests;
+  std::vector<std::vector<char>> sources, sinks;
+  std::vector<void*> recvs, sends;
+  for (int i = 0; i < kCount; ++i) {
+    size_t size = (i % 4 == 0) ? 100 : (static_cast<size_t>(i) * 37111) % (2 << 20) + 1;
+    sources.push_back(RandomBytes(size, static_cast<uint64_t>(i)));
+    sinks.emplace_back(size);
+  }
+  for (int i = 0; i < kCount; ++i) {
+    void* dst = sinks[i].data();
+    size_t capacity = sinks[i].size();
+    int tag = 9;
+    void* mh = Register(recv_comm_, dst, capacity);
+    recvs.push_back(PostRecv(1, &dst, &capacity, &tag, &mh));
+  }
+  for (int i = 0; i < kCount; ++i) {
+    void* mh = Register(send_comm_, sources[i].data(), sources[i].size());
+    sends.push_back(PostSend(sources[i].data(), sources[i].size(), 9, mh));
+  }
+  std::vector<void*> all = recvs;
+  all.insert(all.end(), sends.begin(), sends.end());
+  std::vector<int> sizes = WaitAll(all);
+  for (int i = 0; i < kCount; ++i) {
+    EXPECT_EQ(sizes[i], static_cast<int>(sources[i].size()));
+    EXPECT_EQ(sinks[i], sources[i]) << "message " << i;
+  }
+}
+
+TEST_F(LoopbackTest, PoolExhaustionReturnsNullRequestThenRecovers) {
+  // 32 large sends with no receive posted fill the pool; the 33rd is refused, not queued.
+  const size_t size = 4u << 20;
+  std::vector<char> source = RandomBytes(size, 1);
+  void* smh = Register(send_comm_, source.data(), size);
+  std::vector<void*> sends;
+  for (int i = 0; i < abi::kNetMaxRequests; ++i) {
+    void* request = nullptr;
+    ASSERT_EQ(net_->isend(send_comm_, source.data(), size, 1, smh, nullptr, &request),
+              abi::kSuccess);
+    ASSERT_NE(request, nullptr) << "send " << i;
+    sends.push_back(request);
+  }
+  void* refused = reinterpret_cast<void*>(0x1);
+  ASSERT_EQ(net_->isend(send_comm_, source.data(), size, 1, smh, nullptr, &refused),
+            abi::kSuccess);
+  EXPECT_EQ(refused, nullptr);
+  std::vector<char> sink(size);
+  void* rmh = Register(recv_comm_, sink.data(), size);
+  for (int i = 0; i < abi::kNetMaxRequests; ++i) {
+    void* dst = sink.data();
+    size_t capacity = size;
+    int tag = 1;
+    void* recv = PostRecv(1, &dst, &capacity, &tag, &rmh);
+    ASSERT_EQ(WaitAll({recv})[0], static_cast<int>(size));
+    ASSERT_EQ(sink, source);
+  }
+  WaitAll(sends);
+}
+
+TEST_F(LoopbackTest, MultiRecvMatchesMessagesByTag) {
+  const std::vector<size_t> sizes = {5000, 3, 700000};
+  std::vector<std::vector<char>> sources, sinks;
+  void* data[3];
+  size_t capacities[3];
+  int tags[3] = {10, 11, 12};
+  void* mhs[3];
+  for (int i = 0; i < 3; ++i) {
+    sources.push_back(RandomBytes(sizes[i], 100 + static_cast<uint64_t>(i)));
+    sinks.emplace_back(1 << 20, '\0');
+    data[i] = sinks[i].data();
+    capacities[i] = sinks[i].size();
+    mhs[i] = Register(recv_comm_, data[i], capacities[i]);
+  }
+  void* recv = PostRecv(3, data, capacities, tags, mhs);
+  // Sent in a different order than posted: matching is by tag, not by position.
+  std::vector<void*> sends;
+  for (int i : {2, 0, 1}) {
+    void* mh = Register(send_comm_, sources[i].data(), sources[i].size());
+    sends.push_back(PostSend(sources[i].data(), sources[i].size(), tags[i], mh));
+  }
+  std::vector<std::vector<int>> all_sizes;
+  std::vector<void*> all = {recv};
+  all.insert(all.end(), sends.begin(), sends.end());
+  WaitAll(all, &all_sizes);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(all_sizes[0][i], static_cast<int>(sizes[i])) << "sub " << i;
+    EXPECT_EQ(memcmp(sinks[i].data(), sources[i].data(), sizes[i]), 0) << "sub " << i;
+  }
+}
+
+TEST_F(LoopbackTest, TruncationFailsThatRequestAndTheCommStaysUsable) {
+  for (size_t sent : {size_t{500}, size_t{3} << 20}) {
+    std::vector<char> source = RandomBytes(sent, sent);
+    std::vector<char> sink(sent / 2 + 64, '\x77');
+    void* smh = Register(send_comm_, source.data(), sent);
+    void* rmh = Register(recv_comm_, sink.data(), sink.size());
+    void* dst = sink.data();
+    size_t capacity = sent / 2;
+    int tag = 4;
+    void* recv = PostRecv(1, &dst, &capacity, &tag, &rmh);
+    void* send = PostSend(source.data(), sent, tag, smh);
+    EXPECT_EQ(WaitAll({send})[0], static_cast<int>(sent));
+    int done = 0;
+    abi::Result result = abi::kSuccess;
+    const auto deadline = Clock::now() + kDeadline;
+    while (!done && result == abi::kSuccess && Clock::now() < deadline) {
+      int got[1];
+      result = net_->test(recv, &done, got);
+    }
+    EXPECT_EQ(result, abi::kInvalidUsage) << "truncation of " << sent << " bytes";
+    // Never a write past the posted capacity.
+    for (size_t i = 0; i < sink.size(); ++i) ASSERT_EQ(sink[i], '\x77') << i;
+  }
+  TransferAndCheck(4096, 5);  // the connection is still in step
+  TransferAndCheck(5u << 20, 6);
+}
+
+TEST_F(LoopbackTest, IsendOutsideItsRegistrationIsRejected) {
+  std::vector<char> buffer(4096);
+  void* mh = Register(send_comm_, buffer.data(), 1024);
+  void* request = nullptr;
+  EXPECT_EQ(net_->isend(send_comm_, buffer.data() + 512, 1024, 0, mh, nullptr, &request),
+            abi::kInvalidArgument);
+  EXPECT_EQ(request, nullptr);
+}
+
+TEST_F(LoopbackTest, IflushHasNothingToFlushOnTheHostPath) {
+  void* request = reinterpret_cast<void*>(0x1);
+  char byte;
+  void* data = &byte;
+  int size = 1;
+  void* mh = nullptr;
+  EXPECT_EQ(net_->iflush(recv_comm_, 1, &data, &size, &mh, &request), abi::kSuccess);
+  EXPECT_EQ(request, nullptr);
+}
+
+TEST_F(LoopbackTest, CudaRegistrationWithoutADriverIsAClearError) {
+  if (dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD) != nullptr) GTEST_SKIP() << "driver present";
+  void* h = dlopen("libcuda.so.1", RTLD_NOW);
+  if (h != nullptr) {
+    dlclose(h);
+    GTEST_SKIP() << "a CUDA driver is installed; the gpu tests cover this path";
+  }
+  char buffer[64];
+  void* mh = nullptr;
+  EXPECT_EQ(net_->regMr(send_comm_, buffer, sizeof(buffer), abi::kPtrCuda, &mh),
+            abi::kSystemError);
+  EXPECT_EQ(net_->regMr(send_comm_, buffer, sizeof(buffer), 0x40, &mh), abi::kInvalidArgument);
+}
+
+TEST_F(LoopbackTest, CloseWithRequestsInFlightReturnsPromptly) {
+  // A second pair of comms with work stuck in both directions, closed without completion.
+  void* send_comm = nullptr;
+  void* recv_comm = nullptr;
+  Connect(&send_comm, &recv_comm);
+  const size_t size = 8u << 20;
+  std::vector<char> source(size, 'x');
+  std::vector<char> sink(size);
+  void* smh = nullptr;
+  void* rmh = nullptr;
+  ASSERT_EQ(net_->regMr(send_comm, source.data(), size, abi::kPtrHost, &smh), abi::kSuccess);
+  ASSERT_EQ(net_->regMr(recv_comm, sink.data(), size, abi::kPtrHost, &rmh), abi::kSuccess);
+  for (int i = 0; i < 8; ++i) {
+    void* request = nullptr;
+    ASSERT_EQ(net_->isend(send_comm, source.data(), size, 1, smh, nullptr, &request),
+              abi::kSuccess);
+  }
+  void* dst = sink.data();
+  size_t capacity = size;
+  int tag = 2;  // never sent: stays posted
+  void* request = nullptr;
+  ASSERT_EQ(net_->irecv(recv_comm, 1, &dst, &capacity, &tag, &rmh, nullptr, &request),
+            abi::kSuccess);
+  const auto start = Clock::now();
+  EXPECT_EQ(net_->deregMr(send_comm, smh), abi::kSuccess);
+  EXPECT_EQ(net_->deregMr(recv_comm, rmh), abi::kSuccess);
+  EXPECT_EQ(net_->closeSend(send_comm), abi::kSuccess);
+  EXPECT_EQ(net_->closeRecv(recv_comm), abi::kSuccess);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
+}
+
+TEST_F(LoopbackTest, PeerCloseFailsPendingReceivesWithoutHanging) {
+  std::vector<char> sink(1 << 20);
+  void* rmh = Register(recv_comm_, sink.data(), sink.size());
+  void* dst = sink.data();
+  size_t capacity = sink.size();
+  int tag = 1;
+  void* recv = PostRecv(1, &dst, &capacity, &tag, &rmh);
+  ASSERT_EQ(net_->closeSend(send_comm_), abi::kSuccess);
+  send_comm_ = nullptr;
+  int done = 0;
+  abi::Result result = abi::kSuccess;
+  const auto deadline = Clock::now() + kDeadline;
+  while (result == abi::kSuccess && !done && Clock::now() < deadline) {
+    result = net_->test(recv, &done, nullptr);
+  }
+  EXPECT_EQ(done, 0);
+  EXPECT_EQ(result, abi::kRemoteError);
+}
+
+TEST_F(LoopbackTest, ManyMessagesStressBothDirectionsOfTheWindow) {
+  // 2000 messages of mixed sizes through a window of 8, like NCCL's steps.
+  constexpr int kMessages = 2000;
+  constexpr int kWindow = 8;
+  std::vector<std::vector<char>> sources(kWindow), sinks(kWindow);
+  std::vector<void*> smh(kWindow), rmh(kWindow);
+  for (int s = 0; s < kWindow; ++s) {
+    sources[s].resize(256 << 10);
+    sinks[s].resize(256 << 10);
+    smh[s] = Register(send_comm_, sources[s].data(), sources[s].size());
+    rmh[s] = Register(recv_comm_, sinks[s].data(), sinks[s].size());
+  }
+  std::mt19937 rng(3);
+  for (int base = 0; base < kMessages; base += kWindow) {
+    std::vector<void*> requests;
+    std::vector<size_t> sizes(kWindow);
+    for (int s = 0; s < kWindow; ++s) {
+      sizes[s] = rng() % (256 << 10);
+      for (size_t i = 0; i < sizes[s]; i += 997) sources[s][i] = static_cast<char>(base + s + i);
+      void* dst = sinks[s].data();
+      size_t capacity = sinks[s].size();
+      int tag = 0;
+      requests.push_back(PostRecv(1, &dst, &capacity, &tag, &rmh[s]));
+      requests.push_back(PostSend(sources[s].data(), sizes[s], 0, smh[s]));
+    }
+    std::vector<int> got = WaitAll(requests);
+    for (int s = 0; s < kWindow; ++s) {
+      ASSERT_EQ(got[2 * s], static_cast<int>(sizes[s]));
+      ASSERT_EQ(memcmp(sinks[s].data(), sources[s].data(), sizes[s]), 0) << base + s;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace devmem
