@@ -4,7 +4,7 @@
 #   perf/compare_iperf3.sh [SIZE] [ROUNDS]        (defaults: 64M, 5)
 #
 # Runs nccl-net-devmem-bench (one-way stream of SIZE-byte messages, window 8) and iperf3 with
-# as many parallel TCP streams as the plugin has data sockets (NCCL_DEVMEM_NSOCKS, default 2),
+# as many parallel TCP streams as the plugin has data sockets (NCCL_DEVMEM_NSOCKS, default 4),
 # alternating ROUNDS times so both see the same machine noise, and prints each round, the
 # medians, and as its last line `ratio R` = median(bench GB/s) / median(iperf3 GB/s).
 # Bench binary: $BENCH if set, else build/bin/nccl-net-devmem-bench. Plugin: $PLUGIN if set,
@@ -13,7 +13,7 @@ set -euo pipefail
 size=${1:-64M}
 rounds=${2:-5}
 bench=${BENCH:-build/bin/nccl-net-devmem-bench}
-streams=${NCCL_DEVMEM_NSOCKS:-2}
+streams=${NCCL_DEVMEM_NSOCKS:-4}
 plugin_args=()
 [[ -n "${PLUGIN:-}" ]] && plugin_args=(--plugin "$PLUGIN")
 command -v iperf3 >/dev/null || { echo "iperf3 is not installed" >&2; exit 2; }

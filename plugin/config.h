@@ -11,8 +11,8 @@
 namespace devmem {
 
 struct Config {
-  int data_sockets = 2;           // NCCL_DEVMEM_NSOCKS
-  int worker_threads = 2;         // NCCL_DEVMEM_NTHREADS
+  int data_sockets = 4;           // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
+  int worker_threads = 1;         // NCCL_DEVMEM_NTHREADS (measured: perf/RESULTS.md)
   uint64_t chunk_bytes = 512 << 10;  // NCCL_DEVMEM_CHUNK_SIZE
   uint32_t inline_bytes = 1024;   // NCCL_DEVMEM_INLINE_BYTES
   int max_recvs = 1;              // NCCL_DEVMEM_MAX_RECVS

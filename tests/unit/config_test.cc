@@ -21,8 +21,8 @@ std::function<const char*(const char*)> Env(std::map<std::string, std::string> v
 TEST(ConfigTest, DefaultsWhenNothingIsSet) {
   Result<Config> config = Config::FromEnvironment(Env({}));
   ASSERT_TRUE(config.ok()) << config.status().message();
-  EXPECT_EQ(config->data_sockets, 2);
-  EXPECT_EQ(config->worker_threads, 2);
+  EXPECT_EQ(config->data_sockets, 4);
+  EXPECT_EQ(config->worker_threads, 1);
   EXPECT_EQ(config->chunk_bytes, 512u << 10);
   EXPECT_EQ(config->inline_bytes, 1024u);
   EXPECT_EQ(config->max_recvs, 1);
@@ -111,10 +111,12 @@ TEST(ParseBoundedIntegerTest, AcceptsBinarySuffixes) {
 namespace devmem {
 namespace {
 
-TEST(ConfigTest, DefaultThreadCountFollowsASmallerSocketCount) {
-  Result<Config> config = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NSOCKS", "1"}}));
-  ASSERT_TRUE(config.ok()) << config.status().message();
-  EXPECT_EQ(config->worker_threads, 1);
+TEST(ConfigTest, DefaultThreadCountNeverExceedsTheSocketCount) {
+  for (const char* sockets : {"1", "2", "64"}) {
+    Result<Config> config = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NSOCKS", sockets}}));
+    ASSERT_TRUE(config.ok()) << config.status().message();
+    EXPECT_LE(config->worker_threads, config->data_sockets);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,43 @@
+// Turns one recvmsg(MSG_SOCK_DEVMEM) result into stream-ordered segments, validating every
+// frag against the binding it must belong to. A frag that fails a check is an error on the
+// connection: nothing downstream ever reads or writes outside the region or the bounce buffer.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "plugin/status.h"
+
+namespace devmem {
+
+// A piece of the TCP stream, in order: either in the bound region (a devmem frag with a
+// token) or in the host bounce buffer given to recvmsg (linear bytes or plain data).
+struct StreamSegment {
+  enum class Kind : uint8_t { kRegion, kHost } kind = Kind::kRegion;
+  uint64_t source_offset = 0;  // region offset, or offset in the host bounce buffer
+  uint32_t length = 0;
+  uint32_t token = 0;  // kRegion only
+};
+
+struct RegionBinding {
+  uint32_t dmabuf_id = 0;       // what bind-rx returned
+  uint64_t region_bytes = 0;    // size of the bound region
+};
+
+struct ParsedReceive {
+  bool plain = false;          // no devmem cmsg at all: ordinary data in the bounce buffer
+  uint64_t region_bytes = 0;   // bytes described by SCM_DEVMEM_DMABUF frags
+  uint64_t host_bytes = 0;     // linear (or plain) bytes in the bounce buffer
+  size_t frags = 0;            // devmem frags (tokens to return)
+};
+
+// Appends the segments of one recvmsg() that returned `received` bytes to *segments.
+// `host_capacity` is the bounce buffer's length (linear bytes must fit in it).
+Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
+                                         const RegionBinding& binding, size_t host_capacity,
+                                         std::vector<StreamSegment>* segments);
+
+}  // namespace devmem

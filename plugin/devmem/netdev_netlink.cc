@@ -1,0 +1,220 @@
+#include "plugin/devmem/netdev_netlink.h"
+
+#include <linux/netlink.h>
+#include <netlink/attr.h>
+#include <netlink/genl/ctrl.h>
+#include <netlink/genl/genl.h>
+#include <netlink/msg.h>
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "plugin/devmem/uapi.h"
+
+namespace devmem {
+namespace {
+
+#ifndef NETLINK_EXT_ACK
+#define NETLINK_EXT_ACK 11
+#endif
+#ifndef NETLINK_CAP_ACK
+#define NETLINK_CAP_ACK 10
+#endif
+#ifndef SOL_NETLINK
+#define SOL_NETLINK 270
+#endif
+constexpr int kNlmsgerrAttrMsg = 1;   // NLMSGERR_ATTR_MSG
+constexpr int kNlmsgerrAttrOffs = 2;  // NLMSGERR_ATTR_OFFS
+constexpr uint16_t kAckTlvs = 0x200;  // NLM_F_ACK_TLVS
+
+struct NlMsgDeleter {
+  void operator()(nl_msg* msg) const { nlmsg_free(msg); }
+};
+using NlMsg = std::unique_ptr<nl_msg, NlMsgDeleter>;
+struct NlCbDeleter {
+  void operator()(nl_cb* cb) const { nl_cb_put(cb); }
+};
+using NlCb = std::unique_ptr<nl_cb, NlCbDeleter>;
+
+// What one request produced: the kernel's error (with extack) and the parsed replies.
+struct Exchange {
+  int error = 0;                 // negative errno from NLMSG_ERROR, 0 on success
+  std::string extack_message;
+  int bad_attr_offset = -1;      // byte offset of the offending attribute in our request
+  std::vector<std::vector<uint32_t>> replies;  // per reply: attribute values by type (u32)
+  int max_attr = 0;
+};
+
+int OnError(sockaddr_nl* /*who*/, nlmsgerr* err, void* arg) {
+  auto* ex = static_cast<Exchange*>(arg);
+  ex->error = err->error;
+  auto* nlh = reinterpret_cast<nlmsghdr*>(reinterpret_cast<char*>(err) - NLMSG_HDRLEN);
+  if ((nlh->nlmsg_flags & kAckTlvs) != 0) {
+    // With NETLINK_CAP_ACK the request payload is not echoed: TLVs follow the nlmsgerr.
+    auto* tlvs = reinterpret_cast<nlattr*>(reinterpret_cast<char*>(err) + sizeof(*err));
+    const int len = static_cast<int>(nlh->nlmsg_len) - NLMSG_HDRLEN - static_cast<int>(sizeof(*err));
+    nlattr* attr;
+    int rem;
+    nla_for_each_attr(attr, tlvs, len, rem) {
+      if (nla_type(attr) == kNlmsgerrAttrMsg) ex->extack_message = nla_get_string(attr);
+      if (nla_type(attr) == kNlmsgerrAttrOffs) ex->bad_attr_offset = static_cast<int>(nla_get_u32(attr));
+    }
+  }
+  return NL_STOP;
+}
+
+int OnValid(nl_msg* msg, void* arg) {
+  auto* ex = static_cast<Exchange*>(arg);
+  std::vector<nlattr*> tb(static_cast<size_t>(ex->max_attr) + 1, nullptr);
+  if (genlmsg_parse(nlmsg_hdr(msg), 0, tb.data(), ex->max_attr, nullptr) < 0) return NL_SKIP;
+  std::vector<uint32_t> values(static_cast<size_t>(ex->max_attr) + 1, 0);
+  for (int i = 1; i <= ex->max_attr; ++i) {
+    if (tb[i] != nullptr && nla_len(tb[i]) >= 4) values[i] = nla_get_u32(tb[i]);
+  }
+  ex->replies.push_back(std::move(values));
+  return NL_OK;
+}
+
+int OnAck(nl_msg* /*msg*/, void* /*arg*/) { return NL_STOP; }
+
+Result<NlSocket> ConnectGenl(int* family) {
+  NlSocket sock(nl_socket_alloc());
+  if (!sock) return Status::Error(ErrorKind::kSystem, "nl_socket_alloc failed");
+  if (int err = genl_connect(sock.get()); err < 0) {
+    return Status::Error(ErrorKind::kSystem, "connecting generic netlink: %s", nl_geterror(err));
+  }
+  int one = 1;
+  setsockopt(nl_socket_get_fd(sock.get()), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
+  setsockopt(nl_socket_get_fd(sock.get()), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+  int id = genl_ctrl_resolve(sock.get(), uapi::kNetdevFamilyName);
+  if (id < 0) {
+    return Status::Error(ErrorKind::kSystem,
+                         "the kernel has no \"netdev\" generic netlink family (%s): devmem TCP "
+                         "needs Linux >= 6.12 with CONFIG_NET_DEVMEM",
+                         nl_geterror(id));
+  }
+  *family = id;
+  return sock;
+}
+
+// Where each attribute we put starts in the request, so an extack offset can be named.
+using AttributeMap = std::vector<std::pair<int, std::string>>;
+
+void Mark(nl_msg* msg, AttributeMap* map, std::string name) {
+  map->push_back({static_cast<int>(nlmsg_hdr(msg)->nlmsg_len), std::move(name)});
+}
+
+// Sends `msg` and collects replies until the ack (or error) arrives.
+Status Transact(nl_sock* sock, nl_msg* msg, Exchange* ex, const std::string& what,
+                const AttributeMap& attributes = {}) {
+  NlCb cb(nl_cb_alloc(NL_CB_DEFAULT));
+  if (!cb) return Status::Error(ErrorKind::kSystem, "nl_cb_alloc failed");
+  nl_cb_err(cb.get(), NL_CB_CUSTOM, OnError, ex);
+  nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, OnValid, ex);
+  nl_cb_set(cb.get(), NL_CB_ACK, NL_CB_CUSTOM, OnAck, ex);
+  nl_cb_set(cb.get(), NL_CB_FINISH, NL_CB_CUSTOM, OnAck, ex);
+  if (int err = nl_send_auto(sock, msg); err < 0) {
+    return Status::Error(ErrorKind::kSystem, "%s: sending: %s", what.c_str(), nl_geterror(err));
+  }
+  int err = nl_recvmsgs(sock, cb.get());
+  if (ex->error != 0) {
+    char text[128];
+    std::string message = Format("%s: %s (errno %d)", what.c_str(),
+                                 strerror_r(-ex->error, text, sizeof(text)), -ex->error);
+    if (!ex->extack_message.empty()) message += "; kernel says: " + ex->extack_message;
+    if (ex->bad_attr_offset >= 0) {
+      std::string name = "?";
+      for (const auto& [offset, attr] : attributes) {
+        if (offset <= ex->bad_attr_offset) name = attr;
+      }
+      message += Format("; the kernel rejects attribute %s (byte %d of the request)",
+                        name.c_str(), ex->bad_attr_offset);
+    }
+    return Status::Error(ErrorKind::kSystem, "%s", message.c_str());
+  }
+  if (err < 0) return Status::Error(ErrorKind::kSystem, "%s: %s", what.c_str(), nl_geterror(err));
+  return Status::Ok();
+}
+
+}  // namespace
+
+void NlSocketDeleter::operator()(nl_sock* sock) const { nl_socket_free(sock); }
+
+Result<NetdevNetlink> NetdevNetlink::Open() {
+  int family = 0;
+  Result<NlSocket> sock = ConnectGenl(&family);
+  if (!sock.ok()) return sock.status();
+  return NetdevNetlink(std::move(sock).value(), family);
+}
+
+Result<bool> NetdevNetlink::DeviceKnown(int ifindex) {
+  NlMsg msg(nlmsg_alloc());
+  if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc failed");
+  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family_, 0, NLM_F_REQUEST | NLM_F_ACK,
+              uapi::kNetdevCmdDevGet, uapi::kNetdevFamilyVersion);
+  nla_put_u32(msg.get(), uapi::kDevIfindex, static_cast<uint32_t>(ifindex));
+  Exchange ex;
+  ex.max_attr = 6;
+  Status status = Transact(sock_.get(), msg.get(), &ex, Format("dev-get ifindex %d", ifindex));
+  if (ex.error == -ENODEV) return false;
+  if (!status.ok()) return status;
+  return !ex.replies.empty();
+}
+
+Result<std::vector<RxQueueInfo>> NetdevNetlink::RxQueues(int ifindex) {
+  NlMsg msg(nlmsg_alloc());
+  if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc failed");
+  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family_, 0, NLM_F_REQUEST | NLM_F_DUMP,
+              uapi::kNetdevCmdQueueGet, uapi::kNetdevFamilyVersion);
+  nla_put_u32(msg.get(), uapi::kQueueIfindex, static_cast<uint32_t>(ifindex));
+  Exchange ex;
+  ex.max_attr = uapi::kQueueAttrMax;
+  DEVMEM_RETURN_IF_ERROR(
+      Transact(sock_.get(), msg.get(), &ex, Format("queue-get ifindex %d", ifindex)));
+  std::vector<RxQueueInfo> queues;
+  for (const auto& values : ex.replies) {
+    if (values[uapi::kQueueIfindex] != static_cast<uint32_t>(ifindex)) continue;
+    if (values[uapi::kQueueType] != uapi::kQueueTypeRx) continue;
+    queues.push_back({values[uapi::kQueueId], values[uapi::kQueueNapiId],
+                      values[uapi::kQueueDmabuf]});
+  }
+  return queues;
+}
+
+Result<RxQueueBinding> RxQueueBinding::Bind(int ifindex, int dmabuf_fd,
+                                            const std::vector<uint32_t>& queues) {
+  if (queues.empty()) {
+    return Status::Error(ErrorKind::kInvalidArgument, "bind-rx needs at least one RX queue");
+  }
+  int family = 0;
+  Result<NlSocket> sock = ConnectGenl(&family);
+  if (!sock.ok()) return sock.status();
+  NlMsg msg(nlmsg_alloc());
+  if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc failed");
+  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, NLM_F_REQUEST | NLM_F_ACK,
+              uapi::kNetdevCmdBindRx, uapi::kNetdevFamilyVersion);
+  AttributeMap attributes;
+  Mark(msg.get(), &attributes, "ifindex");
+  nla_put_u32(msg.get(), uapi::kDmabufIfindex, static_cast<uint32_t>(ifindex));
+  Mark(msg.get(), &attributes, "fd");
+  nla_put_u32(msg.get(), uapi::kDmabufFd, static_cast<uint32_t>(dmabuf_fd));
+  for (uint32_t queue : queues) {
+    Mark(msg.get(), &attributes, Format("queues[id %u]", queue));
+    // Strict genl validation wants NLA_F_NESTED on nests.
+    nlattr* nest = nla_nest_start(msg.get(), NLA_F_NESTED | uapi::kDmabufQueues);
+    nla_put_u32(msg.get(), uapi::kQueueId, queue);
+    nla_put_u32(msg.get(), uapi::kQueueType, uapi::kQueueTypeRx);
+    nla_nest_end(msg.get(), nest);
+  }
+  Exchange ex;
+  ex.max_attr = uapi::kDmabufAttrMax;
+  std::string what = Format("bind-rx of dmabuf fd %d to ifindex %d, %zu queue(s)", dmabuf_fd,
+                            ifindex, queues.size());
+  DEVMEM_RETURN_IF_ERROR(Transact(sock->get(), msg.get(), &ex, what, attributes));
+  if (ex.replies.empty() || ex.replies.front()[uapi::kDmabufId] == 0) {
+    return Status::Error(ErrorKind::kSystem, "%s: the kernel returned no dmabuf id", what.c_str());
+  }
+  return RxQueueBinding(std::move(sock).value(), ex.replies.front()[uapi::kDmabufId], ifindex);
+}
+
+}  // namespace devmem

@@ -1,0 +1,160 @@
+// The cmsg parser fed crafted control buffers: valid mixes, truncation, out-of-range and
+// foreign frags, zero and huge sizes, and thousands of cmsgs.
+#include "plugin/devmem/frag_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "plugin/devmem/uapi.h"
+
+namespace devmem {
+namespace {
+
+constexpr RegionBinding kBinding{7, 1 << 20};
+
+// Builds a control buffer of devmem cmsgs the way the kernel lays them out.
+class ControlBuilder {
+ public:
+  ControlBuilder& Dmabuf(uint64_t offset, uint32_t size, uint32_t token, uint32_t id = 7) {
+    return Add(uapi::kScmDevmemDmabuf, {offset, size, token, id, 0});
+  }
+  ControlBuilder& Linear(uint32_t size) { return Add(uapi::kScmDevmemLinear, {0, size, 0, 0, 0}); }
+  ControlBuilder& Add(int type, uapi::DmabufCmsg frag, int level = SOL_SOCKET,
+                      size_t data_len = sizeof(uapi::DmabufCmsg)) {
+    const size_t at = buffer_.size();
+    buffer_.resize(at + CMSG_SPACE(data_len), 0);
+    auto* cm = reinterpret_cast<cmsghdr*>(buffer_.data() + at);
+    cm->cmsg_level = level;
+    cm->cmsg_type = type;
+    cm->cmsg_len = CMSG_LEN(data_len);
+    memcpy(CMSG_DATA(cm), &frag, std::min(data_len, sizeof(frag)));
+    return *this;
+  }
+  msghdr Message(int flags = 0) {
+    msghdr msg{};
+    msg.msg_control = buffer_.empty() ? nullptr : buffer_.data();
+    msg.msg_controllen = buffer_.size();
+    msg.msg_flags = flags;
+    return msg;
+  }
+
+ private:
+  alignas(cmsghdr) std::vector<uint8_t> buffer_;
+};
+
+TEST(FragParserTest, LinearThenFragsInStreamOrder) {
+  ControlBuilder control;
+  control.Linear(100).Dmabuf(4096, 4096, 11).Dmabuf(0, 1000, 12);
+  msghdr msg = control.Message();
+  std::vector<StreamSegment> segments;
+  Result<ParsedReceive> parsed = ParseDevmemReceive(msg, 5196, kBinding, 256, &segments);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_FALSE(parsed->plain);
+  EXPECT_EQ(parsed->frags, 2u);
+  EXPECT_EQ(parsed->region_bytes, 5096u);
+  EXPECT_EQ(parsed->host_bytes, 100u);
+  ASSERT_EQ(segments.size(), 3u);
+  EXPECT_EQ(segments[0].kind, StreamSegment::Kind::kHost);
+  EXPECT_EQ(segments[0].length, 100u);
+  EXPECT_EQ(segments[1].kind, StreamSegment::Kind::kRegion);
+  EXPECT_EQ(segments[1].source_offset, 4096u);
+  EXPECT_EQ(segments[1].token, 11u);
+  EXPECT_EQ(segments[2].source_offset, 0u);
+  EXPECT_EQ(segments[2].length, 1000u);
+}
+
+TEST(FragParserTest, NoCmsgMeansPlainDataInTheBounceBuffer) {
+  ControlBuilder control;
+  msghdr msg = control.Message();
+  std::vector<StreamSegment> segments;
+  Result<ParsedReceive> parsed = ParseDevmemReceive(msg, 300, kBinding, 4096, &segments);
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_TRUE(parsed->plain);
+  ASSERT_EQ(segments.size(), 1u);
+  EXPECT_EQ(segments[0].kind, StreamSegment::Kind::kHost);
+  EXPECT_EQ(segments[0].length, 300u);
+}
+
+struct BadCase {
+  const char* name;
+  std::function<void(ControlBuilder*)> build;
+  ssize_t received;
+  int flags;
+  const char* message;
+};
+
+class FragParserRejects : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(FragParserRejects, AndLeavesNoSegmentsBehind) {
+  const BadCase& c = GetParam();
+  ControlBuilder control;
+  c.build(&control);
+  msghdr msg = control.Message(c.flags);
+  std::vector<StreamSegment> segments = {StreamSegment{}};  // earlier content is preserved
+  Result<ParsedReceive> parsed = ParseDevmemReceive(msg, c.received, kBinding, 4096, &segments);
+  ASSERT_FALSE(parsed.ok()) << c.name;
+  EXPECT_NE(parsed.status().message().find(c.message), std::string::npos)
+      << c.name << ": " << parsed.status().message();
+  EXPECT_EQ(segments.size(), 1u) << c.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    CraftedBuffers, FragParserRejects,
+    ::testing::Values(
+        BadCase{"ctrunc", [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1); }, 4096, MSG_CTRUNC,
+                "MSG_CTRUNC"},
+        BadCase{"offset past region", [](ControlBuilder* b) { b->Dmabuf(1 << 20, 1, 1); }, 1, 0,
+                "outside"},
+        BadCase{"end past region", [](ControlBuilder* b) { b->Dmabuf((1 << 20) - 100, 4096, 1); },
+                4096, 0, "outside"},
+        BadCase{"offset overflow",
+                [](ControlBuilder* b) { b->Dmabuf(UINT64_MAX - 10, 4096, 1); }, 4096, 0,
+                "outside"},
+        BadCase{"huge size", [](ControlBuilder* b) { b->Dmabuf(0, UINT32_MAX, 1); }, 1, 0,
+                "outside"},
+        BadCase{"wrong dmabuf id", [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1, 8); }, 4096, 0,
+                "bound to 7"},
+        BadCase{"zero-size frag", [](ControlBuilder* b) { b->Dmabuf(0, 0, 1); }, 0, 0,
+                "0 bytes"},
+        BadCase{"zero-size linear", [](ControlBuilder* b) { b->Linear(0); }, 0, 0, "0 bytes"},
+        BadCase{"short cmsg",
+                [](ControlBuilder* b) { b->Add(uapi::kScmDevmemDmabuf, {0, 8, 1, 7, 0}, SOL_SOCKET, 8); },
+                8, 0, "expected"},
+        BadCase{"foreign cmsg type",
+                [](ControlBuilder* b) { b->Add(SCM_RIGHTS, {0, 8, 1, 7, 0}); }, 8, 0,
+                "unexpected cmsg"},
+        BadCase{"foreign level",
+                [](ControlBuilder* b) { b->Add(uapi::kScmDevmemDmabuf, {0, 8, 1, 7, 0}, 6); }, 8, 0,
+                "unexpected cmsg"},
+        BadCase{"sum below received", [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1); }, 5000, 0,
+                "describe 4096 bytes but recvmsg returned 5000"},
+        BadCase{"sum above received",
+                [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1).Dmabuf(4096, 4096, 2); }, 4096, 0,
+                "describe 8192"},
+        BadCase{"linear overflows bounce buffer", [](ControlBuilder* b) { b->Linear(5000); }, 5000,
+                0, "overflow"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) {
+      std::string name = info.param.name;
+      for (char& ch : name) ch = isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+      return name;
+    });
+
+TEST(FragParserTest, ThousandsOfCmsgsInOneReceive) {
+  ControlBuilder control;
+  constexpr uint32_t kFrags = 5000;
+  const RegionBinding big{7, uint64_t{kFrags} * 4096};
+  for (uint32_t i = 0; i < kFrags; ++i) control.Dmabuf(uint64_t{i} * 4096, 4096, 100 + i);
+  msghdr msg = control.Message();
+  std::vector<StreamSegment> segments;
+  Result<ParsedReceive> parsed =
+      ParseDevmemReceive(msg, ssize_t{kFrags} * 4096, big, 0, &segments);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  ASSERT_EQ(segments.size(), kFrags);
+  EXPECT_EQ(parsed->frags, kFrags);
+  EXPECT_EQ(segments.back().token, 100 + kFrags - 1);
+}
+
+}  // namespace
+}  // namespace devmem

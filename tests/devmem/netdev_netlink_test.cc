@@ -1,0 +1,159 @@
+// NIC control against the real kernel: the netdev family, dev-get, queue-get, and bind-rx's
+// refusal on devices without devmem support (veth, lo), with the kernel's errno text.
+#include "plugin/devmem/netdev_netlink.h"
+
+#include <gtest/gtest.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "plugin/devmem/frag_parser.h"
+#include "plugin/devmem/token_batch.h"
+#include "plugin/devmem/uapi.h"
+#include "plugin/unique_fd.h"
+
+namespace devmem {
+namespace {
+
+TEST(NetdevNetlinkTest, FamilyResolvesAndDevGetAnswersForLoopback) {
+  Result<NetdevNetlink> netdev = NetdevNetlink::Open();
+  ASSERT_TRUE(netdev.ok()) << netdev.status().message();
+  EXPECT_GT(netdev->family_id(), 0);
+  Result<bool> known = netdev->DeviceKnown(static_cast<int>(if_nametoindex("lo")));
+  ASSERT_TRUE(known.ok()) << known.status().message();
+  EXPECT_TRUE(known.value());
+  Result<bool> missing = netdev->DeviceKnown(0x7ffffff0);
+  ASSERT_TRUE(missing.ok()) << missing.status().message();
+  EXPECT_FALSE(missing.value());
+}
+
+// A veth pair in the test's namespace, removed at the end.
+class VethTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (CAP_NET_ADMIN) to create a veth";
+    name_ = "dmnl" + std::to_string(getpid() % 100000);
+    std::string cmd = "ip link add " + name_ + " type veth peer name " + name_ + "p && ip link set " +
+                      name_ + " up";
+    ASSERT_EQ(system(cmd.c_str()), 0);
+    ifindex_ = static_cast<int>(if_nametoindex(name_.c_str()));
+    ASSERT_GT(ifindex_, 0);
+  }
+  void TearDown() override {
+    if (!name_.empty()) system(("ip link del " + name_ + " 2>/dev/null").c_str());
+  }
+  std::string name_;
+  int ifindex_ = 0;
+};
+
+TEST_F(VethTest, QueueGetListsTheVethRxQueues) {
+  Result<NetdevNetlink> netdev = NetdevNetlink::Open();
+  ASSERT_TRUE(netdev.ok()) << netdev.status().message();
+  Result<std::vector<RxQueueInfo>> queues = netdev->RxQueues(ifindex_);
+  ASSERT_TRUE(queues.ok()) << queues.status().message();
+  // veth registers its RX queues with the netdev family; none is bound to a dmabuf.
+  ASSERT_GE(queues->size(), 1u);
+  for (const RxQueueInfo& q : queues.value()) EXPECT_EQ(q.dmabuf_id, 0u);
+}
+
+TEST_F(VethTest, BindRxOnVethFailsWithTheKernelsReason) {
+  UniqueFd memfd(memfd_create("not-a-dmabuf", MFD_CLOEXEC));
+  ASSERT_TRUE(memfd.valid());
+  ASSERT_EQ(ftruncate(memfd.get(), 1 << 20), 0);
+  Result<RxQueueBinding> binding = RxQueueBinding::Bind(ifindex_, memfd.get(), {0});
+  ASSERT_FALSE(binding.ok());
+  const std::string& message = binding.status().message();
+  EXPECT_NE(message.find("bind-rx"), std::string::npos) << message;
+  EXPECT_NE(message.find("Operation not supported"), std::string::npos) << message;
+  EXPECT_NE(message.find("errno 95"), std::string::npos) << message;
+  // This kernel names the offending attribute (the ifindex) instead of a text message.
+  EXPECT_TRUE(message.find("rejects attribute ifindex") != std::string::npos ||
+              message.find("kernel says") != std::string::npos)
+      << message;
+}
+
+TEST(BindRxTest, EmptyQueueListIsRejectedBeforeTheKernel) {
+  Result<RxQueueBinding> binding = RxQueueBinding::Bind(1, 0, {});
+  ASSERT_FALSE(binding.ok());
+  EXPECT_EQ(binding.status().kind(), ErrorKind::kInvalidArgument);
+}
+
+TEST(DevmemRecvTest, PlainLoopbackSocketYieldsOrdinaryDataWithoutCmsgs) {
+  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener.get(), 1), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  UniqueFd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_EQ(connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  UniqueFd server(accept(listener.get(), nullptr, nullptr));
+  const char payload[] = "plain bytes on an unbound queue";
+  ASSERT_EQ(send(client.get(), payload, sizeof(payload), 0), static_cast<ssize_t>(sizeof(payload)));
+
+  char bounce[256];
+  alignas(cmsghdr) char control[4096];
+  iovec iov{bounce, sizeof(bounce)};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n = recvmsg(server.get(), &msg, uapi::kMsgSockDevmem);
+  ASSERT_EQ(n, static_cast<ssize_t>(sizeof(payload)));
+  EXPECT_EQ(msg.msg_controllen, 0u);
+  std::vector<StreamSegment> segments;
+  Result<ParsedReceive> parsed =
+      ParseDevmemReceive(msg, n, RegionBinding{1, 1 << 20}, sizeof(bounce), &segments);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_TRUE(parsed->plain);
+  EXPECT_EQ(memcmp(bounce, payload, sizeof(payload)), 0);
+}
+
+// The real kernel (CONFIG_NET_DEVMEM): unknown tokens free nothing, and the 128-entry cap
+// that the batching above respects is enforced.
+class KernelDontneedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fd_.reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_TRUE(fd_.valid());
+  }
+  UniqueFd fd_;
+};
+
+TEST_F(KernelDontneedTest, UnknownTokensFreeNothingAndAreCounted) {
+  TokenBatch batch;
+  for (uint32_t t = 0; t < 300; ++t) batch.Add(5 * t + 1);
+  TokenReleaseStats stats;
+  Status status = batch.Release(fd_.get(), &stats);
+  if (!status.ok() && status.message().find("Protocol not available") != std::string::npos) {
+    GTEST_SKIP() << "kernel without SO_DEVMEM_DONTNEED: " << status.message();
+  }
+  ASSERT_TRUE(status.ok()) << status.message();
+  EXPECT_EQ(stats.calls, 3u);
+  EXPECT_EQ(stats.tokens_returned, 300u);
+  EXPECT_EQ(stats.tokens_not_freed, 300u);
+}
+
+TEST_F(KernelDontneedTest, KernelRejectsMoreThan128Entries) {
+  std::vector<uapi::DmabufToken> entries(200, {1, 1});
+  errno = 0;
+  int rc = TokenBatch::KernelRelease(fd_.get(), entries.data(), entries.size());
+  if (rc < 0 && errno == ENOPROTOOPT) GTEST_SKIP() << "kernel without SO_DEVMEM_DONTNEED";
+  EXPECT_EQ(rc, -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(TokenBatch::KernelRelease(fd_.get(), entries.data(), 128), 0);
+}
+
+}  // namespace
+}  // namespace devmem
