@@ -3,7 +3,7 @@
 // a window of outstanding isend/irecv, polled with test(), yielding when idle.
 //
 //   nccl-net-devmem-bench [--plugin PATH] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
-//                         [--window W] [--latency] [--check] [--json] [--mode host]
+//                         [--window W] [--latency] [--check] [--json] [--mode host|emulated-devmem]
 //                         [--netns-send NS --netns-recv NS] [--verbose]
 #include <fcntl.h>
 #include <sched.h>
@@ -100,9 +100,11 @@ Options ParseOptions(int argc, char** argv) {
     else if (a == "--verbose") devmem::testing::LoggerVerbose() = true;
     else Die("unknown option %s (see the header of perf/bench.cc)", a.c_str());
   }
-  if (o.mode != "host") {
-    Die("--mode %s is not available: this build has the host (plain-TCP) data path only",
-        o.mode.c_str());
+  if (o.mode == "emulated-devmem") {
+    // The receiver cuts payload into frags of an emulated RX region (see README, devmem).
+    setenv("NCCL_DEVMEM_EMULATE", "1", 1);
+  } else if (o.mode != "host") {
+    Die("--mode %s is unknown: use host or emulated-devmem", o.mode.c_str());
   }
   if (o.factor <= 1.0 || o.window < 1 || o.window > 32 || o.min_bytes > o.max_bytes) {
     Die("need factor > 1, 1 <= window <= 32, min <= max");

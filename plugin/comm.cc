@@ -40,7 +40,8 @@ Status Comm::StartWorkers(const char* prefix) {
          s += static_cast<size_t>(threads)) {
       mine.push_back(data_sockets_[s].get());
     }
-    auto worker = std::make_unique<WorkerThread>(direction_, std::move(mine), &health_);
+    auto worker =
+        std::make_unique<WorkerThread>(direction_, std::move(mine), &health_, &devmem_shared_);
     DEVMEM_RETURN_IF_ERROR(worker->Start(Format("%s%d", prefix, t)));
     workers_.push_back(std::move(worker));
   }
@@ -53,7 +54,8 @@ void Comm::PushTask(uint32_t socket, const SocketTask& task) {
   workers_[socket % workers_.size()]->Wake();
 }
 
-int Comm::QueueStripes(Request* request, char* base, uint64_t size) {
+int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* results,
+                       uint64_t seq, bool scatter_now) {
   const auto sockets = static_cast<uint32_t>(data_sockets_.size());
   const StripePlan plan = PlanStripes(size, params_.chunk_bytes, sockets, next_first_socket_);
   next_first_socket_ = plan.NextFirstSocket();
@@ -69,6 +71,9 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size) {
     task.chunk_count = plan.chunk_count;
     task.next_chunk = first;
     task.stride = sockets;
+    task.result = results != nullptr ? &results[s] : nullptr;
+    task.seq = seq;
+    task.scatter_now = scatter_now;
     // Count before publishing: the worker may finish the task before PushTask returns.
     request->pending_tasks.fetch_add(1, std::memory_order_relaxed);
     PushTask(s, task);
@@ -239,7 +244,7 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   if (is_inline && size > 0) AppendControl(reinterpret_cast<const uint8_t*>(source), size);
   request->control_end = tx_appended_;
   request->count = 1;
-  request->subs[0] = SubRequest{source, size, tag, size, true, region, data};
+  request->subs[0] = SubRequest{source, size, tag, size, true, false, 0, region, data};
   if (!is_inline && size > 0) QueueStripes(request, source, size);
 
   ++counters_.messages;

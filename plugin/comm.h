@@ -59,11 +59,14 @@ class Comm {
   // Pushes `task` onto data socket `socket` and wakes its worker.
   void PushTask(uint32_t socket, const SocketTask& task);
   // Queues the tasks of one message striped across the data sockets; returns how many.
-  int QueueStripes(Request* request, char* base, uint64_t size);
+  // `results` (one per data socket) and `seq` are for frag receivers (devmem modes).
+  int QueueStripes(Request* request, char* base, uint64_t size, FragResult* results = nullptr,
+                   uint64_t seq = 0, bool scatter_now = false);
   void LogClose() const;
 
   const uint32_t magic_;
   const Direction direction_;
+  DevmemShared devmem_shared_;
   UniqueFd control_;
   std::vector<std::unique_ptr<DataSocket>> data_sockets_;
   std::vector<std::unique_ptr<WorkerThread>> workers_;
@@ -97,11 +100,30 @@ class SendComm final : public Comm {
   uint64_t tx_flushed_ = 0;
 };
 
+// How a receive comm's data sockets turn bytes into frags (fixed at accept, logged).
+struct RxPath {
+  enum class Mode { kPlain, kEmulatedDevmem } mode = Mode::kPlain;
+  uint64_t region_bytes = 0;
+  EmulationMix mix;
+};
+
+struct RecvDevmemCounters {
+  uint64_t frags = 0;
+  uint64_t region_bytes = 0;
+  uint64_t host_bytes = 0;
+  uint64_t stalls = 0;
+  uint64_t tokens_returned = 0;
+  uint64_t tokens_not_freed = 0;
+  uint64_t tokens_outstanding = 0;
+};
+
 class RecvComm final : public Comm {
  public:
   static Result<std::unique_ptr<RecvComm>> Create(UniqueFd control, std::vector<UniqueFd> data,
                                                   const ConnectionParams& params,
-                                                  std::string description);
+                                                  std::string description,
+                                                  const RxPath& path = RxPath());
+  RecvDevmemCounters DevmemCounters() const;
   ~RecvComm() override;
   Result<Request*> PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
                             MemoryRegion* const* regions);
@@ -116,6 +138,16 @@ class RecvComm final : public Comm {
   Result<bool> Dispatch(const wire::MessageHeader& header);
   void ConsumeInline();
   bool Complete(const Request* request) const;
+  // Devmem modes: scatters what the frag receivers recorded into the destination, returns the
+  // tokens, and lets the next message use the reserve.
+  Status FinishFrags(Request* request);
+  void MarkReleased(uint64_t seq);
+
+  RxPath path_;
+  std::unique_ptr<HostRegion> region_;
+  std::unique_ptr<PagePool> pool_pages_;
+  uint64_t next_seq_ = 0;
+  std::vector<bool> released_;  // ring over message sequence numbers
 
   std::vector<uint8_t> rx_buffer_;
   size_t rx_begin_ = 0;

@@ -18,6 +18,10 @@ constexpr const char* kChunk = "NCCL_DEVMEM_CHUNK_SIZE";
 constexpr const char* kInline = "NCCL_DEVMEM_INLINE_BYTES";
 constexpr const char* kMaxRecvs = "NCCL_DEVMEM_MAX_RECVS";
 constexpr const char* kHandshakeTimeout = "NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS";
+constexpr const char* kEmulate = "NCCL_DEVMEM_EMULATE";
+constexpr const char* kRegion = "NCCL_DEVMEM_RX_REGION_BYTES";
+constexpr const char* kSplit = "NCCL_DEVMEM_EMULATE_SPLIT_PERCENT";
+constexpr const char* kLinear = "NCCL_DEVMEM_EMULATE_LINEAR_PERCENT";
 constexpr const char* kIfname = "NCCL_SOCKET_IFNAME";
 constexpr const char* kFamily = "NCCL_SOCKET_FAMILY";
 
@@ -83,6 +87,31 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kHandshakeTimeout, 100, 3600000, &value));
   config.handshake_timeout_ms = static_cast<int>(value);
 
+  value = config.emulate_devmem ? 1 : 0;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kEmulate, 0, 1, &value));
+  config.emulate_devmem = value == 1;
+
+  value = static_cast<int64_t>(config.rx_region_bytes);
+  DEVMEM_RETURN_IF_ERROR(
+      ReadInteger(getenv_fn, kRegion, kMinRxRegionBytes, kMaxRxRegionBytes, &value));
+  if (value % 4096 != 0) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "%s=%lld is not a multiple of the 4096-byte page; accepted range is "
+                         "[%llu, %llu] in whole pages",
+                         kRegion, static_cast<long long>(value),
+                         static_cast<unsigned long long>(kMinRxRegionBytes),
+                         static_cast<unsigned long long>(kMaxRxRegionBytes));
+  }
+  config.rx_region_bytes = static_cast<uint64_t>(value);
+
+  value = config.emulate_split_percent;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kSplit, 0, 100, &value));
+  config.emulate_split_percent = static_cast<int>(value);
+
+  value = config.emulate_linear_percent;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kLinear, 0, 100, &value));
+  config.emulate_linear_percent = static_cast<int>(value);
+
   if (getenv_fn(kNthreads) == nullptr) {
     // The default thread count follows a smaller socket count instead of contradicting it.
     config.worker_threads = std::min(config.worker_threads, config.data_sockets);
@@ -130,6 +159,11 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%d (%s)", kMaxRecvs, max_recvs, origin(kMaxRecvs));
   log::Info(log::kEnv, "%s=%d (%s)", kHandshakeTimeout, handshake_timeout_ms,
             origin(kHandshakeTimeout));
+  log::Info(log::kEnv, "%s=%d (%s)", kEmulate, emulate_devmem ? 1 : 0, origin(kEmulate));
+  log::Info(log::kEnv, "%s=%llu (%s)", kRegion, static_cast<unsigned long long>(rx_region_bytes),
+            origin(kRegion));
+  log::Info(log::kEnv, "%s=%d (%s)", kSplit, emulate_split_percent, origin(kSplit));
+  log::Info(log::kEnv, "%s=%d (%s)", kLinear, emulate_linear_percent, origin(kLinear));
   log::Info(log::kEnv, "%s=\"%s\" (%s)", kIfname, socket_ifname.c_str(), origin(kIfname));
   log::Info(log::kEnv, "%s=%s (%s)", kFamily,
             socket_family == AF_INET ? "AF_INET" : (socket_family == AF_INET6 ? "AF_INET6" : "any"),

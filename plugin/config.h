@@ -17,6 +17,10 @@ struct Config {
   uint32_t inline_bytes = 1024;   // NCCL_DEVMEM_INLINE_BYTES
   int max_recvs = 1;              // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
+  bool emulate_devmem = false;    // NCCL_DEVMEM_EMULATE
+  uint64_t rx_region_bytes = 64ull << 20;  // NCCL_DEVMEM_RX_REGION_BYTES
+  int emulate_split_percent = 10;   // NCCL_DEVMEM_EMULATE_SPLIT_PERCENT
+  int emulate_linear_percent = 5;   // NCCL_DEVMEM_EMULATE_LINEAR_PERCENT
   std::string socket_ifname;      // NCCL_SOCKET_IFNAME (NCCL's own syntax)
   int socket_family = 0;          // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
 
@@ -37,5 +41,7 @@ inline constexpr uint64_t kMinChunkBytes = 4 << 10;
 inline constexpr uint64_t kMaxChunkBytes = 64 << 20;
 inline constexpr uint32_t kMaxInlineBytes = 64 << 10;
 inline constexpr int kMaxRecvsLimit = 8;
+inline constexpr uint64_t kMinRxRegionBytes = 1ull << 20;
+inline constexpr uint64_t kMaxRxRegionBytes = 64ull << 30;
 
 }  // namespace devmem

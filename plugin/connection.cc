@@ -256,10 +256,15 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
         Format("recv comm %s<-%s (%d data sockets, %d threads, %llu-byte chunks)",
                address_.ToString().c_str(), ready.peer.c_str(), params.data_sockets,
                params.worker_threads, static_cast<unsigned long long>(params.chunk_bytes));
-    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX not configured)",
-              description.c_str());
+    RxPath path;
+    if (config_.emulate_devmem) {
+      path.mode = RxPath::Mode::kEmulatedDevmem;
+      path.region_bytes = config_.rx_region_bytes;
+      path.mix.split_percent = config_.emulate_split_percent;
+      path.mix.linear_percent = config_.emulate_linear_percent;
+    }
     return RecvComm::Create(std::move(ready.control), std::move(ready.data), params,
-                            std::move(description));
+                            std::move(description), path);
   }
   return std::unique_ptr<RecvComm>();
 }

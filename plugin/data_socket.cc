@@ -25,8 +25,10 @@ Status CommHealth::error() const {
 }
 
 WorkerThread::WorkerThread(Direction direction, std::vector<DataSocket*> sockets,
-                           CommHealth* health)
-    : direction_(direction), sockets_(std::move(sockets)), health_(health) {}
+                           CommHealth* health, DevmemShared* devmem)
+    : direction_(direction), sockets_(std::move(sockets)), health_(health), devmem_(devmem) {
+  segments_.reserve(80);
+}
 
 WorkerThread::~WorkerThread() {
   if (!thread_.joinable()) return;
@@ -57,7 +59,75 @@ void WorkerThread::Wake() {
   }
 }
 
+WorkerThread::Outcome WorkerThread::AdvanceFrags(DataSocket* socket, SocketTask* task,
+                                                 bool* moved) {
+  const int fd = socket->fd.get();
+  const bool oldest =
+      devmem_ == nullptr || task->seq == devmem_->oldest_seq.load(std::memory_order_acquire);
+  while (task->next_chunk < task->chunk_count) {
+    const uint64_t chunk_start = task->next_chunk * task->chunk_bytes;
+    const uint64_t chunk_len = std::min(task->chunk_bytes, task->size - chunk_start);
+    const uint64_t at = chunk_start + task->done_in_chunk;
+    segments_.clear();
+    uint64_t consumed = 0;
+    Result<FragReceiver::State> state =
+        socket->receiver->Receive(fd, chunk_len - task->done_in_chunk, oldest,
+                                  task->base != nullptr ? task->base + at : nullptr, &segments_,
+                                  &consumed);
+    WorkerCounters::Add(counters_.syscalls, 1);
+    if (!state.ok()) {
+      health_->Fail(state.status());
+      return Outcome::kFailed;
+    }
+    if (consumed > 0) {
+      *moved = true;
+      WorkerCounters::Add(counters_.bytes, consumed);
+      if (task->scatter_now) {
+        // Host destination: this thread is the consumer. Copy while the frags are still in
+        // cache, then hand the tokens straight back.
+        immediate_.Clear();
+        immediate_tokens_.clear();
+        immediate_.Append(segments_.data(), segments_.size(), at);
+        for (const StreamSegment& s : segments_) {
+          if (s.kind == StreamSegment::Kind::kRegion) immediate_tokens_.push_back(s.token);
+        }
+        Status done = task->base != nullptr
+                          ? HostScatter(immediate_, socket->receiver->region_base(),
+                                        socket->receiver->region_bytes(), task->base, task->size)
+                          : Status::Ok();
+        Status released = socket->receiver->Release(fd, immediate_tokens_.data(),
+                                                    immediate_tokens_.size());
+        if (!done.ok() || !released.ok()) {
+          health_->Fail(!done.ok() ? done : released);
+          return Outcome::kFailed;
+        }
+        devmem_->release_generation.fetch_add(1, std::memory_order_seq_cst);
+      } else {
+        FragResult* result = task->result;
+        result->used = true;
+        result->table.Append(segments_.data(), segments_.size(), at);
+        for (const StreamSegment& s : segments_) {
+          if (s.kind == StreamSegment::Kind::kRegion) result->tokens.push_back(s.token);
+        }
+      }
+      task->done_in_chunk += consumed;
+      if (task->done_in_chunk == chunk_len) {
+        task->next_chunk += task->stride;
+        task->done_in_chunk = 0;
+      }
+      continue;
+    }
+    if (state.value() == FragReceiver::State::kStalled) {
+      socket->stalled_generation = devmem_->release_generation.load(std::memory_order_acquire);
+      return Outcome::kStalled;
+    }
+    return Outcome::kBlocked;
+  }
+  return Outcome::kDone;
+}
+
 WorkerThread::Outcome WorkerThread::Advance(DataSocket* socket, SocketTask* task, bool* moved) {
+  if (socket->receiver != nullptr) return AdvanceFrags(socket, task, moved);
   const int fd = socket->fd.get();
   while (task->next_chunk < task->chunk_count) {
     const uint64_t chunk_start = task->next_chunk * task->chunk_bytes;
@@ -125,6 +195,11 @@ void WorkerThread::Run() {
           socket->broken = true;
           break;
         }
+        if (outcome == Outcome::kStalled) {
+          // No free page: wait for the consumer to return tokens, not for the socket.
+          waiting[i] = true;
+          break;
+        }
         waits.push_back({socket->fd.get(), event, 0});
         waiting[i] = true;
         break;
@@ -138,6 +213,13 @@ void WorkerThread::Run() {
     bool fresh_work = false;
     for (size_t i = 0; i < sockets_.size(); ++i) {
       if (!waiting[i] && !sockets_[i]->broken && sockets_[i]->tasks.Front() != nullptr) {
+        fresh_work = true;
+      }
+      // Tokens returned since this socket stalled: its pages may be free again.
+      if (devmem_ != nullptr && sockets_[i]->receiver != nullptr &&
+          sockets_[i]->stalled_generation !=
+              devmem_->release_generation.load(std::memory_order_seq_cst)) {
+        sockets_[i]->stalled_generation = devmem_->release_generation.load();
         fresh_work = true;
       }
     }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -11,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "plugin/devmem/frag_receiver.h"
+#include "plugin/devmem/offset_table.h"
 #include "plugin/status.h"
 #include "plugin/unique_fd.h"
 
@@ -45,6 +48,25 @@ class SpscRing {
   alignas(64) std::atomic<uint64_t> tail_{0};
 };
 
+// What one data socket received of one message through a FragReceiver: region frags as an
+// offset table, and the tokens that pin them until the consumer has scattered them.
+struct FragResult {
+  OffsetTable table;
+  std::vector<uint32_t> tokens;
+  bool used = false;
+  void Clear() {
+    table.Clear();
+    tokens.clear();
+    used = false;
+  }
+};
+
+// State the receive workers of one devmem comm share with its consumer (the proxy thread).
+struct DevmemShared {
+  std::atomic<uint64_t> oldest_seq{0};          // lowest message whose frags are still held
+  std::atomic<uint64_t> release_generation{0};  // bumped whenever tokens go back
+};
+
 // The part of one message that one data socket carries: chunks next_chunk, next_chunk+stride,
 // ... of a message cut by a StripePlan.
 struct SocketTask {
@@ -56,6 +78,9 @@ struct SocketTask {
   uint64_t next_chunk = 0;
   uint32_t stride = 1;
   uint64_t done_in_chunk = 0;
+  FragResult* result = nullptr;  // devmem modes: where deferred frags and tokens are recorded
+  bool scatter_now = false;      // devmem modes: host destination, the worker scatters at once
+  uint64_t seq = 0;              // devmem modes: message sequence number (reserve policy)
 };
 
 // 32 requests x 8 sub-requests can each put at most one task on a socket.
@@ -64,7 +89,9 @@ inline constexpr size_t kSocketTaskCapacity = 256;
 struct DataSocket {
   UniqueFd fd;
   SpscRing<SocketTask, kSocketTaskCapacity> tasks;
+  std::unique_ptr<FragReceiver> receiver;  // null: plain recv straight into the buffer
   bool broken = false;  // worker-only: an I/O error was reported, stop touching it
+  uint64_t stalled_generation = 0;  // worker-only: release generation seen when it stalled
 };
 
 // First failure of a comm, visible to every request of it.
@@ -95,7 +122,8 @@ struct WorkerCounters {
 
 class WorkerThread final {
  public:
-  WorkerThread(Direction direction, std::vector<DataSocket*> sockets, CommHealth* health);
+  WorkerThread(Direction direction, std::vector<DataSocket*> sockets, CommHealth* health,
+               DevmemShared* devmem = nullptr);
   WorkerThread(const WorkerThread&) = delete;
   WorkerThread& operator=(const WorkerThread&) = delete;
   ~WorkerThread();  // stops and joins
@@ -106,13 +134,18 @@ class WorkerThread final {
   const WorkerCounters& counters() const { return counters_; }
 
  private:
-  enum class Outcome { kDone, kBlocked, kFailed };
+  enum class Outcome { kDone, kBlocked, kStalled, kFailed };
   void Run();
   Outcome Advance(DataSocket* socket, SocketTask* task, bool* moved);
+  Outcome AdvanceFrags(DataSocket* socket, SocketTask* task, bool* moved);
 
   const Direction direction_;
   std::vector<DataSocket*> sockets_;
   CommHealth* health_;
+  DevmemShared* devmem_;
+  std::vector<StreamSegment> segments_;  // scratch for one FragReceiver call
+  OffsetTable immediate_;                // scratch: frags scattered right after they arrive
+  std::vector<uint32_t> immediate_tokens_;
   UniqueFd wake_fd_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> sleeping_{false};

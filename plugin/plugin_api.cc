@@ -108,9 +108,16 @@ abi::Result Init(abi::DebugLogger logger) {
               d.address.ToString().c_str(), d.speed_mbps,
               d.pci_path.empty() ? "(virtual)" : d.pci_path.c_str());
   }
-  log::Info(log::kInit,
-            "data path: plain TCP on every connection (devmem RX not configured in this build); "
-            "host buffers used directly, CUDA buffers staged through pinned host memory");
+  if (config->emulate_devmem) {
+    log::Info(log::kInit,
+              "data path: EMULATED devmem RX on every receive connection (NCCL_DEVMEM_EMULATE=1, "
+              "a test mode: payload is read into a host region and cut into frags like a NIC "
+              "would); send side plain TCP");
+  } else {
+    log::Info(log::kInit,
+              "data path: plain TCP on every connection (no devmem RX binding configured); host "
+              "buffers used directly, CUDA buffers staged through pinned host memory");
+  }
   state.config = config.value();
   state.devices = std::move(devices).value();
   state.ready = true;

@@ -16,18 +16,118 @@ constexpr size_t kControlRxBytes = 64 << 10;
 
 }  // namespace
 
+// Message sequence numbers in flight at once are bounded by requests x sub-requests.
+constexpr size_t kSeqRing = 1024;
+static_assert(kSeqRing > abi::kNetMaxRequests * kMaxRecvsLimit);
+
 Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector<UniqueFd> data,
                                                    const ConnectionParams& params,
-                                                   std::string description) {
+                                                   std::string description, const RxPath& path) {
   std::unique_ptr<RecvComm> comm(new RecvComm(kRecvMagic, Direction::kRecv, std::move(control),
                                               std::move(data), params, std::move(description)));
   comm->rx_buffer_.resize(kControlRxBytes);
   comm->posted_.reserve(abi::kNetMaxRequests);
+  comm->path_ = path;
+  if (path.mode == RxPath::Mode::kEmulatedDevmem) {
+    Result<std::unique_ptr<HostRegion>> region = HostRegion::Create(path.region_bytes);
+    if (!region.ok()) return region.status().WithContext(comm->description_);
+    comm->region_ = std::move(region).value();
+    comm->pool_pages_ = std::make_unique<PagePool>(path.region_bytes);
+    comm->released_.assign(kSeqRing, false);
+    for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
+      comm->data_sockets_[s]->receiver = std::make_unique<EmulatedFragReceiver>(
+          comm->region_.get(), comm->pool_pages_.get(), path.mix, 0x9e3779b97f4a7c15ull * (s + 1));
+    }
+    log::Info(log::kNet,
+              "%s: EMULATED devmem RX (NCCL_DEVMEM_EMULATE=1, a test mode: no NIC writes here): "
+              "%llu-byte host region of %zu pages, %d%% split and %d%% linear frags",
+              comm->description_.c_str(), static_cast<unsigned long long>(path.region_bytes),
+              comm->pool_pages_->total_pages(), path.mix.split_percent, path.mix.linear_percent);
+  } else {
+    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX not configured)",
+              comm->description_.c_str());
+  }
   DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
   return comm;
 }
 
-RecvComm::~RecvComm() { LogClose(); }
+RecvComm::~RecvComm() {
+  // Workers write into the region and the requests: stop them before our members go.
+  workers_.clear();
+  LogClose();
+  if (path_.mode != RxPath::Mode::kPlain) {
+    RecvDevmemCounters c = DevmemCounters();
+    log::Info(log::kNet,
+              "%s devmem counters: %llu frags, %llu region bytes, %llu linear bytes, %llu pool "
+              "stalls, %llu tokens returned (%llu not freed)",
+              description_.c_str(), static_cast<unsigned long long>(c.frags),
+              static_cast<unsigned long long>(c.region_bytes),
+              static_cast<unsigned long long>(c.host_bytes),
+              static_cast<unsigned long long>(c.stalls),
+              static_cast<unsigned long long>(c.tokens_returned),
+              static_cast<unsigned long long>(c.tokens_not_freed));
+    if (c.tokens_outstanding > 0) {
+      log::Warn("%s closed with %llu devmem tokens outstanding (receives never completed); "
+                "their pages are freed with the comm",
+                description_.c_str(), static_cast<unsigned long long>(c.tokens_outstanding));
+    }
+  }
+}
+
+RecvDevmemCounters RecvComm::DevmemCounters() const {
+  RecvDevmemCounters out;
+  for (const auto& socket : data_sockets_) {
+    if (socket->receiver == nullptr) continue;
+    const ReceiverCounters& c = socket->receiver->counters();
+    out.frags += c.frags;
+    out.region_bytes += c.region_bytes;
+    out.host_bytes += c.host_bytes;
+    out.stalls += c.stalls;
+    out.tokens_returned += c.release.tokens_returned;
+    out.tokens_not_freed += c.release.tokens_not_freed;
+    out.tokens_outstanding += socket->receiver->outstanding();
+  }
+  return out;
+}
+
+void RecvComm::MarkReleased(uint64_t seq) {
+  released_[seq % kSeqRing] = true;
+  uint64_t oldest = devmem_shared_.oldest_seq.load(std::memory_order_relaxed);
+  while (released_[oldest % kSeqRing]) {
+    released_[oldest % kSeqRing] = false;
+    ++oldest;
+  }
+  devmem_shared_.oldest_seq.store(oldest, std::memory_order_release);
+}
+
+Status RecvComm::FinishFrags(Request* request) {
+  const size_t sockets = data_sockets_.size();
+  Status result;
+  for (int i = 0; i < request->count; ++i) {
+    SubRequest& sub = request->subs[i];
+    if (!sub.holds_frags) continue;
+    const bool deliver = request->error.ok() && sub.data != nullptr && sub.size <= sub.capacity;
+    for (size_t s = 0; s < sockets; ++s) {
+      FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
+      if (!frags.used) continue;
+      if (deliver && result.ok()) {
+        result = HostScatter(frags.table, region_->data(), region_->bytes(), sub.data,
+                             sub.capacity);
+      }
+      // Tokens go back only now that the consumer (the scatter) is done with their frags.
+      Status released = data_sockets_[s]->receiver->Release(
+          data_sockets_[s]->fd.get(), frags.tokens.data(), frags.tokens.size());
+      if (result.ok() && !released.ok()) result = released;
+      frags.Clear();
+    }
+    sub.holds_frags = false;
+    MarkReleased(sub.seq);
+  }
+  devmem_shared_.release_generation.fetch_add(1, std::memory_order_seq_cst);
+  for (const auto& worker : workers_) worker->Wake();
+  if (!result.ok()) health_.Fail(result);
+  return result;
+}
 
 Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* sizes,
                                     const int* tags, MemoryRegion* const* regions) {
@@ -70,7 +170,7 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
       target = staging;
       staging += sizes[i];
     }
-    request->subs[i] = SubRequest{target, sizes[i], tags[i], 0, false, region, data[i]};
+    request->subs[i] = SubRequest{target, sizes[i], tags[i], 0, false, false, 0, region, data[i]};
   }
   posted_.push_back(request);
   DEVMEM_RETURN_IF_ERROR(ProgressControl());
@@ -162,8 +262,36 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
       inline_left_ = header.size;
       ConsumeInline();
     }
-  } else if (header.size > 0) {
+  } else if (header.size > 0 && path_.mode == RxPath::Mode::kPlain) {
     QueueStripes(request, destination, header.size);
+  } else if (header.size > 0) {
+    const size_t sockets = data_sockets_.size();
+    const size_t index = static_cast<size_t>(sub - request->subs.data());
+    if (request->frag_results.size() < static_cast<size_t>(kMaxRecvsLimit) * sockets) {
+      request->frag_results.resize(static_cast<size_t>(kMaxRecvsLimit) * sockets);
+    }
+    sub->seq = next_seq_++;
+    // Host destinations (staging included) are scattered by the workers as frags arrive; the
+    // frags of GPU destinations wait for the GPU scatter engine.
+    const bool scatter_now = sub->region == nullptr || !sub->region->is_cuda();
+    sub->holds_frags = !scatter_now;
+    if (!scatter_now) {
+      // Held whole in the region until the consumer runs: more than a quarter of it could
+      // deadlock the pool (half is reserved for the oldest message; split frags use half pages).
+      if (header.size > region_->bytes() / 4) {
+        Status status = Status::Error(
+            ErrorKind::kInvalidUsage,
+            "a %llu-byte message cannot be received through a %llu-byte devmem RX region (limit: "
+            "a quarter of it); raise NCCL_DEVMEM_RX_REGION_BYTES",
+            static_cast<unsigned long long>(header.size),
+            static_cast<unsigned long long>(region_->bytes()));
+        health_.Fail(status);
+        return status;
+      }
+    }
+    if (scatter_now) MarkReleased(sub->seq);  // it never holds pages beyond one receive
+    QueueStripes(request, destination, header.size, &request->frag_results[index * sockets],
+                 sub->seq, scatter_now);
   }
   if (request->unmatched == 0) {
     for (size_t r = 0; r < posted_.size(); ++r) {
@@ -228,6 +356,10 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
     if (!Complete(request)) return Status::Ok();
   }
   Status result = request->error;
+  if (path_.mode != RxPath::Mode::kPlain) {
+    Status finished = FinishFrags(request);
+    if (result.ok()) result = finished;
+  }
   for (int i = 0; i < request->count && result.ok(); ++i) {
     const SubRequest& sub = request->subs[i];
     if (sub.region != nullptr && sub.region->is_cuda() && sub.size > 0) {

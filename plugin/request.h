@@ -6,7 +6,10 @@
 #include <atomic>
 #include <cstdint>
 
+#include <vector>
+
 #include "plugin/abi/net_abi.h"
+#include "plugin/data_socket.h"
 #include "plugin/config.h"
 #include "plugin/memory.h"
 #include "plugin/status.h"
@@ -21,6 +24,8 @@ struct SubRequest {
   int tag = 0;
   uint64_t size = 0;           // bytes actually carried
   bool matched = false;        // recv: a message header was matched to this sub
+  bool holds_frags = false;    // recv, devmem modes: frags of this sub await scatter + release
+  uint64_t seq = 0;            // recv, devmem modes: message sequence number
   const MemoryRegion* region = nullptr;
   void* user_data = nullptr;   // the caller's pointer (differs from data when staged)
 };
@@ -39,6 +44,9 @@ struct Request {
   std::atomic<int> pending_tasks{0};  // socket tasks not finished by the workers
   Status error;                // request-level failure (e.g. truncation), reported by test()
   StagingBuffer staging;       // pinned host memory when a sub is a CUDA buffer
+  // Devmem modes: per sub-request x data socket, what the frag receivers recorded. Sized on
+  // first use and reused, so the steady state allocates nothing.
+  std::vector<FragResult> frag_results;
 
   void Reset(Comm* owner, Kind k) {
     comm = owner;

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
+#include <ostream>
 #include <vector>
 
 #include "plugin/devmem/uapi.h"
@@ -84,6 +86,8 @@ struct BadCase {
   int flags;
   const char* message;
 };
+
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
 
 class FragParserRejects : public ::testing::TestWithParam<BadCase> {};
 

@@ -1,0 +1,252 @@
+#include "plugin/devmem/frag_receiver.h"
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "plugin/devmem/uapi.h"
+
+namespace devmem {
+namespace {
+
+constexpr size_t kMaxPagesPerReceive = 64;       // 256 KiB of frags per recvmsg
+constexpr size_t kDevmemBounceBytes = 256 << 10;  // also the most one devmem recvmsg consumes
+constexpr size_t kDevmemControlBytes =
+    (kDevmemBounceBytes / PagePool::kPageBytes + 8) * CMSG_SPACE(sizeof(uapi::DmabufCmsg));
+
+Status PeerClosed() {
+  return Status::Error(ErrorKind::kRemote,
+                       "peer closed a data connection while a message was arriving");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<HostRegion>> HostRegion::Create(uint64_t bytes) {
+  std::unique_ptr<HostRegion> region(new HostRegion());
+  region->fd_.reset(memfd_create("nccl-devmem-rx-region", MFD_CLOEXEC));
+  if (!region->fd_.valid()) return Status::Errno(errno, "memfd_create for the RX region");
+  if (ftruncate(region->fd_.get(), static_cast<off_t>(bytes)) != 0) {
+    return Status::Errno(errno, "sizing the %llu-byte RX region", static_cast<unsigned long long>(bytes));
+  }
+  void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, region->fd_.get(), 0);
+  if (data == MAP_FAILED) {
+    return Status::Errno(errno, "mapping the %llu-byte RX region", static_cast<unsigned long long>(bytes));
+  }
+  region->data_ = static_cast<char*>(data);
+  region->bytes_ = bytes;
+  return region;
+}
+
+HostRegion::~HostRegion() {
+  if (data_ != nullptr) munmap(data_, bytes_);
+}
+
+PagePool::PagePool(uint64_t region_bytes) : total_(region_bytes / kPageBytes) {
+  free_.reserve(total_);
+  for (size_t i = total_; i > 0; --i) free_.push_back(static_cast<uint32_t>(i - 1));
+}
+
+size_t PagePool::Take(size_t want, bool oldest, uint32_t* pages) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const size_t reserve = oldest ? 0 : total_ / 2;
+  const size_t available = free_.size() > reserve ? free_.size() - reserve : 0;
+  const size_t n = std::min(want, available);
+  for (size_t i = 0; i < n; ++i) {
+    pages[i] = free_.back();
+    free_.pop_back();
+  }
+  return n;
+}
+
+void PagePool::Give(const uint32_t* pages, size_t count) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_.insert(free_.end(), pages, pages + count);
+}
+
+size_t PagePool::free_pages() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return free_.size();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+EmulatedFragReceiver::EmulatedFragReceiver(const HostRegion* region, PagePool* pool,
+                                           EmulationMix mix, uint64_t seed)
+    : region_(region), pool_(pool), mix_(mix), rng_(seed | 1) {
+  pages_.resize(kMaxPagesPerReceive);
+}
+
+uint64_t EmulatedFragReceiver::NextRandom() {
+  rng_ ^= rng_ << 13;
+  rng_ ^= rng_ >> 7;
+  rng_ ^= rng_ << 17;
+  return rng_;
+}
+
+uint32_t EmulatedFragReceiver::IssueToken(uint32_t page) {
+  uint32_t token;
+  if (!free_tokens_.empty()) {
+    token = free_tokens_.back();
+    free_tokens_.pop_back();
+    token_page_[token] = page;
+  } else {
+    token = static_cast<uint32_t>(token_page_.size());
+    token_page_.push_back(page);
+  }
+  return token;
+}
+
+Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_bytes, bool oldest,
+                                                          char* host_dst,
+                                                          std::vector<StreamSegment>* segments,
+                                                          uint64_t* consumed) {
+  *consumed = 0;
+  const size_t want = static_cast<size_t>(
+      std::min<uint64_t>(kMaxPagesPerReceive, max_bytes / PagePool::kPageBytes + 2));
+  const size_t got = pool_->Take(want, oldest, pages_.data());
+  if (got == 0) {
+    ++counters_.stalls;
+    return State::kStalled;  // like a NIC without buffers: nothing is read until tokens return
+  }
+  // Lay out the receive the way a header-split NIC fills it: optional linear bytes, then
+  // page frags, some of them half pages at a 2 KiB offset.
+  iovec iov[kMaxPagesPerReceive + 1];
+  StreamSegment plan[kMaxPagesPerReceive + 1];
+  size_t n = 0;
+  uint64_t planned = 0;
+  if (static_cast<int>(NextRandom() % 100) < mix_.linear_percent) {
+    const uint64_t len = std::min<uint64_t>(64 + NextRandom() % (sizeof(linear_bounce_) - 64), max_bytes);
+    iov[n] = {linear_bounce_, len};
+    plan[n++] = {StreamSegment::Kind::kHost, 0, static_cast<uint32_t>(len), 0};
+    planned += len;
+  }
+  size_t pages_planned = 0;
+  for (; pages_planned < got && planned < max_bytes; ++pages_planned) {
+    const bool split = static_cast<int>(NextRandom() % 100) < mix_.split_percent;
+    const uint32_t offset = split ? PagePool::kPageBytes / 2 : 0;
+    const uint64_t len = std::min<uint64_t>(PagePool::kPageBytes - offset, max_bytes - planned);
+    const uint64_t at = uint64_t{pages_[pages_planned]} * PagePool::kPageBytes + offset;
+    iov[n] = {region_->data() + at, len};
+    plan[n++] = {StreamSegment::Kind::kRegion, at, static_cast<uint32_t>(len), pages_[pages_planned]};
+    planned += len;
+  }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = n;
+  ssize_t r = recvmsg(fd, &msg, MSG_DONTWAIT);
+  if (r <= 0) {
+    const int err = errno;
+    pool_->Give(pages_.data(), got);
+    if (r == 0) return PeerClosed();
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return State::kWouldBlock;
+    return Status::Errno(err, "recv on a data connection (emulated devmem)");
+  }
+  uint64_t left = static_cast<uint64_t>(r);
+  uint64_t local = 0;
+  size_t used_pages = 0;
+  {
+    std::lock_guard<std::mutex> lock(tokens_mutex_);
+    for (size_t i = 0; i < n && left > 0; ++i) {
+      StreamSegment segment = plan[i];
+      segment.length = static_cast<uint32_t>(std::min<uint64_t>(segment.length, left));
+      if (segment.kind == StreamSegment::Kind::kHost) {
+        if (host_dst != nullptr) memcpy(host_dst + local, linear_bounce_, segment.length);
+        counters_.host_bytes += segment.length;
+      } else {
+        segment.token = IssueToken(segment.token);  // the plan carried the page number
+        ++used_pages;
+        ++counters_.frags;
+        counters_.region_bytes += segment.length;
+      }
+      segments->push_back(segment);
+      local += segment.length;
+      left -= segment.length;
+    }
+  }
+  outstanding_.fetch_add(used_pages, std::memory_order_relaxed);
+  if (used_pages < got) pool_->Give(pages_.data() + used_pages, got - used_pages);
+  *consumed = static_cast<uint64_t>(r);
+  return State::kProgress;
+}
+
+Status EmulatedFragReceiver::Release(int /*fd*/, const uint32_t* tokens, size_t count) {
+  returned_.clear();
+  {
+    std::lock_guard<std::mutex> lock(tokens_mutex_);
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t token = tokens[i];
+      // Like the kernel: a token that is not outstanding on this socket is skipped.
+      if (token >= token_page_.size() || token_page_[token] < 0) continue;
+      returned_.push_back(static_cast<uint32_t>(token_page_[token]));
+      token_page_[token] = -1;
+      free_tokens_.push_back(token);
+    }
+  }
+  pool_->Give(returned_.data(), returned_.size());
+  outstanding_.fetch_sub(returned_.size(), std::memory_order_relaxed);
+  ++counters_.release.calls;
+  counters_.release.tokens_returned += count;
+  counters_.release.tokens_not_freed += count - returned_.size();
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+DevmemFragReceiver::DevmemFragReceiver(RegionBinding binding)
+    : binding_(binding), bounce_(kDevmemBounceBytes), control_(kDevmemControlBytes) {}
+
+Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_bytes, bool /*oldest*/,
+                                                        char* host_dst,
+                                                        std::vector<StreamSegment>* segments,
+                                                        uint64_t* consumed) {
+  *consumed = 0;
+  // The iov length bounds how much of the stream one call consumes; it must be real memory
+  // because an unbound queue delivers everything as plain bytes.
+  iovec iov{bounce_.data(), static_cast<size_t>(std::min<uint64_t>(max_bytes, bounce_.size()))};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control_.data();
+  msg.msg_controllen = control_.size();
+  ssize_t r = recvmsg(fd, &msg, uapi::kMsgSockDevmem | MSG_DONTWAIT);
+  if (r == 0) return PeerClosed();
+  if (r < 0) {
+    const int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return State::kWouldBlock;
+    if (err == uapi::kEtooSmall) {
+      return Status::Error(ErrorKind::kInternal, "devmem recvmsg: control buffer of %zu bytes "
+                           "holds not even one frag (ETOOSMALL)", control_.size());
+    }
+    return Status::Errno(err, "recvmsg(MSG_SOCK_DEVMEM) on a data connection");
+  }
+  const size_t first = segments->size();
+  Result<ParsedReceive> parsed = ParseDevmemReceive(msg, r, binding_, bounce_.size(), segments);
+  if (!parsed.ok()) return parsed.status();
+  uint64_t local = 0;
+  for (size_t i = first; i < segments->size(); ++i) {
+    const StreamSegment& s = (*segments)[i];
+    if (s.kind == StreamSegment::Kind::kHost && host_dst != nullptr) {
+      memcpy(host_dst + local, bounce_.data() + s.source_offset, s.length);
+    }
+    local += s.length;
+  }
+  counters_.frags += parsed->frags;
+  counters_.region_bytes += parsed->region_bytes;
+  counters_.host_bytes += parsed->host_bytes;
+  outstanding_.fetch_add(parsed->frags, std::memory_order_relaxed);
+  *consumed = static_cast<uint64_t>(r);
+  return State::kProgress;
+}
+
+Status DevmemFragReceiver::Release(int fd, const uint32_t* tokens, size_t count) {
+  for (size_t i = 0; i < count; ++i) batch_.Add(tokens[i]);
+  Status status = batch_.Release(fd, &counters_.release);
+  if (status.ok()) outstanding_.fetch_sub(count, std::memory_order_relaxed);
+  return status;
+}
+
+}  // namespace devmem

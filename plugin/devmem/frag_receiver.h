@@ -1,0 +1,139 @@
+// The FragSource seam of the receive path, per data socket. A receiver consumes bytes of one
+// TCP stream and describes them as StreamSegments: host bytes (copied into place at once) and
+// region frags that pin a token until the consumer has scattered them.
+//   - DevmemFragReceiver: recvmsg(MSG_SOCK_DEVMEM) + SCM_DEVMEM_* cmsgs (real NIC binding).
+//   - EmulatedFragReceiver: plain recv into pages of a host region, cut like a NIC would,
+//     with per-socket tokens and a shared, limited page pool (NCCL_DEVMEM_EMULATE=1).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "plugin/devmem/frag_parser.h"
+#include "plugin/devmem/token_batch.h"
+#include "plugin/status.h"
+#include "plugin/unique_fd.h"
+
+namespace devmem {
+
+// Host memory standing in for a bound dmabuf (memfd-backed, so it is an fd like a dmabuf).
+class HostRegion final {
+ public:
+  static Result<std::unique_ptr<HostRegion>> Create(uint64_t bytes);
+  HostRegion(const HostRegion&) = delete;
+  HostRegion& operator=(const HostRegion&) = delete;
+  ~HostRegion();
+  char* data() const { return data_; }
+  uint64_t bytes() const { return bytes_; }
+  int fd() const { return fd_.get(); }
+
+ private:
+  HostRegion() = default;
+  UniqueFd fd_;
+  char* data_ = nullptr;
+  uint64_t bytes_ = 0;
+};
+
+// The pages of a region, shared by every data socket of a comm like a NIC queue's page pool.
+// Half the pool is held back for the oldest unreleased message, so newer messages can never
+// starve the one the consumer waits for.
+class PagePool final {
+ public:
+  static constexpr uint32_t kPageBytes = 4096;
+  explicit PagePool(uint64_t region_bytes);
+  // Takes up to `want` pages; `oldest` may dip into the reserve. Returns how many.
+  size_t Take(size_t want, bool oldest, uint32_t* pages);
+  void Give(const uint32_t* pages, size_t count);
+  size_t free_pages() const;
+  size_t total_pages() const { return total_; }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<uint32_t> free_;
+  size_t total_ = 0;
+};
+
+struct ReceiverCounters {
+  uint64_t frags = 0;
+  uint64_t region_bytes = 0;
+  uint64_t host_bytes = 0;  // linear bytes (devmem) or plain bytes without cmsgs
+  uint64_t stalls = 0;      // receives that found no free page
+  TokenReleaseStats release;
+};
+
+class FragReceiver {
+ public:
+  enum class State { kProgress, kWouldBlock, kStalled };
+  virtual ~FragReceiver() = default;
+  // Consumes up to `max_bytes` of the stream. Host bytes go to host_dst (nullptr: dropped);
+  // every byte is described in *segments, in stream order. *consumed = stream bytes taken.
+  virtual Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
+                                std::vector<StreamSegment>* segments, uint64_t* consumed) = 0;
+  // Returns tokens whose frags the consumer no longer needs.
+  virtual Status Release(int fd, const uint32_t* tokens, size_t count) = 0;
+  virtual const char* mode() const = 0;
+  // Where region frags live in this process (host mapping; nullptr for GPU memory).
+  virtual const char* region_base() const = 0;
+  virtual uint64_t region_bytes() const = 0;
+  const ReceiverCounters& counters() const { return counters_; }
+  // Tokens handed out and not yet released.
+  size_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
+
+ protected:
+  ReceiverCounters counters_;
+  std::atomic<size_t> outstanding_{0};
+};
+
+struct EmulationMix {
+  int split_percent = 10;   // frags that use half a page at a 2 KiB offset
+  int linear_percent = 5;   // receives that start with linear (host) bytes
+};
+
+class EmulatedFragReceiver final : public FragReceiver {
+ public:
+  EmulatedFragReceiver(const HostRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed);
+  Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
+                        std::vector<StreamSegment>* segments, uint64_t* consumed) override;
+  Status Release(int fd, const uint32_t* tokens, size_t count) override;
+  const char* mode() const override { return "emulated devmem"; }
+  const char* region_base() const override { return region_->data(); }
+  uint64_t region_bytes() const override { return region_->bytes(); }
+
+ private:
+  uint32_t IssueToken(uint32_t page);
+  uint64_t NextRandom();
+
+  const HostRegion* region_;
+  PagePool* pool_;
+  EmulationMix mix_;
+  uint64_t rng_;
+  std::mutex tokens_mutex_;             // worker issues, consumer releases
+  std::vector<int64_t> token_page_;     // token -> page, -1 when free
+  std::vector<uint32_t> free_tokens_;
+  std::vector<uint32_t> pages_;         // scratch
+  std::vector<uint32_t> returned_;      // scratch for Release
+  char linear_bounce_[1024];
+};
+
+class DevmemFragReceiver final : public FragReceiver {
+ public:
+  explicit DevmemFragReceiver(RegionBinding binding);
+  Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
+                        std::vector<StreamSegment>* segments, uint64_t* consumed) override;
+  Status Release(int fd, const uint32_t* tokens, size_t count) override;
+  const char* mode() const override { return "devmem"; }
+  // The bound region is GPU memory: frags are never scattered by the CPU.
+  const char* region_base() const override { return nullptr; }
+  uint64_t region_bytes() const override { return binding_.region_bytes; }
+
+ private:
+  RegionBinding binding_;
+  std::vector<char> bounce_;   // linear bytes / plain data land here first
+  std::vector<char> control_;  // cmsgs: 40 bytes per 4 KiB frag
+  TokenBatch batch_;
+};
+
+}  // namespace devmem

@@ -1,0 +1,206 @@
+// The emulated frag source behaves like the kernel: page-sized (and split) frags in a region,
+// linear bytes in host memory, unique per-socket tokens, unknown tokens skipped on release,
+// out-of-order release, and a limited pool that stalls receive until tokens come back.
+#include "plugin/devmem/frag_receiver.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "plugin/unique_fd.h"
+
+namespace devmem {
+namespace {
+
+class EmulatedReceiverTest : public ::testing::Test {
+ protected:
+  void Init(uint64_t region_bytes, EmulationMix mix) {
+    int fds[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    writer_.reset(fds[0]);
+    reader_.reset(fds[1]);
+    // The test writes whole messages before reading them in the same thread: make room.
+    int bytes = 8 << 20;
+    if (setsockopt(writer_.get(), SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) != 0) {
+      setsockopt(writer_.get(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    }
+    Result<std::unique_ptr<HostRegion>> region = HostRegion::Create(region_bytes);
+    ASSERT_TRUE(region.ok()) << region.status().message();
+    region_ = std::move(region).value();
+    pool_ = std::make_unique<PagePool>(region_bytes);
+    receiver_ = std::make_unique<EmulatedFragReceiver>(region_.get(), pool_.get(), mix, 42);
+  }
+
+  std::vector<char> Write(size_t n, uint64_t seed) {
+    std::vector<char> bytes(n);
+    std::mt19937_64 rng(seed);
+    for (char& b : bytes) b = static_cast<char>(rng());
+    size_t sent = 0;
+    while (sent < n) {
+      ssize_t k = send(writer_.get(), bytes.data() + sent, n - sent, MSG_DONTWAIT);
+      if (k <= 0) {
+        ADD_FAILURE() << "socket buffer too small for the test message: " << sent << " of " << n;
+        break;
+      }
+      sent += static_cast<size_t>(k);
+    }
+    return bytes;
+  }
+
+  // Receives `n` bytes as frags; reassembles them into `out` through the region and the
+  // host bytes the receiver copied; returns the tokens.
+  std::vector<uint32_t> ReceiveAll(size_t n, bool oldest, std::vector<char>* out,
+                                   std::vector<StreamSegment>* all = nullptr) {
+    out->assign(n, 0);
+    std::vector<uint32_t> tokens;
+    size_t at = 0;
+    while (at < n) {
+      std::vector<StreamSegment> segments;
+      uint64_t consumed = 0;
+      Result<FragReceiver::State> state =
+          receiver_->Receive(reader_.get(), n - at, oldest, out->data() + at, &segments, &consumed);
+      EXPECT_TRUE(state.ok()) << state.status().message();
+      if (!state.ok() || state.value() != FragReceiver::State::kProgress) break;
+      uint64_t local = at;
+      for (const StreamSegment& s : segments) {
+        if (s.kind == StreamSegment::Kind::kRegion) {
+          EXPECT_LE(s.length, PagePool::kPageBytes);
+          EXPECT_LE(s.source_offset % PagePool::kPageBytes + s.length, PagePool::kPageBytes);
+          memcpy(out->data() + local, region_->data() + s.source_offset, s.length);
+          tokens.push_back(s.token);
+        }
+        local += s.length;
+        if (all != nullptr) all->push_back(s);
+      }
+      EXPECT_EQ(local - at, consumed);
+      at += consumed;
+    }
+    return tokens;
+  }
+
+  UniqueFd writer_, reader_;
+  std::unique_ptr<HostRegion> region_;
+  std::unique_ptr<PagePool> pool_;
+  std::unique_ptr<EmulatedFragReceiver> receiver_;
+};
+
+TEST_F(EmulatedReceiverTest, FragsReassembleTheStreamAndTokensAreUnique) {
+  Init(4 << 20, EmulationMix{30, 50});
+  std::vector<char> sent = Write(200000, 1);
+  std::vector<char> got;
+  std::vector<StreamSegment> segments;
+  std::vector<uint32_t> tokens = ReceiveAll(sent.size(), true, &got, &segments);
+  EXPECT_EQ(got, sent);
+  EXPECT_EQ(std::set<uint32_t>(tokens.begin(), tokens.end()).size(), tokens.size());
+  EXPECT_EQ(receiver_->outstanding(), tokens.size());
+  bool saw_split = false, saw_linear = false;
+  for (const StreamSegment& s : segments) {
+    saw_split |= s.kind == StreamSegment::Kind::kRegion && s.source_offset % 4096 == 2048;
+    saw_linear |= s.kind == StreamSegment::Kind::kHost;
+  }
+  EXPECT_TRUE(saw_split);
+  EXPECT_TRUE(saw_linear);
+  ASSERT_TRUE(receiver_->Release(reader_.get(), tokens.data(), tokens.size()).ok());
+  EXPECT_EQ(receiver_->outstanding(), 0u);
+  EXPECT_EQ(pool_->free_pages(), pool_->total_pages());
+}
+
+TEST_F(EmulatedReceiverTest, UnknownAndRepeatedTokensAreSkippedLikeTheKernel) {
+  Init(1 << 20, EmulationMix{0, 0});
+  Write(8192, 2);
+  std::vector<char> got;
+  std::vector<uint32_t> tokens = ReceiveAll(8192, true, &got);
+  ASSERT_EQ(tokens.size(), 2u);
+  std::vector<uint32_t> release = {tokens[0], 9999, tokens[0], tokens[1]};
+  ASSERT_TRUE(receiver_->Release(reader_.get(), release.data(), release.size()).ok());
+  EXPECT_EQ(receiver_->counters().release.tokens_returned, 4u);
+  EXPECT_EQ(receiver_->counters().release.tokens_not_freed, 2u);
+  EXPECT_EQ(pool_->free_pages(), pool_->total_pages());
+}
+
+TEST_F(EmulatedReceiverTest, OutOfOrderReleaseRestoresThePoolAndReusesTokens) {
+  Init(1 << 20, EmulationMix{0, 0});
+  Write(100 * 4096, 3);
+  std::vector<char> got;
+  std::vector<uint32_t> tokens = ReceiveAll(100 * 4096, true, &got);
+  ASSERT_EQ(tokens.size(), 100u);
+  std::shuffle(tokens.begin(), tokens.end(), std::mt19937(5));
+  for (size_t i = 0; i < tokens.size(); i += 7) {
+    size_t n = std::min<size_t>(7, tokens.size() - i);
+    ASSERT_TRUE(receiver_->Release(reader_.get(), tokens.data() + i, n).ok());
+  }
+  EXPECT_EQ(pool_->free_pages(), pool_->total_pages());
+  // Freed token ids are handed out again rather than growing without bound.
+  std::vector<char> sent = Write(4096, 4);
+  std::vector<uint32_t> again = ReceiveAll(4096, true, &got);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_LT(again[0], 100u);
+  EXPECT_EQ(got, sent);
+}
+
+TEST_F(EmulatedReceiverTest, ExhaustedPoolStallsUntilTokensReturn) {
+  Init(16 * 4096, EmulationMix{0, 0});  // 16 pages; a newer message may use only 8
+  std::vector<char> sent = Write(16 * 4096, 6);
+  std::vector<StreamSegment> segments;
+  uint64_t consumed = 0;
+  std::vector<char> dst(16 * 4096);
+  Result<FragReceiver::State> state =
+      receiver_->Receive(reader_.get(), dst.size(), false, dst.data(), &segments, &consumed);
+  ASSERT_TRUE(state.ok());
+  ASSERT_EQ(state.value(), FragReceiver::State::kProgress);
+  EXPECT_LE(consumed, 8u * 4096);  // the reserve stays free for the oldest message
+  std::vector<uint32_t> held;
+  for (const auto& s : segments) held.push_back(s.token);
+  segments.clear();
+  state = receiver_->Receive(reader_.get(), dst.size(), false, dst.data(), &segments, &consumed);
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state.value(), FragReceiver::State::kStalled);
+  EXPECT_EQ(consumed, 0u);
+  EXPECT_EQ(receiver_->counters().stalls, 1u);
+  // The oldest message may dip into the reserve.
+  state = receiver_->Receive(reader_.get(), dst.size(), true, dst.data(), &segments, &consumed);
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state.value(), FragReceiver::State::kProgress);
+  for (const auto& s : segments) held.push_back(s.token);
+  ASSERT_TRUE(receiver_->Release(reader_.get(), held.data(), held.size()).ok());
+  EXPECT_EQ(pool_->free_pages(), 16u);
+}
+
+TEST_F(EmulatedReceiverTest, PeerCloseIsAnError) {
+  Init(1 << 20, EmulationMix{0, 0});
+  writer_.reset();
+  std::vector<StreamSegment> segments;
+  uint64_t consumed = 0;
+  char dst[64];
+  Result<FragReceiver::State> state =
+      receiver_->Receive(reader_.get(), sizeof(dst), true, dst, &segments, &consumed);
+  ASSERT_FALSE(state.ok());
+  EXPECT_EQ(state.status().kind(), ErrorKind::kRemote);
+  EXPECT_EQ(pool_->free_pages(), pool_->total_pages());
+}
+
+TEST(DevmemReceiverTest, UnboundSocketDeliversPlainBytesThroughTheDevmemPath) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  UniqueFd writer(fds[0]), reader(fds[1]);
+  const char payload[] = "bytes of a flow that landed on an unbound queue";
+  ASSERT_EQ(send(writer.get(), payload, sizeof(payload), 0), static_cast<ssize_t>(sizeof(payload)));
+  DevmemFragReceiver receiver(RegionBinding{3, 1 << 20});
+  std::vector<StreamSegment> segments;
+  uint64_t consumed = 0;
+  char dst[sizeof(payload)] = {};
+  Result<FragReceiver::State> state =
+      receiver.Receive(reader.get(), sizeof(dst), true, dst, &segments, &consumed);
+  ASSERT_TRUE(state.ok()) << state.status().message();
+  EXPECT_EQ(consumed, sizeof(payload));
+  EXPECT_EQ(memcmp(dst, payload, sizeof(payload)), 0);
+  EXPECT_EQ(receiver.counters().host_bytes, sizeof(payload));
+  EXPECT_EQ(receiver.outstanding(), 0u);
+}
+
+}  // namespace
+}  // namespace devmem
