@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <cctype>
 #include <mutex>
 
 namespace devmem {
@@ -34,7 +35,11 @@ Result<const CudaDriver*> CudaDriver::Get() {
               Resolve(lib, "cuMemFreeHost", &candidate->mem_free_host_) &&
               Resolve(lib, "cuMemcpyDtoH_v2", &candidate->memcpy_dtoh_) &&
               Resolve(lib, "cuMemcpyHtoD_v2", &candidate->memcpy_htod_) &&
-              Resolve(lib, "cuGetErrorString", &candidate->get_error_string_);
+              Resolve(lib, "cuGetErrorString", &candidate->get_error_string_) &&
+              Resolve(lib, "cuDeviceGetCount", &candidate->device_get_count_) &&
+              Resolve(lib, "cuDeviceGet", &candidate->device_get_) &&
+              Resolve(lib, "cuDeviceGetAttribute", &candidate->device_get_attribute_) &&
+              Resolve(lib, "cuDeviceGetPCIBusId", &candidate->device_get_pci_bus_id_);
     if (!ok) {
       failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");
       delete candidate;
@@ -75,6 +80,38 @@ Status CudaDriver::CopyDeviceToHost(void* dst, const void* src_device, size_t by
 Status CudaDriver::CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const {
   return Check(memcpy_htod_(reinterpret_cast<CUdeviceptr>(dst_device), src, bytes),
                "cuMemcpyHtoD");
+}
+
+}  // namespace devmem
+
+namespace devmem {
+
+Result<int> CudaDriver::DeviceCount() const {
+  int count = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_count_(&count), "cuDeviceGetCount"));
+  return count;
+}
+
+Result<bool> CudaDriver::DmaBufSupported(int ordinal) const {
+  constexpr int kDmaBufSupported = 124;  // CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED
+  int device = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+  int value = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_attribute_(&value, kDmaBufSupported, device),
+                               "cuDeviceGetAttribute(DMA_BUF_SUPPORTED)"));
+  return value != 0;
+}
+
+Result<std::string> CudaDriver::PciBusId(int ordinal) const {
+  int device = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+  char id[64] = {};
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_pci_bus_id_(id, sizeof(id), device), "cuDeviceGetPCIBusId"));
+  std::string text = id;
+  for (char& c : text) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  // CUDA prints an 8-digit domain ("00000000:3b:00.0"); sysfs uses 4.
+  if (text.size() > 12 && text.find(':') == 8) text = text.substr(4);
+  return text;
 }
 
 }  // namespace devmem

@@ -23,6 +23,13 @@ class CudaDriver final {
   Status CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const;
   Status CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const;
 
+  // Device queries for readiness checks (devmem-doctor and mode selection).
+  Result<int> DeviceCount() const;
+  // CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED: can this GPU's memory be exported as a dmabuf?
+  Result<bool> DmaBufSupported(int ordinal) const;
+  // "0000:3b:00.0"-style PCI address of the GPU.
+  Result<std::string> PciBusId(int ordinal) const;
+
  private:
   CudaDriver() = default;
   Status Check(CUresult result, const char* call) const;
@@ -33,6 +40,10 @@ class CudaDriver final {
   CUresult (*memcpy_dtoh_)(void*, CUdeviceptr, size_t) = nullptr;
   CUresult (*memcpy_htod_)(CUdeviceptr, const void*, size_t) = nullptr;
   CUresult (*get_error_string_)(CUresult, const char**) = nullptr;
+  CUresult (*device_get_count_)(int*) = nullptr;
+  CUresult (*device_get_)(int*, int) = nullptr;
+  CUresult (*device_get_attribute_)(int*, int, int) = nullptr;
+  CUresult (*device_get_pci_bus_id_)(char*, int, int) = nullptr;
 };
 
 }  // namespace devmem
