@@ -105,6 +105,7 @@ struct RxPath {
   enum class Mode { kPlain, kEmulatedDevmem } mode = Mode::kPlain;
   uint64_t region_bytes = 0;
   EmulationMix mix;
+  std::string plain_reason;  // kPlain: why devmem RX does not run on this NIC
 };
 
 struct RecvDevmemCounters {

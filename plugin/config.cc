@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "plugin/devmem/readiness.h"
 #include "plugin/log.h"
 
 namespace devmem {
@@ -20,6 +21,8 @@ constexpr const char* kMaxRecvs = "NCCL_DEVMEM_MAX_RECVS";
 constexpr const char* kHandshakeTimeout = "NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS";
 constexpr const char* kEmulate = "NCCL_DEVMEM_EMULATE";
 constexpr const char* kRegion = "NCCL_DEVMEM_RX_REGION_BYTES";
+constexpr const char* kRequire = "NCCL_DEVMEM_REQUIRE";
+constexpr const char* kQueues = "NCCL_DEVMEM_RX_QUEUES";
 constexpr const char* kSplit = "NCCL_DEVMEM_EMULATE_SPLIT_PERCENT";
 constexpr const char* kLinear = "NCCL_DEVMEM_EMULATE_LINEAR_PERCENT";
 constexpr const char* kIfname = "NCCL_SOCKET_IFNAME";
@@ -91,6 +94,20 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kEmulate, 0, 1, &value));
   config.emulate_devmem = value == 1;
 
+  value = config.require_devmem ? 1 : 0;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kRequire, 0, 1, &value));
+  config.require_devmem = value == 1;
+
+  if (const char* queues = getenv_fn(kQueues); queues != nullptr) {
+    Result<std::vector<uint32_t>> parsed = ParseQueueList(queues);
+    if (!parsed.ok()) return parsed.status();
+    if (parsed->empty()) {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "%s is set but empty; expected queue ids like \"8,9\"", kQueues);
+    }
+    config.rx_queues = parsed.value();
+  }
+
   value = static_cast<int64_t>(config.rx_region_bytes);
   DEVMEM_RETURN_IF_ERROR(
       ReadInteger(getenv_fn, kRegion, kMinRxRegionBytes, kMaxRxRegionBytes, &value));
@@ -160,6 +177,11 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%d (%s)", kHandshakeTimeout, handshake_timeout_ms,
             origin(kHandshakeTimeout));
   log::Info(log::kEnv, "%s=%d (%s)", kEmulate, emulate_devmem ? 1 : 0, origin(kEmulate));
+  log::Info(log::kEnv, "%s=%d (%s)", kRequire, require_devmem ? 1 : 0, origin(kRequire));
+  std::string queues;
+  for (uint32_t q : rx_queues) queues += (queues.empty() ? "" : ",") + std::to_string(q);
+  log::Info(log::kEnv, "%s=\"%s\" (%s)", kQueues, queues.empty() ? "last RX queue" : queues.c_str(),
+            origin(kQueues));
   log::Info(log::kEnv, "%s=%llu (%s)", kRegion, static_cast<unsigned long long>(rx_region_bytes),
             origin(kRegion));
   log::Info(log::kEnv, "%s=%d (%s)", kSplit, emulate_split_percent, origin(kSplit));

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "plugin/status.h"
 
@@ -18,6 +19,8 @@ struct Config {
   int max_recvs = 1;              // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
   bool emulate_devmem = false;    // NCCL_DEVMEM_EMULATE
+  bool require_devmem = false;    // NCCL_DEVMEM_REQUIRE
+  std::vector<uint32_t> rx_queues;  // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
   uint64_t rx_region_bytes = 64ull << 20;  // NCCL_DEVMEM_RX_REGION_BYTES
   int emulate_split_percent = 10;   // NCCL_DEVMEM_EMULATE_SPLIT_PERCENT
   int emulate_linear_percent = 5;   // NCCL_DEVMEM_EMULATE_LINEAR_PERCENT

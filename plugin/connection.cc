@@ -64,7 +64,8 @@ ListenComm::~ListenComm() {
 }
 
 Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
-                                                       const Config& config, uint8_t* handle128) {
+                                                       const Config& config, uint8_t* handle128,
+                                                       std::string plain_reason) {
   Result<UniqueFd> fd = OpenStreamSocket(device.address.family());
   if (!fd.ok()) return fd.status();
   int one = 1;
@@ -88,6 +89,7 @@ Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
   std::unique_ptr<ListenComm> comm(
       new ListenComm(std::move(fd).value(), device, config, RandomNonZero()));
   comm->address_ = bound.value();
+  comm->plain_reason_ = std::move(plain_reason);
   wire::ListenHandle handle;
   handle.address = comm->address_;
   handle.nonce = comm->nonce_;
@@ -262,6 +264,8 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
       path.region_bytes = config_.rx_region_bytes;
       path.mix.split_percent = config_.emulate_split_percent;
       path.mix.linear_percent = config_.emulate_linear_percent;
+    } else {
+      path.plain_reason = plain_reason_;
     }
     return RecvComm::Create(std::move(ready.control), std::move(ready.data), params,
                             std::move(description), path);

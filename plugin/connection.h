@@ -29,8 +29,10 @@ class ListenComm final {
  public:
   static constexpr uint32_t kMagic = 0x4c4e5344;  // "DSNL"
   // Binds a listening socket on the device's address and writes the handle for the peer.
+  // `plain_reason`: why this NIC's receive connections use plain TCP (empty: devmem runs).
   static Result<std::unique_ptr<ListenComm>> Create(const NetDevice& device, const Config& config,
-                                                    uint8_t* handle128);
+                                                    uint8_t* handle128,
+                                                    std::string plain_reason = "");
   ListenComm(const ListenComm&) = delete;
   ListenComm& operator=(const ListenComm&) = delete;
   ~ListenComm();
@@ -75,6 +77,7 @@ class ListenComm final {
   SocketAddress address_;
   Config config_;
   uint64_t nonce_;
+  std::string plain_reason_;
   std::vector<PendingSocket> pending_;
   std::vector<PendingConnection> connections_;
 };

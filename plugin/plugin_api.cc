@@ -9,6 +9,7 @@
 
 #include "plugin/comm.h"
 #include "plugin/config.h"
+#include "plugin/devmem/readiness.h"
 #include "plugin/connection.h"
 #include "plugin/log.h"
 #include "plugin/net_device.h"
@@ -21,6 +22,8 @@ struct PluginState {
   bool ready = false;
   Config config;
   std::vector<NetDevice> devices;
+  // Per device: why its receive connections use plain TCP (empty when devmem RX runs).
+  std::vector<std::string> plain_reasons;
   // Connectors whose pointer sits in a handle buffer; a handle slot is trusted only if listed.
   std::unordered_set<Connector*> connectors;
 };
@@ -118,8 +121,33 @@ abi::Result Init(abi::DebugLogger logger) {
               "data path: plain TCP on every connection (no devmem RX binding configured); host "
               "buffers used directly, CUDA buffers staged through pinned host memory");
   }
+  // Mode selection: the same checks as devmem-doctor, once per process and NIC.
+  std::vector<std::string> reasons;
+  if (config->emulate_devmem) {
+    reasons.assign(devices->size(), "");
+  } else {
+    ReadinessReport host = CheckKernel();
+    host.Append(CheckPrivileges());
+    for (const NetDevice& d : devices.value()) {
+      ReadinessReport report = host;
+      report.Append(CheckNic(d, config->rx_queues));
+      if (report.ready()) report.Append(CheckGpus(d.pci_path));
+      const CheckOutcome* failure = report.first_failure();
+      std::string reason =
+          failure != nullptr
+              ? Format("%s %s: %s (run devmem-doctor for every check)", failure->scope.c_str(),
+                       failure->check.c_str(), failure->detail.c_str())
+              // Host, NIC and GPU pass; frags in GPU memory still need the GPU scatter engine,
+              // which this build does not have yet.
+              : std::string("this build has no GPU scatter engine to consume GPU frags yet");
+      log::Info(log::kInit, "NIC %s: devmem RX unavailable, first failing check: %s; receive "
+                "connections use plain TCP", d.name.c_str(), reason.c_str());
+      reasons.push_back(std::move(reason));
+    }
+  }
   state.config = config.value();
   state.devices = std::move(devices).value();
+  state.plain_reasons = std::move(reasons);
   state.ready = true;
   return abi::kSuccess;
 }
@@ -195,8 +223,15 @@ abi::Result Listen(int dev, void* handle, void** listen_comm) {
     return Invalid("listen", "device %d does not exist, or handle/listenComm is NULL", dev);
   }
   *listen_comm = nullptr;
-  Result<std::unique_ptr<ListenComm>> comm =
-      ListenComm::Create(*device, State().config, static_cast<uint8_t*>(handle));
+  const std::string& plain_reason = State().plain_reasons[static_cast<size_t>(dev)];
+  if (State().config.require_devmem && !plain_reason.empty()) {
+    return Report("listen", Status::Error(ErrorKind::kSystem,
+                                          "NCCL_DEVMEM_REQUIRE=1 but devmem RX is unavailable on "
+                                          "%s: %s",
+                                          device->name.c_str(), plain_reason.c_str()));
+  }
+  Result<std::unique_ptr<ListenComm>> comm = ListenComm::Create(
+      *device, State().config, static_cast<uint8_t*>(handle), plain_reason);
   if (!comm.ok()) return Report("listen", comm.status());
   *listen_comm = comm.value().release();
   return abi::kSuccess;

@@ -44,8 +44,9 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
               comm->description_.c_str(), static_cast<unsigned long long>(path.region_bytes),
               comm->pool_pages_->total_pages(), path.mix.split_percent, path.mix.linear_percent);
   } else {
-    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX not configured)",
-              comm->description_.c_str());
+    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX unavailable: %s)",
+              comm->description_.c_str(),
+              path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
   }
   DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
   return comm;

@@ -24,11 +24,38 @@ int Usage(const char* why) {
   return 2;
 }
 
+// The interfaces named on the command line, as the kernel lists them (address optional: a
+// devmem NIC is checked before it is configured).
+devmem::Result<std::vector<devmem::NetDevice>> NamedDevices(const std::vector<std::string>& names) {
+  devmem::Result<std::vector<devmem::InterfaceInfo>> all = devmem::ListInterfaces();
+  if (!all.ok()) return all.status();
+  std::vector<devmem::NetDevice> out;
+  for (const std::string& name : names) {
+    bool found = false;
+    for (const devmem::InterfaceInfo& info : all.value()) {
+      if (info.name != name) continue;
+      devmem::NetDevice device;
+      device.name = info.name;
+      device.ifindex = info.ifindex;
+      device.loopback = info.loopback;
+      devmem::DescribeFromSysfs(&device);
+      out.push_back(std::move(device));
+      found = true;
+    }
+    if (!found) {
+      return devmem::Status::Error(devmem::ErrorKind::kInvalidArgument,
+                                   "no usable network interface named %s", name.c_str());
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bool json = false;
   std::string ifname_spec;
+  std::vector<std::string> named;  // --ifname: checked even without an IP address
   const char* env_ifname = getenv("NCCL_SOCKET_IFNAME");
   if (env_ifname != nullptr) ifname_spec = env_ifname;
   std::string queue_text;
@@ -38,7 +65,14 @@ int main(int argc, char** argv) {
     if (strcmp(argv[i], "--json") == 0) {
       json = true;
     } else if (strcmp(argv[i], "--ifname") == 0 && i + 1 < argc) {
-      ifname_spec = std::string("=") + argv[++i];
+      std::string list = argv[++i];
+      size_t pos = 0;
+      while (pos <= list.size()) {
+        size_t comma = list.find(',', pos);
+        if (comma == std::string::npos) comma = list.size();
+        if (comma > pos) named.push_back(list.substr(pos, comma - pos));
+        pos = comma + 1;
+      }
     } else if (strcmp(argv[i], "--queues") == 0 && i + 1 < argc) {
       queue_text = argv[++i];
     } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -51,7 +85,7 @@ int main(int argc, char** argv) {
   devmem::Result<std::vector<uint32_t>> queues = devmem::ParseQueueList(queue_text);
   if (!queues.ok()) return Usage(queues.status().message().c_str());
   devmem::Result<std::vector<devmem::NetDevice>> devices =
-      devmem::DiscoverDevices(ifname_spec, 0);
+      named.empty() ? devmem::DiscoverDevices(ifname_spec, 0) : NamedDevices(named);
   if (!devices.ok()) {
     fprintf(stderr, "devmem-doctor: %s\n", devices.status().message().c_str());
     return 2;

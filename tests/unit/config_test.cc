@@ -38,7 +38,11 @@ TEST(ConfigTest, ReadsEveryVariable) {
                                                        {"NCCL_DEVMEM_MAX_RECVS", "8"},
                                                        {"NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS", "500"},
                                                        {"NCCL_SOCKET_IFNAME", "^docker,lo"},
-                                                       {"NCCL_SOCKET_FAMILY", "AF_INET6"}}));
+                                                       {"NCCL_SOCKET_FAMILY", "AF_INET6"},
+                                                       {"NCCL_DEVMEM_EMULATE", "1"},
+                                                       {"NCCL_DEVMEM_REQUIRE", "1"},
+                                                       {"NCCL_DEVMEM_RX_QUEUES", "6,7"},
+                                                       {"NCCL_DEVMEM_RX_REGION_BYTES", "256M"}}));
   ASSERT_TRUE(config.ok()) << config.status().message();
   EXPECT_EQ(config->data_sockets, 8);
   EXPECT_EQ(config->worker_threads, 4);
@@ -48,6 +52,10 @@ TEST(ConfigTest, ReadsEveryVariable) {
   EXPECT_EQ(config->handshake_timeout_ms, 500);
   EXPECT_EQ(config->socket_ifname, "^docker,lo");
   EXPECT_EQ(config->socket_family, AF_INET6);
+  EXPECT_TRUE(config->emulate_devmem);
+  EXPECT_TRUE(config->require_devmem);
+  EXPECT_EQ(config->rx_queues, (std::vector<uint32_t>{6, 7}));
+  EXPECT_EQ(config->rx_region_bytes, 256u << 20);
 }
 
 struct BadValue {
@@ -84,6 +92,14 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_DEVMEM_MAX_RECVS", "9", "[1, 8]"},
                       BadValue{"NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS", "5", "[100, 3600000]"},
                       BadValue{"NCCL_SOCKET_FAMILY", "AF_UNIX", "AF_INET and AF_INET6"},
+                      BadValue{"NCCL_DEVMEM_EMULATE", "2", "[0, 1]"},
+                      BadValue{"NCCL_DEVMEM_REQUIRE", "yes", "not an integer"},
+                      BadValue{"NCCL_DEVMEM_RX_REGION_BYTES", "512K", "[1048576, 68719476736]"},
+                      BadValue{"NCCL_DEVMEM_RX_REGION_BYTES", "1048577", "multiple of the 4096"},
+                      BadValue{"NCCL_DEVMEM_EMULATE_SPLIT_PERCENT", "101", "[0, 100]"},
+                      BadValue{"NCCL_DEVMEM_EMULATE_LINEAR_PERCENT", "-5", "[0, 100]"},
+                      BadValue{"NCCL_DEVMEM_RX_QUEUES", "1,1", "twice"},
+                      BadValue{"NCCL_DEVMEM_RX_QUEUES", "", "empty"},
                       BadValue{"NCCL_SOCKET_IFNAME", "^", "names no interface"},
                       BadValue{"NCCL_SOCKET_IFNAME", "^=", "names no interface"},
                       BadValue{"NCCL_SOCKET_IFNAME", ",", "names no interface"}));

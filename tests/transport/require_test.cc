@@ -1,0 +1,35 @@
+// NCCL_DEVMEM_REQUIRE=1 turns the plain-TCP fallback into an error at listen, with the first
+// failing readiness check; the explicitly selected emulated mode satisfies it.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "perf/plugin_loader.h"
+#include "plugin/abi/net_abi.h"
+
+namespace devmem {
+namespace {
+
+TEST(RequireDevmemTest, ListenFailsUnlessDevmemOrItsEmulationRuns) {
+  testing::LoadedPlugin plugin;
+  ASSERT_TRUE(plugin.Open(DEVMEM_PLUGIN_PATH)) << plugin.error();
+  const abi::NetV11* net = plugin.v11();
+  void* ctx = nullptr;
+  ASSERT_EQ(net->init(&ctx, 1, nullptr, testing::StderrLogger, nullptr), abi::kSuccess);
+  uint8_t handle[abi::kNetHandleMaxSize];
+  void* listen_comm = nullptr;
+  const bool emulated = getenv("NCCL_DEVMEM_EMULATE") != nullptr;
+  abi::Result result = net->listen(ctx, 0, handle, &listen_comm);
+  if (emulated) {
+    EXPECT_EQ(result, abi::kSuccess);
+    ASSERT_NE(listen_comm, nullptr);
+    EXPECT_EQ(net->closeListen(listen_comm), abi::kSuccess);
+  } else {
+    EXPECT_EQ(result, abi::kSystemError);
+    EXPECT_EQ(listen_comm, nullptr);
+  }
+  EXPECT_EQ(net->finalize(ctx), abi::kSuccess);
+}
+
+}  // namespace
+}  // namespace devmem
