@@ -158,6 +158,7 @@ void DescribeFromSysfs(NetDevice* device, const std::string& sysfs_root) {
   std::ifstream speed_file(base + "/speed");
   if (speed_file >> speed && speed > 0) {
     device->speed_mbps = speed;
+    device->speed_from_driver = true;
   } else {
     device->speed_mbps = kDefaultSpeedMbps;
     log::Info(log::kInit, "%s: link speed unknown (%s/speed unreadable or %d); reporting %d Mb/s",

@@ -39,6 +39,7 @@ struct NetDevice {
   SocketAddress address;  // the address we listen on
   std::string pci_path;   // realpath of /sys/class/net/<name>/device, empty when virtual
   int speed_mbps = 0;
+  bool speed_from_driver = false;  // false: the 10 Gb/s default
   bool loopback = false;
 };
 

@@ -261,10 +261,11 @@ ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& q
                Format("ethtool -X %s equal %u", nic.c_str(), first));
   }
 
-  if (device.speed_mbps > 0) {
+  if (device.speed_from_driver) {
     report.Add(nic, "link speed", Verdict::kPass, Format("%d Mb/s", device.speed_mbps));
   } else {
-    report.Add(nic, "link speed", Verdict::kSkip, "unknown");
+    report.Add(nic, "link speed", Verdict::kSkip,
+               Format("driver reports none; NCCL is told %d Mb/s", device.speed_mbps));
   }
   return report;
 }

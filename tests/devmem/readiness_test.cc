@@ -95,6 +95,7 @@ TEST_F(VethReadinessTest, ChecksNameWhatAVethLacks) {
   veth.name = name_;
   veth.ifindex = static_cast<int>(if_nametoindex(name_.c_str()));
   veth.speed_mbps = 10000;
+  veth.speed_from_driver = true;
   std::vector<uint32_t> chosen;
   ReadinessReport report = CheckNic(veth, {}, &chosen);
   EXPECT_FALSE(report.ready());
