@@ -39,7 +39,13 @@ Result<const CudaDriver*> CudaDriver::Get() {
               Resolve(lib, "cuDeviceGetCount", &candidate->device_get_count_) &&
               Resolve(lib, "cuDeviceGet", &candidate->device_get_) &&
               Resolve(lib, "cuDeviceGetAttribute", &candidate->device_get_attribute_) &&
-              Resolve(lib, "cuDeviceGetPCIBusId", &candidate->device_get_pci_bus_id_);
+              Resolve(lib, "cuDeviceGetPCIBusId", &candidate->device_get_pci_bus_id_) &&
+              Resolve(lib, "cuDevicePrimaryCtxRetain", &candidate->primary_ctx_retain_) &&
+              Resolve(lib, "cuDevicePrimaryCtxRelease_v2", &candidate->primary_ctx_release_) &&
+              Resolve(lib, "cuCtxSetCurrent", &candidate->ctx_set_current_) &&
+              Resolve(lib, "cuMemAlloc_v2", &candidate->mem_alloc_) &&
+              Resolve(lib, "cuMemFree_v2", &candidate->mem_free_);
+    Resolve(lib, "cuMemGetHandleForAddressRange", &candidate->get_handle_for_address_range_);
     if (!ok) {
       failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");
       delete candidate;
@@ -112,6 +118,45 @@ Result<std::string> CudaDriver::PciBusId(int ordinal) const {
   // CUDA prints an 8-digit domain ("00000000:3b:00.0"); sysfs uses 4.
   if (text.size() > 12 && text.find(':') == 8) text = text.substr(4);
   return text;
+}
+
+}  // namespace devmem
+
+namespace devmem {
+
+Status CudaDriver::MakePrimaryContextCurrent(int ordinal) const {
+  int device = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+  void* context = nullptr;
+  DEVMEM_RETURN_IF_ERROR(Check(primary_ctx_retain_(&context, device), "cuDevicePrimaryCtxRetain"));
+  return Check(ctx_set_current_(context), "cuCtxSetCurrent");
+}
+
+void CudaDriver::ReleasePrimaryContext(int ordinal) const {
+  int device = 0;
+  if (device_get_(&device, ordinal) == 0) primary_ctx_release_(device);
+}
+
+Status CudaDriver::Allocate(size_t bytes, CUdeviceptr* out) const {
+  return Check(mem_alloc_(out, bytes), "cuMemAlloc");
+}
+
+void CudaDriver::Free(CUdeviceptr ptr) const { mem_free_(ptr); }
+
+Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes) const {
+  if (get_handle_for_address_range_ == nullptr) {
+    return Status::Error(ErrorKind::kSystem,
+                         "the CUDA driver lacks cuMemGetHandleForAddressRange (needs CUDA >= "
+                         "11.7): GPU memory cannot be exported as a dmabuf");
+  }
+  constexpr int kDmaBufFd = 1;                     // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD
+  constexpr unsigned long long kMappingPcie = 0x1;  // CU_MEM_RANGE_FLAG_DMA_BUF_MAPPING_TYPE_PCIE
+  int fd = -1;
+  // The NIC DMAs over PCIe: ask for a PCIe BAR mapping first (CUDA >= 12.8), then the default.
+  CUresult result = get_handle_for_address_range_(&fd, ptr, bytes, kDmaBufFd, kMappingPcie);
+  if (result != 0) result = get_handle_for_address_range_(&fd, ptr, bytes, kDmaBufFd, 0);
+  DEVMEM_RETURN_IF_ERROR(Check(result, "cuMemGetHandleForAddressRange(DMA_BUF_FD)"));
+  return fd;
 }
 
 }  // namespace devmem

@@ -30,6 +30,14 @@ class CudaDriver final {
   // "0000:3b:00.0"-style PCI address of the GPU.
   Result<std::string> PciBusId(int ordinal) const;
 
+  // Device memory for a devmem RX region: allocated in the GPU's primary context (made current
+  // on the calling thread) and exported as a dmabuf fd.
+  Status MakePrimaryContextCurrent(int ordinal) const;
+  void ReleasePrimaryContext(int ordinal) const;
+  Status Allocate(size_t bytes, CUdeviceptr* out) const;
+  void Free(CUdeviceptr ptr) const;
+  Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes) const;
+
  private:
   CudaDriver() = default;
   Status Check(CUresult result, const char* call) const;
@@ -44,6 +52,14 @@ class CudaDriver final {
   CUresult (*device_get_)(int*, int) = nullptr;
   CUresult (*device_get_attribute_)(int*, int, int) = nullptr;
   CUresult (*device_get_pci_bus_id_)(char*, int, int) = nullptr;
+  CUresult (*primary_ctx_retain_)(void**, int) = nullptr;
+  CUresult (*primary_ctx_release_)(int) = nullptr;
+  CUresult (*ctx_set_current_)(void*) = nullptr;
+  CUresult (*mem_alloc_)(CUdeviceptr*, size_t) = nullptr;
+  CUresult (*mem_free_)(CUdeviceptr) = nullptr;
+  // Optional (CUDA >= 11.7): without it, GPU memory cannot be exported as a dmabuf.
+  CUresult (*get_handle_for_address_range_)(void*, CUdeviceptr, size_t, int,
+                                            unsigned long long) = nullptr;
 };
 
 }  // namespace devmem
