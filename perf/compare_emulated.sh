@@ -26,11 +26,4 @@ for ((r = 1; r <= rounds; r++)); do
   host+=("$h")
   emulated+=("$e")
 done
-python3 - "${emulated[*]}" "${host[*]}" <<'PY'
-import statistics, sys
-e = [float(x) for x in sys.argv[1].split()]
-h = [float(x) for x in sys.argv[2].split()]
-me, mh = statistics.median(e), statistics.median(h)
-print(f"median: emulated-devmem {me:.3f} GB/s  host {mh:.3f} GB/s")
-print(f"ratio {me / mh:.2f}")
-PY
+python3 "$(dirname "$0")/ratio.py" "emulated-devmem" "${emulated[*]}" "host" "${host[*]}" "GB/s"

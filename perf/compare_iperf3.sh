@@ -38,11 +38,4 @@ for ((r = 1; r <= rounds; r++)); do
   bench_gbps+=("$b")
   iperf_gbps+=("$i")
 done
-python3 - "${bench_gbps[*]}" "${iperf_gbps[*]}" <<'PY'
-import statistics, sys
-bench = [float(x) for x in sys.argv[1].split()]
-iperf = [float(x) for x in sys.argv[2].split()]
-mb, mi = statistics.median(bench), statistics.median(iperf)
-print(f"median: bench {mb:.3f} GB/s  iperf3 {mi:.3f} GB/s")
-print(f"ratio {mb / mi:.2f}")
-PY
+python3 "$(dirname "$0")/ratio.py" "bench" "${bench_gbps[*]}" "iperf3" "${iperf_gbps[*]}" "GB/s"

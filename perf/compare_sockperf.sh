@@ -35,11 +35,4 @@ for ((r = 1; r <= rounds; r++)); do
   bench_us+=("$b")
   sock_us+=("$s")
 done
-python3 - "${bench_us[*]}" "${sock_us[*]}" <<'PY'
-import statistics, sys
-bench = [float(x) for x in sys.argv[1].split()]
-sock = [float(x) for x in sys.argv[2].split()]
-mb, ms = statistics.median(bench), statistics.median(sock)
-print(f"median: bench RTT {mb:.2f} us  sockperf RTT {ms:.2f} us")
-print(f"ratio {mb / ms:.2f}")
-PY
+python3 "$(dirname "$0")/ratio.py" "bench RTT" "${bench_us[*]}" "sockperf RTT" "${sock_us[*]}" "us"
