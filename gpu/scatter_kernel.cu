@@ -87,8 +87,8 @@ class KernelScatterEngine final : public CudaScatterEngine {
   Result<ScatterTicket> Submit(const ScatterOp* ops, size_t count, const void* region_dptr,
                                void* dst_dptr) override {
     if (count > max_ops_) {
-      return Status::Error(ErrorKind::kInvalidArgument, "%zu scatter ops, engine holds %zu",
-                           count, max_ops_);
+      return Status::Error(ErrorKind::kInvalidArgument, "%zu scatter ops, engine holds %zu", count,
+                           max_ops_);
     }
     Slot& slot = slots_[next_ % kSlots];
     if (slot.busy) {
@@ -100,13 +100,14 @@ class KernelScatterEngine final : public CudaScatterEngine {
     }
     DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaSetDevice(device_), "cudaSetDevice"));
     memcpy(slot.host_ops, ops, count * sizeof(ScatterOp));
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaMemcpyAsync(slot.device_ops, slot.host_ops,
-                                                     count * sizeof(ScatterOp),
-                                                     cudaMemcpyHostToDevice, stream_),
-                                     "copying scatter ops"));
+    DEVMEM_RETURN_IF_ERROR(
+        CudaCheck(cudaMemcpyAsync(slot.device_ops, slot.host_ops, count * sizeof(ScatterOp),
+                                  cudaMemcpyHostToDevice, stream_),
+                  "copying scatter ops"));
     if (count > 0) {
       const size_t wanted = (count + kWarpsPerBlock - 1) / kWarpsPerBlock;
-      const int blocks = static_cast<int>(wanted < static_cast<size_t>(max_blocks_) ? wanted : max_blocks_);
+      const int blocks =
+          static_cast<int>(wanted < static_cast<size_t>(max_blocks_) ? wanted : max_blocks_);
       ScatterKernel<<<blocks, kThreadsPerBlock, 0, stream_>>>(
           slot.device_ops, static_cast<uint32_t>(count), static_cast<const char*>(region_dptr),
           static_cast<char*>(dst_dptr));

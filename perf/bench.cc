@@ -84,21 +84,36 @@ Options ParseOptions(int argc, char** argv) {
       if (i + 1 >= argc) Die("%s needs a value", a.c_str());
       return argv[++i];
     };
-    if (a == "--plugin") o.plugin = next();
-    else if (a == "-b" || a == "--min-bytes") o.min_bytes = ParseSize(next());
-    else if (a == "-e" || a == "--max-bytes") o.max_bytes = ParseSize(next());
-    else if (a == "-f" || a == "--factor") o.factor = atof(next());
-    else if (a == "-n" || a == "--iters") o.iters = atoi(next());
-    else if (a == "-w" || a == "--warmup") o.warmup = atoi(next());
-    else if (a == "--window") o.window = atoi(next());
-    else if (a == "--latency") o.latency = true;
-    else if (a == "--check") o.check = true;
-    else if (a == "--json") o.json = true;
-    else if (a == "--mode") o.mode = next();
-    else if (a == "--netns-send") o.netns_send = next();
-    else if (a == "--netns-recv") o.netns_recv = next();
-    else if (a == "--verbose") devmem::testing::LoggerVerbose() = true;
-    else Die("unknown option %s (see the header of perf/bench.cc)", a.c_str());
+    if (a == "--plugin")
+      o.plugin = next();
+    else if (a == "-b" || a == "--min-bytes")
+      o.min_bytes = ParseSize(next());
+    else if (a == "-e" || a == "--max-bytes")
+      o.max_bytes = ParseSize(next());
+    else if (a == "-f" || a == "--factor")
+      o.factor = atof(next());
+    else if (a == "-n" || a == "--iters")
+      o.iters = atoi(next());
+    else if (a == "-w" || a == "--warmup")
+      o.warmup = atoi(next());
+    else if (a == "--window")
+      o.window = atoi(next());
+    else if (a == "--latency")
+      o.latency = true;
+    else if (a == "--check")
+      o.check = true;
+    else if (a == "--json")
+      o.json = true;
+    else if (a == "--mode")
+      o.mode = next();
+    else if (a == "--netns-send")
+      o.netns_send = next();
+    else if (a == "--netns-recv")
+      o.netns_recv = next();
+    else if (a == "--verbose")
+      devmem::testing::LoggerVerbose() = true;
+    else
+      Die("unknown option %s (see the header of perf/bench.cc)", a.c_str());
   }
   if (o.mode == "emulated-devmem") {
     // The receiver cuts payload into frags of an emulated RX region (see README, devmem).
@@ -159,7 +174,8 @@ void EnterNetns(const std::string& name) {
 // What the polling loop does when a round made no progress: yield (NCCL's proxy) or a short
 // sleep (BENCH_IDLE_SLEEP_US) to see how much the spinning costs on a small machine.
 void IdleWait() {
-  static const int sleep_us = getenv("BENCH_IDLE_SLEEP_US") ? atoi(getenv("BENCH_IDLE_SLEEP_US")) : 0;
+  static const int sleep_us =
+      getenv("BENCH_IDLE_SLEEP_US") ? atoi(getenv("BENCH_IDLE_SLEEP_US")) : 0;
   if (sleep_us > 0) {
     std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
   } else {
@@ -254,7 +270,8 @@ double Stream(NetPeer& peer, bool sender, std::vector<HostBuffer>& buffers,
           if (!sender && check) {
             auto& buffer = buffers[static_cast<size_t>(slot)];
             for (uint64_t i = 0; i < size; ++i) {
-              if (static_cast<uint8_t>(buffer[i]) != Pattern(i, sequence[static_cast<size_t>(slot)])) {
+              if (static_cast<uint8_t>(buffer[i]) !=
+                  Pattern(i, sequence[static_cast<size_t>(slot)])) {
                 Die("payload mismatch at byte %" PRIu64 " of %" PRIu64, i, size);
               }
             }
@@ -328,8 +345,10 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
   std::vector<void*> send_mh(static_cast<size_t>(slots), nullptr);
   std::vector<void*> recv_mh(static_cast<size_t>(slots), nullptr);
   for (int s = 0; s < slots; ++s) {
-    if (need_send) send_mh[s] = peer.Register(peer.send_comm(), buffers[s].data(), buffers[s].size());
-    if (need_recv) recv_mh[s] = peer.Register(peer.recv_comm(), buffers[s].data(), buffers[s].size());
+    if (need_send)
+      send_mh[s] = peer.Register(peer.send_comm(), buffers[s].data(), buffers[s].size());
+    if (need_recv)
+      recv_mh[s] = peer.Register(peer.recv_comm(), buffers[s].data(), buffers[s].size());
   }
   if (rank0 && !o.json) {
     printf("# nccl-net-devmem-bench: mode %s, %s, window %d, plugin %s\n", o.mode.c_str(),
@@ -353,7 +372,8 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
     const double usec = seconds * 1e6 / iters;  // per message, or per round trip
     const double gbps = o.latency ? 0.0 : static_cast<double>(size) * iters / seconds / 1e9;
     if (o.json) {
-      printf("{\"size\": %" PRIu64 ", \"usec\": %.3f, \"gbps\": %.4f, \"iters\": %d, "
+      printf("{\"size\": %" PRIu64
+             ", \"usec\": %.3f, \"gbps\": %.4f, \"iters\": %d, "
              "\"mode\": \"%s\", \"test\": \"%s\"}\n",
              size, usec, gbps, iters, o.mode.c_str(), o.latency ? "pingpong" : "stream");
     } else {

@@ -57,8 +57,8 @@ void BM_FragPipeline(benchmark::State& state) {
   const uint64_t region_pages = 64 << 10;  // a 256 MiB region
   std::vector<Receive> receives;
   for (int i = 0; i < 16; ++i) {
-    receives.push_back(MakeReceive(frags_per_recv, region_pages,
-                                   static_cast<uint32_t>(i * frags_per_recv), &rng));
+    receives.push_back(
+        MakeReceive(frags_per_recv, region_pages, static_cast<uint32_t>(i * frags_per_recv), &rng));
   }
   const RegionBinding binding{1, region_pages * 4096};
   std::vector<StreamSegment> segments;

@@ -223,9 +223,9 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   char* source = static_cast<char*>(data);
   if (region != nullptr && region->is_cuda() && size > 0) {
     Result<char*> staging = request->staging.Reserve(size);
-    Status copied = staging.ok() ? CudaDriver::Get().value()->CopyDeviceToHost(staging.value(),
-                                                                               data, size)
-                                 : staging.status();
+    Status copied = staging.ok()
+                        ? CudaDriver::Get().value()->CopyDeviceToHost(staging.value(), data, size)
+                        : staging.status();
     if (!copied.ok()) {
       pool_.Release(request);
       return copied.WithContext("staging a CUDA send buffer on " + description_);

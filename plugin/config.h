@@ -12,24 +12,23 @@
 namespace devmem {
 
 struct Config {
-  int data_sockets = 4;           // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
-  int worker_threads = 1;         // NCCL_DEVMEM_NTHREADS (measured: perf/RESULTS.md)
+  int data_sockets = 4;              // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
+  int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (measured: perf/RESULTS.md)
   uint64_t chunk_bytes = 512 << 10;  // NCCL_DEVMEM_CHUNK_SIZE
-  uint32_t inline_bytes = 1024;   // NCCL_DEVMEM_INLINE_BYTES
-  int max_recvs = 1;              // NCCL_DEVMEM_MAX_RECVS
+  uint32_t inline_bytes = 1024;      // NCCL_DEVMEM_INLINE_BYTES
+  int max_recvs = 1;                 // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
-  bool emulate_devmem = false;    // NCCL_DEVMEM_EMULATE
-  bool require_devmem = false;    // NCCL_DEVMEM_REQUIRE
-  std::vector<uint32_t> rx_queues;  // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
+  bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
+  bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
+  std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
   uint64_t rx_region_bytes = 64ull << 20;  // NCCL_DEVMEM_RX_REGION_BYTES
-  int emulate_split_percent = 10;   // NCCL_DEVMEM_EMULATE_SPLIT_PERCENT
-  int emulate_linear_percent = 5;   // NCCL_DEVMEM_EMULATE_LINEAR_PERCENT
-  std::string socket_ifname;      // NCCL_SOCKET_IFNAME (NCCL's own syntax)
-  int socket_family = 0;          // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
+  int emulate_split_percent = 10;          // NCCL_DEVMEM_EMULATE_SPLIT_PERCENT
+  int emulate_linear_percent = 5;          // NCCL_DEVMEM_EMULATE_LINEAR_PERCENT
+  std::string socket_ifname;               // NCCL_SOCKET_IFNAME (NCCL's own syntax)
+  int socket_family = 0;                   // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
 
   // Reads the variables through `getenv_fn` (getenv in production, a map in tests).
-  static Result<Config> FromEnvironment(
-      const std::function<const char*(const char*)>& getenv_fn);
+  static Result<Config> FromEnvironment(const std::function<const char*(const char*)>& getenv_fn);
   // One INFO line per variable: value and whether it came from the environment.
   void LogValues(const std::function<const char*(const char*)>& getenv_fn) const;
 };

@@ -37,7 +37,8 @@ void SetNoDelay(int fd) {
 
 Result<UniqueFd> OpenStreamSocket(int family) {
   UniqueFd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Status::Errno(errno, "socket(%s)", family == AF_INET6 ? "AF_INET6" : "AF_INET");
+  if (!fd.valid())
+    return Status::Errno(errno, "socket(%s)", family == AF_INET6 ? "AF_INET6" : "AF_INET");
   SetNoDelay(fd.get());
   return fd;
 }
@@ -58,8 +59,10 @@ ListenComm::ListenComm(UniqueFd fd, const NetDevice& device, const Config& confi
 
 ListenComm::~ListenComm() {
   if (!pending_.empty() || !connections_.empty()) {
-    log::Info(log::kNet, "listen comm on %s closed with %zu unidentified sockets and %zu partial "
-              "connections", address_.ToString().c_str(), pending_.size(), connections_.size());
+    log::Info(log::kNet,
+              "listen comm on %s closed with %zu unidentified sockets and %zu partial "
+              "connections",
+              address_.ToString().c_str(), pending_.size(), connections_.size());
   }
 }
 
@@ -76,7 +79,8 @@ Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
     return Status::Errno(errno, "bind to %s on %s", bind_address.ToString().c_str(),
                          device.name.c_str());
   }
-  if (listen(fd->get(), SOMAXCONN) != 0) return Status::Errno(errno, "listen on %s", device.name.c_str());
+  if (listen(fd->get(), SOMAXCONN) != 0)
+    return Status::Errno(errno, "listen on %s", device.name.c_str());
   sockaddr_storage storage{};
   socklen_t len = sizeof(storage);
   if (getsockname(fd->get(), reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
@@ -113,9 +117,10 @@ void ListenComm::AcceptNewSockets() {
     }
     SetNoDelay(fd.get());
     if (pending_.size() >= kMaxPendingSockets) {
-      log::Warn("listen comm on %s: %zu sockets have not finished their handshake; dropping the "
-                "oldest (%s)", address_.ToString().c_str(), pending_.size(),
-                pending_.front().peer.c_str());
+      log::Warn(
+          "listen comm on %s: %zu sockets have not finished their handshake; dropping the "
+          "oldest (%s)",
+          address_.ToString().c_str(), pending_.size(), pending_.front().peer.c_str());
       pending_.erase(pending_.begin());
     }
     PendingSocket socket;
@@ -151,8 +156,8 @@ void ListenComm::ReadHellos() {
     std::string problem;
     bool complete = socket.received == sizeof(socket.hello);
     if (n == 0) {
-      problem = Format("closed after %zu of %zu handshake bytes", socket.received,
-                       sizeof(socket.hello));
+      problem =
+          Format("closed after %zu of %zu handshake bytes", socket.received, sizeof(socket.hello));
     } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       problem = Status::Errno(errno, "recv of the handshake").message();
     } else if (!complete && now > socket.deadline) {
@@ -183,9 +188,8 @@ void ListenComm::ReadHellos() {
 }
 
 void ListenComm::Group(PendingSocket socket, const wire::Hello& hello) {
-  auto it = std::find_if(connections_.begin(), connections_.end(), [&](const auto& c) {
-    return c.connection_id == hello.connection_id;
-  });
+  auto it = std::find_if(connections_.begin(), connections_.end(),
+                         [&](const auto& c) { return c.connection_id == hello.connection_id; });
   if (it == connections_.end()) {
     PendingConnection connection;
     connection.connection_id = hello.connection_id;
@@ -202,12 +206,13 @@ void ListenComm::Group(PendingSocket socket, const wire::Hello& hello) {
     Reject(&socket, nullptr, "socket parameters differ from the rest of its connection");
     return;
   }
-  UniqueFd* slot = hello.role == wire::SocketRole::kControl ? &it->control
-                                                            : &it->data[hello.socket_index];
+  UniqueFd* slot =
+      hello.role == wire::SocketRole::kControl ? &it->control : &it->data[hello.socket_index];
   if (slot->valid()) {
-    Reject(&socket, nullptr, Format("duplicate %s socket %u in one connection",
-                                    hello.role == wire::SocketRole::kControl ? "control" : "data",
-                                    hello.socket_index));
+    Reject(
+        &socket, nullptr,
+        Format("duplicate %s socket %u in one connection",
+               hello.role == wire::SocketRole::kControl ? "control" : "data", hello.socket_index));
     return;
   }
   *slot = std::move(socket.fd);
@@ -218,10 +223,11 @@ void ListenComm::ExpireConnections() {
   const Clock::time_point now = Clock::now();
   for (size_t i = 0; i < connections_.size();) {
     if (now > connections_[i].deadline) {
-      log::Warn("dropping a partial connection from %s to %s: %d of %u sockets arrived within "
-                "%d ms", connections_[i].peer.c_str(), address_.ToString().c_str(),
-                connections_[i].arrived, connections_[i].first.data_sockets + 1u,
-                config_.handshake_timeout_ms);
+      log::Warn(
+          "dropping a partial connection from %s to %s: %d of %u sockets arrived within "
+          "%d ms",
+          connections_[i].peer.c_str(), address_.ToString().c_str(), connections_[i].arrived,
+          connections_[i].first.data_sockets + 1u, config_.handshake_timeout_ms);
       connections_.erase(connections_.begin() + static_cast<std::ptrdiff_t>(i));
     } else {
       ++i;
@@ -382,10 +388,9 @@ Result<std::unique_ptr<SendComm>> Connector::Progress() {
   }
   std::vector<UniqueFd> data;
   for (size_t i = 1; i < sockets_.size(); ++i) data.push_back(std::move(sockets_[i].fd));
-  std::string description =
-      Format("send comm ->%s (%d data sockets, %d threads, %llu-byte chunks)", peer.c_str(),
-             params_.data_sockets, params_.worker_threads,
-             static_cast<unsigned long long>(params_.chunk_bytes));
+  std::string description = Format("send comm ->%s (%d data sockets, %d threads, %llu-byte chunks)",
+                                   peer.c_str(), params_.data_sockets, params_.worker_threads,
+                                   static_cast<unsigned long long>(params_.chunk_bytes));
   log::Info(log::kNet, "%s: plain-TCP data path", description.c_str());
   return SendComm::Create(std::move(sockets_[0].fd), std::move(data), params_,
                           std::move(description));

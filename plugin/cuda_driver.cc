@@ -79,13 +79,11 @@ Status CudaDriver::HostAlloc(size_t bytes, void** out) const {
 void CudaDriver::HostFree(void* ptr) const { mem_free_host_(ptr); }
 
 Status CudaDriver::CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const {
-  return Check(memcpy_dtoh_(dst, reinterpret_cast<CUdeviceptr>(src_device), bytes),
-               "cuMemcpyDtoH");
+  return Check(memcpy_dtoh_(dst, reinterpret_cast<CUdeviceptr>(src_device), bytes), "cuMemcpyDtoH");
 }
 
 Status CudaDriver::CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const {
-  return Check(memcpy_htod_(reinterpret_cast<CUdeviceptr>(dst_device), src, bytes),
-               "cuMemcpyHtoD");
+  return Check(memcpy_htod_(reinterpret_cast<CUdeviceptr>(dst_device), src, bytes), "cuMemcpyHtoD");
 }
 
 }  // namespace devmem
@@ -112,7 +110,8 @@ Result<std::string> CudaDriver::PciBusId(int ordinal) const {
   int device = 0;
   DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
   char id[64] = {};
-  DEVMEM_RETURN_IF_ERROR(Check(device_get_pci_bus_id_(id, sizeof(id), device), "cuDeviceGetPCIBusId"));
+  DEVMEM_RETURN_IF_ERROR(
+      Check(device_get_pci_bus_id_(id, sizeof(id), device), "cuDeviceGetPCIBusId"));
   std::string text = id;
   for (char& c : text) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
   // CUDA prints an 8-digit domain ("00000000:3b:00.0"); sysfs uses 4.
@@ -149,7 +148,7 @@ Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes) const {
                          "the CUDA driver lacks cuMemGetHandleForAddressRange (needs CUDA >= "
                          "11.7): GPU memory cannot be exported as a dmabuf");
   }
-  constexpr int kDmaBufFd = 1;                     // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD
+  constexpr int kDmaBufFd = 1;                      // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD
   constexpr unsigned long long kMappingPcie = 0x1;  // CU_MEM_RANGE_FLAG_DMA_BUF_MAPPING_TYPE_PCIE
   int fd = -1;
   // The NIC DMAs over PCIe: ask for a PCIe BAR mapping first (CUDA >= 12.8), then the default.

@@ -70,10 +70,9 @@ WorkerThread::Outcome WorkerThread::AdvanceFrags(DataSocket* socket, SocketTask*
     const uint64_t at = chunk_start + task->done_in_chunk;
     segments_.clear();
     uint64_t consumed = 0;
-    Result<FragReceiver::State> state =
-        socket->receiver->Receive(fd, chunk_len - task->done_in_chunk, oldest,
-                                  task->base != nullptr ? task->base + at : nullptr, &segments_,
-                                  &consumed);
+    Result<FragReceiver::State> state = socket->receiver->Receive(
+        fd, chunk_len - task->done_in_chunk, oldest,
+        task->base != nullptr ? task->base + at : nullptr, &segments_, &consumed);
     WorkerCounters::Add(counters_.syscalls, 1);
     if (!state.ok()) {
       health_->Fail(state.status());
@@ -95,8 +94,8 @@ WorkerThread::Outcome WorkerThread::AdvanceFrags(DataSocket* socket, SocketTask*
                           ? HostScatter(immediate_, socket->receiver->region_base(),
                                         socket->receiver->region_bytes(), task->base, task->size)
                           : Status::Ok();
-        Status released = socket->receiver->Release(fd, immediate_tokens_.data(),
-                                                    immediate_tokens_.size());
+        Status released =
+            socket->receiver->Release(fd, immediate_tokens_.data(), immediate_tokens_.size());
         if (!done.ok() || !released.ok()) {
           health_->Fail(!done.ok() ? done : released);
           return Outcome::kFailed;
@@ -156,11 +155,11 @@ WorkerThread::Outcome WorkerThread::Advance(DataSocket* socket, SocketTask* task
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Outcome::kBlocked;
     if (n == 0) {
-      health_->Fail(Status::Error(ErrorKind::kRemote,
-                                  "peer closed a data connection with %llu bytes of a message "
-                                  "still to arrive",
-                                  static_cast<unsigned long long>(task->size - chunk_start -
-                                                                  task->done_in_chunk)));
+      health_->Fail(Status::Error(
+          ErrorKind::kRemote,
+          "peer closed a data connection with %llu bytes of a message "
+          "still to arrive",
+          static_cast<unsigned long long>(task->size - chunk_start - task->done_in_chunk)));
     } else {
       health_->Fail(Status::Errno(errno, "%s on a data connection",
                                   direction_ == Direction::kSend ? "send" : "recv"));

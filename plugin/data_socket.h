@@ -4,9 +4,9 @@
 #pragma once
 
 #include <array>
-#include <memory>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -90,7 +90,7 @@ struct DataSocket {
   UniqueFd fd;
   SpscRing<SocketTask, kSocketTaskCapacity> tasks;
   std::unique_ptr<FragReceiver> receiver;  // null: plain recv straight into the buffer
-  bool broken = false;  // worker-only: an I/O error was reported, stop touching it
+  bool broken = false;              // worker-only: an I/O error was reported, stop touching it
   uint64_t stalled_generation = 0;  // worker-only: release generation seen when it stalled
 };
 

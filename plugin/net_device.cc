@@ -27,8 +27,7 @@ using NlSock = std::unique_ptr<nl_sock, NlSockDeleter>;
 using NlCache = std::unique_ptr<nl_cache, NlCacheDeleter>;
 
 Status NlError(int err, const char* step) {
-  return Status::Error(ErrorKind::kSystem, "%s: %s (libnl error %d)", step, nl_geterror(err),
-                       err);
+  return Status::Error(ErrorKind::kSystem, "%s: %s (libnl error %d)", step, nl_geterror(err), err);
 }
 
 // Picks the address to listen on: the requested family, else IPv4 first, then a routable IPv6.
@@ -171,11 +170,10 @@ Result<std::vector<NetDevice>> DiscoverDevices(const std::string& ifname_spec, i
   if (!interfaces.ok()) return interfaces.status().WithContext("discovering NICs");
   std::vector<NetDevice> devices = SelectDevices(interfaces.value(), ifname_spec, family);
   if (devices.empty()) {
-    return Status::Error(ErrorKind::kSystem,
-                         "no usable network interface (up, with an %s address%s%s)",
-                         family == AF_INET ? "IPv4" : (family == AF_INET6 ? "IPv6" : "IP"),
-                         ifname_spec.empty() ? "" : ", matching NCCL_SOCKET_IFNAME=",
-                         ifname_spec.c_str());
+    return Status::Error(
+        ErrorKind::kSystem, "no usable network interface (up, with an %s address%s%s)",
+        family == AF_INET ? "IPv4" : (family == AF_INET6 ? "IPv6" : "IP"),
+        ifname_spec.empty() ? "" : ", matching NCCL_SOCKET_IFNAME=", ifname_spec.c_str());
   }
   for (NetDevice& device : devices) DescribeFromSysfs(&device);
   return devices;

@@ -9,8 +9,8 @@
 
 #include "plugin/comm.h"
 #include "plugin/config.h"
-#include "plugin/devmem/readiness.h"
 #include "plugin/connection.h"
+#include "plugin/devmem/readiness.h"
 #include "plugin/log.h"
 #include "plugin/net_device.h"
 
@@ -37,12 +37,18 @@ const char* EnvLookup(const char* name) { return getenv(name); }  // NOLINT(conc
 
 abi::Result ToResult(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::kOk: return abi::kSuccess;
-    case ErrorKind::kSystem: return abi::kSystemError;
-    case ErrorKind::kInternal: return abi::kInternalError;
-    case ErrorKind::kInvalidArgument: return abi::kInvalidArgument;
-    case ErrorKind::kInvalidUsage: return abi::kInvalidUsage;
-    case ErrorKind::kRemote: return abi::kRemoteError;
+    case ErrorKind::kOk:
+      return abi::kSuccess;
+    case ErrorKind::kSystem:
+      return abi::kSystemError;
+    case ErrorKind::kInternal:
+      return abi::kInternalError;
+    case ErrorKind::kInvalidArgument:
+      return abi::kInvalidArgument;
+    case ErrorKind::kInvalidUsage:
+      return abi::kInvalidUsage;
+    case ErrorKind::kRemote:
+      return abi::kRemoteError;
   }
   return abi::kInternalError;
 }
@@ -81,8 +87,7 @@ T* CommAs(void* comm, uint32_t magic) {
 Comm* AnyComm(void* comm) {
   if (comm == nullptr) return nullptr;
   auto* typed = static_cast<Comm*>(comm);
-  return typed->magic() == Comm::kSendMagic || typed->magic() == Comm::kRecvMagic ? typed
-                                                                                   : nullptr;
+  return typed->magic() == Comm::kSendMagic || typed->magic() == Comm::kRecvMagic ? typed : nullptr;
 }
 
 struct PluginContext {
@@ -140,8 +145,10 @@ abi::Result Init(abi::DebugLogger logger) {
               // Host, NIC and GPU pass; frags in GPU memory still need the GPU scatter engine,
               // which this build does not have yet.
               : std::string("this build has no GPU scatter engine to consume GPU frags yet");
-      log::Info(log::kInit, "NIC %s: devmem RX unavailable, first failing check: %s; receive "
-                "connections use plain TCP", d.name.c_str(), reason.c_str());
+      log::Info(log::kInit,
+                "NIC %s: devmem RX unavailable, first failing check: %s; receive "
+                "connections use plain TCP",
+                d.name.c_str(), reason.c_str());
       reasons.push_back(std::move(reason));
     }
   }
@@ -230,8 +237,8 @@ abi::Result Listen(int dev, void* handle, void** listen_comm) {
                                           "%s: %s",
                                           device->name.c_str(), plain_reason.c_str()));
   }
-  Result<std::unique_ptr<ListenComm>> comm = ListenComm::Create(
-      *device, State().config, static_cast<uint8_t*>(handle), plain_reason);
+  Result<std::unique_ptr<ListenComm>> comm =
+      ListenComm::Create(*device, State().config, static_cast<uint8_t*>(handle), plain_reason);
   if (!comm.ok()) return Report("listen", comm.status());
   *listen_comm = comm.value().release();
   return abi::kSuccess;
@@ -342,8 +349,8 @@ abi::Result Irecv(void* recv_comm, int n, void** data, const size_t* sizes, int*
   return abi::kSuccess;
 }
 
-abi::Result Iflush(void* recv_comm, int /*n*/, void** /*data*/, int* /*sizes*/,
-                   void** /*mhandles*/, void** request) {
+abi::Result Iflush(void* recv_comm, int /*n*/, void** /*data*/, int* /*sizes*/, void** /*mhandles*/,
+                   void** request) {
   if (CommAs<RecvComm>(recv_comm, Comm::kRecvMagic) == nullptr || request == nullptr) {
     return Invalid("iflush", "unknown recv comm %p or NULL request", recv_comm);
   }

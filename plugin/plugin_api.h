@@ -42,8 +42,7 @@ abi::Result RegMr(void* comm, void* data, size_t size, int type, void** mhandle)
 abi::Result RegMrDmaBuf(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
                         void** mhandle);
 abi::Result DeregMr(void* comm, void* mhandle);
-abi::Result Isend(void* send_comm, void* data, size_t size, int tag, void* mhandle,
-                  void** request);
+abi::Result Isend(void* send_comm, void* data, size_t size, int tag, void* mhandle, void** request);
 abi::Result Irecv(void* recv_comm, int n, void** data, const size_t* sizes, int* tags,
                   void** mhandles, void** request);
 abi::Result Iflush(void* recv_comm, int n, void** data, int* sizes, void** mhandles,

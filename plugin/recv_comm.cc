@@ -68,9 +68,10 @@ RecvComm::~RecvComm() {
               static_cast<unsigned long long>(c.tokens_returned),
               static_cast<unsigned long long>(c.tokens_not_freed));
     if (c.tokens_outstanding > 0) {
-      log::Warn("%s closed with %llu devmem tokens outstanding (receives never completed); "
-                "their pages are freed with the comm",
-                description_.c_str(), static_cast<unsigned long long>(c.tokens_outstanding));
+      log::Warn(
+          "%s closed with %llu devmem tokens outstanding (receives never completed); "
+          "their pages are freed with the comm",
+          description_.c_str(), static_cast<unsigned long long>(c.tokens_outstanding));
     }
   }
 }
@@ -112,8 +113,8 @@ Status RecvComm::FinishFrags(Request* request) {
       FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
       if (!frags.used) continue;
       if (deliver && result.ok()) {
-        result = HostScatter(frags.table, region_->data(), region_->bytes(), sub.data,
-                             sub.capacity);
+        result =
+            HostScatter(frags.table, region_->data(), region_->bytes(), sub.data, sub.capacity);
       }
       // Tokens go back only now that the consumer (the scatter) is done with their frags.
       Status released = data_sockets_[s]->receiver->Release(
@@ -130,8 +131,8 @@ Status RecvComm::FinishFrags(Request* request) {
   return result;
 }
 
-Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* sizes,
-                                    const int* tags, MemoryRegion* const* regions) {
+Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
+                                    MemoryRegion* const* regions) {
   if (health_.failed()) return health_.error();
   if (n < 1 || n > kMaxRecvsLimit) {
     return Status::Error(ErrorKind::kInvalidArgument, "irecv with n=%d, accepted [1, %d]", n,
@@ -235,10 +236,9 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
 
   const bool is_inline = header.kind == wire::MessageHeader::kInline;
   if (is_inline && header.size > params_.inline_bytes) {
-    Status status = Status::Error(ErrorKind::kRemote,
-                                  "peer sent %llu inline bytes, above the negotiated %u",
-                                  static_cast<unsigned long long>(header.size),
-                                  params_.inline_bytes);
+    Status status =
+        Status::Error(ErrorKind::kRemote, "peer sent %llu inline bytes, above the negotiated %u",
+                      static_cast<unsigned long long>(header.size), params_.inline_bytes);
     health_.Fail(status);
     return status;
   }

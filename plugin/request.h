@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "plugin/abi/net_abi.h"
-#include "plugin/data_socket.h"
 #include "plugin/config.h"
+#include "plugin/data_socket.h"
 #include "plugin/memory.h"
 #include "plugin/status.h"
 
@@ -19,15 +19,15 @@ namespace devmem {
 class Comm;
 
 struct SubRequest {
-  char* data = nullptr;        // where payload lands (user buffer or staging)
-  uint64_t capacity = 0;       // recv: posted size; send: message size
+  char* data = nullptr;   // where payload lands (user buffer or staging)
+  uint64_t capacity = 0;  // recv: posted size; send: message size
   int tag = 0;
-  uint64_t size = 0;           // bytes actually carried
-  bool matched = false;        // recv: a message header was matched to this sub
-  bool holds_frags = false;    // recv, devmem modes: frags of this sub await scatter + release
-  uint64_t seq = 0;            // recv, devmem modes: message sequence number
+  uint64_t size = 0;         // bytes actually carried
+  bool matched = false;      // recv: a message header was matched to this sub
+  bool holds_frags = false;  // recv, devmem modes: frags of this sub await scatter + release
+  uint64_t seq = 0;          // recv, devmem modes: message sequence number
   const MemoryRegion* region = nullptr;
-  void* user_data = nullptr;   // the caller's pointer (differs from data when staged)
+  void* user_data = nullptr;  // the caller's pointer (differs from data when staged)
 };
 
 struct Request {
@@ -38,12 +38,12 @@ struct Request {
   bool in_use = false;
   int count = 0;  // sub-requests
   std::array<SubRequest, kMaxRecvsLimit> subs{};
-  int unmatched = 0;           // recv: subs still waiting for a header
-  int inline_pending = 0;      // recv: subs whose inline payload is still arriving
-  uint64_t control_end = 0;    // send: control-stream offset that must reach the kernel
+  int unmatched = 0;                  // recv: subs still waiting for a header
+  int inline_pending = 0;             // recv: subs whose inline payload is still arriving
+  uint64_t control_end = 0;           // send: control-stream offset that must reach the kernel
   std::atomic<int> pending_tasks{0};  // socket tasks not finished by the workers
-  Status error;                // request-level failure (e.g. truncation), reported by test()
-  StagingBuffer staging;       // pinned host memory when a sub is a CUDA buffer
+  Status error;                       // request-level failure (e.g. truncation), reported by test()
+  StagingBuffer staging;              // pinned host memory when a sub is a CUDA buffer
   // Devmem modes: per sub-request x data socket, what the frag receivers recorded. Sized on
   // first use and reused, so the steady state allocates nothing.
   std::vector<FragResult> frag_results;

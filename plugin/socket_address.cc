@@ -31,8 +31,7 @@ Result<SocketAddress> SocketAddress::FromString(const std::string& text, uint16_
     v6->sin6_family = AF_INET6;
     out.length_ = sizeof(sockaddr_in6);
   } else {
-    return Status::Error(ErrorKind::kInvalidArgument, "\"%s\" is not an IP address",
-                         text.c_str());
+    return Status::Error(ErrorKind::kInvalidArgument, "\"%s\" is not an IP address", text.c_str());
   }
   out.set_port(port);
   return out;

@@ -116,8 +116,8 @@ Result<MessageHeader> MessageHeader::Decode(const uint8_t* in) {
   MessageHeader out;
   out.kind = GetU32(in);
   if (out.kind != kStriped && out.kind != kInline) {
-    return Status::Error(ErrorKind::kRemote,
-                         "control stream corrupt: message header kind 0x%08x", out.kind);
+    return Status::Error(ErrorKind::kRemote, "control stream corrupt: message header kind 0x%08x",
+                         out.kind);
   }
   out.tag = static_cast<int32_t>(GetU32(in + 4));
   out.size = GetU64(in + 8);

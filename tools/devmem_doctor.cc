@@ -19,8 +19,10 @@
 namespace {
 
 int Usage(const char* why) {
-  fprintf(stderr, "devmem-doctor: %s\nusage: devmem-doctor [--json] [--ifname NAME[,NAME...]] "
-          "[--queues ID[,ID...]]\n", why);
+  fprintf(stderr,
+          "devmem-doctor: %s\nusage: devmem-doctor [--json] [--ifname NAME[,NAME...]] "
+          "[--queues ID[,ID...]]\n",
+          why);
   return 2;
 }
 

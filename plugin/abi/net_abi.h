@@ -21,21 +21,31 @@ enum Result : int {
   kInProgress = 7,
 };
 
-inline constexpr int kNetHandleMaxSize = 128;  // NCCL_NET_HANDLE_MAXSIZE
-inline constexpr int kPtrHost = 0x1;           // NCCL_PTR_HOST
-inline constexpr int kPtrCuda = 0x2;           // NCCL_PTR_CUDA
-inline constexpr int kPtrDmaBuf = 0x4;         // NCCL_PTR_DMABUF
-inline constexpr int kNetMaxRequests = 32;     // NCCL_NET_MAX_REQUESTS
-inline constexpr int kMaxDevsPerNic = 4;       // NCCL_NET_MAX_DEVS_PER_NIC in 2.28.9
+inline constexpr int kNetHandleMaxSize = 128;           // NCCL_NET_HANDLE_MAXSIZE
+inline constexpr int kPtrHost = 0x1;                    // NCCL_PTR_HOST
+inline constexpr int kPtrCuda = 0x2;                    // NCCL_PTR_CUDA
+inline constexpr int kPtrDmaBuf = 0x4;                  // NCCL_PTR_DMABUF
+inline constexpr int kNetMaxRequests = 32;              // NCCL_NET_MAX_REQUESTS
+inline constexpr int kMaxDevsPerNic = 4;                // NCCL_NET_MAX_DEVS_PER_NIC in 2.28.9
 inline constexpr size_t kMaxNetSize = size_t{1} << 30;  // MAX_NET_SIZE
 inline constexpr int kDeviceUnpackVersion = 0x7;        // NCCL_NET_DEVICE_UNPACK_VERSION
 // NCCL writes this into *request before irecv() as an LL/LL128 hint; never dereference it.
 inline constexpr uintptr_t kOptionalRecvCompletion = 0x1;
 
-enum LogLevel : int { kLogNone = 0, kLogVersion = 1, kLogWarn = 2, kLogInfo = 3, kLogAbort = 4,
-                      kLogTrace = 5 };
-enum LogSubsys : unsigned long { kSubsysInit = 0x1, kSubsysNet = 0x10, kSubsysEnv = 0x80,
-                                 kSubsysAll = ~0UL };
+enum LogLevel : int {
+  kLogNone = 0,
+  kLogVersion = 1,
+  kLogWarn = 2,
+  kLogInfo = 3,
+  kLogAbort = 4,
+  kLogTrace = 5
+};
+enum LogSubsys : unsigned long {
+  kSubsysInit = 0x1,
+  kSubsysNet = 0x10,
+  kSubsysEnv = 0x80,
+  kSubsysAll = ~0UL
+};
 
 using DebugLogger = void (*)(LogLevel level, unsigned long flags, const char* file, int line,
                              const char* fmt, ...);
@@ -148,8 +158,7 @@ struct NetV8 {
   Result (*isend)(void* sendComm, void* data, int size, int tag, void* mhandle, void** request);
   Result (*irecv)(void* recvComm, int n, void** data, int* sizes, int* tags, void** mhandles,
                   void** request);
-  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles,
-                   void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles, void** request);
   Result (*test)(void* request, int* done, int* sizes);
   Result (*closeSend)(void* sendComm);
   Result (*closeRecv)(void* recvComm);
@@ -171,12 +180,10 @@ struct NetV9 {
   Result (*regMrDmaBuf)(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
                         void** mhandle);
   Result (*deregMr)(void* comm, void* mhandle);
-  Result (*isend)(void* sendComm, void* data, size_t size, int tag, void* mhandle,
-                  void** request);
+  Result (*isend)(void* sendComm, void* data, size_t size, int tag, void* mhandle, void** request);
   Result (*irecv)(void* recvComm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
                   void** request);
-  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles,
-                   void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles, void** request);
   Result (*test)(void* request, int* done, int* sizes);
   Result (*closeSend)(void* sendComm);
   Result (*closeRecv)(void* recvComm);
@@ -204,8 +211,7 @@ struct NetV10 {
                   void** request);
   Result (*irecv)(void* recvComm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
                   void** phandles, void** request);
-  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles,
-                   void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles, void** request);
   Result (*test)(void* request, int* done, int* sizes);
   Result (*closeSend)(void* sendComm);
   Result (*closeRecv)(void* recvComm);
@@ -234,8 +240,7 @@ struct NetV11 {
                   void** request);
   Result (*irecv)(void* recvComm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
                   void** phandles, void** request);
-  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles,
-                   void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles, void** request);
   Result (*test)(void* request, int* done, int* sizes);
   Result (*closeSend)(void* sendComm);
   Result (*closeRecv)(void* recvComm);

@@ -1,8 +1,8 @@
 // The exported ncclNetPlugin_vN tables: thin adapters from each ABI version onto plugin_api.
 // Nothing here but argument conversion (sizes, properties layouts, per-version signatures).
 #include <climits>
-#include <type_traits>
 #include <cstring>
+#include <type_traits>
 
 #include "plugin/abi/net_abi.h"
 #include "plugin/log.h"
@@ -121,28 +121,33 @@ namespace api = ::devmem::api;
 #define DEVMEM_EXPORT extern "C" __attribute__((visibility("default")))
 
 DEVMEM_EXPORT const NetV11 ncclNetPlugin_v11 = {
-    api::kPluginName, InitV11, api::Devices, GetPropertiesV11, ListenV11, ConnectV11,
-    api::Accept, api::RegMr, api::RegMrDmaBuf, api::DeregMr, IsendV10, IrecvV10, api::Iflush,
-    api::Test, api::CloseSend, api::CloseRecv, api::CloseListen, api::GetDeviceMr,
-    api::IrecvConsumed, api::MakeVDevice, api::FinalizeContext, api::SetNetAttr,
+    api::kPluginName,   InitV11,          api::Devices,
+    GetPropertiesV11,   ListenV11,        ConnectV11,
+    api::Accept,        api::RegMr,       api::RegMrDmaBuf,
+    api::DeregMr,       IsendV10,         IrecvV10,
+    api::Iflush,        api::Test,        api::CloseSend,
+    api::CloseRecv,     api::CloseListen, api::GetDeviceMr,
+    api::IrecvConsumed, api::MakeVDevice, api::FinalizeContext,
+    api::SetNetAttr,
 };
 
 DEVMEM_EXPORT const NetV10 ncclNetPlugin_v10 = {
-    api::kPluginName, InitV10, api::Devices, GetPropertiesV9, ListenV8, ConnectV10, api::Accept,
-    api::RegMr, api::RegMrDmaBuf, api::DeregMr, IsendV10, IrecvV10, api::Iflush, api::Test,
-    api::CloseSend, api::CloseRecv, api::CloseListen, api::GetDeviceMr, api::IrecvConsumed,
-    api::MakeVDevice,
+    api::kPluginName, InitV10,          api::Devices,     GetPropertiesV9,    ListenV8,
+    ConnectV10,       api::Accept,      api::RegMr,       api::RegMrDmaBuf,   api::DeregMr,
+    IsendV10,         IrecvV10,         api::Iflush,      api::Test,          api::CloseSend,
+    api::CloseRecv,   api::CloseListen, api::GetDeviceMr, api::IrecvConsumed, api::MakeVDevice,
 };
 
 DEVMEM_EXPORT const NetV9 ncclNetPlugin_v9 = {
-    api::kPluginName, InitV8, api::Devices, GetPropertiesV9, ListenV8, ConnectV8, api::Accept,
-    api::RegMr, api::RegMrDmaBuf, api::DeregMr, IsendV9, IrecvV9, api::Iflush, api::Test,
-    api::CloseSend, api::CloseRecv, api::CloseListen, api::GetDeviceMr, api::IrecvConsumed,
-    api::MakeVDevice,
+    api::kPluginName, InitV8,           api::Devices,     GetPropertiesV9,    ListenV8,
+    ConnectV8,        api::Accept,      api::RegMr,       api::RegMrDmaBuf,   api::DeregMr,
+    IsendV9,          IrecvV9,          api::Iflush,      api::Test,          api::CloseSend,
+    api::CloseRecv,   api::CloseListen, api::GetDeviceMr, api::IrecvConsumed, api::MakeVDevice,
 };
 
 DEVMEM_EXPORT const NetV8 ncclNetPlugin_v8 = {
-    api::kPluginName, InitV8, api::Devices, GetPropertiesV8, ListenV8, ConnectV8, api::Accept,
-    api::RegMr, api::RegMrDmaBuf, api::DeregMr, IsendV8, IrecvV8, api::Iflush, api::Test,
-    api::CloseSend, api::CloseRecv, api::CloseListen, api::GetDeviceMr, api::IrecvConsumed,
+    api::kPluginName, InitV8,           api::Devices,     GetPropertiesV8,    ListenV8,
+    ConnectV8,        api::Accept,      api::RegMr,       api::RegMrDmaBuf,   api::DeregMr,
+    IsendV8,          IrecvV8,          api::Iflush,      api::Test,          api::CloseSend,
+    api::CloseRecv,   api::CloseListen, api::GetDeviceMr, api::IrecvConsumed,
 };

@@ -27,8 +27,9 @@ Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
     if (cm->cmsg_level != SOL_SOCKET ||
         (cm->cmsg_type != uapi::kScmDevmemDmabuf && cm->cmsg_type != uapi::kScmDevmemLinear)) {
       segments->resize(first_segment);
-      return Status::Error(ErrorKind::kSystem, "unexpected cmsg level %d type %d on a devmem socket",
-                           cm->cmsg_level, cm->cmsg_type);
+      return Status::Error(ErrorKind::kSystem,
+                           "unexpected cmsg level %d type %d on a devmem socket", cm->cmsg_level,
+                           cm->cmsg_type);
     }
     if (cm->cmsg_len < CMSG_LEN(sizeof(uapi::DmabufCmsg))) {
       segments->resize(first_segment);
@@ -46,10 +47,9 @@ Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
     if (cm->cmsg_type == uapi::kScmDevmemLinear) {
       if (host_cursor + frag.frag_size > host_capacity) {
         segments->resize(first_segment);
-        return Status::Error(ErrorKind::kSystem,
-                             "%u linear bytes at %llu overflow the %zu-byte bounce buffer",
-                             frag.frag_size, static_cast<unsigned long long>(host_cursor),
-                             host_capacity);
+        return Status::Error(
+            ErrorKind::kSystem, "%u linear bytes at %llu overflow the %zu-byte bounce buffer",
+            frag.frag_size, static_cast<unsigned long long>(host_cursor), host_capacity);
       }
       segment.kind = StreamSegment::Kind::kHost;
       segment.source_offset = host_cursor;
@@ -66,8 +66,7 @@ Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
       if (frag.frag_offset > binding.region_bytes ||
           frag.frag_size > binding.region_bytes - frag.frag_offset) {
         segments->resize(first_segment);
-        return Status::Error(ErrorKind::kSystem,
-                             "frag [%llu, +%u) outside the %llu-byte region",
+        return Status::Error(ErrorKind::kSystem, "frag [%llu, +%u) outside the %llu-byte region",
                              static_cast<unsigned long long>(frag.frag_offset), frag.frag_size,
                              static_cast<unsigned long long>(binding.region_bytes));
       }
@@ -94,10 +93,9 @@ Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
   }
   if (out.region_bytes + out.host_bytes != static_cast<uint64_t>(received)) {
     segments->resize(first_segment);
-    return Status::Error(ErrorKind::kSystem,
-                         "devmem frags describe %llu bytes but recvmsg returned %zd",
-                         static_cast<unsigned long long>(out.region_bytes + out.host_bytes),
-                         received);
+    return Status::Error(
+        ErrorKind::kSystem, "devmem frags describe %llu bytes but recvmsg returned %zd",
+        static_cast<unsigned long long>(out.region_bytes + out.host_bytes), received);
   }
   return out;
 }

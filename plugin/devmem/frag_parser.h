@@ -23,15 +23,15 @@ struct StreamSegment {
 };
 
 struct RegionBinding {
-  uint32_t dmabuf_id = 0;       // what bind-rx returned
-  uint64_t region_bytes = 0;    // size of the bound region
+  uint32_t dmabuf_id = 0;     // what bind-rx returned
+  uint64_t region_bytes = 0;  // size of the bound region
 };
 
 struct ParsedReceive {
-  bool plain = false;          // no devmem cmsg at all: ordinary data in the bounce buffer
-  uint64_t region_bytes = 0;   // bytes described by SCM_DEVMEM_DMABUF frags
-  uint64_t host_bytes = 0;     // linear (or plain) bytes in the bounce buffer
-  size_t frags = 0;            // devmem frags (tokens to return)
+  bool plain = false;         // no devmem cmsg at all: ordinary data in the bounce buffer
+  uint64_t region_bytes = 0;  // bytes described by SCM_DEVMEM_DMABUF frags
+  uint64_t host_bytes = 0;    // linear (or plain) bytes in the bounce buffer
+  size_t frags = 0;           // devmem frags (tokens to return)
 };
 
 // Appends the segments of one recvmsg() that returned `received` bytes to *segments.

@@ -13,7 +13,7 @@
 namespace devmem {
 namespace {
 
-constexpr size_t kMaxPagesPerReceive = 64;       // 256 KiB of frags per recvmsg
+constexpr size_t kMaxPagesPerReceive = 64;        // 256 KiB of frags per recvmsg
 constexpr size_t kDevmemBounceBytes = 256 << 10;  // also the most one devmem recvmsg consumes
 constexpr size_t kDevmemControlBytes =
     (kDevmemBounceBytes / PagePool::kPageBytes + 8) * CMSG_SPACE(sizeof(uapi::DmabufCmsg));
@@ -30,11 +30,13 @@ Result<std::unique_ptr<HostRegion>> HostRegion::Create(uint64_t bytes) {
   region->fd_.reset(memfd_create("nccl-devmem-rx-region", MFD_CLOEXEC));
   if (!region->fd_.valid()) return Status::Errno(errno, "memfd_create for the RX region");
   if (ftruncate(region->fd_.get(), static_cast<off_t>(bytes)) != 0) {
-    return Status::Errno(errno, "sizing the %llu-byte RX region", static_cast<unsigned long long>(bytes));
+    return Status::Errno(errno, "sizing the %llu-byte RX region",
+                         static_cast<unsigned long long>(bytes));
   }
   void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, region->fd_.get(), 0);
   if (data == MAP_FAILED) {
-    return Status::Errno(errno, "mapping the %llu-byte RX region", static_cast<unsigned long long>(bytes));
+    return Status::Errno(errno, "mapping the %llu-byte RX region",
+                         static_cast<unsigned long long>(bytes));
   }
   region->data_ = static_cast<char*>(data);
   region->bytes_ = bytes;
@@ -119,7 +121,8 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
   size_t n = 0;
   uint64_t planned = 0;
   if (static_cast<int>(NextRandom() % 100) < mix_.linear_percent) {
-    const uint64_t len = std::min<uint64_t>(64 + NextRandom() % (sizeof(linear_bounce_) - 64), max_bytes);
+    const uint64_t len =
+        std::min<uint64_t>(64 + NextRandom() % (sizeof(linear_bounce_) - 64), max_bytes);
     iov[n] = {linear_bounce_, len};
     plan[n++] = {StreamSegment::Kind::kHost, 0, static_cast<uint32_t>(len), 0};
     planned += len;
@@ -131,7 +134,8 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
     const uint64_t len = std::min<uint64_t>(PagePool::kPageBytes - offset, max_bytes - planned);
     const uint64_t at = uint64_t{pages_[pages_planned]} * PagePool::kPageBytes + offset;
     iov[n] = {region_->data() + at, len};
-    plan[n++] = {StreamSegment::Kind::kRegion, at, static_cast<uint32_t>(len), pages_[pages_planned]};
+    plan[n++] = {StreamSegment::Kind::kRegion, at, static_cast<uint32_t>(len),
+                 pages_[pages_planned]};
     planned += len;
   }
   msghdr msg{};
@@ -218,8 +222,10 @@ Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_byt
     const int err = errno;
     if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return State::kWouldBlock;
     if (err == uapi::kEtooSmall) {
-      return Status::Error(ErrorKind::kInternal, "devmem recvmsg: control buffer of %zu bytes "
-                           "holds not even one frag (ETOOSMALL)", control_.size());
+      return Status::Error(ErrorKind::kInternal,
+                           "devmem recvmsg: control buffer of %zu bytes "
+                           "holds not even one frag (ETOOSMALL)",
+                           control_.size());
     }
     return Status::Errno(err, "recvmsg(MSG_SOCK_DEVMEM) on a data connection");
   }

@@ -88,8 +88,8 @@ class FragReceiver {
 };
 
 struct EmulationMix {
-  int split_percent = 10;   // frags that use half a page at a 2 KiB offset
-  int linear_percent = 5;   // receives that start with linear (host) bytes
+  int split_percent = 10;  // frags that use half a page at a 2 KiB offset
+  int linear_percent = 5;  // receives that start with linear (host) bytes
 };
 
 class EmulatedFragReceiver final : public FragReceiver {
@@ -110,11 +110,11 @@ class EmulatedFragReceiver final : public FragReceiver {
   PagePool* pool_;
   EmulationMix mix_;
   uint64_t rng_;
-  std::mutex tokens_mutex_;             // worker issues, consumer releases
-  std::vector<int64_t> token_page_;     // token -> page, -1 when free
+  std::mutex tokens_mutex_;          // worker issues, consumer releases
+  std::vector<int64_t> token_page_;  // token -> page, -1 when free
   std::vector<uint32_t> free_tokens_;
-  std::vector<uint32_t> pages_;         // scratch
-  std::vector<uint32_t> returned_;      // scratch for Release
+  std::vector<uint32_t> pages_;     // scratch
+  std::vector<uint32_t> returned_;  // scratch for Release
   char linear_bounce_[1024];
 };
 

@@ -38,9 +38,9 @@ using NlCb = std::unique_ptr<nl_cb, NlCbDeleter>;
 
 // What one request produced: the kernel's error (with extack) and the parsed replies.
 struct Exchange {
-  int error = 0;                 // negative errno from NLMSG_ERROR, 0 on success
+  int error = 0;  // negative errno from NLMSG_ERROR, 0 on success
   std::string extack_message;
-  int bad_attr_offset = -1;      // byte offset of the offending attribute in our request
+  int bad_attr_offset = -1;  // byte offset of the offending attribute in our request
   std::vector<std::vector<uint32_t>> replies;  // per reply: attribute values by type (u32)
   int max_attr = 0;
 };
@@ -52,12 +52,14 @@ int OnError(sockaddr_nl* /*who*/, nlmsgerr* err, void* arg) {
   if ((nlh->nlmsg_flags & kAckTlvs) != 0) {
     // With NETLINK_CAP_ACK the request payload is not echoed: TLVs follow the nlmsgerr.
     auto* tlvs = reinterpret_cast<nlattr*>(reinterpret_cast<char*>(err) + sizeof(*err));
-    const int len = static_cast<int>(nlh->nlmsg_len) - NLMSG_HDRLEN - static_cast<int>(sizeof(*err));
+    const int len =
+        static_cast<int>(nlh->nlmsg_len) - NLMSG_HDRLEN - static_cast<int>(sizeof(*err));
     nlattr* attr;
     int rem;
     nla_for_each_attr(attr, tlvs, len, rem) {
       if (nla_type(attr) == kNlmsgerrAttrMsg) ex->extack_message = nla_get_string(attr);
-      if (nla_type(attr) == kNlmsgerrAttrOffs) ex->bad_attr_offset = static_cast<int>(nla_get_u32(attr));
+      if (nla_type(attr) == kNlmsgerrAttrOffs)
+        ex->bad_attr_offset = static_cast<int>(nla_get_u32(attr));
     }
   }
   return NL_STOP;
@@ -127,8 +129,8 @@ Status Transact(nl_sock* sock, nl_msg* msg, Exchange* ex, const std::string& wha
       for (const auto& [offset, attr] : attributes) {
         if (offset <= ex->bad_attr_offset) name = attr;
       }
-      message += Format("; the kernel rejects attribute %s (byte %d of the request)",
-                        name.c_str(), ex->bad_attr_offset);
+      message += Format("; the kernel rejects attribute %s (byte %d of the request)", name.c_str(),
+                        ex->bad_attr_offset);
     }
     return Status::Error(ErrorKind::kSystem, "%s", message.c_str());
   }
@@ -175,8 +177,8 @@ Result<std::vector<RxQueueInfo>> NetdevNetlink::RxQueues(int ifindex) {
   for (const auto& values : ex.replies) {
     if (values[uapi::kQueueIfindex] != static_cast<uint32_t>(ifindex)) continue;
     if (values[uapi::kQueueType] != uapi::kQueueTypeRx) continue;
-    queues.push_back({values[uapi::kQueueId], values[uapi::kQueueNapiId],
-                      values[uapi::kQueueDmabuf]});
+    queues.push_back(
+        {values[uapi::kQueueId], values[uapi::kQueueNapiId], values[uapi::kQueueDmabuf]});
   }
   return queues;
 }

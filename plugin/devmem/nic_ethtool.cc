@@ -29,8 +29,8 @@ constexpr int kRingsAttrMax = 18;
 
 Status IoctlError(int err, const std::string& ifname, const char* what) {
   if (err == EOPNOTSUPP) {
-    return Status::Error(ErrorKind::kSystem, "%s on %s: not supported by driver (EOPNOTSUPP)",
-                         what, ifname.c_str());
+    return Status::Error(ErrorKind::kSystem, "%s on %s: not supported by driver (EOPNOTSUPP)", what,
+                         ifname.c_str());
   }
   return Status::Errno(err, "%s on %s", what, ifname.c_str());
 }
@@ -60,7 +60,8 @@ int OnRingsValid(nl_msg* msg, void* arg) {
   nlattr* tb[kRingsAttrMax + 1] = {};
   if (genlmsg_parse(nlmsg_hdr(msg), 0, tb, kRingsAttrMax, nullptr) < 0) return NL_SKIP;
   reply->got = true;
-  if (tb[ETHTOOL_A_RINGS_RX] != nullptr) reply->settings.rx_ring = nla_get_u32(tb[ETHTOOL_A_RINGS_RX]);
+  if (tb[ETHTOOL_A_RINGS_RX] != nullptr)
+    reply->settings.rx_ring = nla_get_u32(tb[ETHTOOL_A_RINGS_RX]);
   if (tb[ETHTOOL_A_RINGS_TCP_DATA_SPLIT] != nullptr) {
     reply->settings.tcp_data_split = nla_get_u8(tb[ETHTOOL_A_RINGS_TCP_DATA_SPLIT]);
   }
@@ -108,7 +109,8 @@ Result<RingSettings> QueryRings(int ifindex) {
                          "ethtool rings-get on ifindex %d: not supported by driver (EOPNOTSUPP)",
                          ifindex);
   }
-  if (reply.error != 0) return Status::Errno(-reply.error, "ethtool rings-get on ifindex %d", ifindex);
+  if (reply.error != 0)
+    return Status::Errno(-reply.error, "ethtool rings-get on ifindex %d", ifindex);
   if (!reply.got) return Status::Error(ErrorKind::kSystem, "ethtool rings-get: no reply");
   return reply.settings;
 }

@@ -1,7 +1,7 @@
 #include "plugin/devmem/readiness.h"
 
-#include <linux/capability.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -24,10 +24,18 @@ std::string JsonEscape(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += Format("\\u%04x", c);
@@ -49,15 +57,18 @@ std::string JoinQueues(const std::vector<uint32_t>& queues) {
 
 const char* VerdictName(Verdict verdict) {
   switch (verdict) {
-    case Verdict::kPass: return "PASS";
-    case Verdict::kFail: return "FAIL";
-    case Verdict::kSkip: return "SKIP";
+    case Verdict::kPass:
+      return "PASS";
+    case Verdict::kFail:
+      return "FAIL";
+    case Verdict::kSkip:
+      return "SKIP";
   }
   return "?";
 }
 
-void ReadinessReport::Add(std::string scope, std::string check, Verdict verdict,
-                          std::string detail, std::string fix) {
+void ReadinessReport::Add(std::string scope, std::string check, Verdict verdict, std::string detail,
+                          std::string fix) {
   checks_.push_back({std::move(scope), std::move(check), verdict, std::move(detail),
                      verdict == Verdict::kFail ? std::move(fix) : std::string()});
 }
@@ -115,7 +126,8 @@ Result<std::vector<uint32_t>> ParseQueueList(const std::string& text) {
     }
     if (std::find(queues.begin(), queues.end(), value) != queues.end()) {
       return Status::Error(ErrorKind::kInvalidArgument,
-                           "NCCL_DEVMEM_RX_QUEUES=\"%s\" lists queue %lu twice", text.c_str(), value);
+                           "NCCL_DEVMEM_RX_QUEUES=\"%s\" lists queue %lu twice", text.c_str(),
+                           value);
     }
     queues.push_back(static_cast<uint32_t>(value));
     pos = comma + 1;
@@ -137,7 +149,8 @@ ReadinessReport CheckKernel() {
   // A fresh socket holds no token: returning one is a no-op (0 freed) on a devmem kernel and
   // ENOPROTOOPT elsewhere.
   uapi::DmabufToken unknown{1, 1};
-  const int rc = setsockopt(fd.get(), SOL_SOCKET, uapi::kSoDevmemDontneed, &unknown, sizeof(unknown));
+  const int rc =
+      setsockopt(fd.get(), SOL_SOCKET, uapi::kSoDevmemDontneed, &unknown, sizeof(unknown));
   if (rc >= 0) {
     report.Add("kernel", "devmem sockopts", Verdict::kPass, "SO_DEVMEM_DONTNEED accepted");
   } else {
@@ -169,8 +182,7 @@ ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& q
   ReadinessReport report;
   const std::string& nic = device.name;
   if (device.loopback) {
-    report.Add(nic, "device", Verdict::kFail,
-               "loopback cannot carry devmem payloads (no NIC DMA)",
+    report.Add(nic, "device", Verdict::kFail, "loopback cannot carry devmem payloads (no NIC DMA)",
                "select a physical NIC with NCCL_SOCKET_IFNAME");
     return report;
   }
@@ -207,8 +219,9 @@ ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& q
       }
     }
     if (problem.empty()) {
-      report.Add(nic, "rx queues", Verdict::kPass,
-                 Format("%zu RX queues; devmem queue(s) %s", rx.size(), JoinQueues(chosen).c_str()));
+      report.Add(
+          nic, "rx queues", Verdict::kPass,
+          Format("%zu RX queues; devmem queue(s) %s", rx.size(), JoinQueues(chosen).c_str()));
     } else {
       report.Add(nic, "rx queues", Verdict::kFail, problem,
                  Format("ethtool -L %s combined <N>, and NCCL_DEVMEM_RX_QUEUES=<free queue ids>",
@@ -219,8 +232,10 @@ ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& q
 
   Result<RingSettings> rings = QueryRings(device.ifindex);
   if (!rings.ok()) {
-    const std::string fix = Format("ethtool -G %s tcp-data-split on hds-thresh 0 (needs a driver "
-                                   "with header split)", nic.c_str());
+    const std::string fix = Format(
+        "ethtool -G %s tcp-data-split on hds-thresh 0 (needs a driver "
+        "with header split)",
+        nic.c_str());
     report.Add(nic, "tcp-data-split", Verdict::kFail, rings.status().message(), fix);
     report.Add(nic, "hds-thresh", Verdict::kFail, rings.status().message(), fix);
   } else {
@@ -236,7 +251,8 @@ ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& q
       report.Add(nic, "hds-thresh", Verdict::kSkip, "not reported (kernel < 6.13 or driver)");
     } else {
       report.Add(nic, "hds-thresh", *rings->hds_thresh == 0 ? Verdict::kPass : Verdict::kFail,
-                 Format("%u", *rings->hds_thresh), Format("ethtool -G %s hds-thresh 0", nic.c_str()));
+                 Format("%u", *rings->hds_thresh),
+                 Format("ethtool -G %s hds-thresh 0", nic.c_str()));
     }
   }
 
@@ -309,10 +325,10 @@ ReadinessReport CheckGpus(const std::string& nic_pci_path) {
   for (int g = 0; g < count.value(); ++g) {
     const std::string scope = Format("gpu%d", g);
     Result<bool> dmabuf = driver.value()->DmaBufSupported(g);
-    report.Add(scope, "dmabuf export", dmabuf.ok() && dmabuf.value() ? Verdict::kPass : Verdict::kFail,
-               dmabuf.ok() ? (dmabuf.value() ? "supported" : "not supported")
-                           : dmabuf.status().message(),
-               "use the NVIDIA open kernel modules and a kernel with dmabuf P2P support");
+    report.Add(
+        scope, "dmabuf export", dmabuf.ok() && dmabuf.value() ? Verdict::kPass : Verdict::kFail,
+        dmabuf.ok() ? (dmabuf.value() ? "supported" : "not supported") : dmabuf.status().message(),
+        "use the NVIDIA open kernel modules and a kernel with dmabuf P2P support");
     Result<std::string> bus = driver.value()->PciBusId(g);
     std::string gpu_path;
     if (bus.ok()) {

@@ -7,9 +7,9 @@
 namespace devmem::uapi {
 
 // Socket level (include/uapi/asm-generic/socket.h, include/linux/socket.h).
-inline constexpr int kScmDevmemLinear = 78;    // SO_DEVMEM_LINEAR / SCM_DEVMEM_LINEAR
-inline constexpr int kScmDevmemDmabuf = 79;    // SO_DEVMEM_DMABUF / SCM_DEVMEM_DMABUF
-inline constexpr int kSoDevmemDontneed = 80;   // SO_DEVMEM_DONTNEED
+inline constexpr int kScmDevmemLinear = 78;       // SO_DEVMEM_LINEAR / SCM_DEVMEM_LINEAR
+inline constexpr int kScmDevmemDmabuf = 79;       // SO_DEVMEM_DMABUF / SCM_DEVMEM_DMABUF
+inline constexpr int kSoDevmemDontneed = 80;      // SO_DEVMEM_DONTNEED
 inline constexpr int kMsgSockDevmem = 0x2000000;  // MSG_SOCK_DEVMEM (kernel-internal header)
 inline constexpr int kMaxDontneedTokens = 128;    // entries per SO_DEVMEM_DONTNEED call
 inline constexpr int kMaxDontneedFrags = 1024;    // frags inspected per call

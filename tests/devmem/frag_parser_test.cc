@@ -113,25 +113,29 @@ INSTANTIATE_TEST_SUITE_P(
                 "outside"},
         BadCase{"end past region", [](ControlBuilder* b) { b->Dmabuf((1 << 20) - 100, 4096, 1); },
                 4096, 0, "outside"},
-        BadCase{"offset overflow",
-                [](ControlBuilder* b) { b->Dmabuf(UINT64_MAX - 10, 4096, 1); }, 4096, 0,
-                "outside"},
+        BadCase{"offset overflow", [](ControlBuilder* b) { b->Dmabuf(UINT64_MAX - 10, 4096, 1); },
+                4096, 0, "outside"},
         BadCase{"huge size", [](ControlBuilder* b) { b->Dmabuf(0, UINT32_MAX, 1); }, 1, 0,
                 "outside"},
         BadCase{"wrong dmabuf id", [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1, 8); }, 4096, 0,
                 "bound to 7"},
-        BadCase{"zero-size frag", [](ControlBuilder* b) { b->Dmabuf(0, 0, 1); }, 0, 0,
-                "0 bytes"},
+        BadCase{"zero-size frag", [](ControlBuilder* b) { b->Dmabuf(0, 0, 1); }, 0, 0, "0 bytes"},
         BadCase{"zero-size linear", [](ControlBuilder* b) { b->Linear(0); }, 0, 0, "0 bytes"},
         BadCase{"short cmsg",
-                [](ControlBuilder* b) { b->Add(uapi::kScmDevmemDmabuf, {0, 8, 1, 7, 0}, SOL_SOCKET, 8); },
+                [](ControlBuilder* b) {
+                  b->Add(uapi::kScmDevmemDmabuf, {0, 8, 1, 7, 0}, SOL_SOCKET, 8);
+                },
                 8, 0, "expected"},
         BadCase{"foreign cmsg type",
-                [](ControlBuilder* b) { b->Add(SCM_RIGHTS, {0, 8, 1, 7, 0}); }, 8, 0,
-                "unexpected cmsg"},
+                [](ControlBuilder* b) {
+                  b->Add(SCM_RIGHTS, {0, 8, 1, 7, 0});
+                },
+                8, 0, "unexpected cmsg"},
         BadCase{"foreign level",
-                [](ControlBuilder* b) { b->Add(uapi::kScmDevmemDmabuf, {0, 8, 1, 7, 0}, 6); }, 8, 0,
-                "unexpected cmsg"},
+                [](ControlBuilder* b) {
+                  b->Add(uapi::kScmDevmemDmabuf, {0, 8, 1, 7, 0}, 6);
+                },
+                8, 0, "unexpected cmsg"},
         BadCase{"sum below received", [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1); }, 5000, 0,
                 "describe 4096 bytes but recvmsg returned 5000"},
         BadCase{"sum above received",
@@ -152,8 +156,7 @@ TEST(FragParserTest, ThousandsOfCmsgsInOneReceive) {
   for (uint32_t i = 0; i < kFrags; ++i) control.Dmabuf(uint64_t{i} * 4096, 4096, 100 + i);
   msghdr msg = control.Message();
   std::vector<StreamSegment> segments;
-  Result<ParsedReceive> parsed =
-      ParseDevmemReceive(msg, ssize_t{kFrags} * 4096, big, 0, &segments);
+  Result<ParsedReceive> parsed = ParseDevmemReceive(msg, ssize_t{kFrags} * 4096, big, 0, &segments);
   ASSERT_TRUE(parsed.ok()) << parsed.status().message();
   ASSERT_EQ(segments.size(), kFrags);
   EXPECT_EQ(parsed->frags, kFrags);

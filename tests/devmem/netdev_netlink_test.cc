@@ -41,8 +41,8 @@ class VethTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root (CAP_NET_ADMIN) to create a veth";
     name_ = "dmnl" + std::to_string(getpid() % 100000);
-    std::string cmd = "ip link add " + name_ + " type veth peer name " + name_ + "p && ip link set " +
-                      name_ + " up";
+    std::string cmd = "ip link add " + name_ + " type veth peer name " + name_ +
+                      "p && ip link set " + name_ + " up";
     ASSERT_EQ(system(cmd.c_str()), 0);
     ifindex_ = static_cast<int>(if_nametoindex(name_.c_str()));
     ASSERT_GT(ifindex_, 0);

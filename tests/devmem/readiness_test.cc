@@ -80,8 +80,9 @@ class VethReadinessTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root to create a veth";
     name_ = "dmrd" + std::to_string(getpid() % 100000);
-    ASSERT_EQ(system(("ip link add " + name_ + " type veth peer name " + name_ + "p && ip link set " +
-                      name_ + " up").c_str()),
+    ASSERT_EQ(system(("ip link add " + name_ + " type veth peer name " + name_ +
+                      "p && ip link set " + name_ + " up")
+                         .c_str()),
               0);
   }
   void TearDown() override {
@@ -123,7 +124,8 @@ TEST_F(VethReadinessTest, DoctorReportsNotReadyWithTheFailingChecks) {
   int status = RunCommand(std::string(DEVMEM_DOCTOR_PATH) + " --json --ifname " + name_, &out);
   EXPECT_EQ(status, 1) << out;  // 1 = not ready
   EXPECT_NE(out.find("\"ready\": false"), std::string::npos) << out;
-  EXPECT_NE(out.find("{\"scope\": \"" + name_ + "\", \"check\": \"tcp-data-split\", \"result\": "
+  EXPECT_NE(out.find("{\"scope\": \"" + name_ +
+                     "\", \"check\": \"tcp-data-split\", \"result\": "
                      "\"FAIL\", \"detail\": \"ethtool rings-get on ifindex"),
             std::string::npos)
       << out;

@@ -5,7 +5,6 @@
 #include <cerrno>
 #include <vector>
 
-
 namespace devmem {
 namespace {
 

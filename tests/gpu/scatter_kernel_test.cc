@@ -50,7 +50,8 @@ class ScatterKernelTest : public ::testing::Test {
     void* d_dst = nullptr;
     ASSERT_EQ(cudaMalloc(&d_region, region_bytes), cudaSuccess);
     ASSERT_EQ(cudaMalloc(&d_dst, total + 1), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(d_region, region.data(), region_bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(d_region, region.data(), region_bytes, cudaMemcpyHostToDevice),
+              cudaSuccess);
     ASSERT_EQ(cudaMemset(d_dst, 0, total + 1), cudaSuccess);
     for (size_t first = 0; first < ops.size(); first += 1 << 20) {
       const size_t n = std::min<size_t>(1 << 20, ops.size() - first);

@@ -1,5 +1,5 @@
-#include "gpu/scatter_engine.h"
 #include "gpu/scatter_plan.h"
+#include "gpu/scatter_engine.h"
 
 #include <gtest/gtest.h>
 

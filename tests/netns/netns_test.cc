@@ -114,9 +114,9 @@ TEST_F(NetnsTest, Ipv6AcrossVethIsByteExact) {
 }
 
 TEST_F(NetnsTest, EmulatedDevmemAcrossVethIsByteExact) {
-  std::vector<std::string> lines = RunBench(
-      "NCCL_DEVMEM_EMULATE_SPLIT_PERCENT=25 NCCL_DEVMEM_EMULATE_LINEAR_PERCENT=25",
-      "--mode emulated-devmem -b 1 -e 16M -f 16 -n 4 -w 1");
+  std::vector<std::string> lines =
+      RunBench("NCCL_DEVMEM_EMULATE_SPLIT_PERCENT=25 NCCL_DEVMEM_EMULATE_LINEAR_PERCENT=25",
+               "--mode emulated-devmem -b 1 -e 16M -f 16 -n 4 -w 1");
   EXPECT_EQ(lines.size(), 7u);
   for (const std::string& line : lines) {
     EXPECT_NE(line.find("\"mode\": \"emulated-devmem\""), std::string::npos) << line;

@@ -111,15 +111,14 @@ class LoopbackTest : public ::testing::Test {
 
   void* PostRecv(int n, void** data, size_t* sizes, int* tags, void** mhs) {
     void* request = reinterpret_cast<void*>(abi::kOptionalRecvCompletion);  // NCCL's LL hint
-    EXPECT_EQ(net_->irecv(recv_comm_, n, data, sizes, tags, mhs, nullptr, &request),
-              abi::kSuccess);
+    EXPECT_EQ(net_->irecv(recv_comm_, n, data, sizes, tags, mhs, nullptr, &request), abi::kSuccess);
     EXPECT_NE(request, reinterpret_cast<void*>(abi::kOptionalRecvCompletion));
     return request;
   }
 
   // Polls every request until all are done; returns each one's first size.
-  std::vector<int> WaitAll(const std::vector<void*>& requests, std::vector<std::vector<int>>*
-                                                                   all_sizes = nullptr) {
+  std::vector<int> WaitAll(const std::vector<void*>& requests,
+                           std::vector<std::vector<int>>* all_sizes = nullptr) {
     std::vector<int> sizes(requests.size(), -1);
     std::vector<bool> done(requests.size(), false);
     if (all_sizes != nullptr) all_sizes->assign(requests.size(), std::vector<int>(8, -1));
@@ -236,8 +235,7 @@ TEST_F(LoopbackTest, PoolExhaustionReturnsNullRequestThenRecovers) {
     sends.push_back(request);
   }
   void* refused = reinterpret_cast<void*>(0x1);
-  ASSERT_EQ(net_->isend(send_comm_, source.data(), size, 1, smh, nullptr, &refused),
-            abi::kSuccess);
+  ASSERT_EQ(net_->isend(send_comm_, source.data(), size, 1, smh, nullptr, &refused), abi::kSuccess);
   EXPECT_EQ(refused, nullptr);
   std::vector<char> sink(size);
   void* rmh = Register(recv_comm_, sink.data(), size);
@@ -338,8 +336,7 @@ TEST_F(LoopbackTest, CudaRegistrationWithoutADriverIsAClearError) {
   }
   char buffer[64];
   void* mh = nullptr;
-  EXPECT_EQ(net_->regMr(send_comm_, buffer, sizeof(buffer), abi::kPtrCuda, &mh),
-            abi::kSystemError);
+  EXPECT_EQ(net_->regMr(send_comm_, buffer, sizeof(buffer), abi::kPtrCuda, &mh), abi::kSystemError);
   EXPECT_EQ(net_->regMr(send_comm_, buffer, sizeof(buffer), 0x40, &mh), abi::kInvalidArgument);
 }
 

@@ -105,8 +105,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_SOCKET_IFNAME", ",", "names no interface"}));
 
 TEST(ConfigTest, RejectsMoreThreadsThanSockets) {
-  Result<Config> config = Config::FromEnvironment(
-      Env({{"NCCL_DEVMEM_NSOCKS", "2"}, {"NCCL_DEVMEM_NTHREADS", "3"}}));
+  Result<Config> config =
+      Config::FromEnvironment(Env({{"NCCL_DEVMEM_NSOCKS", "2"}, {"NCCL_DEVMEM_NTHREADS", "3"}}));
   ASSERT_FALSE(config.ok());
   EXPECT_NE(config.status().message().find("NCCL_DEVMEM_NTHREADS=3 exceeds NCCL_DEVMEM_NSOCKS=2"),
             std::string::npos)

@@ -60,8 +60,7 @@ TEST(SelectDevicesTest, PrefersIPv4AndNeverPicksLinkLocal) {
 }
 
 TEST(SelectDevicesTest, FamilyRestrictsAddresses) {
-  EXPECT_EQ(Names(SelectDevices(kHost, "", AF_INET6)),
-            (std::vector<std::string>{"eth0", "eth10"}));
+  EXPECT_EQ(Names(SelectDevices(kHost, "", AF_INET6)), (std::vector<std::string>{"eth0", "eth10"}));
   std::vector<NetDevice> v6 = SelectDevices(kHost, "=eth0", AF_INET6);
   ASSERT_EQ(v6.size(), 1u);
   EXPECT_EQ(v6[0].address.ToString(), "[fd00::2]:0");
