@@ -18,6 +18,7 @@ struct Config {
   uint32_t inline_bytes = 1024;      // NCCL_DEVMEM_INLINE_BYTES
   int max_recvs = 1;                 // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
+  int tcp_user_timeout_ms = 0;        // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
   bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
   bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
   std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)

@@ -33,6 +33,25 @@ void SetNoDelay(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+// A peer that vanished (power loss, partition) must fail the comm rather than hang it. Keepalive
+// finds it while a connection idles (probes are answered by the peer's kernel, so a slow but
+// healthy peer never trips it); TCP_USER_TIMEOUT, when configured, bounds how long sent data
+// may stay unacknowledged and also caps keepalive: probes then start after half the timeout.
+void SetLiveness(int fd, const Config& config) {
+  int one = 1, idle = 60, interval = 10, probes = 6;
+  if (config.tcp_user_timeout_ms > 0) {
+    idle = interval = std::max(1, config.tcp_user_timeout_ms / 2000);
+  }
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
+  if (config.tcp_user_timeout_ms > 0) {
+    unsigned timeout = static_cast<unsigned>(config.tcp_user_timeout_ms);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+  }
+}
+
 }  // namespace
 
 Result<UniqueFd> OpenStreamSocket(int family) {
@@ -116,6 +135,7 @@ void ListenComm::AcceptNewSockets() {
       return;
     }
     SetNoDelay(fd.get());
+    SetLiveness(fd.get(), config_);
     if (pending_.size() >= kMaxPendingSockets) {
       log::Warn(
           "listen comm on %s: %zu sockets have not finished their handshake; dropping the "
@@ -295,6 +315,7 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   for (int i = 0; i <= config.data_sockets; ++i) {
     Result<UniqueFd> fd = OpenStreamSocket(handle.address.family());
     if (!fd.ok()) return fd.status();
+    SetLiveness(fd->get(), config);
     if (connect(fd->get(), handle.address.get(), handle.address.length()) != 0 &&
         errno != EINPROGRESS) {
       return Status::Errno(errno, "connect to %s", handle.address.ToString().c_str());

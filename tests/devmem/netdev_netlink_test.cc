@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "plugin/devmem/frag_parser.h"
+#include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/token_batch.h"
 #include "plugin/devmem/uapi.h"
 #include "plugin/unique_fd.h"
@@ -78,6 +79,20 @@ TEST_F(VethTest, BindRxOnVethFailsWithTheKernelsReason) {
   EXPECT_TRUE(message.find("rejects attribute ifindex") != std::string::npos ||
               message.find("kernel says") != std::string::npos)
       << message;
+}
+
+TEST_F(VethTest, FlowSteeringRuleOnVethIsRefusedWithTheReason) {
+  Result<SocketAddress> local = SocketAddress::FromString("198.18.0.1", 5000);
+  Result<SocketAddress> remote = SocketAddress::FromString("198.18.0.2", 6000);
+  ASSERT_TRUE(local.ok() && remote.ok());
+  Result<FlowSteeringRule> rule =
+      FlowSteeringRule::Install(name_, local.value(), remote.value(), 0);
+  ASSERT_FALSE(rule.ok());
+  const std::string& message = rule.status().message();
+  EXPECT_NE(message.find("steering 198.18.0.2:6000 -> 198.18.0.1:5000 to RX queue 0"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("not supported by driver"), std::string::npos) << message;
 }
 
 TEST(BindRxTest, EmptyQueueListIsRejectedBeforeTheKernel) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -141,6 +142,26 @@ TEST_F(NetnsTest, PacketLossOnTheLinkStillDeliversEveryByte) {
   AddFaultRule(pair_->ns_b(), "output", "meta l4proto tcp numgen random mod 100 < 2 drop");
   std::vector<std::string> lines = RunBench("NCCL_DEVMEM_NSOCKS=4", "-b 4K -e 4M -f 32 -n 4 -w 1");
   EXPECT_EQ(lines.size(), 3u);
+}
+
+TEST_F(NetnsTest, APartitionFailsBothSidesWithinTheUserTimeout) {
+  if (RunCommand("nft --version") != 0) GTEST_SKIP() << "nftables (nft) is not installed";
+  // Once a flow has carried 4 MB, every packet between the namespaces is dropped in both
+  // directions: a partition. With a 1.5 s TCP_USER_TIMEOUT both processes must fail.
+  for (const std::string& ns : {pair_->ns_a(), pair_->ns_b()}) {
+    AddFaultRule(ns, "output", "meta l4proto tcp ct bytes > 4000000 drop");
+  }
+  std::string output;
+  const std::string command =
+      "env NCCL_SOCKET_IFNAME=dmv NCCL_DEVMEM_TCP_USER_TIMEOUT_MS=1500 "
+      "timeout 120 " DEVMEM_BENCH_PATH " --plugin " DEVMEM_PLUGIN_PATH " --netns-recv " +
+      pair_->ns_a() + " --netns-send " + pair_->ns_b() + " -b 16M -e 16M -n 8 -w 0";
+  const auto start = std::chrono::steady_clock::now();
+  int status = RunCommand(command, &output);
+  EXPECT_NE(status, 0) << output;
+  EXPECT_NE(status, 124) << "hung until timeout(1) killed it:\n" << output;
+  EXPECT_NE(output.find("Connection timed out"), std::string::npos) << output;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60));
 }
 
 }  // namespace

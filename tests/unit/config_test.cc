@@ -93,6 +93,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS", "5", "[100, 3600000]"},
                       BadValue{"NCCL_SOCKET_FAMILY", "AF_UNIX", "AF_INET and AF_INET6"},
                       BadValue{"NCCL_DEVMEM_EMULATE", "2", "[0, 1]"},
+                      BadValue{"NCCL_DEVMEM_TCP_USER_TIMEOUT_MS", "-1", "[0, 3600000]"},
                       BadValue{"NCCL_DEVMEM_REQUIRE", "yes", "not an integer"},
                       BadValue{"NCCL_DEVMEM_RX_REGION_BYTES", "512K", "[1048576, 68719476736]"},
                       BadValue{"NCCL_DEVMEM_RX_REGION_BYTES", "1048577", "multiple of the 4096"},
