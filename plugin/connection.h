@@ -91,7 +91,6 @@ class Connector final {
 
  private:
   Connector() = default;
-  const wire::ListenHandle* handle_ = nullptr;
   SocketAddress peer_;
   uint64_t nonce_ = 0;
   uint64_t connection_id_ = 0;
