@@ -178,17 +178,17 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
 }
 
 Status EmulatedFragReceiver::Release(int /*fd*/, const uint32_t* tokens, size_t count) {
+  // Both the receiving worker (host destinations) and the proxy thread (deferred frags) return
+  // tokens: everything below is under the token lock (the pool has its own, taken inside).
+  std::lock_guard<std::mutex> lock(tokens_mutex_);
   returned_.clear();
-  {
-    std::lock_guard<std::mutex> lock(tokens_mutex_);
-    for (size_t i = 0; i < count; ++i) {
-      const uint32_t token = tokens[i];
-      // Like the kernel: a token that is not outstanding on this socket is skipped.
-      if (token >= token_page_.size() || token_page_[token] < 0) continue;
-      returned_.push_back(static_cast<uint32_t>(token_page_[token]));
-      token_page_[token] = -1;
-      free_tokens_.push_back(token);
-    }
+  for (size_t i = 0; i < count; ++i) {
+    const uint32_t token = tokens[i];
+    // Like the kernel: a token that is not outstanding on this socket is skipped.
+    if (token >= token_page_.size() || token_page_[token] < 0) continue;
+    returned_.push_back(static_cast<uint32_t>(token_page_[token]));
+    token_page_[token] = -1;
+    free_tokens_.push_back(token);
   }
   pool_->Give(returned_.data(), returned_.size());
   outstanding_.fetch_sub(returned_.size(), std::memory_order_relaxed);
@@ -249,6 +249,7 @@ Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_byt
 }
 
 Status DevmemFragReceiver::Release(int fd, const uint32_t* tokens, size_t count) {
+  std::lock_guard<std::mutex> lock(release_mutex_);  // worker and proxy thread both release
   for (size_t i = 0; i < count; ++i) batch_.Add(tokens[i]);
   Status status = batch_.Release(fd, &counters_.release);
   if (status.ok()) outstanding_.fetch_sub(count, std::memory_order_relaxed);

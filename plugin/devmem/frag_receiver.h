@@ -133,6 +133,7 @@ class DevmemFragReceiver final : public FragReceiver {
   RegionBinding binding_;
   std::vector<char> bounce_;   // linear bytes / plain data land here first
   std::vector<char> control_;  // cmsgs: 40 bytes per 4 KiB frag
+  std::mutex release_mutex_;
   TokenBatch batch_;
 };
 
