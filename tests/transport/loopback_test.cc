@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <random>
@@ -159,7 +160,8 @@ class LoopbackTest : public ::testing::Test {
     std::vector<int> sizes = WaitAll({send, recv});
     EXPECT_EQ(sizes[0], static_cast<int>(size));
     EXPECT_EQ(sizes[1], static_cast<int>(size));
-    ASSERT_EQ(memcmp(source.data(), sink.data(), size), 0) << "payload differs, size " << size;
+    ASSERT_TRUE(std::equal(source.begin(), source.end(), sink.begin()))
+        << "payload differs, size " << size;
     for (size_t i = size; i < sink.size(); ++i) {
       ASSERT_EQ(sink[i], '\x5a') << "wrote past the message at " << i;
     }
