@@ -105,6 +105,7 @@ void RecvComm::MarkReleased(uint64_t seq) {
 Status RecvComm::FinishFrags(Request* request) {
   const size_t sockets = data_sockets_.size();
   Status result;
+  bool released_any = false;
   for (int i = 0; i < request->count; ++i) {
     SubRequest& sub = request->subs[i];
     if (!sub.holds_frags) continue;
@@ -124,9 +125,14 @@ Status RecvComm::FinishFrags(Request* request) {
     }
     sub.holds_frags = false;
     MarkReleased(sub.seq);
+    released_any = true;
   }
-  devmem_shared_.release_generation.fetch_add(1, std::memory_order_seq_cst);
-  for (const auto& worker : workers_) worker->Wake();
+  if (released_any) {
+    // Only returned pages can unstall a worker: skip the wake-ups when nothing was held
+    // (host destinations are scattered and released by the workers themselves).
+    devmem_shared_.release_generation.fetch_add(1, std::memory_order_seq_cst);
+    for (const auto& worker : workers_) worker->Wake();
+  }
   if (!result.ok()) health_.Fail(result);
   return result;
 }
