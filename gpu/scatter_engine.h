@@ -1,6 +1,7 @@
-// CudaScatterEngine: copies frags from a GPU RX region into GPU destination buffers with our
-// scatter kernel, on its own stream, one CUDA event per submission. The consumer learns the
-// copy finished from Done(); only then may the frags' devmem tokens go back to the kernel.
+// ScatterEngine: the seam between a receive comm and whatever copies its frags out of a GPU RX
+// region. The product's engine (CreateCudaScatterEngine) runs our scatter kernel on its own
+// stream with one CUDA event per submission. The consumer learns the copy finished from Done();
+// only then may the frags' devmem tokens go back to the kernel.
 // No CUDA header here: the plugin and tests include it on machines without CUDA.
 #pragma once
 
@@ -18,11 +19,9 @@ struct ScatterTicket {
   uint64_t generation = 0;
 };
 
-class CudaScatterEngine {
+class ScatterEngine {
  public:
-  // On CUDA device `device`; an error without a GPU or in a build without nvcc.
-  static Result<std::unique_ptr<CudaScatterEngine>> Create(int device, size_t max_ops);
-  virtual ~CudaScatterEngine() = default;
+  virtual ~ScatterEngine() = default;
   // Enqueues a copy of `count` ops from region_dptr to dst_dptr (device pointers).
   virtual Result<ScatterTicket> Submit(const ScatterOp* ops, size_t count, const void* region_dptr,
                                        void* dst_dptr) = 0;
@@ -31,6 +30,10 @@ class CudaScatterEngine {
   // Blocks until every submission finished (tests, shutdown).
   virtual Status Synchronize() = 0;
 };
+
+// The scatter kernel engine on CUDA device `device`, taking up to `max_ops` ops per submission;
+// an error without a GPU or in a build without nvcc.
+Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int device, size_t max_ops);
 
 // Whether this build contains the CUDA kernels (nvcc was found at build time).
 bool BuiltWithCudaKernels();

@@ -6,7 +6,7 @@ namespace devmem::gpu {
 
 bool BuiltWithCudaKernels() { return false; }
 
-Result<std::unique_ptr<CudaScatterEngine>> CudaScatterEngine::Create(int /*device*/,
+Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int /*device*/,
                                                                      size_t /*max_ops*/) {
   return Status::Error(ErrorKind::kSystem,
                        "this build has no CUDA kernels (nvcc was not found when it was "

@@ -49,7 +49,7 @@ Status CudaCheck(cudaError_t err, const char* what) {
                        cudaGetErrorName(err));
 }
 
-class KernelScatterEngine final : public CudaScatterEngine {
+class KernelScatterEngine final : public ScatterEngine {
  public:
   KernelScatterEngine(int device, size_t max_ops) : device_(device), max_ops_(max_ops) {}
   ~KernelScatterEngine() override {
@@ -166,7 +166,7 @@ class KernelScatterEngine final : public CudaScatterEngine {
 
 bool BuiltWithCudaKernels() { return true; }
 
-Result<std::unique_ptr<CudaScatterEngine>> CudaScatterEngine::Create(int device, size_t max_ops) {
+Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int device, size_t max_ops) {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0) {
@@ -175,7 +175,7 @@ Result<std::unique_ptr<CudaScatterEngine>> CudaScatterEngine::Create(int device,
   }
   auto engine = std::make_unique<KernelScatterEngine>(device, max_ops);
   DEVMEM_RETURN_IF_ERROR(engine->Init());
-  return std::unique_ptr<CudaScatterEngine>(std::move(engine));
+  return std::unique_ptr<ScatterEngine>(std::move(engine));
 }
 
 }  // namespace devmem::gpu

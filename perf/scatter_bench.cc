@@ -21,7 +21,7 @@
 namespace {
 
 using devmem::ScatterEntry;
-using devmem::gpu::CudaScatterEngine;
+using devmem::gpu::CreateCudaScatterEngine;
 using devmem::gpu::ScatterOp;
 
 double Seconds(std::chrono::steady_clock::time_point start) {
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
   printf("# device: %s, %zu bytes per copy, %d iterations\n", prop.name, bytes, iters);
-  auto engine = CudaScatterEngine::Create(0, bytes / 4096 + 16);
+  auto engine = CreateCudaScatterEngine(0, bytes / 4096 + 16);
   if (!engine.ok()) {
     fprintf(stderr, "devmem-scatter-bench: %s\n", engine.status().message().c_str());
     return 1;

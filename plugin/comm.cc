@@ -244,7 +244,15 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   if (is_inline && size > 0) AppendControl(reinterpret_cast<const uint8_t*>(source), size);
   request->control_end = tx_appended_;
   request->count = 1;
-  request->subs[0] = SubRequest{source, size, tag, size, true, false, 0, region, data};
+  SubRequest sub;
+  sub.data = source;
+  sub.capacity = size;
+  sub.tag = tag;
+  sub.size = size;
+  sub.matched = true;
+  sub.region = region;
+  sub.user_data = data;
+  request->subs[0] = sub;
   if (!is_inline && size > 0) QueueStripes(request, source, size);
 
   ++counters_.messages;

@@ -3,11 +3,16 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "gpu/scatter_engine.h"
+#include "plugin/config.h"
 #include "plugin/data_socket.h"
+#include "plugin/devmem/rx_region.h"
+#include "plugin/devmem/unpack_queue.h"
 #include "plugin/memory.h"
 #include "plugin/request.h"
 #include "plugin/status.h"
@@ -100,12 +105,26 @@ class SendComm final : public Comm {
   uint64_t tx_flushed_ = 0;
 };
 
-// How a receive comm's data sockets turn bytes into frags (fixed at accept, logged).
+using ScatterEngineFactory =
+    std::function<Result<std::unique_ptr<gpu::ScatterEngine>>(int gpu, size_t max_ops)>;
+
+// How a receive comm's data sockets turn bytes into frags, and who consumes the frags (fixed at
+// accept, logged).
 struct RxPath {
-  enum class Mode { kPlain, kEmulatedDevmem } mode = Mode::kPlain;
+  enum class Mode { kPlain, kEmulatedDevmem, kDevmem } mode = Mode::kPlain;
   uint64_t region_bytes = 0;
   EmulationMix mix;
   std::string plain_reason;  // kPlain: why devmem RX does not run on this NIC
+  UnpackMode unpack = UnpackMode::kPlugin;
+  // kEmulatedDevmem: the GPU whose memory holds the emulated region; -1 = host memory.
+  int gpu = -1;
+  // kDevmem: the region bound to the NIC and one frag receiver per data socket, set up by the
+  // listener (binding, flow steering) before the comm exists.
+  std::unique_ptr<RxRegion> bound_region;
+  std::vector<std::unique_ptr<FragReceiver>> receivers;
+  std::vector<std::shared_ptr<void>> keep_alive;  // bindings and flow rules the comm must hold
+  // Who runs the scatter for a GPU consumer; empty = our CUDA kernel (tests pass their own).
+  ScatterEngineFactory engine_factory;
 };
 
 struct RecvDevmemCounters {
@@ -123,13 +142,24 @@ class RecvComm final : public Comm {
   static Result<std::unique_ptr<RecvComm>> Create(UniqueFd control, std::vector<UniqueFd> data,
                                                   const ConnectionParams& params,
                                                   std::string description,
-                                                  const RxPath& path = RxPath());
+                                                  RxPath path = RxPath());
   RecvDevmemCounters DevmemCounters() const;
   ~RecvComm() override;
+  // `ll_hint`: NCCL marked the receive as LL/LL128 (optional completion), which NCCL's device
+  // unpack never reads: such receives are consumed by the plugin even in NCCL unpack mode.
   Result<Request*> PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
-                            MemoryRegion* const* regions);
-  // On done, sizes[i] is what sub-request i received and the request is released.
+                            MemoryRegion* const* regions, bool ll_hint = false);
+  // On done, sizes[i] is what sub-request i received and the request is released, except in
+  // NCCL unpack mode, where it lives until Consumed().
   Status Test(Request* request, bool* done, int* sizes);
+  // NCCL's kernels finished with the receive (irecvConsumed): its tokens go back.
+  Status Consumed(Request* request);
+  // NCCL unpack mode: the device handle NCCL's kernels read (nullptr otherwise).
+  void* unpack_device_handle() const { return unpack_ ? unpack_->device_handle() : nullptr; }
+  size_t unpack_device_handle_bytes() const {
+    return unpack_ ? unpack_->device_handle_bytes() : 0;
+  }
+  const char* consumer_name() const;
 
  private:
   using Comm::Comm;
@@ -142,10 +172,26 @@ class RecvComm final : public Comm {
   // Devmem modes: scatters what the frag receivers recorded into the destination, returns the
   // tokens, and lets the next message use the reserve.
   Status FinishFrags(Request* request);
+  // GPU consumer: hands each sub's frags to the scatter engine (tickets in the request).
+  Status SubmitScatter(Request* request);
+  // GPU consumer: true once every submitted scatter of the request has completed.
+  Result<bool> ScatterDone(Request* request);
+  // NCCL unpack: writes the request's step metadata into its slot.
+  Status PublishUnpack(Request* request);
+  // Moves the bytes that arrived as host data to where the consumer does not reach them.
+  Status DeliverHostBytes(Request* request, bool after_device_consumer);
+  // Returns every token the request's subs hold and lets newer messages use the reserve.
+  Status ReleaseFrags(Request* request);
   void MarkReleased(uint64_t seq);
 
   RxPath path_;
-  std::unique_ptr<HostRegion> region_;
+  Consumer consumer_ = Consumer::kHostScatter;
+  std::unique_ptr<RxRegion> region_;
+  std::unique_ptr<gpu::ScatterEngine> engine_;
+  std::unique_ptr<unpack::UnpackQueue> unpack_;
+  std::vector<gpu::ScatterOp> ops_;         // scratch: one sub's scatter plan
+  std::vector<ScatterEntry> entries_;       // scratch: one sub's frags over all sockets
+  std::vector<const OffsetTable*> tables_;  // scratch: one sub's tables (unpack publish)
   std::unique_ptr<PagePool> pool_pages_;
   uint64_t next_seq_ = 0;
   std::vector<bool> released_;  // ring over message sequence numbers

@@ -26,6 +26,7 @@ constexpr const char* kRequire = "NCCL_DEVMEM_REQUIRE";
 constexpr const char* kQueues = "NCCL_DEVMEM_RX_QUEUES";
 constexpr const char* kSplit = "NCCL_DEVMEM_EMULATE_SPLIT_PERCENT";
 constexpr const char* kLinear = "NCCL_DEVMEM_EMULATE_LINEAR_PERCENT";
+constexpr const char* kUnpack = "NCCL_DEVMEM_UNPACK";
 constexpr const char* kIfname = "NCCL_SOCKET_IFNAME";
 constexpr const char* kFamily = "NCCL_SOCKET_FAMILY";
 
@@ -134,6 +135,18 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kLinear, 0, 100, &value));
   config.emulate_linear_percent = static_cast<int>(value);
 
+  if (const char* unpack = getenv_fn(kUnpack); unpack != nullptr) {
+    if (strcasecmp(unpack, "plugin") == 0) {
+      config.unpack = UnpackMode::kPlugin;
+    } else if (strcasecmp(unpack, "nccl") == 0) {
+      config.unpack = UnpackMode::kNccl;
+    } else {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "%s=\"%s\" is invalid; accepted values are plugin and nccl", kUnpack,
+                           unpack);
+    }
+  }
+
   if (getenv_fn(kNthreads) == nullptr) {
     // The default thread count follows a smaller socket count instead of contradicting it.
     config.worker_threads = std::min(config.worker_threads, config.data_sockets);
@@ -192,6 +205,8 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
             origin(kRegion));
   log::Info(log::kEnv, "%s=%d (%s)", kSplit, emulate_split_percent, origin(kSplit));
   log::Info(log::kEnv, "%s=%d (%s)", kLinear, emulate_linear_percent, origin(kLinear));
+  log::Info(log::kEnv, "%s=%s (%s)", kUnpack, unpack == UnpackMode::kNccl ? "nccl" : "plugin",
+            origin(kUnpack));
   log::Info(log::kEnv, "%s=\"%s\" (%s)", kIfname, socket_ifname.c_str(), origin(kIfname));
   log::Info(log::kEnv, "%s=%s (%s)", kFamily,
             socket_family == AF_INET ? "AF_INET" : (socket_family == AF_INET6 ? "AF_INET6" : "any"),

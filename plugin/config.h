@@ -11,6 +11,12 @@
 
 namespace devmem {
 
+// Who copies frags out of a GPU RX region into the destination (NCCL_DEVMEM_UNPACK).
+enum class UnpackMode {
+  kPlugin,  // our scatter kernel on a per-comm stream; test() waits for its CUDA event
+  kNccl,    // NCCL's device unpack (netDeviceType UNPACK): NCCL's kernels read our metadata
+};
+
 struct Config {
   int data_sockets = 4;              // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
   int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (measured: perf/RESULTS.md)
@@ -25,6 +31,7 @@ struct Config {
   uint64_t rx_region_bytes = 64ull << 20;  // NCCL_DEVMEM_RX_REGION_BYTES
   int emulate_split_percent = 10;          // NCCL_DEVMEM_EMULATE_SPLIT_PERCENT
   int emulate_linear_percent = 5;          // NCCL_DEVMEM_EMULATE_LINEAR_PERCENT
+  UnpackMode unpack = UnpackMode::kPlugin;  // NCCL_DEVMEM_UNPACK=plugin|nccl
   std::string socket_ifname;               // NCCL_SOCKET_IFNAME (NCCL's own syntax)
   int socket_family = 0;                   // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
 

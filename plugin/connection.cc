@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "plugin/cuda_driver.h"
+#include "plugin/devmem/rx_setup.h"
 #include "plugin/log.h"
 
 namespace devmem {
@@ -87,7 +89,7 @@ ListenComm::~ListenComm() {
 
 Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
                                                        const Config& config, uint8_t* handle128,
-                                                       std::string plain_reason) {
+                                                       RxPlan plan) {
   Result<UniqueFd> fd = OpenStreamSocket(device.address.family());
   if (!fd.ok()) return fd.status();
   int one = 1;
@@ -112,7 +114,8 @@ Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
   std::unique_ptr<ListenComm> comm(
       new ListenComm(std::move(fd).value(), device, config, RandomNonZero()));
   comm->address_ = bound.value();
-  comm->plain_reason_ = std::move(plain_reason);
+  comm->plan_ = std::move(plan);
+  comm->device_ = device;
   wire::ListenHandle handle;
   handle.address = comm->address_;
   handle.nonce = comm->nonce_;
@@ -265,6 +268,9 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     PendingConnection ready = std::move(connection);
     connections_.erase(connections_.begin() + static_cast<std::ptrdiff_t>(i));
 
+    // Flow rules must exist before the sender streams: set the path up before the reply.
+    Result<RxPath> path = PlanRxPath(ready);
+    if (!path.ok()) return path.status();
     wire::HelloReply reply;
     reply.code = wire::HelloReply::kAccepted;
     reply.nonce = nonce_;
@@ -284,19 +290,57 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
         Format("recv comm %s<-%s (%d data sockets, %d threads, %llu-byte chunks)",
                address_.ToString().c_str(), ready.peer.c_str(), params.data_sockets,
                params.worker_threads, static_cast<unsigned long long>(params.chunk_bytes));
-    RxPath path;
-    if (config_.emulate_devmem) {
-      path.mode = RxPath::Mode::kEmulatedDevmem;
-      path.region_bytes = config_.rx_region_bytes;
-      path.mix.split_percent = config_.emulate_split_percent;
-      path.mix.linear_percent = config_.emulate_linear_percent;
-    } else {
-      path.plain_reason = plain_reason_;
-    }
     return RecvComm::Create(std::move(ready.control), std::move(ready.data), params,
-                            std::move(description), path);
+                            std::move(description), std::move(path).value());
   }
   return std::unique_ptr<RecvComm>();
+}
+
+namespace {
+
+// The GPU the calling (NCCL proxy) thread works for, or -1 without a usable CUDA driver.
+int ProxyGpu() {
+  Result<const CudaDriver*> driver = CudaDriver::Get();
+  if (!driver.ok()) return -1;
+  Result<int> count = driver.value()->DeviceCount();
+  if (!count.ok() || count.value() == 0) return -1;
+  Result<int> current = driver.value()->CurrentDevice();
+  return current.ok() ? current.value() : 0;
+}
+
+}  // namespace
+
+Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
+  RxPath path;
+  path.unpack = config_.unpack;
+  if (config_.emulate_devmem) {
+    path.mode = RxPath::Mode::kEmulatedDevmem;
+    path.region_bytes = config_.rx_region_bytes;
+    path.mix.split_percent = config_.emulate_split_percent;
+    path.mix.linear_percent = config_.emulate_linear_percent;
+    path.gpu = ProxyGpu();  // on a GPU host the region is GPU memory, like a NIC's
+    return path;
+  }
+  if (!plan_.plain_reason.empty()) {
+    path.plain_reason = plan_.plain_reason;
+    return path;
+  }
+  DevmemRxRequest request;
+  request.nic = &device_;
+  request.queues = plan_.queues;
+  request.gpu = std::max(ProxyGpu(), 0);
+  request.region_bytes = config_.rx_region_bytes;
+  for (const UniqueFd& fd : connection.data) request.data_fds.push_back(fd.get());
+  Status prepared = PrepareDevmemRx(request, &path);
+  if (prepared.ok()) return path;
+  if (config_.require_devmem) {
+    return prepared.WithContext("NCCL_DEVMEM_REQUIRE=1 and devmem RX setup failed for " +
+                                connection.peer);
+  }
+  RxPath plain;
+  plain.unpack = config_.unpack;
+  plain.plain_reason = "devmem RX setup failed: " + prepared.message();
+  return plain;
 }
 
 // ---------------------------------------------------------------------------------------------

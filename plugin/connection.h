@@ -25,14 +25,19 @@ using Clock = std::chrono::steady_clock;
 Result<UniqueFd> OpenStreamSocket(int family);
 std::string PeerName(int fd);
 
+// How a NIC's receive connections run, decided once at init by the readiness checks.
+struct RxPlan {
+  std::string plain_reason;      // non-empty: plain TCP, and why
+  std::vector<uint32_t> queues;  // devmem: the RX queues bound to the GPU region
+};
+
 class ListenComm final {
  public:
   static constexpr uint32_t kMagic = 0x4c4e5344;  // "DSNL"
   // Binds a listening socket on the device's address and writes the handle for the peer.
-  // `plain_reason`: why this NIC's receive connections use plain TCP (empty: devmem runs).
+  // `plan`: devmem RX or plain TCP for this NIC's receive connections.
   static Result<std::unique_ptr<ListenComm>> Create(const NetDevice& device, const Config& config,
-                                                    uint8_t* handle128,
-                                                    std::string plain_reason = "");
+                                                    uint8_t* handle128, RxPlan plan = RxPlan());
   ListenComm(const ListenComm&) = delete;
   ListenComm& operator=(const ListenComm&) = delete;
   ~ListenComm();
@@ -70,14 +75,18 @@ class ListenComm final {
   void Group(PendingSocket socket, const wire::Hello& hello);
   void Reject(PendingSocket* socket, const wire::Hello* hello, const std::string& why);
   void ExpireConnections();
+  // The receive path of an accepted connection: emulated, devmem (binding + flow rules), or
+  // plain TCP with the reason. Fails only when NCCL_DEVMEM_REQUIRE=1 forbids the fallback.
+  Result<RxPath> PlanRxPath(const PendingConnection& connection);
 
   const uint32_t magic_ = kMagic;
   UniqueFd fd_;
   std::string device_name_;
+  NetDevice device_;
   SocketAddress address_;
   Config config_;
   uint64_t nonce_;
-  std::string plain_reason_;
+  RxPlan plan_;
   std::vector<PendingSocket> pending_;
   std::vector<PendingConnection> connections_;
 };

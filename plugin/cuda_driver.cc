@@ -43,6 +43,8 @@ Result<const CudaDriver*> CudaDriver::Get() {
               Resolve(lib, "cuDevicePrimaryCtxRetain", &candidate->primary_ctx_retain_) &&
               Resolve(lib, "cuDevicePrimaryCtxRelease_v2", &candidate->primary_ctx_release_) &&
               Resolve(lib, "cuCtxSetCurrent", &candidate->ctx_set_current_) &&
+              Resolve(lib, "cuCtxGetCurrent", &candidate->ctx_get_current_) &&
+              Resolve(lib, "cuCtxGetDevice", &candidate->ctx_get_device_) &&
               Resolve(lib, "cuMemAlloc_v2", &candidate->mem_alloc_) &&
               Resolve(lib, "cuMemFree_v2", &candidate->mem_free_);
     Resolve(lib, "cuMemGetHandleForAddressRange", &candidate->get_handle_for_address_range_);
@@ -72,8 +74,9 @@ Status CudaDriver::Check(CUresult result, const char* call) const {
 }
 
 Status CudaDriver::HostAlloc(size_t bytes, void** out) const {
-  constexpr unsigned kPortable = 0x01;  // CU_MEMHOSTALLOC_PORTABLE: usable from any context
-  return Check(mem_host_alloc_(out, bytes, kPortable), "cuMemHostAlloc");
+  constexpr unsigned kPortable = 0x01;   // CU_MEMHOSTALLOC_PORTABLE: usable from any context
+  constexpr unsigned kDeviceMap = 0x02;  // CU_MEMHOSTALLOC_DEVICEMAP: kernels may read/write it
+  return Check(mem_host_alloc_(out, bytes, kPortable | kDeviceMap), "cuMemHostAlloc");
 }
 
 void CudaDriver::HostFree(void* ptr) const { mem_free_host_(ptr); }
@@ -129,6 +132,35 @@ Status CudaDriver::MakePrimaryContextCurrent(int ordinal) const {
   void* context = nullptr;
   DEVMEM_RETURN_IF_ERROR(Check(primary_ctx_retain_(&context, device), "cuDevicePrimaryCtxRetain"));
   return Check(ctx_set_current_(context), "cuCtxSetCurrent");
+}
+
+Status CudaDriver::UseDevice(int ordinal) const {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mutex;
+  static void* contexts[kMaxDevices] = {};
+  if (ordinal < 0 || ordinal >= kMaxDevices) {
+    return Status::Error(ErrorKind::kInvalidArgument, "CUDA device %d out of range", ordinal);
+  }
+  void* context = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (contexts[ordinal] == nullptr) {
+      int device = 0;
+      DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+      DEVMEM_RETURN_IF_ERROR(
+          Check(primary_ctx_retain_(&contexts[ordinal], device), "cuDevicePrimaryCtxRetain"));
+    }
+    context = contexts[ordinal];
+  }
+  void* current = nullptr;
+  if (ctx_get_current_(&current) == 0 && current == context) return Status::Ok();
+  return Check(ctx_set_current_(context), "cuCtxSetCurrent");
+}
+
+Result<int> CudaDriver::CurrentDevice() const {
+  int device = -1;
+  DEVMEM_RETURN_IF_ERROR(Check(ctx_get_device_(&device), "cuCtxGetDevice"));
+  return device;
 }
 
 void CudaDriver::ReleasePrimaryContext(int ordinal) const {

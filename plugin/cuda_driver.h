@@ -18,6 +18,8 @@ class CudaDriver final {
   // The process-wide driver, or why it is unavailable (logged once at INFO by the caller).
   static Result<const CudaDriver*> Get();
 
+  // Pinned, portable and device-mapped: with unified addressing the host pointer is also the
+  // pointer a kernel uses (staging, NCCL unpack metadata).
   Status HostAlloc(size_t bytes, void** out) const;
   void HostFree(void* ptr) const;
   Status CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const;
@@ -33,6 +35,11 @@ class CudaDriver final {
   // Device memory for a devmem RX region: allocated in the GPU's primary context (made current
   // on the calling thread) and exported as a dmabuf fd.
   Status MakePrimaryContextCurrent(int ordinal) const;
+  // Makes GPU `ordinal`'s primary context current on the calling thread if it is not already;
+  // the context is retained once per process and device (worker and proxy threads share it).
+  Status UseDevice(int ordinal) const;
+  // The device of the calling thread's current context (NCCL's proxy thread has its GPU's).
+  Result<int> CurrentDevice() const;
   void ReleasePrimaryContext(int ordinal) const;
   Status Allocate(size_t bytes, CUdeviceptr* out) const;
   void Free(CUdeviceptr ptr) const;
@@ -55,6 +62,8 @@ class CudaDriver final {
   CUresult (*primary_ctx_retain_)(void**, int) = nullptr;
   CUresult (*primary_ctx_release_)(int) = nullptr;
   CUresult (*ctx_set_current_)(void*) = nullptr;
+  CUresult (*ctx_get_current_)(void**) = nullptr;
+  CUresult (*ctx_get_device_)(int*) = nullptr;
   CUresult (*mem_alloc_)(CUdeviceptr*, size_t) = nullptr;
   CUresult (*mem_free_)(CUdeviceptr) = nullptr;
   // Optional (CUDA >= 11.7): without it, GPU memory cannot be exported as a dmabuf.

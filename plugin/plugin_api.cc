@@ -7,7 +7,10 @@
 #include <unordered_set>
 #include <vector>
 
+#include "gpu/scatter_engine.h"
 #include "plugin/comm.h"
+#include "plugin/cuda_driver.h"
+#include "plugin/devmem/unpack_queue.h"
 #include "plugin/config.h"
 #include "plugin/connection.h"
 #include "plugin/devmem/readiness.h"
@@ -22,8 +25,10 @@ struct PluginState {
   bool ready = false;
   Config config;
   std::vector<NetDevice> devices;
-  // Per device: why its receive connections use plain TCP (empty when devmem RX runs).
-  std::vector<std::string> plain_reasons;
+  // Per device: devmem RX (real or emulated) or plain TCP, and why.
+  std::vector<RxPlan> plans;
+  // Receive buffers may be CUDA memory (a GPU consumer reads the RX region).
+  bool gpu_present = false;
   // Connectors whose pointer sits in a handle buffer; a handle slot is trusted only if listed.
   std::unordered_set<Connector*> connectors;
 };
@@ -116,45 +121,71 @@ abi::Result Init(abi::DebugLogger logger) {
               d.address.ToString().c_str(), d.speed_mbps,
               d.pci_path.empty() ? "(virtual)" : d.pci_path.c_str());
   }
+  // Without this hint NCCL's LL/LL128 receives cannot be told from SIMPLE steps, and only the
+  // latter are read by NCCL's unpack kernels.
+  if (const char* hint = EnvLookup("NCCL_NET_OPTIONAL_RECV_COMPLETION");
+      config->unpack == UnpackMode::kNccl && hint != nullptr && strcmp(hint, "0") == 0) {
+    log::Warn("NCCL_DEVMEM_UNPACK=nccl needs NCCL_NET_OPTIONAL_RECV_COMPLETION (it tells LL "
+              "receives apart, which NCCL's unpack does not read); it is 0, so the plugin's "
+              "scatter kernel consumes every receive instead");
+    config->unpack = UnpackMode::kPlugin;
+  }
+  bool gpu_present = false;
+  if (Result<const CudaDriver*> cuda = CudaDriver::Get(); cuda.ok()) {
+    Result<int> count = cuda.value()->DeviceCount();
+    gpu_present = count.ok() && count.value() > 0;
+  }
+  const char* consumer = config->unpack == UnpackMode::kNccl
+                             ? "NCCL's device unpack (SIMPLE) + the plugin's scatter kernel (LL)"
+                             : "the plugin's scatter kernel";
   if (config->emulate_devmem) {
     log::Info(log::kInit,
               "data path: EMULATED devmem RX on every receive connection (NCCL_DEVMEM_EMULATE=1, "
-              "a test mode: payload is read into a host region and cut into frags like a NIC "
-              "would); send side plain TCP");
-  } else {
-    log::Info(log::kInit,
-              "data path: plain TCP on every connection (no devmem RX binding configured); host "
-              "buffers used directly, CUDA buffers staged through pinned host memory");
+              "a test mode: payload is read with plain recv() and placed into a %s region cut "
+              "into frags like a NIC would); frags consumed by %s; send side plain TCP",
+              gpu_present ? "GPU" : "host (no GPU)",
+              gpu_present || config->unpack == UnpackMode::kNccl ? consumer : "the CPU");
   }
   // Mode selection: the same checks as devmem-doctor, once per process and NIC.
-  std::vector<std::string> reasons;
+  std::vector<RxPlan> plans;
   if (config->emulate_devmem) {
-    reasons.assign(devices->size(), "");
+    plans.assign(devices->size(), RxPlan());
   } else {
     ReadinessReport host = CheckKernel();
     host.Append(CheckPrivileges());
     for (const NetDevice& d : devices.value()) {
       ReadinessReport report = host;
-      report.Append(CheckNic(d, config->rx_queues));
+      RxPlan plan;
+      report.Append(CheckNic(d, config->rx_queues, &plan.queues));
       if (report.ready()) report.Append(CheckGpus(d.pci_path));
       const CheckOutcome* failure = report.first_failure();
-      std::string reason =
-          failure != nullptr
-              ? Format("%s %s: %s (run devmem-doctor for every check)", failure->scope.c_str(),
-                       failure->check.c_str(), failure->detail.c_str())
-              // Host, NIC and GPU pass; frags in GPU memory still need the GPU scatter engine,
-              // which this build does not have yet.
-              : std::string("this build has no GPU scatter engine to consume GPU frags yet");
-      log::Info(log::kInit,
-                "NIC %s: devmem RX unavailable, first failing check: %s; receive "
-                "connections use plain TCP",
-                d.name.c_str(), reason.c_str());
-      reasons.push_back(std::move(reason));
+      if (failure != nullptr) {
+        plan.plain_reason =
+            Format("%s %s: %s (run devmem-doctor for every check)", failure->scope.c_str(),
+                   failure->check.c_str(), failure->detail.c_str());
+      } else if (config->unpack == UnpackMode::kPlugin && !gpu::BuiltWithCudaKernels()) {
+        plan.plain_reason =
+            "this build has no CUDA kernels (nvcc was missing at build time); rebuild with the "
+            "CUDA toolkit or set NCCL_DEVMEM_UNPACK=nccl";
+      }
+      if (plan.plain_reason.empty()) {
+        log::Info(log::kInit,
+                  "NIC %s: DEVMEM RX ready (every check passed): receive payload lands in GPU "
+                  "memory bound to its RX queue(s), frags consumed by %s",
+                  d.name.c_str(), consumer);
+      } else {
+        log::Info(log::kInit,
+                  "NIC %s: data path plain TCP (devmem RX unavailable, first failing check: %s); "
+                  "host buffers used directly, CUDA buffers staged through pinned host memory",
+                  d.name.c_str(), plan.plain_reason.c_str());
+      }
+      plans.push_back(std::move(plan));
     }
   }
   state.config = config.value();
   state.devices = std::move(devices).value();
-  state.plain_reasons = std::move(reasons);
+  state.plans = std::move(plans);
+  state.gpu_present = gpu_present;
   state.ready = true;
   return abi::kSuccess;
 }
@@ -213,14 +244,25 @@ abi::Result GetProperties(int dev, DeviceProperties* props) {
   props->name = device->name.c_str();
   props->pci_path = device->pci_path.empty() ? nullptr : device->pci_path.c_str();
   props->guid = static_cast<uint64_t>(device->ifindex);
-  // Host only: with the plain-TCP path NCCL's own host FIFO is cheaper than our staging.
-  props->ptr_support = abi::kPtrHost;
+  const RxPlan& plan = State().plans[static_cast<size_t>(dev)];
+  const bool devmem_rx = plan.plain_reason.empty();
+  // CUDA buffers only where a GPU consumer reads the RX region; on the plain path NCCL's own
+  // host FIFO is cheaper than our staging.
+  const bool gpu_rx = devmem_rx && (!config.emulate_devmem || State().gpu_present);
+  props->ptr_support = abi::kPtrHost | (gpu_rx ? abi::kPtrCuda : 0);
   props->speed_mbps = device->speed_mbps;
   props->port = 0;
   props->latency_us = 0;
   props->max_comms = 65536;
   props->max_recvs = config.max_recvs;
   props->max_message_bytes = abi::kMaxNetSize;
+  if (devmem_rx && config.unpack == UnpackMode::kNccl) {
+    // One receive per NCCL step, each within one unpack slot.
+    props->net_device_type = abi::kDeviceUnpack;
+    props->net_device_version = unpack::kDeviceVersion;
+    props->max_recvs = 1;
+    props->max_message_bytes = unpack::kMaxSliceBytes;
+  }
   return abi::kSuccess;
 }
 
@@ -230,7 +272,8 @@ abi::Result Listen(int dev, void* handle, void** listen_comm) {
     return Invalid("listen", "device %d does not exist, or handle/listenComm is NULL", dev);
   }
   *listen_comm = nullptr;
-  const std::string& plain_reason = State().plain_reasons[static_cast<size_t>(dev)];
+  const RxPlan& plan = State().plans[static_cast<size_t>(dev)];
+  const std::string& plain_reason = plan.plain_reason;
   if (State().config.require_devmem && !plain_reason.empty()) {
     return Report("listen", Status::Error(ErrorKind::kSystem,
                                           "NCCL_DEVMEM_REQUIRE=1 but devmem RX is unavailable on "
@@ -238,7 +281,7 @@ abi::Result Listen(int dev, void* handle, void** listen_comm) {
                                           device->name.c_str(), plain_reason.c_str()));
   }
   Result<std::unique_ptr<ListenComm>> comm =
-      ListenComm::Create(*device, State().config, static_cast<uint8_t*>(handle), plain_reason);
+      ListenComm::Create(*device, State().config, static_cast<uint8_t*>(handle), plan);
   if (!comm.ok()) return Report("listen", comm.status());
   *listen_comm = comm.value().release();
   return abi::kSuccess;
@@ -279,7 +322,7 @@ abi::Result Connect(int dev, void* handle, void** send_comm, abi::DeviceHandleV7
   return abi::kSuccess;
 }
 
-abi::Result Accept(void* listen_comm, void** recv_comm, abi::DeviceHandleV7** /*dev_comm*/) {
+abi::Result Accept(void* listen_comm, void** recv_comm, abi::DeviceHandleV7** dev_comm) {
   auto* listener = static_cast<ListenComm*>(listen_comm);
   if (listener == nullptr || listener->magic() != ListenComm::kMagic || recv_comm == nullptr) {
     return Invalid("accept", "unknown listen comm %p or NULL recvComm", listen_comm);
@@ -287,6 +330,27 @@ abi::Result Accept(void* listen_comm, void** recv_comm, abi::DeviceHandleV7** /*
   *recv_comm = nullptr;
   Result<std::unique_ptr<RecvComm>> comm = listener->Accept();
   if (!comm.ok()) return Report("accept", comm.status());
+  if (comm.value() != nullptr && dev_comm != nullptr && *dev_comm != nullptr) {
+    // NCCL asks for device offload (we advertised UNPACK). NCCL copies this struct into the
+    // channel by value once accept returns, so it is final here.
+    abi::DeviceHandleV7* handle = *dev_comm;
+    handle->needsProxyProgress = 1;  // NCCL's proxy still posts irecv/test for us
+    if (comm.value()->unpack_device_handle() != nullptr) {
+      handle->netDeviceType = abi::kDeviceUnpack;
+      handle->netDeviceVersion = abi::kDeviceUnpackVersion;
+      handle->handle = comm.value()->unpack_device_handle();
+      handle->size = comm.value()->unpack_device_handle_bytes();
+    } else {
+      // This connection fell back to plain TCP: its data lands in NCCL's buffer itself, so
+      // NCCL's kernels must treat it as a host-type connection.
+      handle->netDeviceType = abi::kDeviceHost;
+      handle->netDeviceVersion = 0;
+      handle->handle = nullptr;
+      handle->size = 0;
+      log::Info(log::kNet, "%s: no device unpack on this connection (plain TCP)",
+                comm.value()->description().c_str());
+    }
+  }
   *recv_comm = comm.value().release();
   return abi::kSuccess;
 }
@@ -340,10 +404,13 @@ abi::Result Irecv(void* recv_comm, int n, void** data, const size_t* sizes, int*
       tags == nullptr) {
     return Invalid("irecv", "unknown recv comm %p or NULL argument arrays", recv_comm);
   }
-  // NCCL may preset *request to a hint (NCCL_NET_OPTIONAL_RECV_COMPLETION); never read it.
+  // NCCL presets *request to 0x1 (NCCL_NET_OPTIONAL_RECV_COMPLETION) for LL/LL128 receives:
+  // compared, never dereferenced. It tells NCCL-unpack comms which receives NCCL's unpack
+  // kernels will not read.
+  const bool ll_hint = *request == reinterpret_cast<void*>(uintptr_t{1});
   *request = nullptr;
-  Result<Request*> posted =
-      comm->PostRecv(n, data, sizes, tags, reinterpret_cast<MemoryRegion* const*>(mhandles));
+  Result<Request*> posted = comm->PostRecv(
+      n, data, sizes, tags, reinterpret_cast<MemoryRegion* const*>(mhandles), ll_hint);
   if (!posted.ok()) return Report("irecv", posted.status());
   *request = posted.value();
   return abi::kSuccess;
@@ -411,12 +478,15 @@ abi::Result GetDeviceMr(void* comm, void* /*mhandle*/, void** dptr_mhandle) {
   return abi::kSuccess;
 }
 
-abi::Result IrecvConsumed(void* recv_comm, int /*n*/, void* /*request*/) {
-  if (CommAs<RecvComm>(recv_comm, Comm::kRecvMagic) == nullptr) {
-    return Invalid("irecvConsumed", "unknown recv comm %p", recv_comm);
+abi::Result IrecvConsumed(void* recv_comm, int /*n*/, void* request) {
+  auto* comm = CommAs<RecvComm>(recv_comm, Comm::kRecvMagic);
+  if (comm == nullptr) return Invalid("irecvConsumed", "unknown recv comm %p", recv_comm);
+  auto* req = static_cast<Request*>(request);
+  if (req == nullptr || !comm->pool().Owns(req)) {
+    return Invalid("irecvConsumed", "request %p is not a receive of comm %p", request, recv_comm);
   }
-  // Plain path: buffers are released in test(); nothing is held until consumption.
-  return abi::kSuccess;
+  // Receives released in test() (every mode but NCCL unpack) make this a no-op.
+  return Report("irecvConsumed", comm->Consumed(req));
 }
 
 abi::Result MakeVDevice(int* d, abi::VDeviceProps* props) {

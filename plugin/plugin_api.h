@@ -24,6 +24,8 @@ struct DeviceProperties {
   int max_comms = 0;
   int max_recvs = 1;
   size_t max_message_bytes = 0;
+  abi::DeviceType net_device_type = abi::kDeviceHost;
+  int net_device_version = 0;
 };
 
 abi::Result Init(abi::DebugLogger logger);

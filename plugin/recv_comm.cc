@@ -20,41 +20,117 @@ constexpr size_t kControlRxBytes = 64 << 10;
 constexpr size_t kSeqRing = 1024;
 static_assert(kSeqRing > abi::kNetMaxRequests * kMaxRecvsLimit);
 
+const char* RecvComm::consumer_name() const {
+  switch (consumer_) {
+    case Consumer::kHostScatter:
+      return "host scatter";
+    case Consumer::kEngine:
+      return "plugin scatter kernel";
+    case Consumer::kNcclUnpack:
+      return "NCCL device unpack";
+  }
+  return "?";
+}
+
 Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector<UniqueFd> data,
                                                    const ConnectionParams& params,
-                                                   std::string description, const RxPath& path) {
+                                                   std::string description, RxPath path) {
   std::unique_ptr<RecvComm> comm(new RecvComm(kRecvMagic, Direction::kRecv, std::move(control),
                                               std::move(data), params, std::move(description)));
   comm->rx_buffer_.resize(kControlRxBytes);
   comm->posted_.reserve(abi::kNetMaxRequests);
-  comm->path_ = path;
-  if (path.mode == RxPath::Mode::kEmulatedDevmem) {
-    Result<std::unique_ptr<HostRegion>> region = HostRegion::Create(path.region_bytes);
-    if (!region.ok()) return region.status().WithContext(comm->description_);
-    comm->region_ = std::move(region).value();
-    comm->pool_pages_ = std::make_unique<PagePool>(path.region_bytes);
-    comm->released_.assign(kSeqRing, false);
+  const std::string& name = comm->description_;
+  if (path.mode == RxPath::Mode::kPlain) {
+    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX unavailable: %s)", name.c_str(),
+              path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
+    comm->path_ = std::move(path);
+    DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
+    return comm;
+  }
+
+  // The region frags land in.
+  if (path.mode == RxPath::Mode::kDevmem) {
+    if (path.bound_region == nullptr || path.receivers.size() != comm->data_sockets_.size()) {
+      return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without region/receivers",
+                           name.c_str());
+    }
+    comm->region_ = std::move(path.bound_region);
+    for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
+      comm->data_sockets_[s]->receiver = std::move(path.receivers[s]);
+    }
+  } else {
+    if (path.gpu >= 0) {
+      Result<std::unique_ptr<RxRegion>> region =
+          CreateEmulatedGpuRxRegion(path.gpu, path.region_bytes);
+      if (!region.ok()) return region.status().WithContext(name + ": emulated GPU RX region");
+      comm->region_ = std::move(region).value();
+    } else {
+      Result<std::unique_ptr<HostRegion>> region = HostRegion::Create(path.region_bytes);
+      if (!region.ok()) return region.status().WithContext(name);
+      comm->region_ = std::move(region).value();
+    }
+    comm->pool_pages_ = std::make_unique<PagePool>(comm->region_->bytes());
     for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
       comm->data_sockets_[s]->receiver = std::make_unique<EmulatedFragReceiver>(
           comm->region_.get(), comm->pool_pages_.get(), path.mix, 0x9e3779b97f4a7c15ull * (s + 1));
     }
+  }
+  comm->released_.assign(kSeqRing, false);
+
+  // Who consumes the frags. A GPU region needs a GPU consumer; NCCL's unpack handles SIMPLE
+  // steps and the plugin's own consumer the rest (LL/LL128 receives).
+  const bool gpu_region = comm->region_->host_base() == nullptr;
+  if (gpu_region || path.engine_factory) {
+    ScatterEngineFactory factory =
+        path.engine_factory ? path.engine_factory : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
+    // A held message uses at most a quarter of the region; frags are >= 2 KiB except at chunk
+    // edges, and ops split at 64 KiB: this bounds the ops of one submission.
+    const size_t max_ops = static_cast<size_t>(comm->region_->bytes() / 4 / 2048) + 4096;
+    Result<std::unique_ptr<gpu::ScatterEngine>> engine =
+        factory(comm->region_->gpu(), max_ops);
+    if (!engine.ok()) return engine.status().WithContext(name + ": GPU scatter engine");
+    comm->engine_ = std::move(engine).value();
+    comm->consumer_ = Consumer::kEngine;
+  }
+  if (path.unpack == UnpackMode::kNccl) {
+    Result<std::unique_ptr<unpack::UnpackQueue>> queue =
+        unpack::UnpackQueue::Create(comm->region_->device_base(), comm->region_->bytes());
+    if (!queue.ok()) return queue.status().WithContext(name + ": NCCL unpack metadata");
+    comm->unpack_ = std::move(queue).value();
+    comm->consumer_ = Consumer::kNcclUnpack;
+  }
+  const char* region_kind = gpu_region ? "GPU" : "host";
+  if (path.mode == RxPath::Mode::kDevmem) {
+    log::Info(log::kNet,
+              "%s: DEVMEM RX: payload lands in a %llu-byte GPU region bound to the NIC (GPU %d); "
+              "frags consumed by the %s",
+              name.c_str(), static_cast<unsigned long long>(comm->region_->bytes()),
+              comm->region_->gpu(), comm->consumer_name());
+  } else {
     log::Info(log::kNet,
               "%s: EMULATED devmem RX (NCCL_DEVMEM_EMULATE=1, a test mode: no NIC writes here): "
-              "%llu-byte host region of %zu pages, %d%% split and %d%% linear frags",
-              comm->description_.c_str(), static_cast<unsigned long long>(path.region_bytes),
-              comm->pool_pages_->total_pages(), path.mix.split_percent, path.mix.linear_percent);
-  } else {
-    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX unavailable: %s)",
-              comm->description_.c_str(),
-              path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
+              "%llu-byte %s region (GPU %d) of %zu pages, %d%% split and %d%% linear frags; "
+              "frags consumed by the %s%s",
+              name.c_str(), static_cast<unsigned long long>(comm->region_->bytes()), region_kind,
+              comm->region_->gpu(), comm->pool_pages_->total_pages(), path.mix.split_percent,
+              path.mix.linear_percent, comm->consumer_name(),
+              comm->unpack_ && !comm->unpack_->device_visible()
+                  ? " (no CUDA driver: metadata in plain host memory, host readers only)"
+                  : "");
   }
+  comm->path_ = std::move(path);
   DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
   return comm;
 }
 
 RecvComm::~RecvComm() {
-  // Workers write into the region and the requests: stop them before our members go.
+  // Workers write into the region and the requests: stop them before our members go. Kernels
+  // still reading the region finish before the region goes (the engine synchronizes).
   workers_.clear();
+  if (engine_) {
+    Status synced = engine_->Synchronize();
+    if (!synced.ok()) log::Warn("%s: %s", description_.c_str(), synced.message().c_str());
+  }
   LogClose();
   if (path_.mode != RxPath::Mode::kPlain) {
     RecvDevmemCounters c = DevmemCounters();
@@ -102,22 +178,16 @@ void RecvComm::MarkReleased(uint64_t seq) {
   devmem_shared_.oldest_seq.store(oldest, std::memory_order_release);
 }
 
-Status RecvComm::FinishFrags(Request* request) {
+Status RecvComm::ReleaseFrags(Request* request) {
   const size_t sockets = data_sockets_.size();
   Status result;
   bool released_any = false;
   for (int i = 0; i < request->count; ++i) {
     SubRequest& sub = request->subs[i];
     if (!sub.holds_frags) continue;
-    const bool deliver = request->error.ok() && sub.data != nullptr && sub.size <= sub.capacity;
     for (size_t s = 0; s < sockets; ++s) {
       FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
       if (!frags.used) continue;
-      if (deliver && result.ok()) {
-        result =
-            HostScatter(frags.table, region_->data(), region_->bytes(), sub.data, sub.capacity);
-      }
-      // Tokens go back only now that the consumer (the scatter) is done with their frags.
       Status released = data_sockets_[s]->receiver->Release(
           data_sockets_[s]->fd.get(), frags.tokens.data(), frags.tokens.size());
       if (result.ok() && !released.ok()) result = released;
@@ -133,17 +203,162 @@ Status RecvComm::FinishFrags(Request* request) {
     devmem_shared_.release_generation.fetch_add(1, std::memory_order_seq_cst);
     for (const auto& worker : workers_) worker->Wake();
   }
+  return result;
+}
+
+Status RecvComm::FinishFrags(Request* request) {
+  const size_t sockets = data_sockets_.size();
+  Status result;
+  for (int i = 0; i < request->count && result.ok(); ++i) {
+    SubRequest& sub = request->subs[i];
+    if (!sub.holds_frags) continue;
+    const bool deliver = request->error.ok() && sub.data != nullptr && sub.size <= sub.capacity;
+    for (size_t s = 0; s < sockets && deliver && result.ok(); ++s) {
+      const FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
+      if (!frags.used) continue;
+      result = HostScatter(frags.table, region_->host_base(), region_->bytes(), sub.data,
+                           sub.capacity);
+    }
+  }
+  // Tokens go back only now that the consumer (the scatter) is done with their frags.
+  Status released = ReleaseFrags(request);
+  if (result.ok()) result = released;
   if (!result.ok()) health_.Fail(result);
   return result;
 }
 
+Status RecvComm::SubmitScatter(Request* request) {
+  const size_t sockets = data_sockets_.size();
+  for (int i = 0; i < request->count; ++i) {
+    SubRequest& sub = request->subs[i];
+    sub.ticketed = false;
+    const bool deliver = request->error.ok() && sub.holds_frags && sub.device_target != nullptr &&
+                         sub.size <= sub.capacity;
+    if (!deliver) continue;
+    entries_.clear();
+    for (size_t s = 0; s < sockets; ++s) {
+      const FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
+      if (frags.used) {
+        entries_.insert(entries_.end(), frags.table.entries().begin(), frags.table.entries().end());
+      }
+    }
+    if (entries_.empty()) continue;
+    for (const ScatterEntry& e : entries_) {
+      if (e.region_offset + e.length > region_->bytes() || e.dst_offset + e.length > sub.size) {
+        Status status = Status::Error(ErrorKind::kInternal,
+                                      "%s: frag [%llu, +%u) -> %llu outside region or message",
+                                      description_.c_str(),
+                                      static_cast<unsigned long long>(e.region_offset), e.length,
+                                      static_cast<unsigned long long>(e.dst_offset));
+        health_.Fail(status);
+        return status;
+      }
+    }
+    ops_.clear();
+    gpu::BuildScatterPlan(entries_, &ops_);
+    Result<gpu::ScatterTicket> ticket =
+        engine_->Submit(ops_.data(), ops_.size(),
+                        reinterpret_cast<const void*>(static_cast<uintptr_t>(region_->device_base())),
+                        sub.device_target);
+    if (!ticket.ok()) {
+      health_.Fail(ticket.status());
+      return ticket.status();
+    }
+    sub.ticket = ticket.value();
+    sub.ticketed = true;
+  }
+  request->scattering = true;
+  return Status::Ok();
+}
+
+Result<bool> RecvComm::ScatterDone(Request* request) {
+  for (int i = 0; i < request->count; ++i) {
+    SubRequest& sub = request->subs[i];
+    if (!sub.ticketed) continue;
+    Result<bool> done = engine_->Done(sub.ticket);
+    if (!done.ok()) {
+      health_.Fail(done.status());
+      return done.status();
+    }
+    if (!done.value()) return false;
+    sub.ticketed = false;
+  }
+  return true;
+}
+
+Status RecvComm::PublishUnpack(Request* request) {
+  // NCCL unpack runs with maxRecvs = 1: one sub, one step, one slot.
+  const size_t sockets = data_sockets_.size();
+  SubRequest& sub = request->subs[0];
+  tables_.clear();
+  const bool deliver = request->error.ok() && sub.holds_frags && sub.size <= sub.capacity;
+  for (size_t s = 0; s < sockets && deliver; ++s) {
+    const FragResult& frags = request->frag_results[s];
+    if (frags.used) tables_.push_back(&frags.table);
+  }
+  Status published = unpack_->Publish(request->unpack_slot, tables_.data(), tables_.size());
+  if (!published.ok()) health_.Fail(published);
+  return published;
+}
+
+Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) {
+  const CudaDriver* cuda = nullptr;
+  const size_t sockets = data_sockets_.size();
+  for (int i = 0; i < request->count; ++i) {
+    SubRequest& sub = request->subs[i];
+    if (sub.size == 0 || sub.size > sub.capacity || sub.delivery == HostDelivery::kNone) continue;
+    if (sub.delivery == HostDelivery::kWholeToHost) {
+      // The engine wrote into mapped staging: only after its kernel completed.
+      if (after_device_consumer) memcpy(sub.user_data, sub.data, sub.size);
+      continue;
+    }
+    if (cuda == nullptr) {
+      Result<const CudaDriver*> driver = CudaDriver::Get();
+      if (!driver.ok()) return driver.status();
+      cuda = driver.value();
+      if (region_ != nullptr && region_->gpu() >= 0) {
+        DEVMEM_RETURN_IF_ERROR(cuda->UseDevice(region_->gpu()));
+      }
+    }
+    char* device = static_cast<char*>(sub.user_data);
+    if (sub.delivery == HostDelivery::kWholeToDevice || sub.inline_payload) {
+      DEVMEM_RETURN_IF_ERROR(cuda->CopyHostToDevice(device, sub.data, sub.size));
+      counters_.staged_bytes += sub.size;
+      continue;
+    }
+    for (size_t s = 0; s < sockets; ++s) {
+      const FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
+      if (!frags.used) continue;
+      for (const HostRange& r : frags.table.host_ranges()) {
+        if (r.dst_offset + r.length > sub.size) {
+          return Status::Error(ErrorKind::kInternal, "host range outside the message");
+        }
+        DEVMEM_RETURN_IF_ERROR(
+            cuda->CopyHostToDevice(device + r.dst_offset, sub.data + r.dst_offset, r.length));
+        counters_.staged_bytes += r.length;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
-                                    MemoryRegion* const* regions) {
+                                    MemoryRegion* const* regions, bool ll_hint) {
   if (health_.failed()) return health_.error();
   if (n < 1 || n > kMaxRecvsLimit) {
     return Status::Error(ErrorKind::kInvalidArgument, "irecv with n=%d, accepted [1, %d]", n,
                          kMaxRecvsLimit);
   }
+  // NCCL's unpack reads one step per receive: a SIMPLE receive (no LL hint) of one buffer.
+  const bool unpack_step = unpack_ != nullptr && !ll_hint;
+  if (unpack_step && n != 1) {
+    return Status::Error(ErrorKind::kInvalidUsage,
+                         "irecv of %d buffers on an NCCL-unpack comm (maxRecvs is 1)", n);
+  }
+  const Consumer consumer = unpack_step ? Consumer::kNcclUnpack
+                            : engine_ ? Consumer::kEngine
+                                      : Consumer::kHostScatter;
+  const bool gpu_region = region_ != nullptr && region_->host_base() == nullptr;
   size_t staged_total = 0;
   for (int i = 0; i < n; ++i) {
     if (data[i] == nullptr && sizes[i] > 0) {
@@ -155,17 +370,30 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
       return Status::Error(ErrorKind::kInvalidArgument, "irecv %d with an unknown mhandle %p", i,
                            static_cast<const void*>(region));
     }
-    if (region != nullptr && region->is_cuda()) staged_total += sizes[i];
+    const bool cuda = region != nullptr && region->is_cuda();
+    // Host bytes need a host landing place when the destination is GPU memory; the engine
+    // needs a device-reachable target when the destination is unpinned host memory.
+    if (cuda || (consumer == Consumer::kEngine && gpu_region)) staged_total += sizes[i];
   }
   Request* request = pool_.Acquire(this, Request::Kind::kRecv);
   if (request == nullptr) return static_cast<Request*>(nullptr);
+  if (unpack_step) {
+    Result<uint32_t> slot = unpack_->Claim();
+    if (!slot.ok()) {
+      pool_.Release(request);
+      return slot.status();
+    }
+    request->unpack_slot = slot.value();
+  }
+  request->consumer = consumer;
 
   char* staging = nullptr;
   if (staged_total > 0) {
     Result<char*> reserved = request->staging.Reserve(staged_total);
     if (!reserved.ok()) {
+      if (unpack_step) unpack_->Consumed(request->unpack_slot);
       pool_.Release(request);
-      return reserved.status().WithContext("staging a CUDA receive buffer on " + description_);
+      return reserved.status().WithContext("staging a receive buffer on " + description_);
     }
     staging = reserved.value();
   }
@@ -173,12 +401,29 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
   request->unmatched = n;
   for (int i = 0; i < n; ++i) {
     MemoryRegion* region = regions != nullptr ? regions[i] : nullptr;
-    char* target = static_cast<char*>(data[i]);
-    if (region != nullptr && region->is_cuda()) {
-      target = staging;
-      staging += sizes[i];
+    const bool cuda = region != nullptr && region->is_cuda();
+    SubRequest sub;
+    sub.data = static_cast<char*>(data[i]);
+    sub.capacity = sizes[i];
+    sub.tag = tags[i];
+    sub.region = region;
+    sub.user_data = data[i];
+    sub.device_target = data[i];
+    if (consumer == Consumer::kHostScatter) {
+      if (cuda) {
+        sub.data = staging;
+        sub.delivery = HostDelivery::kWholeToDevice;
+      }
+    } else if (cuda) {
+      sub.data = staging;  // host bytes only; frags go straight to the GPU buffer
+      sub.delivery = HostDelivery::kRangesToDevice;
+    } else if (consumer == Consumer::kEngine && gpu_region) {
+      sub.data = staging;  // mapped pinned: the kernel writes it, then one memcpy
+      sub.device_target = staging;
+      sub.delivery = HostDelivery::kWholeToHost;
     }
-    request->subs[i] = SubRequest{target, sizes[i], tags[i], 0, false, false, 0, region, data[i]};
+    if (sub.data == staging && staging != nullptr) staging += sizes[i];
+    request->subs[i] = sub;
   }
   posted_.push_back(request);
   DEVMEM_RETURN_IF_ERROR(ProgressControl());
@@ -261,6 +506,7 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
         static_cast<unsigned long long>(sub->capacity));
     destination = nullptr;
   }
+  sub->inline_payload = is_inline;
   if (is_inline) {
     if (header.size > 0) {
       ++request->inline_pending;
@@ -278,9 +524,10 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
       request->frag_results.resize(static_cast<size_t>(kMaxRecvsLimit) * sockets);
     }
     sub->seq = next_seq_++;
-    // Host destinations (staging included) are scattered by the workers as frags arrive; the
-    // frags of GPU destinations wait for the GPU scatter engine.
-    const bool scatter_now = sub->region == nullptr || !sub->region->is_cuda();
+    // Host destinations (staging included) of a host region are scattered by the workers as
+    // frags arrive; every other receive holds its frags until its consumer has run.
+    const bool scatter_now = request->consumer == Consumer::kHostScatter &&
+                             (sub->region == nullptr || !sub->region->is_cuda());
     sub->holds_frags = !scatter_now;
     if (!scatter_now) {
       // Held whole in the region until the consumer runs: more than a quarter of it could
@@ -358,28 +605,75 @@ bool RecvComm::Complete(const Request* request) const {
 Status RecvComm::Test(Request* request, bool* done, int* sizes) {
   *done = false;
   if (health_.failed()) return health_.error();
-  if (!Complete(request)) {
-    DEVMEM_RETURN_IF_ERROR(ProgressControl());
-    if (!Complete(request)) return Status::Ok();
+  if (request->awaiting_consumed) {
+    return Status::Error(ErrorKind::kInvalidUsage,
+                         "test() on a receive that already completed and waits for "
+                         "irecvConsumed");
   }
-  Status result = request->error;
-  if (path_.mode != RxPath::Mode::kPlain) {
-    Status finished = FinishFrags(request);
-    if (result.ok()) result = finished;
-  }
-  for (int i = 0; i < request->count && result.ok(); ++i) {
-    const SubRequest& sub = request->subs[i];
-    if (sub.region != nullptr && sub.region->is_cuda() && sub.size > 0) {
-      result = CudaDriver::Get().value()->CopyHostToDevice(sub.user_data, sub.data, sub.size);
-      counters_.staged_bytes += sub.size;
+  if (!request->scattering) {
+    if (!Complete(request)) {
+      DEVMEM_RETURN_IF_ERROR(ProgressControl());
+      if (!Complete(request)) return Status::Ok();
+    }
+    if (request->consumer == Consumer::kEngine) {
+      DEVMEM_RETURN_IF_ERROR(SubmitScatter(request));
     }
   }
+  Status result = request->error;
+  if (request->consumer == Consumer::kEngine) {
+    // Done only when the kernel's event completed; the tokens go back only after that.
+    Result<bool> scattered = ScatterDone(request);
+    if (!scattered.ok()) return scattered.status();
+    if (!scattered.value()) return Status::Ok();
+    request->scattering = false;
+    Status delivered = DeliverHostBytes(request, /*after_device_consumer=*/true);
+    Status released = ReleaseFrags(request);
+    if (result.ok()) result = !delivered.ok() ? delivered : released;
+  } else if (request->consumer == Consumer::kNcclUnpack) {
+    // Host bytes go to the step buffer now; NCCL's kernels copy the frags after test() says
+    // done, and the tokens wait for irecvConsumed.
+    Status delivered = DeliverHostBytes(request, /*after_device_consumer=*/false);
+    Status published = PublishUnpack(request);
+    if (result.ok()) result = !delivered.ok() ? delivered : published;
+  } else {
+    if (path_.mode != RxPath::Mode::kPlain) {
+      Status finished = FinishFrags(request);
+      if (result.ok()) result = finished;
+    }
+    if (result.ok()) result = DeliverHostBytes(request, /*after_device_consumer=*/true);
+  }
+  if (!result.ok() && request->error.ok() && !health_.failed()) health_.Fail(result);
   if (sizes != nullptr) {
     for (int i = 0; i < request->count; ++i) sizes[i] = static_cast<int>(request->subs[i].size);
   }
   *done = true;
-  pool_.Release(request);
+  if (unpack_ != nullptr && result.ok()) {
+    // NCCL keeps every receive pointer of an unpack comm until it calls irecvConsumed (LL
+    // receives included): the slot must not be reused before, or that call would hit a newer
+    // receive.
+    request->awaiting_consumed = true;
+  } else {
+    if (request->consumer == Consumer::kNcclUnpack) {
+      (void)ReleaseFrags(request);  // the comm failed; its first error is what is reported
+      unpack_->Consumed(request->unpack_slot);
+    }
+    pool_.Release(request);
+  }
   return result;
+}
+
+Status RecvComm::Consumed(Request* request) {
+  if (!request->awaiting_consumed) {
+    // Receives the plugin consumed itself (and every receive of other modes) were released in
+    // test(): nothing to do. NCCL calls this for every completed receive.
+    return Status::Ok();
+  }
+  request->awaiting_consumed = false;
+  Status released = ReleaseFrags(request);  // nothing left for receives the plugin consumed
+  if (request->consumer == Consumer::kNcclUnpack) unpack_->Consumed(request->unpack_slot);
+  pool_.Release(request);
+  if (!released.ok()) health_.Fail(released);
+  return released;
 }
 
 }  // namespace devmem

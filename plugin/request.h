@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "gpu/scatter_engine.h"
 #include "plugin/abi/net_abi.h"
 #include "plugin/config.h"
 #include "plugin/data_socket.h"
@@ -17,6 +18,21 @@
 namespace devmem {
 
 class Comm;
+
+// Who reads a receive's frags out of the RX region.
+enum class Consumer : uint8_t {
+  kHostScatter,  // the CPU (host region): workers for host buffers, test() for staged ones
+  kEngine,       // the scatter engine (our CUDA kernel); test() waits for its event
+  kNcclUnpack,   // NCCL's device unpack: test() publishes metadata, irecvConsumed releases
+};
+
+// What happens to bytes that arrived as host data after the frags' consumer ran.
+enum class HostDelivery : uint8_t {
+  kNone,             // they already sit in the destination
+  kWholeToDevice,    // plain path / host scatter: the whole staged message goes to the GPU
+  kRangesToDevice,   // GPU consumer: only the host ranges (linear bytes, inline) go to the GPU
+  kWholeToHost,      // the engine wrote into mapped staging: copy the message to the host buffer
+};
 
 struct SubRequest {
   char* data = nullptr;   // where payload lands (user buffer or staging)
@@ -28,6 +44,11 @@ struct SubRequest {
   uint64_t seq = 0;          // recv, devmem modes: message sequence number
   const MemoryRegion* region = nullptr;
   void* user_data = nullptr;  // the caller's pointer (differs from data when staged)
+  void* device_target = nullptr;  // where a GPU consumer writes the frags
+  HostDelivery delivery = HostDelivery::kNone;
+  bool inline_payload = false;  // arrived on the control connection (all host bytes)
+  bool ticketed = false;        // a scatter was submitted for this sub
+  gpu::ScatterTicket ticket;
 };
 
 struct Request {
@@ -47,6 +68,10 @@ struct Request {
   // Devmem modes: per sub-request x data socket, what the frag receivers recorded. Sized on
   // first use and reused, so the steady state allocates nothing.
   std::vector<FragResult> frag_results;
+  Consumer consumer = Consumer::kHostScatter;
+  bool scattering = false;         // recv, engine: submitted, waiting for the kernel
+  bool awaiting_consumed = false;  // recv, NCCL unpack: reported done, tokens wait for NCCL
+  uint32_t unpack_slot = 0;
 
   void Reset(Comm* owner, Kind k) {
     comm = owner;
@@ -58,6 +83,10 @@ struct Request {
     control_end = 0;
     pending_tasks.store(0, std::memory_order_relaxed);
     error = Status::Ok();
+    consumer = Consumer::kHostScatter;
+    scattering = false;
+    awaiting_consumed = false;
+    unpack_slot = 0;
   }
 };
 

@@ -30,8 +30,8 @@ Result FillCommon(int dev, Props* props) {
   props->latency = p.latency_us;
   props->maxComms = p.max_comms;
   props->maxRecvs = p.max_recvs;
-  props->netDeviceType = kDeviceHost;
-  props->netDeviceVersion = 0;
+  props->netDeviceType = p.net_device_type;
+  props->netDeviceVersion = p.net_device_version;
   if constexpr (!std::is_same_v<Props, PropertiesV8>) {
     props->forceFlush = 0;
     props->vProps.ndevs = 1;

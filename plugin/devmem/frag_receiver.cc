@@ -47,6 +47,16 @@ HostRegion::~HostRegion() {
   if (data_ != nullptr) munmap(data_, bytes_);
 }
 
+Status HostRegion::Write(uint64_t offset, const char* src, size_t len) {
+  if (offset > bytes_ || len > bytes_ - offset) {
+    return Status::Error(ErrorKind::kInternal, "write [%llu, +%zu) outside the %llu-byte region",
+                         static_cast<unsigned long long>(offset), len,
+                         static_cast<unsigned long long>(bytes_));
+  }
+  memcpy(data_ + offset, src, len);
+  return Status::Ok();
+}
+
 PagePool::PagePool(uint64_t region_bytes) : total_(region_bytes / kPageBytes) {
   free_.reserve(total_);
   for (size_t i = total_; i > 0; --i) free_.push_back(static_cast<uint32_t>(i - 1));
@@ -76,10 +86,11 @@ size_t PagePool::free_pages() const {
 
 // ---------------------------------------------------------------------------------------------
 
-EmulatedFragReceiver::EmulatedFragReceiver(const HostRegion* region, PagePool* pool,
-                                           EmulationMix mix, uint64_t seed)
+EmulatedFragReceiver::EmulatedFragReceiver(RxRegion* region, PagePool* pool, EmulationMix mix,
+                                           uint64_t seed)
     : region_(region), pool_(pool), mix_(mix), rng_(seed | 1) {
   pages_.resize(kMaxPagesPerReceive);
+  if (region_->host_base() == nullptr) dma_bounce_.resize(kMaxPagesPerReceive * PagePool::kPageBytes);
 }
 
 uint64_t EmulatedFragReceiver::NextRandom() {
@@ -133,7 +144,10 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
     const uint32_t offset = split ? PagePool::kPageBytes / 2 : 0;
     const uint64_t len = std::min<uint64_t>(PagePool::kPageBytes - offset, max_bytes - planned);
     const uint64_t at = uint64_t{pages_[pages_planned]} * PagePool::kPageBytes + offset;
-    iov[n] = {region_->data() + at, len};
+    char* landing = region_->host_base() != nullptr
+                        ? region_->host_base() + at
+                        : dma_bounce_.data() + pages_planned * PagePool::kPageBytes;
+    iov[n] = {landing, len};
     plan[n++] = {StreamSegment::Kind::kRegion, at, static_cast<uint32_t>(len),
                  pages_[pages_planned]};
     planned += len;
@@ -161,6 +175,19 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
         if (host_dst != nullptr) memcpy(host_dst + local, linear_bounce_, segment.length);
         counters_.host_bytes += segment.length;
       } else {
+        if (region_->host_base() == nullptr) {
+          // The NIC's DMA into GPU memory, emulated: the bytes must be in the region before
+          // the frag is described to the consumer.
+          Status written =
+              region_->Write(segment.source_offset, static_cast<const char*>(iov[i].iov_base),
+                             segment.length);
+          if (!written.ok()) {
+            // Pages already described keep their tokens (freed with the comm, which fails).
+            outstanding_.fetch_add(used_pages, std::memory_order_relaxed);
+            pool_->Give(pages_.data() + used_pages, got - used_pages);
+            return written;
+          }
+        }
         segment.token = IssueToken(segment.token);  // the plan carried the page number
         ++used_pages;
         ++counters_.frags;

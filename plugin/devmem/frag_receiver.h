@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "plugin/devmem/frag_parser.h"
+#include "plugin/devmem/rx_region.h"
 #include "plugin/devmem/token_batch.h"
 #include "plugin/status.h"
 #include "plugin/unique_fd.h"
@@ -20,15 +21,19 @@
 namespace devmem {
 
 // Host memory standing in for a bound dmabuf (memfd-backed, so it is an fd like a dmabuf).
-class HostRegion final {
+class HostRegion final : public RxRegion {
  public:
   static Result<std::unique_ptr<HostRegion>> Create(uint64_t bytes);
   HostRegion(const HostRegion&) = delete;
   HostRegion& operator=(const HostRegion&) = delete;
-  ~HostRegion();
+  ~HostRegion() override;
   char* data() const { return data_; }
-  uint64_t bytes() const { return bytes_; }
+  uint64_t bytes() const override { return bytes_; }
   int fd() const { return fd_.get(); }
+  char* host_base() const override { return data_; }
+  uint64_t device_base() const override { return reinterpret_cast<uintptr_t>(data_); }
+  int gpu() const override { return -1; }
+  Status Write(uint64_t offset, const char* src, size_t len) override;
 
  private:
   HostRegion() = default;
@@ -94,19 +99,22 @@ struct EmulationMix {
 
 class EmulatedFragReceiver final : public FragReceiver {
  public:
-  EmulatedFragReceiver(const HostRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed);
+  // `region` in host memory: recv() lands in its pages directly. In GPU memory: recv() lands in
+  // a host bounce and is copied in page by page, standing in for the NIC's DMA.
+  EmulatedFragReceiver(RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
                         std::vector<StreamSegment>* segments, uint64_t* consumed) override;
   Status Release(int fd, const uint32_t* tokens, size_t count) override;
   const char* mode() const override { return "emulated devmem"; }
-  const char* region_base() const override { return region_->data(); }
+  const char* region_base() const override { return region_->host_base(); }
   uint64_t region_bytes() const override { return region_->bytes(); }
 
  private:
   uint32_t IssueToken(uint32_t page);
   uint64_t NextRandom();
 
-  const HostRegion* region_;
+  RxRegion* region_;
+  std::vector<char> dma_bounce_;  // GPU regions: where recv() lands before the copy
   PagePool* pool_;
   EmulationMix mix_;
   uint64_t rng_;

@@ -19,6 +19,13 @@ uint64_t OffsetTable::Append(const StreamSegment* segments, size_t count, uint64
         }
       }
       entries_.push_back({s.source_offset, dst_offset, s.length});
+    } else if (s.length > 0) {
+      if (!host_ranges_.empty() &&
+          host_ranges_.back().dst_offset + host_ranges_.back().length == dst_offset) {
+        host_ranges_.back().length += s.length;
+      } else {
+        host_ranges_.push_back({dst_offset, s.length});
+      }
     }
     dst_offset += s.length;
   }

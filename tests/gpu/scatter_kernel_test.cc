@@ -21,7 +21,7 @@ class ScatterKernelTest : public ::testing::Test {
     if (err != cudaSuccess || count == 0) {
       GTEST_SKIP() << "no CUDA device: " << (err != cudaSuccess ? cudaGetErrorString(err) : "0");
     }
-    Result<std::unique_ptr<CudaScatterEngine>> engine = CudaScatterEngine::Create(0, 1 << 20);
+    Result<std::unique_ptr<ScatterEngine>> engine = CreateCudaScatterEngine(0, 1 << 20);
     ASSERT_TRUE(engine.ok()) << engine.status().message();
     engine_ = std::move(engine).value();
   }
@@ -69,7 +69,7 @@ class ScatterKernelTest : public ::testing::Test {
     cudaFree(d_dst);
   }
 
-  std::unique_ptr<CudaScatterEngine> engine_;
+  std::unique_ptr<ScatterEngine> engine_;
 };
 
 TEST_F(ScatterKernelTest, OneByte) { RunRandom(1, 1, false, 1); }

@@ -47,7 +47,7 @@ TEST(ScatterPlanTest, HostExecutionMatchesTheOffsetTableScatter) {
 }
 
 TEST(ScatterEngineTest, CreateFailsCleanlyWithoutAGpu) {
-  Result<std::unique_ptr<CudaScatterEngine>> engine = CudaScatterEngine::Create(0, 1024);
+  Result<std::unique_ptr<ScatterEngine>> engine = CreateCudaScatterEngine(0, 1024);
   if (engine.ok()) GTEST_SKIP() << "a GPU is present; the gpu-labelled tests cover the engine";
   EXPECT_FALSE(engine.status().message().empty());
 }

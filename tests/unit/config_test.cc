@@ -28,6 +28,7 @@ TEST(ConfigTest, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(config->max_recvs, 1);
   EXPECT_EQ(config->socket_family, 0);
   EXPECT_TRUE(config->socket_ifname.empty());
+  EXPECT_EQ(config->unpack, UnpackMode::kPlugin);
 }
 
 TEST(ConfigTest, ReadsEveryVariable) {
@@ -42,7 +43,8 @@ TEST(ConfigTest, ReadsEveryVariable) {
                                                        {"NCCL_DEVMEM_EMULATE", "1"},
                                                        {"NCCL_DEVMEM_REQUIRE", "1"},
                                                        {"NCCL_DEVMEM_RX_QUEUES", "6,7"},
-                                                       {"NCCL_DEVMEM_RX_REGION_BYTES", "256M"}}));
+                                                       {"NCCL_DEVMEM_RX_REGION_BYTES", "256M"},
+                                                       {"NCCL_DEVMEM_UNPACK", "NCCL"}}));
   ASSERT_TRUE(config.ok()) << config.status().message();
   EXPECT_EQ(config->data_sockets, 8);
   EXPECT_EQ(config->worker_threads, 4);
@@ -56,6 +58,7 @@ TEST(ConfigTest, ReadsEveryVariable) {
   EXPECT_TRUE(config->require_devmem);
   EXPECT_EQ(config->rx_queues, (std::vector<uint32_t>{6, 7}));
   EXPECT_EQ(config->rx_region_bytes, 256u << 20);
+  EXPECT_EQ(config->unpack, UnpackMode::kNccl);
 }
 
 struct BadValue {
@@ -103,7 +106,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_DEVMEM_RX_QUEUES", "", "empty"},
                       BadValue{"NCCL_SOCKET_IFNAME", "^", "names no interface"},
                       BadValue{"NCCL_SOCKET_IFNAME", "^=", "names no interface"},
-                      BadValue{"NCCL_SOCKET_IFNAME", ",", "names no interface"}));
+                      BadValue{"NCCL_SOCKET_IFNAME", ",", "names no interface"},
+                      BadValue{"NCCL_DEVMEM_UNPACK", "gpu", "plugin and nccl"},
+                      BadValue{"NCCL_DEVMEM_UNPACK", "", "plugin and nccl"}));
 
 TEST(ConfigTest, RejectsMoreThreadsThanSockets) {
   Result<Config> config =
