@@ -1,5 +1,6 @@
 #include "plugin/plugin_api.h"
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdlib>
 #include <cstring>
@@ -256,12 +257,17 @@ abi::Result GetProperties(int dev, DeviceProperties* props) {
   props->max_comms = 65536;
   props->max_recvs = config.max_recvs;
   props->max_message_bytes = abi::kMaxNetSize;
+  if (gpu_rx || (devmem_rx && config.unpack == UnpackMode::kNccl)) {
+    // A GPU consumer holds a whole message in the RX region until it ran; a quarter of the
+    // region per message keeps the page pool from deadlocking. NCCL cuts its steps to this.
+    props->max_message_bytes = config.rx_region_bytes / 4;
+  }
   if (devmem_rx && config.unpack == UnpackMode::kNccl) {
     // One receive per NCCL step, each within one unpack slot.
     props->net_device_type = abi::kDeviceUnpack;
     props->net_device_version = unpack::kDeviceVersion;
     props->max_recvs = 1;
-    props->max_message_bytes = unpack::kMaxSliceBytes;
+    props->max_message_bytes = std::min<size_t>(props->max_message_bytes, unpack::kMaxSliceBytes);
   }
   return abi::kSuccess;
 }

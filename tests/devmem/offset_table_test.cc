@@ -31,6 +31,22 @@ TEST(OffsetTableTest, AdjacentFragsMergeAndHostBytesAdvanceTheDestination) {
   EXPECT_EQ(table.bytes(), 8192u + 150);
 }
 
+TEST(OffsetTableTest, HostSegmentsBecomeMergedHostRanges) {
+  OffsetTable table;
+  std::vector<StreamSegment> first = {Host(0, 10), Host(10, 6), Region(0, 4096), Host(0, 3)};
+  std::vector<StreamSegment> second = {Host(0, 5), Region(8192, 100)};
+  uint64_t at = table.Append(first.data(), first.size(), 0);
+  table.Append(second.data(), second.size(), at);
+  const auto& h = table.host_ranges();
+  ASSERT_EQ(h.size(), 2u);
+  EXPECT_EQ(h[0].dst_offset, 0u);
+  EXPECT_EQ(h[0].length, 16u);
+  EXPECT_EQ(h[1].dst_offset, 16u + 4096);
+  EXPECT_EQ(h[1].length, 8u);  // the 3 bytes and the next piece's 5 are contiguous
+  table.Clear();
+  EXPECT_TRUE(table.host_ranges().empty());
+}
+
 TEST(OffsetTableTest, HostScatterMatchesAReferenceCopyForShuffledFrags) {
   // A region whose pages were handed out in random order, like a NIC's page pool.
   constexpr size_t kPages = 256;

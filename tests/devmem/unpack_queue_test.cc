@@ -1,0 +1,139 @@
+// NCCL's device-unpack metadata: the exact layout NCCL's kernels read, the slot protocol, and
+// the limits (2048 entries per step, 32-bit region offsets), with the CPU reference standing in
+// for NCCL's kernel.
+#include "plugin/devmem/unpack_queue.h"
+
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <numeric>
+#include <random>
+#include <vector>
+
+namespace devmem::unpack {
+namespace {
+
+StreamSegment Region(uint64_t offset, uint32_t length) {
+  return {StreamSegment::Kind::kRegion, offset, length, 0};
+}
+
+TEST(UnpackLayoutTest, MatchesNcclsStructures) {
+  EXPECT_EQ(offsetof(LoadMeta, src_off), 0u);
+  EXPECT_EQ(offsetof(LoadMeta, len), 4u);
+  EXPECT_EQ(offsetof(LoadMeta, dst_off), 8u);
+  EXPECT_EQ(offsetof(NetUnpackMeta, mem), 0u);
+  EXPECT_EQ(offsetof(NetUnpackMeta, cnt), 16u * 2048u * 16u);
+  EXPECT_EQ(offsetof(UnpackDeviceHandle, meta), 0u);
+  EXPECT_EQ(offsetof(UnpackDeviceHandle, bounce_buf), 8u);
+  EXPECT_EQ(offsetof(UnpackDeviceHandle, head), 16u);
+  EXPECT_EQ(kDeviceVersion, 0x7);
+}
+
+TEST(UnpackQueueTest, PublishedStepsUnpackToTheReferenceScatter) {
+  constexpr size_t kPages = 512;
+  std::vector<char> region(kPages * 4096);
+  std::mt19937_64 rng(7);
+  for (char& c : region) c = static_cast<char>(rng());
+  Result<std::unique_ptr<UnpackQueue>> queue =
+      UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), region.size());
+  ASSERT_TRUE(queue.ok()) << queue.status().message();
+  auto* handle = static_cast<UnpackDeviceHandle*>(queue.value()->device_handle());
+  EXPECT_EQ(handle->bounce_buf, region.data());
+  EXPECT_EQ(handle->meta, &queue.value()->meta());
+  EXPECT_EQ(handle->head, 0u);
+  EXPECT_EQ(queue.value()->device_handle_bytes(), sizeof(UnpackDeviceHandle));
+
+  // 40 steps through the 16 slots, each from two "sockets" with shuffled, odd-sized frags.
+  std::vector<uint64_t> pages(kPages);
+  std::iota(pages.begin(), pages.end(), 0);
+  for (int step = 0; step < 40; ++step) {
+    std::shuffle(pages.begin(), pages.end(), rng);
+    OffsetTable a, b;
+    std::vector<char> expected(300 * 1024, 0), got(300 * 1024, 0);
+    uint64_t at = 0;
+    for (int f = 0; f < 60; ++f) {
+      const uint32_t len = 1 + static_cast<uint32_t>(rng() % 4096);
+      const uint64_t src = pages[f] * 4096 + (4096 - len) * (rng() % 2);
+      StreamSegment s = Region(src, len);
+      (f % 2 == 0 ? a : b).Append(&s, 1, at);
+      memcpy(expected.data() + at, region.data() + src, len);
+      at += len;
+    }
+    Result<uint32_t> slot = queue.value()->Claim();
+    ASSERT_TRUE(slot.ok()) << slot.status().message();
+    EXPECT_EQ(slot.value(), static_cast<uint32_t>(step % kQueueDepth));
+    const OffsetTable* tables[] = {&a, nullptr, &b};
+    ASSERT_TRUE(queue.value()->Publish(slot.value(), tables, 3).ok());
+    EXPECT_EQ(queue.value()->meta().cnt[slot.value()], a.entries().size() + b.entries().size());
+    ASSERT_TRUE(ExecuteOnHost(queue.value()->meta(), slot.value(), region.data(), region.size(),
+                              got.data(), got.size())
+                    .ok());
+    EXPECT_EQ(got, expected) << "step " << step;
+    queue.value()->Consumed(slot.value());
+  }
+}
+
+TEST(UnpackQueueTest, ASlotIsNotReusedBeforeItsStepWasConsumed) {
+  std::vector<char> region(1 << 20);
+  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), region.size());
+  ASSERT_TRUE(queue.ok());
+  for (uint32_t i = 0; i < kQueueDepth; ++i) ASSERT_TRUE(queue.value()->Claim().ok());
+  Result<uint32_t> overflow = queue.value()->Claim();
+  ASSERT_FALSE(overflow.ok());
+  EXPECT_NE(overflow.status().message().find("not consumed"), std::string::npos);
+  queue.value()->Consumed(0);
+  Result<uint32_t> reused = queue.value()->Claim();
+  ASSERT_TRUE(reused.ok());
+  EXPECT_EQ(reused.value(), 0u);
+}
+
+TEST(UnpackQueueTest, MoreEntriesThanNcclReadsPerStepIsAnError) {
+  std::vector<char> region(16 << 20);
+  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), region.size());
+  ASSERT_TRUE(queue.ok());
+  OffsetTable table;
+  for (uint32_t i = 0; i <= kMaxMetasPerSlot; ++i) {
+    StreamSegment s = Region(uint64_t{i} * 4096 + 1, 100);  // never contiguous: no merging
+    table.Append(&s, 1, uint64_t{i} * 100);
+  }
+  ASSERT_EQ(table.entries().size(), kMaxMetasPerSlot + 1);
+  Result<uint32_t> slot = queue.value()->Claim();
+  const OffsetTable* tables[] = {&table};
+  Status published = queue.value()->Publish(slot.value(), tables, 1);
+  ASSERT_FALSE(published.ok());
+  EXPECT_NE(published.message().find("2048"), std::string::npos) << published.message();
+}
+
+TEST(UnpackQueueTest, FragsOutsideTheRegionAreRefused) {
+  std::vector<char> region(1 << 20);
+  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), region.size());
+  ASSERT_TRUE(queue.ok());
+  OffsetTable table;
+  StreamSegment s = Region(region.size() - 10, 100);
+  table.Append(&s, 1, 0);
+  Result<uint32_t> slot = queue.value()->Claim();
+  const OffsetTable* tables[] = {&table};
+  EXPECT_FALSE(queue.value()->Publish(slot.value(), tables, 1).ok());
+  // Publishing a slot nobody claimed is a bug, reported rather than written.
+  EXPECT_FALSE(queue.value()->Publish(5, tables, 0).ok());
+}
+
+TEST(UnpackQueueTest, RegionsBeyondThirtyTwoBitOffsetsAreRefused) {
+  Result<std::unique_ptr<UnpackQueue>> queue = UnpackQueue::Create(0x1000, (4ull << 30) + 4096);
+  ASSERT_FALSE(queue.ok());
+  EXPECT_NE(queue.status().message().find("32-bit"), std::string::npos);
+}
+
+TEST(UnpackQueueTest, TheHostReferenceRejectsCorruptMetadata) {
+  NetUnpackMeta* meta = new NetUnpackMeta{};
+  std::vector<char> region(4096), dst(4096);
+  meta->cnt[3] = kMaxMetasPerSlot + 1;
+  EXPECT_FALSE(ExecuteOnHost(*meta, 3, region.data(), region.size(), dst.data(), dst.size()).ok());
+  meta->cnt[3] = 1;
+  meta->mem[3][0] = LoadMeta{4000, 200, 0};
+  EXPECT_FALSE(ExecuteOnHost(*meta, 3, region.data(), region.size(), dst.data(), dst.size()).ok());
+  delete meta;
+}
+
+}  // namespace
+}  // namespace devmem::unpack
