@@ -50,6 +50,9 @@ Status CudaCheck(cudaError_t err, const char* what) {
 }
 
 class KernelScatterEngine final : public ScatterEngine {
+ private:
+  struct Slot;
+
  public:
   KernelScatterEngine(int device, size_t max_ops) : device_(device), max_ops_(max_ops) {}
   ~KernelScatterEngine() override {
@@ -73,14 +76,30 @@ class KernelScatterEngine final : public ScatterEngine {
     max_blocks_ = sms > 0 ? sms * 4 : 132;
     for (Slot& slot : slots_) {
       DEVMEM_RETURN_IF_ERROR(CudaCheck(
-          cudaMallocHost(reinterpret_cast<void**>(&slot.host_ops), max_ops_ * sizeof(ScatterOp)),
-          "cudaMallocHost for scatter ops"));
-      DEVMEM_RETURN_IF_ERROR(CudaCheck(
-          cudaMalloc(reinterpret_cast<void**>(&slot.device_ops), max_ops_ * sizeof(ScatterOp)),
-          "cudaMalloc for scatter ops"));
-      DEVMEM_RETURN_IF_ERROR(CudaCheck(
           cudaEventCreateWithFlags(&slot.event, cudaEventDisableTiming), "cudaEventCreate"));
     }
+    return Status::Ok();
+  }
+
+  // Op buffers grow on demand (powers of two): NCCL steps need a few hundred ops, and a comm
+  // per channel and peer must not pin megabytes it never uses. The slot is idle here.
+  Status Reserve(Slot& slot, size_t count) {
+    if (count <= slot.capacity) return Status::Ok();
+    size_t capacity = 256;
+    while (capacity < count) capacity *= 2;
+    if (capacity > max_ops_) capacity = max_ops_;
+    if (slot.device_ops != nullptr) cudaFree(slot.device_ops);
+    if (slot.host_ops != nullptr) cudaFreeHost(slot.host_ops);
+    slot.device_ops = nullptr;
+    slot.host_ops = nullptr;
+    slot.capacity = 0;
+    DEVMEM_RETURN_IF_ERROR(CudaCheck(
+        cudaMallocHost(reinterpret_cast<void**>(&slot.host_ops), capacity * sizeof(ScatterOp)),
+        "cudaMallocHost for scatter ops"));
+    DEVMEM_RETURN_IF_ERROR(CudaCheck(
+        cudaMalloc(reinterpret_cast<void**>(&slot.device_ops), capacity * sizeof(ScatterOp)),
+        "cudaMalloc for scatter ops"));
+    slot.capacity = capacity;
     return Status::Ok();
   }
 
@@ -99,12 +118,13 @@ class KernelScatterEngine final : public ScatterEngine {
       }
     }
     DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaSetDevice(device_), "cudaSetDevice"));
-    memcpy(slot.host_ops, ops, count * sizeof(ScatterOp));
-    DEVMEM_RETURN_IF_ERROR(
-        CudaCheck(cudaMemcpyAsync(slot.device_ops, slot.host_ops, count * sizeof(ScatterOp),
-                                  cudaMemcpyHostToDevice, stream_),
-                  "copying scatter ops"));
+    DEVMEM_RETURN_IF_ERROR(Reserve(slot, count));
+    if (count > 0) memcpy(slot.host_ops, ops, count * sizeof(ScatterOp));
     if (count > 0) {
+      DEVMEM_RETURN_IF_ERROR(
+          CudaCheck(cudaMemcpyAsync(slot.device_ops, slot.host_ops, count * sizeof(ScatterOp),
+                                    cudaMemcpyHostToDevice, stream_),
+                    "copying scatter ops"));
       const size_t wanted = (count + kWarpsPerBlock - 1) / kWarpsPerBlock;
       const int blocks =
           static_cast<int>(wanted < static_cast<size_t>(max_blocks_) ? wanted : max_blocks_);
@@ -141,6 +161,7 @@ class KernelScatterEngine final : public ScatterEngine {
   struct Slot {
     ScatterOp* host_ops = nullptr;
     ScatterOp* device_ops = nullptr;
+    size_t capacity = 0;
     cudaEvent_t event = nullptr;
     bool busy = false;
     uint64_t generation = 0;

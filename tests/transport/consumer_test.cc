@@ -2,10 +2,7 @@
 // runs only when the test lets it, a receive is reported done only after the engine finished,
 // and its devmem tokens stay outstanding until then (never returned before the consumer ran).
 // Real sockets on loopback, the emulated frag source, the comm's own workers.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <chrono>
 #include <random>
@@ -14,6 +11,7 @@
 
 #include "gpu/scatter_plan.h"
 #include "plugin/comm.h"
+#include "tests/common/tcp_pair.h"
 
 namespace devmem {
 namespace {
@@ -63,21 +61,7 @@ class GatedHostEngine final : public gpu::ScatterEngine {
   int done_queries_ = 0;
 };
 
-// A connected loopback TCP pair.
-std::pair<UniqueFd, UniqueFd> TcpPair() {
-  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  EXPECT_EQ(listen(listener.get(), 1), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-  UniqueFd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  UniqueFd server(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  return {std::move(client), std::move(server)};
-}
+using testing::TcpPair;
 
 class ConsumerGatingTest : public ::testing::Test {
  protected:
