@@ -12,6 +12,7 @@ mkdir -p "$out/lib" "$out/bin" "$out/tests"
 cp "$build/libnccl-net-devmem.so" "$out/lib/"
 cp "$build"/bin/* "$out/bin/"
 cp "$build"/tests/devmem_gpu_* "$out/tests/"
+cp perf/nccl_compare.sh perf/plot_busbw.py perf/torch_allreduce.py "$out/bin/"
 for lib in libnl-3.so.200 libnl-genl-3.so.200 libnl-route-3.so.200; do
   cp -L "/usr/lib/x86_64-linux-gnu/$lib" "$out/lib/"
 done

@@ -298,14 +298,15 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
 
 namespace {
 
-// The GPU the calling (NCCL proxy) thread works for, or -1 without a usable CUDA driver.
+// The GPU the calling thread works for (NCCL's proxy thread has its GPU's context current), or
+// -1 without a CUDA driver, a device or a current context (then emulation uses host memory).
 int ProxyGpu() {
   Result<const CudaDriver*> driver = CudaDriver::Get();
   if (!driver.ok()) return -1;
   Result<int> count = driver.value()->DeviceCount();
   if (!count.ok() || count.value() == 0) return -1;
   Result<int> current = driver.value()->CurrentDevice();
-  return current.ok() ? current.value() : 0;
+  return current.ok() ? current.value() : -1;
 }
 
 }  // namespace
