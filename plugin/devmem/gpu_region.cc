@@ -4,11 +4,12 @@
 
 namespace devmem {
 
-Result<std::unique_ptr<GpuRegion>> GpuRegion::Create(int gpu, uint64_t bytes) {
+Result<std::unique_ptr<GpuRegion>> GpuRegion::Create(int gpu, uint64_t bytes,
+                                                     bool export_dmabuf) {
   Result<const CudaDriver*> driver = CudaDriver::Get();
   if (!driver.ok()) return driver.status().WithContext("devmem RX region");
   const CudaDriver* cuda = driver.value();
-  Result<bool> supported = cuda->DmaBufSupported(gpu);
+  Result<bool> supported = export_dmabuf ? cuda->DmaBufSupported(gpu) : Result<bool>(true);
   if (!supported.ok()) return supported.status();
   if (!supported.value()) {
     return Status::Error(ErrorKind::kSystem,
@@ -25,6 +26,7 @@ Result<std::unique_ptr<GpuRegion>> GpuRegion::Create(int gpu, uint64_t bytes) {
   CudaDriver::CUdeviceptr ptr = 0;
   DEVMEM_RETURN_IF_ERROR(cuda->Allocate(region->bytes_, &ptr));
   region->device_ptr_ = ptr;
+  if (!export_dmabuf) return region;
   Result<int> fd = cuda->ExportDmabuf(ptr, region->bytes_);
   if (!fd.ok()) return fd.status();
   region->dmabuf_.reset(fd.value());

@@ -13,7 +13,9 @@ namespace devmem {
 class GpuRegion final {
  public:
   // `bytes` is rounded up to 2 MiB (GPU page granularity; dmabuf export wants page alignment).
-  static Result<std::unique_ptr<GpuRegion>> Create(int gpu, uint64_t bytes);
+  // Without `export_dmabuf` (emulation: no NIC reads it) dmabuf_fd() is -1.
+  static Result<std::unique_ptr<GpuRegion>> Create(int gpu, uint64_t bytes,
+                                                   bool export_dmabuf = true);
   GpuRegion(const GpuRegion&) = delete;
   GpuRegion& operator=(const GpuRegion&) = delete;
   ~GpuRegion();

@@ -40,7 +40,7 @@ class GpuRxRegion final : public RxRegion {
 }  // namespace
 
 Result<std::unique_ptr<RxRegion>> CreateEmulatedGpuRxRegion(int gpu, uint64_t bytes) {
-  Result<std::unique_ptr<GpuRegion>> region = GpuRegion::Create(gpu, bytes);
+  Result<std::unique_ptr<GpuRegion>> region = GpuRegion::Create(gpu, bytes, /*export_dmabuf=*/false);
   if (!region.ok()) return region.status();
   return std::unique_ptr<RxRegion>(std::make_unique<GpuRxRegion>(
       std::shared_ptr<GpuRegion>(std::move(region).value()), gpu, true));
