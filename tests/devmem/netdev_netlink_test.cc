@@ -1,5 +1,6 @@
 // NIC control against the real kernel: the netdev family, dev-get, queue-get, and bind-rx's
 // refusal on devices without devmem support (veth, lo), with the kernel's errno text.
+#include "tests/common/tcp_pair.h"
 #include "plugin/devmem/netdev_netlink.h"
 
 #include <gtest/gtest.h>
@@ -102,17 +103,7 @@ TEST(BindRxTest, EmptyQueueListIsRejectedBeforeTheKernel) {
 }
 
 TEST(DevmemRecvTest, PlainLoopbackSocketYieldsOrdinaryDataWithoutCmsgs) {
-  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(listener.get(), 1), 0);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  UniqueFd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  ASSERT_EQ(connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  UniqueFd server(accept(listener.get(), nullptr, nullptr));
+  auto [client, server] = testing::TcpPair();
   const char payload[] = "plain bytes on an unbound queue";
   ASSERT_EQ(send(client.get(), payload, sizeof(payload), 0), static_cast<ssize_t>(sizeof(payload)));
 

@@ -10,13 +10,13 @@
 
 #include "plugin/abi/net_abi.h"
 #include "plugin/comm.h"
-#include "tests/common/tcp_pair.h"
+#include "tests/common/comm_pair.h"
 
 namespace devmem {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using testing::TcpPair;
+using testing::CreateCommPair;
 
 class GpuConsumerTest : public ::testing::Test {
  protected:
@@ -25,32 +25,12 @@ class GpuConsumerTest : public ::testing::Test {
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
       GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount found none): the GPU consumer needs one";
     }
-    ConnectionParams params;
-    params.data_sockets = 4;
-    params.worker_threads = 2;
-    params.chunk_bytes = 128 << 10;
-    params.inline_bytes = 1024;
-    auto control = TcpPair();
-    std::vector<UniqueFd> send_data, recv_data;
-    for (int i = 0; i < params.data_sockets; ++i) {
-      auto pair = TcpPair();
-      send_data.push_back(std::move(pair.first));
-      recv_data.push_back(std::move(pair.second));
-    }
-    RxPath path;
-    path.mode = RxPath::Mode::kEmulatedDevmem;
-    path.region_bytes = 64 << 20;
-    path.mix.split_percent = 30;
-    path.mix.linear_percent = 20;
-    path.gpu = 0;  // the emulated NIC writes GPU memory; our kernel consumes it
-    auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params,
-                                 "gpu recv", std::move(path));
-    ASSERT_TRUE(recv.ok()) << recv.status().message();
-    recv_ = std::move(recv).value();
-    auto send =
-        SendComm::Create(std::move(control.first), std::move(send_data), params, "gpu send");
-    ASSERT_TRUE(send.ok()) << send.status().message();
-    send_ = std::move(send).value();
+    // The emulated NIC writes GPU memory (GPU 0); our kernel consumes it.
+    auto comms = CreateCommPair(testing::TestParams(4, 2, 128 << 10),
+                                testing::EmulatedPath(64 << 20, /*gpu=*/0));
+    ASSERT_TRUE(comms.ok()) << comms.status().message();
+    recv_ = std::move(comms->recv);
+    send_ = std::move(comms->send);
   }
 
   void Transfer(size_t size, uint64_t seed, bool cuda_destination) {

@@ -11,7 +11,7 @@
 
 #include "gpu/scatter_plan.h"
 #include "plugin/comm.h"
-#include "tests/common/tcp_pair.h"
+#include "tests/common/comm_pair.h"
 
 namespace devmem {
 namespace {
@@ -61,41 +61,22 @@ class GatedHostEngine final : public gpu::ScatterEngine {
   int done_queries_ = 0;
 };
 
-using testing::TcpPair;
+using testing::CreateCommPair;
 
 class ConsumerGatingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ConnectionParams params;
-    params.data_sockets = 2;
-    params.worker_threads = 1;
-    params.chunk_bytes = 64 << 10;
-    params.inline_bytes = 1024;
-    auto control = TcpPair();
-    std::vector<UniqueFd> send_data, recv_data;
-    for (int i = 0; i < params.data_sockets; ++i) {
-      auto pair = TcpPair();
-      send_data.push_back(std::move(pair.first));
-      recv_data.push_back(std::move(pair.second));
-    }
-    RxPath path;
-    path.mode = RxPath::Mode::kEmulatedDevmem;
-    path.region_bytes = 16 << 20;
-    path.mix.split_percent = 30;
-    path.mix.linear_percent = 20;  // host ranges in every few receives
+    // Host region; linear bytes in every few receives exercise the host ranges.
+    RxPath path = testing::EmulatedPath(16 << 20, /*gpu=*/-1);
     path.engine_factory = [this](int, size_t) -> Result<std::unique_ptr<gpu::ScatterEngine>> {
       auto engine = std::make_unique<GatedHostEngine>();
       engine_ = engine.get();
       return std::unique_ptr<gpu::ScatterEngine>(std::move(engine));
     };
-    auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params,
-                                 "gated recv", std::move(path));
-    ASSERT_TRUE(recv.ok()) << recv.status().message();
-    recv_ = std::move(recv).value();
-    auto send = SendComm::Create(std::move(control.first), std::move(send_data), params,
-                                 "gated send");
-    ASSERT_TRUE(send.ok()) << send.status().message();
-    send_ = std::move(send).value();
+    auto comms = CreateCommPair(testing::TestParams(2, 1, 64 << 10), std::move(path));
+    ASSERT_TRUE(comms.ok()) << comms.status().message();
+    recv_ = std::move(comms->recv);
+    send_ = std::move(comms->send);
     ASSERT_NE(engine_, nullptr);
   }
 

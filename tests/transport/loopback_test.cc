@@ -10,14 +10,14 @@
 #include <random>
 #include <vector>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
+#include "tests/common/plugin_fixture.h"
 
 namespace devmem {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using testing::LoadedPlugin;
+using testing::RandomBytes;
 using testing::StderrLogger;
 
 constexpr auto kDeadline = std::chrono::seconds(120);
@@ -30,31 +30,8 @@ int OpenFdCount() {
   return count;
 }
 
-std::vector<char> RandomBytes(size_t n, uint64_t seed) {
-  std::vector<char> bytes(n);
-  std::mt19937_64 rng(seed);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    memcpy(&bytes[i], &v, 8);
-  }
-  for (; i < n; ++i) bytes[i] = static_cast<char>(rng());
-  return bytes;
-}
-
-class LoopbackTest : public ::testing::Test {
+class LoopbackTest : public testing::PluginSuite {
  protected:
-  static void SetUpTestSuite() {
-    plugin_ = new LoadedPlugin();
-    ASSERT_TRUE(plugin_->Open(DEVMEM_PLUGIN_PATH)) << plugin_->error();
-    net_ = plugin_->v11();
-    ASSERT_NE(net_, nullptr);
-  }
-  static void TearDownTestSuite() {
-    delete plugin_;
-    plugin_ = nullptr;
-  }
-
   void SetUp() override {
     fds_before_ = OpenFdCount();
     ASSERT_EQ(net_->init(&ctx_, 1, nullptr, StderrLogger, nullptr), abi::kSuccess);
@@ -167,17 +144,12 @@ class LoopbackTest : public ::testing::Test {
     }
   }
 
-  static LoadedPlugin* plugin_;
-  static const abi::NetV11* net_;
   void* ctx_ = nullptr;
   void* send_comm_ = nullptr;
   void* recv_comm_ = nullptr;
   int fds_before_ = 0;
   std::vector<std::pair<void*, void*>> registrations_;
 };
-
-LoadedPlugin* LoopbackTest::plugin_ = nullptr;
-const abi::NetV11* LoopbackTest::net_ = nullptr;
 
 TEST_F(LoopbackTest, ZeroAndTinyMessagesArriveExactly) {
   for (size_t size : {0, 1, 2, 3, 7, 8, 15, 16, 17}) TransferAndCheck(size, size);

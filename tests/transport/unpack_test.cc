@@ -11,39 +11,21 @@
 #include <thread>
 #include <vector>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
 #include "plugin/devmem/unpack_queue.h"
+#include "tests/common/plugin_fixture.h"
 
 namespace devmem {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using testing::LoadedPlugin;
+using testing::RandomBytes;
 using testing::StderrLogger;
 
 constexpr uint64_t kRegionBytes = 4 << 20;  // NCCL_DEVMEM_RX_REGION_BYTES of this test
 
-std::vector<char> RandomBytes(size_t n, uint64_t seed) {
-  std::vector<char> bytes(n);
-  std::mt19937_64 rng(seed);
-  for (char& c : bytes) c = static_cast<char>(rng());
-  return bytes;
-}
-
-class UnpackTest : public ::testing::Test {
+class UnpackTest : public testing::PluginSuite {
  protected:
-  static void SetUpTestSuite() {
-    plugin_ = new LoadedPlugin();
-    ASSERT_TRUE(plugin_->Open(DEVMEM_PLUGIN_PATH)) << plugin_->error();
-    net_ = plugin_->v11();
-    ASSERT_NE(net_, nullptr);
-  }
-  static void TearDownTestSuite() {
-    delete plugin_;
-    plugin_ = nullptr;
-  }
-
   void SetUp() override {
     ASSERT_EQ(net_->init(&ctx_, 1, nullptr, StderrLogger, nullptr), abi::kSuccess);
     uint8_t handle[abi::kNetHandleMaxSize];
@@ -115,17 +97,12 @@ class UnpackTest : public ::testing::Test {
     ASSERT_TRUE(status.ok()) << status.message();
   }
 
-  static LoadedPlugin* plugin_;
-  static const abi::NetV11* net_;
   void* ctx_ = nullptr;
   void* send_comm_ = nullptr;
   void* recv_comm_ = nullptr;
   abi::DeviceHandleV7 device_{};
   unpack::UnpackDeviceHandle* unpack_ = nullptr;
 };
-
-LoadedPlugin* UnpackTest::plugin_ = nullptr;
-const abi::NetV11* UnpackTest::net_ = nullptr;
 
 TEST_F(UnpackTest, PropertiesAndDeviceHandleFollowNcclsUnpackContract) {
   abi::PropertiesV11 props{};

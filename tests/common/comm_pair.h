@@ -1,0 +1,59 @@
+// A send and a receive comm built straight from loopback TCP pairs (no handshake), for tests
+// that drive RecvComm's consumers directly.
+#pragma once
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "plugin/comm.h"
+#include "tests/common/tcp_pair.h"
+
+namespace devmem::testing {
+
+inline ConnectionParams TestParams(int sockets, int threads, uint64_t chunk_bytes) {
+  ConnectionParams params;
+  params.data_sockets = sockets;
+  params.worker_threads = threads;
+  params.chunk_bytes = chunk_bytes;
+  params.inline_bytes = 1024;
+  return params;
+}
+
+// Emulated devmem with a heavy frag mix: 30% half-page frags, 20% of receives with linear bytes.
+inline RxPath EmulatedPath(uint64_t region_bytes, int gpu) {
+  RxPath path;
+  path.mode = RxPath::Mode::kEmulatedDevmem;
+  path.region_bytes = region_bytes;
+  path.mix.split_percent = 30;
+  path.mix.linear_percent = 20;
+  path.gpu = gpu;
+  return path;
+}
+
+struct CommPair {
+  std::unique_ptr<SendComm> send;
+  std::unique_ptr<RecvComm> recv;
+};
+
+inline Result<CommPair> CreateCommPair(const ConnectionParams& params, RxPath path) {
+  auto control = TcpPair();
+  std::vector<UniqueFd> send_data, recv_data;
+  for (int i = 0; i < params.data_sockets; ++i) {
+    auto pair = TcpPair();
+    send_data.push_back(std::move(pair.first));
+    recv_data.push_back(std::move(pair.second));
+  }
+  CommPair pair;
+  auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params,
+                               "test recv", std::move(path));
+  if (!recv.ok()) return recv.status();
+  pair.recv = std::move(recv).value();
+  auto send =
+      SendComm::Create(std::move(control.first), std::move(send_data), params, "test send");
+  if (!send.ok()) return send.status();
+  pair.send = std::move(send).value();
+  return pair;
+}
+
+}  // namespace devmem::testing
