@@ -1,6 +1,5 @@
 // NIC control against the real kernel: the netdev family, dev-get, queue-get, and bind-rx's
 // refusal on devices without devmem support (veth, lo), with the kernel's errno text.
-#include "tests/common/tcp_pair.h"
 #include "plugin/devmem/netdev_netlink.h"
 
 #include <gtest/gtest.h>
@@ -20,7 +19,10 @@
 #include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/token_batch.h"
 #include "plugin/devmem/uapi.h"
+#include "plugin/devmem/rx_setup.h"
+#include "plugin/net_device.h"
 #include "plugin/unique_fd.h"
+#include "tests/common/tcp_pair.h"
 
 namespace devmem {
 namespace {
@@ -100,6 +102,34 @@ TEST(BindRxTest, EmptyQueueListIsRejectedBeforeTheKernel) {
   Result<RxQueueBinding> binding = RxQueueBinding::Bind(1, 0, {});
   ASSERT_FALSE(binding.ok());
   EXPECT_EQ(binding.status().kind(), ErrorKind::kInvalidArgument);
+}
+
+TEST(DevmemRxSetupTest, FailsWithTheFirstStepsReasonAndLeavesNothingBehind) {
+  // The per-connection setup on this machine: no GPU driver, so the region cannot exist; the
+  // error names that step, and the path stays untouched for the plain-TCP fallback.
+  NetDevice lo;
+  lo.name = "lo";
+  lo.ifindex = static_cast<int>(if_nametoindex("lo"));
+  auto [client, server] = testing::TcpPair();
+  DevmemRxRequest request;
+  request.nic = &lo;
+  request.queues = {0};
+  request.gpu = 0;
+  request.region_bytes = 4 << 20;
+  request.data_fds = {server.get()};
+  RxPath path;
+  Status status = PrepareDevmemRx(request, &path);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("devmem RX region on GPU 0"), std::string::npos)
+      << status.message();
+  EXPECT_EQ(path.mode, RxPath::Mode::kPlain);
+  EXPECT_TRUE(path.receivers.empty());
+  EXPECT_TRUE(path.keep_alive.empty());
+  EXPECT_EQ(path.bound_region, nullptr);
+
+  DevmemRxRequest no_queues = request;
+  no_queues.queues.clear();
+  EXPECT_FALSE(PrepareDevmemRx(no_queues, &path).ok());
 }
 
 TEST(DevmemRecvTest, PlainLoopbackSocketYieldsOrdinaryDataWithoutCmsgs) {
