@@ -159,15 +159,12 @@ abi::Result Init(abi::DebugLogger logger) {
       RxPlan plan;
       report.Append(CheckNic(d, config->rx_queues, &plan.queues));
       if (report.ready()) report.Append(CheckGpus(d.pci_path));
+      report.Append(CheckGpuConsumer(config->unpack));
       const CheckOutcome* failure = report.first_failure();
       if (failure != nullptr) {
         plan.plain_reason =
             Format("%s %s: %s (run devmem-doctor for every check)", failure->scope.c_str(),
                    failure->check.c_str(), failure->detail.c_str());
-      } else if (config->unpack == UnpackMode::kPlugin && !gpu::BuiltWithCudaKernels()) {
-        plan.plain_reason =
-            "this build has no CUDA kernels (nvcc was missing at build time); rebuild with the "
-            "CUDA toolkit or set NCCL_DEVMEM_UNPACK=nccl";
       }
       if (plan.plain_reason.empty()) {
         log::Info(log::kInit,

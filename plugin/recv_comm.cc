@@ -93,6 +93,10 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
     comm->consumer_ = Consumer::kEngine;
   }
   if (path.unpack == UnpackMode::kNccl) {
+    if (gpu_region) {
+      // The metadata is pinned host memory mapped for the region's GPU: its context first.
+      DEVMEM_RETURN_IF_ERROR(CudaDriver::Get().value()->UseDevice(comm->region_->gpu()));
+    }
     Result<std::unique_ptr<unpack::UnpackQueue>> queue =
         unpack::UnpackQueue::Create(comm->region_->device_base(), comm->region_->bytes());
     if (!queue.ok()) return queue.status().WithContext(name + ": NCCL unpack metadata");

@@ -9,6 +9,8 @@
 // Exit status: 0 ready, 1 not ready, 2 error.
 #include <cstdio>
 #include <cstdlib>
+#include <strings.h>
+
 #include <cstring>
 #include <string>
 #include <vector>
@@ -99,6 +101,10 @@ int main(int argc, char** argv) {
     report.Append(devmem::CheckNic(device, queues.value()));
   }
   report.Append(devmem::CheckGpus(devices->front().pci_path));
+  const char* unpack = getenv("NCCL_DEVMEM_UNPACK");  // NOLINT(concurrency-mt-unsafe)
+  report.Append(devmem::CheckGpuConsumer(unpack != nullptr && strcasecmp(unpack, "nccl") == 0
+                                             ? devmem::UnpackMode::kNccl
+                                             : devmem::UnpackMode::kPlugin));
 
   if (json) {
     printf("%s\n", report.ToJson().c_str());

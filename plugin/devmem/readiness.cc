@@ -1,5 +1,7 @@
 #include "plugin/devmem/readiness.h"
 
+#include "gpu/scatter_engine.h"
+
 #include <limits.h>
 #include <linux/capability.h>
 #include <stdlib.h>
@@ -157,6 +159,23 @@ ReadinessReport CheckKernel() {
     report.Add("kernel", "devmem sockopts", Verdict::kFail,
                Status::Errno(errno, "SO_DEVMEM_DONTNEED").message(),
                "boot a kernel with CONFIG_NET_DEVMEM=y and CONFIG_PAGE_POOL=y");
+  }
+  return report;
+}
+
+ReadinessReport CheckGpuConsumer(UnpackMode unpack) {
+  ReadinessReport report;
+  if (unpack == UnpackMode::kNccl) {
+    report.Add("build", "GPU consumer", Verdict::kPass,
+               "NCCL's device unpack (NCCL_DEVMEM_UNPACK=nccl); LL receives need the kernel: " +
+                   std::string(gpu::BuiltWithCudaKernels() ? "built in" : "MISSING"));
+  } else if (gpu::BuiltWithCudaKernels()) {
+    report.Add("build", "GPU consumer", Verdict::kPass,
+               "the plugin's CUDA scatter kernel (NCCL_DEVMEM_UNPACK=plugin)");
+  } else {
+    report.Add("build", "GPU consumer", Verdict::kFail,
+               "this build has no CUDA kernels (nvcc was missing when it was built)",
+               "rebuild with the CUDA toolkit installed, or set NCCL_DEVMEM_UNPACK=nccl");
   }
   return report;
 }

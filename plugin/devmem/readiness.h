@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "plugin/config.h"
 #include "plugin/net_device.h"
 #include "plugin/status.h"
 
@@ -54,6 +55,10 @@ ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& q
                          std::vector<uint32_t>* chosen_queues = nullptr);
 // GPUs through the CUDA driver: dmabuf export support and PCIe distance to `nic_pci_path`.
 ReadinessReport CheckGpus(const std::string& nic_pci_path);
+
+// This build: can something consume frags that sit in GPU memory (our CUDA scatter kernel, or
+// NCCL's device unpack with NCCL_DEVMEM_UNPACK=nccl)?
+ReadinessReport CheckGpuConsumer(UnpackMode unpack);
 
 // "same PCIe switch", "same root complex", "different root complexes" or "unknown".
 std::string PcieDistance(const std::string& a_sysfs_path, const std::string& b_sysfs_path);

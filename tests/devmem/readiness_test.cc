@@ -1,6 +1,7 @@
 // Readiness checks against the real kernel and devmem-doctor as an operator runs it. On this
 // CI class of machine nothing is devmem-ready: the checks must say exactly why.
 #include "plugin/devmem/readiness.h"
+#include "gpu/scatter_engine.h"
 
 #include <gtest/gtest.h>
 #include <net/if.h>
@@ -144,6 +145,24 @@ TEST(DoctorTest, BadArgumentsExitWithTwo) {
   out.clear();
   EXPECT_EQ(RunCommand(std::string(DEVMEM_DOCTOR_PATH) + " --ifname nosuchif0", &out), 2);
   EXPECT_NE(out.find("no usable network interface"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace devmem
+
+namespace devmem {
+namespace {
+
+TEST(GpuConsumerCheckTest, NamesWhoConsumesGpuFragsInThisBuild) {
+  ReadinessReport plugin = CheckGpuConsumer(UnpackMode::kPlugin);
+  ASSERT_EQ(plugin.checks().size(), 1u);
+  EXPECT_EQ(plugin.checks()[0].scope, "build");
+  // This build has nvcc (CI installs the CUDA toolkit): our kernel is in it.
+  EXPECT_EQ(plugin.ready(), gpu::BuiltWithCudaKernels());
+  EXPECT_NE(plugin.checks()[0].detail.find("scatter kernel"), std::string::npos);
+  ReadinessReport nccl = CheckGpuConsumer(UnpackMode::kNccl);
+  EXPECT_TRUE(nccl.ready());
+  EXPECT_NE(nccl.checks()[0].detail.find("NCCL's device unpack"), std::string::npos);
 }
 
 }  // namespace
