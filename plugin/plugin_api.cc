@@ -8,7 +8,6 @@
 #include <unordered_set>
 #include <vector>
 
-#include "gpu/scatter_engine.h"
 #include "plugin/comm.h"
 #include "plugin/cuda_driver.h"
 #include "plugin/devmem/unpack_queue.h"
