@@ -130,10 +130,14 @@ abi::Result Init(abi::DebugLogger logger) {
               "scatter kernel consumes every receive instead");
     config->unpack = UnpackMode::kPlugin;
   }
+  // Emulation puts its region in GPU memory where a GPU exists (readiness checks the GPUs of
+  // the real path itself).
   bool gpu_present = false;
-  if (Result<const CudaDriver*> cuda = CudaDriver::Get(); cuda.ok()) {
-    Result<int> count = cuda.value()->DeviceCount();
-    gpu_present = count.ok() && count.value() > 0;
+  if (config->emulate_devmem) {
+    if (Result<const CudaDriver*> cuda = CudaDriver::Get(); cuda.ok()) {
+      Result<int> count = cuda.value()->DeviceCount();
+      gpu_present = count.ok() && count.value() > 0;
+    }
   }
   const char* consumer = config->unpack == UnpackMode::kNccl
                              ? "NCCL's device unpack (SIMPLE) + the plugin's scatter kernel (LL)"

@@ -23,10 +23,14 @@ struct NicGpuBinding {
 };
 
 // Bindings live for the process: the NIC's page pool then keeps its memory across comms, and
-// a queue is never rebound (which restarts it) while other comms receive on it.
+// a queue is never rebound (which restarts it) while other comms receive on it. The map is
+// never destroyed: freeing GPU memory from a static destructor could run after the CUDA
+// driver's own teardown; at exit the kernel unbinds when the netlink sockets close and the
+// driver releases the memory.
 Result<std::shared_ptr<NicGpuBinding>> BindingFor(const DevmemRxRequest& request) {
   static std::mutex mutex;
-  static std::map<std::pair<int, int>, std::shared_ptr<NicGpuBinding>> bindings;
+  static auto& bindings =
+      *new std::map<std::pair<int, int>, std::shared_ptr<NicGpuBinding>>();  // NOLINT
   std::lock_guard<std::mutex> lock(mutex);
   const auto key = std::make_pair(request.nic->ifindex, request.gpu);
   if (auto it = bindings.find(key); it != bindings.end()) return it->second;
