@@ -10,7 +10,7 @@
 #include <memory>
 
 #include "gpu/scatter_plan.h"
-#include "plugin/status.h"
+#include "plugin/core/status.h"
 
 namespace devmem::gpu {
 

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "plugin/devmem/readiness.h"
-#include "plugin/net_device.h"
+#include "plugin/setup/readiness.h"
+#include "plugin/core/net_device.h"
 
 namespace {
 

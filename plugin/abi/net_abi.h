@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "plugin/core/nccl_contract.h"
+
 namespace devmem::abi {
 
 // ncclResult_t: a C enum, 4 bytes.
@@ -21,34 +23,31 @@ enum Result : int {
   kInProgress = 7,
 };
 
-inline constexpr int kNetHandleMaxSize = 128;           // NCCL_NET_HANDLE_MAXSIZE
-inline constexpr int kPtrHost = 0x1;                    // NCCL_PTR_HOST
-inline constexpr int kPtrCuda = 0x2;                    // NCCL_PTR_CUDA
-inline constexpr int kPtrDmaBuf = 0x4;                  // NCCL_PTR_DMABUF
-inline constexpr int kNetMaxRequests = 32;              // NCCL_NET_MAX_REQUESTS
-inline constexpr int kMaxDevsPerNic = 4;                // NCCL_NET_MAX_DEVS_PER_NIC in 2.28.9
-inline constexpr size_t kMaxNetSize = size_t{1} << 30;  // MAX_NET_SIZE
-inline constexpr int kDeviceUnpackVersion = 0x7;        // NCCL_NET_DEVICE_UNPACK_VERSION
+// Shared with the layers below (plugin/core/nccl_contract.h): one definition of each.
+using nccl::kMaxNetSize;
+using nccl::kNetHandleMaxSize;
+using nccl::kNetMaxRequests;
+using nccl::kPtrCuda;
+using nccl::kPtrDmaBuf;
+using nccl::kPtrHost;
+inline constexpr int kMaxDevsPerNic = 4;          // NCCL_NET_MAX_DEVS_PER_NIC in 2.28.9
+inline constexpr int kDeviceUnpackVersion = 0x7;  // NCCL_NET_DEVICE_UNPACK_VERSION
 // NCCL writes this into *request before irecv() as an LL/LL128 hint; never dereference it.
 inline constexpr uintptr_t kOptionalRecvCompletion = 0x1;
 
-enum LogLevel : int {
-  kLogNone = 0,
-  kLogVersion = 1,
-  kLogWarn = 2,
-  kLogInfo = 3,
-  kLogAbort = 4,
-  kLogTrace = 5
-};
-enum LogSubsys : unsigned long {
-  kSubsysInit = 0x1,
-  kSubsysNet = 0x10,
-  kSubsysEnv = 0x80,
-  kSubsysAll = ~0UL
-};
-
-using DebugLogger = void (*)(LogLevel level, unsigned long flags, const char* file, int line,
-                             const char* fmt, ...);
+using nccl::DebugLogger;
+using nccl::kLogAbort;
+using nccl::kLogInfo;
+using nccl::kLogNone;
+using nccl::kLogTrace;
+using nccl::kLogVersion;
+using nccl::kLogWarn;
+using nccl::kSubsysAll;
+using nccl::kSubsysEnv;
+using nccl::kSubsysInit;
+using nccl::kSubsysNet;
+using nccl::LogLevel;
+using nccl::LogSubsys;
 using ProfilerCallback = Result (*)(void** eHandle, int type, void* pHandle, int64_t pluginId,
                                     void* extData);
 

@@ -5,8 +5,8 @@
 #include <type_traits>
 
 #include "plugin/abi/net_abi.h"
-#include "plugin/log.h"
-#include "plugin/plugin_api.h"
+#include "plugin/abi/plugin_api.h"
+#include "plugin/core/log.h"
 
 namespace devmem::abi {
 namespace {

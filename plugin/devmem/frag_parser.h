@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "plugin/status.h"
+#include "plugin/core/status.h"
 
 namespace devmem {
 

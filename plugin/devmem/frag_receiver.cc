@@ -90,7 +90,8 @@ EmulatedFragReceiver::EmulatedFragReceiver(RxRegion* region, PagePool* pool, Emu
                                            uint64_t seed)
     : region_(region), pool_(pool), mix_(mix), rng_(seed | 1) {
   pages_.resize(kMaxPagesPerReceive);
-  if (region_->host_base() == nullptr) dma_bounce_.resize(kMaxPagesPerReceive * PagePool::kPageBytes);
+  if (region_->host_base() == nullptr)
+    dma_bounce_.resize(kMaxPagesPerReceive * PagePool::kPageBytes);
 }
 
 uint64_t EmulatedFragReceiver::NextRandom() {
@@ -178,9 +179,8 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
         if (region_->host_base() == nullptr) {
           // The NIC's DMA into GPU memory, emulated: the bytes must be in the region before
           // the frag is described to the consumer.
-          Status written =
-              region_->Write(segment.source_offset, static_cast<const char*>(iov[i].iov_base),
-                             segment.length);
+          Status written = region_->Write(
+              segment.source_offset, static_cast<const char*>(iov[i].iov_base), segment.length);
           if (!written.ok()) {
             // Pages already described keep their tokens (freed with the comm, which fails).
             outstanding_.fetch_add(used_pages, std::memory_order_relaxed);

@@ -12,11 +12,11 @@
 #include <mutex>
 #include <vector>
 
+#include "plugin/core/status.h"
+#include "plugin/core/unique_fd.h"
 #include "plugin/devmem/frag_parser.h"
 #include "plugin/devmem/rx_region.h"
 #include "plugin/devmem/token_batch.h"
-#include "plugin/status.h"
-#include "plugin/unique_fd.h"
 
 namespace devmem {
 

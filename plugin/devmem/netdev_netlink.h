@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "plugin/status.h"
+#include "plugin/core/status.h"
 
 namespace devmem {
 

@@ -16,9 +16,9 @@
 #include <cstring>
 #include <memory>
 
+#include "plugin/core/log.h"
+#include "plugin/core/unique_fd.h"
 #include "plugin/devmem/netdev_netlink.h"
-#include "plugin/log.h"
-#include "plugin/unique_fd.h"
 
 namespace devmem {
 namespace {

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "plugin/socket_address.h"
-#include "plugin/status.h"
+#include "plugin/core/socket_address.h"
+#include "plugin/core/status.h"
 
 namespace devmem {
 

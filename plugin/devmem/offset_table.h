@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "plugin/core/status.h"
 #include "plugin/devmem/frag_parser.h"
-#include "plugin/status.h"
 
 namespace devmem {
 

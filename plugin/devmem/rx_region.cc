@@ -1,7 +1,7 @@
 #include "plugin/devmem/rx_region.h"
 
-#include "plugin/cuda_driver.h"
-#include "plugin/devmem/gpu_region.h"
+#include "plugin/cuda/cuda_driver.h"
+#include "plugin/cuda/gpu_region.h"
 
 namespace devmem {
 namespace {
@@ -40,7 +40,8 @@ class GpuRxRegion final : public RxRegion {
 }  // namespace
 
 Result<std::unique_ptr<RxRegion>> CreateEmulatedGpuRxRegion(int gpu, uint64_t bytes) {
-  Result<std::unique_ptr<GpuRegion>> region = GpuRegion::Create(gpu, bytes, /*export_dmabuf=*/false);
+  Result<std::unique_ptr<GpuRegion>> region =
+      GpuRegion::Create(gpu, bytes, /*export_dmabuf=*/false);
   if (!region.ok()) return region.status();
   return std::unique_ptr<RxRegion>(std::make_unique<GpuRxRegion>(
       std::shared_ptr<GpuRegion>(std::move(region).value()), gpu, true));

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "plugin/status.h"
+#include "plugin/core/status.h"
 
 namespace devmem {
 

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "plugin/core/status.h"
 #include "plugin/devmem/uapi.h"
-#include "plugin/status.h"
 
 namespace devmem {
 

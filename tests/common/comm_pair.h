@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "plugin/comm.h"
+#include "plugin/transport/comm.h"
 #include "tests/common/tcp_pair.h"
 
 namespace devmem::testing {

@@ -8,7 +8,7 @@
 
 #include <utility>
 
-#include "plugin/unique_fd.h"
+#include "plugin/core/unique_fd.h"
 
 namespace devmem::testing {
 

@@ -11,7 +11,7 @@
 #include <set>
 #include <vector>
 
-#include "plugin/unique_fd.h"
+#include "plugin/core/unique_fd.h"
 
 namespace devmem {
 namespace {

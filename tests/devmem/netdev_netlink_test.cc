@@ -19,9 +19,9 @@
 #include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/token_batch.h"
 #include "plugin/devmem/uapi.h"
-#include "plugin/devmem/rx_setup.h"
-#include "plugin/net_device.h"
-#include "plugin/unique_fd.h"
+#include "plugin/setup/rx_setup.h"
+#include "plugin/core/net_device.h"
+#include "plugin/core/unique_fd.h"
 #include "tests/common/tcp_pair.h"
 
 namespace devmem {

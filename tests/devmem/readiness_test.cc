@@ -1,6 +1,6 @@
 // Readiness checks against the real kernel and devmem-doctor as an operator runs it. On this
 // CI class of machine nothing is devmem-ready: the checks must say exactly why.
-#include "plugin/devmem/readiness.h"
+#include "plugin/setup/readiness.h"
 #include "gpu/scatter_engine.h"
 
 #include <gtest/gtest.h>

@@ -1,7 +1,7 @@
 // NCCL's device-unpack metadata: the exact layout NCCL's kernels read, the slot protocol, and
 // the limits (2048 entries per step, 32-bit region offsets), with the CPU reference standing in
 // for NCCL's kernel.
-#include "plugin/devmem/unpack_queue.h"
+#include "plugin/consumers/unpack_queue.h"
 
 #include <gtest/gtest.h>
 

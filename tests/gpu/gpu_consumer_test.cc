@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "plugin/abi/net_abi.h"
-#include "plugin/comm.h"
+#include "plugin/transport/comm.h"
 #include "tests/common/comm_pair.h"
 
 namespace devmem {

@@ -1,6 +1,6 @@
 // Exporting GPU memory as a dmabuf through the lazily loaded driver, and handing that dmabuf
 // to bind-rx on a NIC that cannot take it. Skips with a reason without a GPU.
-#include "plugin/devmem/gpu_region.h"
+#include "plugin/cuda/gpu_region.h"
 
 #include <gtest/gtest.h>
 #include <net/if.h>
@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "plugin/cuda_driver.h"
+#include "plugin/cuda/cuda_driver.h"
 #include "plugin/devmem/netdev_netlink.h"
 
 namespace devmem {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "gpu/scatter_plan.h"
-#include "plugin/comm.h"
+#include "plugin/transport/comm.h"
 #include "tests/common/comm_pair.h"
 
 namespace devmem {

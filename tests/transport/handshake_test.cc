@@ -12,8 +12,8 @@
 
 #include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
-#include "plugin/unique_fd.h"
-#include "plugin/wire.h"
+#include "plugin/core/unique_fd.h"
+#include "plugin/transport/wire.h"
 
 namespace devmem {
 namespace {

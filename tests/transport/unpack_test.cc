@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "plugin/abi/net_abi.h"
-#include "plugin/devmem/unpack_queue.h"
+#include "plugin/consumers/unpack_queue.h"
 #include "tests/common/plugin_fixture.h"
 
 namespace devmem {

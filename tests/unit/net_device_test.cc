@@ -1,4 +1,4 @@
-#include "plugin/net_device.h"
+#include "plugin/core/net_device.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

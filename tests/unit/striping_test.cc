@@ -1,4 +1,4 @@
-#include "plugin/striping.h"
+#include "plugin/transport/striping.h"
 
 #include <gtest/gtest.h>
 

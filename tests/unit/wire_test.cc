@@ -1,4 +1,4 @@
-#include "plugin/wire.h"
+#include "plugin/transport/wire.h"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,512 @@
+#include "plugin/abi/plugin_api.h"
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_set>
+#include <vector>
+
+#include "plugin/consumers/unpack_queue.h"
+#include "plugin/core/config.h"
+#include "plugin/core/log.h"
+#include "plugin/core/net_device.h"
+#include "plugin/cuda/cuda_driver.h"
+#include "plugin/setup/readiness.h"
+#include "plugin/transport/comm.h"
+#include "plugin/transport/connection.h"
+
+namespace devmem::api {
+namespace {
+
+struct PluginState {
+  std::mutex mutex;
+  bool ready = false;
+  Config config;
+  std::vector<NetDevice> devices;
+  // Per device: devmem RX (real or emulated) or plain TCP, and why.
+  std::vector<RxPlan> plans;
+  // Receive buffers may be CUDA memory (a GPU consumer reads the RX region).
+  bool gpu_present = false;
+  // Connectors whose pointer sits in a handle buffer; a handle slot is trusted only if listed.
+  std::unordered_set<Connector*> connectors;
+};
+
+PluginState& State() {
+  static PluginState state;
+  return state;
+}
+
+const char* EnvLookup(const char* name) { return getenv(name); }  // NOLINT(concurrency-mt-unsafe)
+
+abi::Result ToResult(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kOk:
+      return abi::kSuccess;
+    case ErrorKind::kSystem:
+      return abi::kSystemError;
+    case ErrorKind::kInternal:
+      return abi::kInternalError;
+    case ErrorKind::kInvalidArgument:
+      return abi::kInvalidArgument;
+    case ErrorKind::kInvalidUsage:
+      return abi::kInvalidUsage;
+    case ErrorKind::kRemote:
+      return abi::kRemoteError;
+  }
+  return abi::kInternalError;
+}
+
+// The single place an internal failure becomes a log line and an ncclResult_t.
+abi::Result Report(const char* call, const Status& status) {
+  if (status.ok()) return abi::kSuccess;
+  log::Warn("%s failed: %s", call, status.message().c_str());
+  return ToResult(status.kind());
+}
+
+abi::Result Invalid(const char* call, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+abi::Result Invalid(const char* call, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  std::string text = FormatV(fmt, args);
+  va_end(args);
+  return Report(call, Status::Error(ErrorKind::kInvalidArgument, "%s", text.c_str()));
+}
+
+// Checks the device index against the discovered list; returns the device or null.
+const NetDevice* DeviceAt(int dev) {
+  PluginState& state = State();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  if (!state.ready || dev < 0 || dev >= static_cast<int>(state.devices.size())) return nullptr;
+  return &state.devices[static_cast<size_t>(dev)];
+}
+
+template <typename T>
+T* CommAs(void* comm, uint32_t magic) {
+  if (comm == nullptr) return nullptr;
+  auto* typed = static_cast<T*>(comm);
+  return typed->magic() == magic ? typed : nullptr;
+}
+
+Comm* AnyComm(void* comm) {
+  if (comm == nullptr) return nullptr;
+  auto* typed = static_cast<Comm*>(comm);
+  return typed->magic() == Comm::kSendMagic || typed->magic() == Comm::kRecvMagic ? typed : nullptr;
+}
+
+struct PluginContext {
+  static constexpr uint32_t kMagic = 0x58544344;  // "DCTX"
+  uint32_t magic = kMagic;
+  uint64_t comm_id = 0;
+  int traffic_class = -1;
+};
+
+}  // namespace
+
+abi::Result Init(abi::DebugLogger logger) {
+  if (logger != nullptr) log::SetLogger(logger);
+  PluginState& state = State();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  if (state.ready) return abi::kSuccess;
+  Result<Config> config = Config::FromEnvironment(EnvLookup);
+  if (!config.ok()) return Report("init", config.status());
+  config->LogValues(EnvLookup);
+  Result<std::vector<NetDevice>> devices =
+      DiscoverDevices(config->socket_ifname, config->socket_family);
+  if (!devices.ok()) return Report("init", devices.status());
+  for (size_t i = 0; i < devices->size(); ++i) {
+    const NetDevice& d = devices.value()[i];
+    log::Info(log::kInit, "NIC %zu: %s %s, %d Mb/s, pci %s", i, d.name.c_str(),
+              d.address.ToString().c_str(), d.speed_mbps,
+              d.pci_path.empty() ? "(virtual)" : d.pci_path.c_str());
+  }
+  // Without this hint NCCL's LL/LL128 receives cannot be told from SIMPLE steps, and only the
+  // latter are read by NCCL's unpack kernels.
+  if (const char* hint = EnvLookup("NCCL_NET_OPTIONAL_RECV_COMPLETION");
+      config->unpack == UnpackMode::kNccl && hint != nullptr && strcmp(hint, "0") == 0) {
+    log::Warn(
+        "NCCL_DEVMEM_UNPACK=nccl needs NCCL_NET_OPTIONAL_RECV_COMPLETION (it tells LL "
+        "receives apart, which NCCL's unpack does not read); it is 0, so the plugin's "
+        "scatter kernel consumes every receive instead");
+    config->unpack = UnpackMode::kPlugin;
+  }
+  // Emulation puts its region in GPU memory where a GPU exists (readiness checks the GPUs of
+  // the real path itself).
+  bool gpu_present = false;
+  if (config->emulate_devmem) {
+    if (Result<const CudaDriver*> cuda = CudaDriver::Get(); cuda.ok()) {
+      Result<int> count = cuda.value()->DeviceCount();
+      gpu_present = count.ok() && count.value() > 0;
+    }
+  }
+  const char* consumer = config->unpack == UnpackMode::kNccl
+                             ? "NCCL's device unpack (SIMPLE) + the plugin's scatter kernel (LL)"
+                             : "the plugin's scatter kernel";
+  if (config->emulate_devmem) {
+    log::Info(log::kInit,
+              "data path: EMULATED devmem RX on every receive connection (NCCL_DEVMEM_EMULATE=1, "
+              "a test mode: payload is read with plain recv() and placed into a %s region cut "
+              "into frags like a NIC would); frags consumed by %s; send side plain TCP",
+              gpu_present ? "GPU" : "host (no GPU)",
+              gpu_present || config->unpack == UnpackMode::kNccl ? consumer : "the CPU");
+  }
+  // Mode selection: the same checks as devmem-doctor, once per process and NIC.
+  std::vector<RxPlan> plans;
+  if (config->emulate_devmem) {
+    plans.assign(devices->size(), RxPlan());
+  } else {
+    ReadinessReport host = CheckKernel();
+    host.Append(CheckPrivileges());
+    for (const NetDevice& d : devices.value()) {
+      ReadinessReport report = host;
+      RxPlan plan;
+      report.Append(CheckNic(d, config->rx_queues, &plan.queues));
+      if (report.ready()) report.Append(CheckGpus(d.pci_path));
+      report.Append(CheckGpuConsumer(config->unpack));
+      const CheckOutcome* failure = report.first_failure();
+      if (failure != nullptr) {
+        plan.plain_reason =
+            Format("%s %s: %s (run devmem-doctor for every check)", failure->scope.c_str(),
+                   failure->check.c_str(), failure->detail.c_str());
+      }
+      if (plan.plain_reason.empty()) {
+        log::Info(log::kInit,
+                  "NIC %s: DEVMEM RX ready (every check passed): receive payload lands in GPU "
+                  "memory bound to its RX queue(s), frags consumed by %s",
+                  d.name.c_str(), consumer);
+      } else {
+        log::Info(log::kInit,
+                  "NIC %s: data path plain TCP (devmem RX unavailable, first failing check: %s); "
+                  "host buffers used directly, CUDA buffers staged through pinned host memory",
+                  d.name.c_str(), plan.plain_reason.c_str());
+      }
+      plans.push_back(std::move(plan));
+    }
+  }
+  state.config = config.value();
+  state.devices = std::move(devices).value();
+  state.plans = std::move(plans);
+  state.gpu_present = gpu_present;
+  state.ready = true;
+  return abi::kSuccess;
+}
+
+abi::Result InitContext(void** ctx, uint64_t comm_id, const abi::CommConfigV10* config,
+                        abi::DebugLogger logger) {
+  if (ctx == nullptr) return Invalid("init", "ctx output pointer is NULL");
+  if (abi::Result r = Init(logger); r != abi::kSuccess) return r;
+  auto* context = new PluginContext();
+  context->comm_id = comm_id;
+  context->traffic_class = config != nullptr ? config->trafficClass : -1;
+  *ctx = context;
+  return abi::kSuccess;
+}
+
+abi::Result FinalizeContext(void* ctx) {
+  auto* context = static_cast<PluginContext*>(ctx);
+  if (context == nullptr || context->magic != PluginContext::kMagic) {
+    return Invalid("finalize", "unknown context %p", ctx);
+  }
+  context->magic = 0;
+  delete context;
+  return abi::kSuccess;
+}
+
+abi::Result SetNetAttr(void* ctx, abi::NetAttrV11* attr) {
+  auto* context = static_cast<PluginContext*>(ctx);
+  if (context == nullptr || context->magic != PluginContext::kMagic || attr == nullptr) {
+    return Invalid("setNetAttr", "unknown context %p or NULL attributes", ctx);
+  }
+  // Hints only: our socket and thread counts come from NCCL_DEVMEM_* and stay fixed per comm.
+  log::Trace("comm %llx: net attributes: send peers %d..%d, recv peers %d..%d",
+             static_cast<unsigned long long>(context->comm_id),
+             attr->sendCommAttr.minConcurrentPeers, attr->sendCommAttr.maxConcurrentPeers,
+             attr->recvCommAttr.minConcurrentPeers, attr->recvCommAttr.maxConcurrentPeers);
+  return abi::kSuccess;
+}
+
+abi::Result Devices(int* ndev) {
+  if (ndev == nullptr) return Invalid("devices", "ndev is NULL");
+  PluginState& state = State();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  if (!state.ready) {
+    return Report("devices", Status::Error(ErrorKind::kInvalidUsage, "called before init"));
+  }
+  *ndev = static_cast<int>(state.devices.size());
+  return abi::kSuccess;
+}
+
+abi::Result GetProperties(int dev, DeviceProperties* props) {
+  const NetDevice* device = DeviceAt(dev);
+  if (device == nullptr || props == nullptr) {
+    return Invalid("getProperties", "device %d does not exist (or props is NULL)", dev);
+  }
+  const Config& config = State().config;
+  props->name = device->name.c_str();
+  props->pci_path = device->pci_path.empty() ? nullptr : device->pci_path.c_str();
+  props->guid = static_cast<uint64_t>(device->ifindex);
+  const RxPlan& plan = State().plans[static_cast<size_t>(dev)];
+  const bool devmem_rx = plan.plain_reason.empty();
+  // CUDA buffers only where a GPU consumer reads the RX region; on the plain path NCCL's own
+  // host FIFO is cheaper than our staging.
+  const bool gpu_rx = devmem_rx && (!config.emulate_devmem || State().gpu_present);
+  props->ptr_support = abi::kPtrHost | (gpu_rx ? abi::kPtrCuda : 0);
+  props->speed_mbps = device->speed_mbps;
+  props->port = 0;
+  props->latency_us = 0;
+  props->max_comms = 65536;
+  props->max_recvs = config.max_recvs;
+  props->max_message_bytes = abi::kMaxNetSize;
+  if (gpu_rx || (devmem_rx && config.unpack == UnpackMode::kNccl)) {
+    // A GPU consumer holds a whole message in the RX region until it ran; a quarter of the
+    // region per message keeps the page pool from deadlocking. NCCL cuts its steps to this.
+    props->max_message_bytes = config.rx_region_bytes / 4;
+  }
+  if (devmem_rx && config.unpack == UnpackMode::kNccl) {
+    // One receive per NCCL step, each within one unpack slot.
+    props->net_device_type = abi::kDeviceUnpack;
+    props->net_device_version = unpack::kDeviceVersion;
+    props->max_recvs = 1;
+    props->max_message_bytes = std::min<size_t>(props->max_message_bytes, unpack::kMaxSliceBytes);
+  }
+  return abi::kSuccess;
+}
+
+abi::Result Listen(int dev, void* handle, void** listen_comm) {
+  const NetDevice* device = DeviceAt(dev);
+  if (device == nullptr || handle == nullptr || listen_comm == nullptr) {
+    return Invalid("listen", "device %d does not exist, or handle/listenComm is NULL", dev);
+  }
+  *listen_comm = nullptr;
+  const RxPlan& plan = State().plans[static_cast<size_t>(dev)];
+  const std::string& plain_reason = plan.plain_reason;
+  if (State().config.require_devmem && !plain_reason.empty()) {
+    return Report("listen", Status::Error(ErrorKind::kSystem,
+                                          "NCCL_DEVMEM_REQUIRE=1 but devmem RX is unavailable on "
+                                          "%s: %s",
+                                          device->name.c_str(), plain_reason.c_str()));
+  }
+  Result<std::unique_ptr<ListenComm>> comm =
+      ListenComm::Create(*device, State().config, static_cast<uint8_t*>(handle), plan);
+  if (!comm.ok()) return Report("listen", comm.status());
+  *listen_comm = comm.value().release();
+  return abi::kSuccess;
+}
+
+abi::Result Connect(int dev, void* handle, void** send_comm, abi::DeviceHandleV7** /*dev_comm*/) {
+  if (DeviceAt(dev) == nullptr || handle == nullptr || send_comm == nullptr) {
+    return Invalid("connect", "device %d does not exist, or handle/sendComm is NULL", dev);
+  }
+  *send_comm = nullptr;
+  auto* bytes = static_cast<uint8_t*>(handle);
+  Result<wire::ListenHandle> decoded = wire::ListenHandle::Decode(bytes);
+  if (!decoded.ok()) return Report("connect", decoded.status());
+
+  PluginState& state = State();
+  Connector* raw = nullptr;
+  memcpy(&raw, bytes + wire::ListenHandle::kConnectorSlotOffset, sizeof(raw));
+  {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    if (raw != nullptr && state.connectors.count(raw) == 0) raw = nullptr;  // not ours
+  }
+  std::unique_ptr<Connector> connector(raw);
+  if (!connector) {
+    Result<std::unique_ptr<Connector>> started = Connector::Start(decoded.value(), state.config);
+    if (!started.ok()) return Report("connect", started.status());
+    connector = std::move(started).value();
+  }
+  Result<std::unique_ptr<SendComm>> comm = connector->Progress();
+  Connector* keep = comm.ok() && !comm.value() ? connector.release() : nullptr;
+  {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    if (raw != nullptr && keep == nullptr) state.connectors.erase(raw);
+    if (keep != nullptr) state.connectors.insert(keep);
+  }
+  memcpy(bytes + wire::ListenHandle::kConnectorSlotOffset, &keep, sizeof(keep));
+  if (!comm.ok()) return Report("connect", comm.status());
+  *send_comm = comm.value().release();
+  return abi::kSuccess;
+}
+
+abi::Result Accept(void* listen_comm, void** recv_comm, abi::DeviceHandleV7** dev_comm) {
+  auto* listener = static_cast<ListenComm*>(listen_comm);
+  if (listener == nullptr || listener->magic() != ListenComm::kMagic || recv_comm == nullptr) {
+    return Invalid("accept", "unknown listen comm %p or NULL recvComm", listen_comm);
+  }
+  *recv_comm = nullptr;
+  Result<std::unique_ptr<RecvComm>> comm = listener->Accept();
+  if (!comm.ok()) return Report("accept", comm.status());
+  if (comm.value() != nullptr && dev_comm != nullptr && *dev_comm != nullptr) {
+    // NCCL asks for device offload (we advertised UNPACK). NCCL copies this struct into the
+    // channel by value once accept returns, so it is final here.
+    abi::DeviceHandleV7* handle = *dev_comm;
+    handle->needsProxyProgress = 1;  // NCCL's proxy still posts irecv/test for us
+    if (comm.value()->unpack_device_handle() != nullptr) {
+      handle->netDeviceType = abi::kDeviceUnpack;
+      handle->netDeviceVersion = abi::kDeviceUnpackVersion;
+      handle->handle = comm.value()->unpack_device_handle();
+      handle->size = comm.value()->unpack_device_handle_bytes();
+    } else {
+      // This connection fell back to plain TCP: its data lands in NCCL's buffer itself, so
+      // NCCL's kernels must treat it as a host-type connection.
+      handle->netDeviceType = abi::kDeviceHost;
+      handle->netDeviceVersion = 0;
+      handle->handle = nullptr;
+      handle->size = 0;
+      log::Info(log::kNet, "%s: no device unpack on this connection (plain TCP)",
+                comm.value()->description().c_str());
+    }
+  }
+  *recv_comm = comm.value().release();
+  return abi::kSuccess;
+}
+
+abi::Result RegMr(void* comm, void* data, size_t size, int type, void** mhandle) {
+  Comm* owner = AnyComm(comm);
+  if (owner == nullptr || mhandle == nullptr) {
+    return Invalid("regMr", "unknown comm %p or NULL mhandle", comm);
+  }
+  Result<MemoryRegion*> region = owner->Register(data, size, type);
+  if (!region.ok()) return Report("regMr", region.status());
+  *mhandle = region.value();
+  return abi::kSuccess;
+}
+
+abi::Result RegMrDmaBuf(void* comm, void* data, size_t size, int type, uint64_t /*offset*/,
+                        int /*fd*/, void** mhandle) {
+  // We do not advertise NCCL_PTR_DMABUF on the plain path, so the buffer is reached through
+  // its virtual address like regMr; the dmabuf fd is not needed (NCCL closes it afterwards).
+  return RegMr(comm, data, size, type, mhandle);
+}
+
+abi::Result DeregMr(void* comm, void* mhandle) {
+  auto* region = static_cast<MemoryRegion*>(mhandle);
+  if (AnyComm(comm) == nullptr || region == nullptr || region->magic != MemoryRegion::kMagic) {
+    return Invalid("deregMr", "unknown comm %p or mhandle %p", comm, mhandle);
+  }
+  region->magic = 0;
+  delete region;
+  return abi::kSuccess;
+}
+
+abi::Result Isend(void* send_comm, void* data, size_t size, int tag, void* mhandle,
+                  void** request) {
+  auto* comm = CommAs<SendComm>(send_comm, Comm::kSendMagic);
+  if (comm == nullptr || request == nullptr) {
+    return Invalid("isend", "unknown send comm %p or NULL request", send_comm);
+  }
+  *request = nullptr;
+  Result<Request*> posted =
+      comm->PostSend(data, size, tag, static_cast<const MemoryRegion*>(mhandle));
+  if (!posted.ok()) return Report("isend", posted.status());
+  *request = posted.value();
+  return abi::kSuccess;
+}
+
+abi::Result Irecv(void* recv_comm, int n, void** data, const size_t* sizes, int* tags,
+                  void** mhandles, void** request) {
+  auto* comm = CommAs<RecvComm>(recv_comm, Comm::kRecvMagic);
+  if (comm == nullptr || request == nullptr || data == nullptr || sizes == nullptr ||
+      tags == nullptr) {
+    return Invalid("irecv", "unknown recv comm %p or NULL argument arrays", recv_comm);
+  }
+  // NCCL presets *request to 0x1 (NCCL_NET_OPTIONAL_RECV_COMPLETION) for LL/LL128 receives:
+  // compared, never dereferenced. It tells NCCL-unpack comms which receives NCCL's unpack
+  // kernels will not read.
+  const bool ll_hint = *request == reinterpret_cast<void*>(uintptr_t{1});
+  *request = nullptr;
+  Result<Request*> posted = comm->PostRecv(
+      n, data, sizes, tags, reinterpret_cast<MemoryRegion* const*>(mhandles), ll_hint);
+  if (!posted.ok()) return Report("irecv", posted.status());
+  *request = posted.value();
+  return abi::kSuccess;
+}
+
+abi::Result Iflush(void* recv_comm, int /*n*/, void** /*data*/, int* /*sizes*/, void** /*mhandles*/,
+                   void** request) {
+  if (CommAs<RecvComm>(recv_comm, Comm::kRecvMagic) == nullptr || request == nullptr) {
+    return Invalid("iflush", "unknown recv comm %p or NULL request", recv_comm);
+  }
+  // Data reaches CUDA buffers through a synchronous copy before test() reports it: nothing
+  // is left in flight to flush.
+  *request = nullptr;
+  return abi::kSuccess;
+}
+
+abi::Result Test(void* request, int* done, int* sizes) {
+  auto* req = static_cast<Request*>(request);
+  if (req == nullptr || req->magic != Request::kMagic || done == nullptr) {
+    return Invalid("test", "unknown request %p or NULL done", request);
+  }
+  if (!req->in_use) {
+    return Report("test", Status::Error(ErrorKind::kInvalidUsage,
+                                        "request %p was already completed", request));
+  }
+  bool finished = false;
+  Status status;
+  if (req->kind == Request::Kind::kSend) {
+    status = static_cast<SendComm*>(req->comm)->Test(req, &finished, sizes);
+  } else {
+    status = static_cast<RecvComm*>(req->comm)->Test(req, &finished, sizes);
+  }
+  *done = finished ? 1 : 0;
+  return Report("test", status);
+}
+
+abi::Result CloseSend(void* send_comm) {
+  auto* comm = CommAs<SendComm>(send_comm, Comm::kSendMagic);
+  if (comm == nullptr) return Invalid("closeSend", "unknown send comm %p", send_comm);
+  delete comm;
+  return abi::kSuccess;
+}
+
+abi::Result CloseRecv(void* recv_comm) {
+  auto* comm = CommAs<RecvComm>(recv_comm, Comm::kRecvMagic);
+  if (comm == nullptr) return Invalid("closeRecv", "unknown recv comm %p", recv_comm);
+  delete comm;
+  return abi::kSuccess;
+}
+
+abi::Result CloseListen(void* listen_comm) {
+  auto* listener = static_cast<ListenComm*>(listen_comm);
+  if (listener == nullptr || listener->magic() != ListenComm::kMagic) {
+    return Invalid("closeListen", "unknown listen comm %p", listen_comm);
+  }
+  delete listener;
+  return abi::kSuccess;
+}
+
+abi::Result GetDeviceMr(void* comm, void* /*mhandle*/, void** dptr_mhandle) {
+  if (AnyComm(comm) == nullptr || dptr_mhandle == nullptr) {
+    return Invalid("getDeviceMr", "unknown comm %p", comm);
+  }
+  *dptr_mhandle = nullptr;  // host device type: NCCL's kernels never read it
+  return abi::kSuccess;
+}
+
+abi::Result IrecvConsumed(void* recv_comm, int /*n*/, void* request) {
+  auto* comm = CommAs<RecvComm>(recv_comm, Comm::kRecvMagic);
+  if (comm == nullptr) return Invalid("irecvConsumed", "unknown recv comm %p", recv_comm);
+  auto* req = static_cast<Request*>(request);
+  if (req == nullptr || !comm->pool().Owns(req)) {
+    return Invalid("irecvConsumed", "request %p is not a receive of comm %p", request, recv_comm);
+  }
+  // Receives released in test() (every mode but NCCL unpack) make this a no-op.
+  return Report("irecvConsumed", comm->Consumed(req));
+}
+
+abi::Result MakeVDevice(int* d, abi::VDeviceProps* props) {
+  if (d == nullptr || props == nullptr) return Invalid("makeVDevice", "NULL argument");
+  if (props->ndevs == 1 && DeviceAt(props->devs[0]) != nullptr) {
+    *d = props->devs[0];  // a virtual NIC of one physical NIC is that NIC
+    return abi::kSuccess;
+  }
+  return Report("makeVDevice",
+                Status::Error(ErrorKind::kInvalidUsage,
+                              "fusing %d NICs into one virtual NIC is not supported; set "
+                              "NCCL_NET_MERGE_LEVEL=LOC to keep NICs separate",
+                              props->ndevs));
+}
+
+}  // namespace devmem::api

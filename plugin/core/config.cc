@@ -1,0 +1,243 @@
+#include "plugin/core/config.h"
+
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+
+#include "plugin/core/log.h"
+
+namespace devmem {
+
+Result<std::vector<uint32_t>> ParseQueueList(const std::string& text) {
+  std::vector<uint32_t> queues;
+  if (text.empty()) return queues;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string item = text.substr(pos, comma - pos);
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long value = strtoul(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno != 0 || value > 65535 || item[0] == '-') {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "NCCL_DEVMEM_RX_QUEUES=\"%s\": \"%s\" is not a queue id in [0, 65535]",
+                           text.c_str(), item.c_str());
+    }
+    if (std::find(queues.begin(), queues.end(), value) != queues.end()) {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "NCCL_DEVMEM_RX_QUEUES=\"%s\" lists queue %lu twice", text.c_str(),
+                           value);
+    }
+    queues.push_back(static_cast<uint32_t>(value));
+    pos = comma + 1;
+  }
+  return queues;
+}
+
+namespace {
+
+constexpr const char* kNsocks = "NCCL_DEVMEM_NSOCKS";
+constexpr const char* kNthreads = "NCCL_DEVMEM_NTHREADS";
+constexpr const char* kChunk = "NCCL_DEVMEM_CHUNK_SIZE";
+constexpr const char* kInline = "NCCL_DEVMEM_INLINE_BYTES";
+constexpr const char* kMaxRecvs = "NCCL_DEVMEM_MAX_RECVS";
+constexpr const char* kHandshakeTimeout = "NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS";
+constexpr const char* kUserTimeout = "NCCL_DEVMEM_TCP_USER_TIMEOUT_MS";
+constexpr const char* kEmulate = "NCCL_DEVMEM_EMULATE";
+constexpr const char* kRegion = "NCCL_DEVMEM_RX_REGION_BYTES";
+constexpr const char* kRequire = "NCCL_DEVMEM_REQUIRE";
+constexpr const char* kQueues = "NCCL_DEVMEM_RX_QUEUES";
+constexpr const char* kSplit = "NCCL_DEVMEM_EMULATE_SPLIT_PERCENT";
+constexpr const char* kLinear = "NCCL_DEVMEM_EMULATE_LINEAR_PERCENT";
+constexpr const char* kUnpack = "NCCL_DEVMEM_UNPACK";
+constexpr const char* kIfname = "NCCL_SOCKET_IFNAME";
+constexpr const char* kFamily = "NCCL_SOCKET_FAMILY";
+
+// Reads one bounded integer variable into *out when it is set.
+Status ReadInteger(const std::function<const char*(const char*)>& getenv_fn, const char* name,
+                   int64_t min, int64_t max, int64_t* out) {
+  const char* text = getenv_fn(name);
+  if (text == nullptr) return Status::Ok();
+  Result<int64_t> parsed = ParseBoundedInteger(name, text, min, max);
+  if (!parsed.ok()) return parsed.status();
+  *out = parsed.value();
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<int64_t> ParseBoundedInteger(const char* name, const char* text, int64_t min, int64_t max) {
+  auto invalid = [&](const char* why) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "%s=\"%s\" is invalid (%s); accepted range is [%lld, %lld]", name, text,
+                         why, static_cast<long long>(min), static_cast<long long>(max));
+  };
+  if (text[0] == '\0') return invalid("empty");
+  errno = 0;
+  char* end = nullptr;
+  long long value = strtoll(text, &end, 10);
+  if (end == text || errno == ERANGE) return invalid("not an integer");
+  int64_t multiplier = 1;
+  if (*end == 'k' || *end == 'K') multiplier = int64_t{1} << 10;
+  if (*end == 'm' || *end == 'M') multiplier = int64_t{1} << 20;
+  if (*end == 'g' || *end == 'G') multiplier = int64_t{1} << 30;
+  if (multiplier != 1) ++end;
+  if (*end != '\0') return invalid("trailing characters");
+  if (value > max / multiplier || value < min / multiplier - 1) return invalid("out of range");
+  int64_t scaled = static_cast<int64_t>(value) * multiplier;
+  if (scaled < min || scaled > max) return invalid("out of range");
+  return scaled;
+}
+
+Result<Config> Config::FromEnvironment(const std::function<const char*(const char*)>& getenv_fn) {
+  Config config;
+  int64_t value = config.data_sockets;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kNsocks, 1, kMaxDataSockets, &value));
+  config.data_sockets = static_cast<int>(value);
+
+  value = config.worker_threads;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kNthreads, 1, kMaxWorkerThreads, &value));
+  config.worker_threads = static_cast<int>(value);
+
+  value = static_cast<int64_t>(config.chunk_bytes);
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kChunk, kMinChunkBytes, kMaxChunkBytes, &value));
+  config.chunk_bytes = static_cast<uint64_t>(value);
+
+  value = config.inline_bytes;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kInline, 0, kMaxInlineBytes, &value));
+  config.inline_bytes = static_cast<uint32_t>(value);
+
+  value = config.max_recvs;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kMaxRecvs, 1, kMaxRecvsLimit, &value));
+  config.max_recvs = static_cast<int>(value);
+
+  value = config.handshake_timeout_ms;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kHandshakeTimeout, 100, 3600000, &value));
+  config.handshake_timeout_ms = static_cast<int>(value);
+
+  value = config.tcp_user_timeout_ms;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kUserTimeout, 0, 3600000, &value));
+  config.tcp_user_timeout_ms = static_cast<int>(value);
+
+  value = config.emulate_devmem ? 1 : 0;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kEmulate, 0, 1, &value));
+  config.emulate_devmem = value == 1;
+
+  value = config.require_devmem ? 1 : 0;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kRequire, 0, 1, &value));
+  config.require_devmem = value == 1;
+
+  if (const char* queues = getenv_fn(kQueues); queues != nullptr) {
+    Result<std::vector<uint32_t>> parsed = ParseQueueList(queues);
+    if (!parsed.ok()) return parsed.status();
+    if (parsed->empty()) {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "%s is set but empty; expected queue ids like \"8,9\"", kQueues);
+    }
+    config.rx_queues = parsed.value();
+  }
+
+  value = static_cast<int64_t>(config.rx_region_bytes);
+  DEVMEM_RETURN_IF_ERROR(
+      ReadInteger(getenv_fn, kRegion, kMinRxRegionBytes, kMaxRxRegionBytes, &value));
+  if (value % 4096 != 0) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "%s=%lld is not a multiple of the 4096-byte page; accepted range is "
+                         "[%llu, %llu] in whole pages",
+                         kRegion, static_cast<long long>(value),
+                         static_cast<unsigned long long>(kMinRxRegionBytes),
+                         static_cast<unsigned long long>(kMaxRxRegionBytes));
+  }
+  config.rx_region_bytes = static_cast<uint64_t>(value);
+
+  value = config.emulate_split_percent;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kSplit, 0, 100, &value));
+  config.emulate_split_percent = static_cast<int>(value);
+
+  value = config.emulate_linear_percent;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kLinear, 0, 100, &value));
+  config.emulate_linear_percent = static_cast<int>(value);
+
+  if (const char* unpack = getenv_fn(kUnpack); unpack != nullptr) {
+    if (strcasecmp(unpack, "plugin") == 0) {
+      config.unpack = UnpackMode::kPlugin;
+    } else if (strcasecmp(unpack, "nccl") == 0) {
+      config.unpack = UnpackMode::kNccl;
+    } else {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "%s=\"%s\" is invalid; accepted values are plugin and nccl", kUnpack,
+                           unpack);
+    }
+  }
+
+  if (getenv_fn(kNthreads) == nullptr) {
+    // The default thread count follows a smaller socket count instead of contradicting it.
+    config.worker_threads = std::min(config.worker_threads, config.data_sockets);
+  }
+  if (config.worker_threads > config.data_sockets) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "%s=%d exceeds %s=%d; accepted range is [1, %s]", kNthreads,
+                         config.worker_threads, kNsocks, config.data_sockets, kNsocks);
+  }
+
+  if (const char* ifname = getenv_fn(kIfname); ifname != nullptr) {
+    config.socket_ifname = ifname;
+    // "^" or "=" alone, or an empty list, would match nothing and hide every NIC.
+    std::string body = config.socket_ifname;
+    if (!body.empty() && body[0] == '^') body.erase(0, 1);
+    if (!body.empty() && body[0] == '=') body.erase(0, 1);
+    if (body.empty() || body.find_first_not_of(", ") == std::string::npos) {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "%s=\"%s\" names no interface; expected a comma-separated list of "
+                           "prefixes, optionally led by ^ (exclude) and/or = (exact)",
+                           kIfname, ifname);
+    }
+  }
+  if (const char* family = getenv_fn(kFamily); family != nullptr) {
+    if (strcasecmp(family, "AF_INET") == 0) {
+      config.socket_family = AF_INET;
+    } else if (strcasecmp(family, "AF_INET6") == 0) {
+      config.socket_family = AF_INET6;
+    } else {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "%s=\"%s\" is invalid; accepted values are AF_INET and AF_INET6",
+                           kFamily, family);
+    }
+  }
+  return config;
+}
+
+void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn) const {
+  auto origin = [&](const char* name) { return getenv_fn(name) != nullptr ? "env" : "default"; };
+  log::Info(log::kEnv, "%s=%d (%s)", kNsocks, data_sockets, origin(kNsocks));
+  log::Info(log::kEnv, "%s=%d (%s)", kNthreads, worker_threads, origin(kNthreads));
+  log::Info(log::kEnv, "%s=%llu (%s)", kChunk, static_cast<unsigned long long>(chunk_bytes),
+            origin(kChunk));
+  log::Info(log::kEnv, "%s=%u (%s)", kInline, inline_bytes, origin(kInline));
+  log::Info(log::kEnv, "%s=%d (%s)", kMaxRecvs, max_recvs, origin(kMaxRecvs));
+  log::Info(log::kEnv, "%s=%d (%s)", kHandshakeTimeout, handshake_timeout_ms,
+            origin(kHandshakeTimeout));
+  log::Info(log::kEnv, "%s=%d (%s)", kUserTimeout, tcp_user_timeout_ms, origin(kUserTimeout));
+  log::Info(log::kEnv, "%s=%d (%s)", kEmulate, emulate_devmem ? 1 : 0, origin(kEmulate));
+  log::Info(log::kEnv, "%s=%d (%s)", kRequire, require_devmem ? 1 : 0, origin(kRequire));
+  std::string queues;
+  for (uint32_t q : rx_queues) queues += (queues.empty() ? "" : ",") + std::to_string(q);
+  log::Info(log::kEnv, "%s=\"%s\" (%s)", kQueues, queues.empty() ? "last RX queue" : queues.c_str(),
+            origin(kQueues));
+  log::Info(log::kEnv, "%s=%llu (%s)", kRegion, static_cast<unsigned long long>(rx_region_bytes),
+            origin(kRegion));
+  log::Info(log::kEnv, "%s=%d (%s)", kSplit, emulate_split_percent, origin(kSplit));
+  log::Info(log::kEnv, "%s=%d (%s)", kLinear, emulate_linear_percent, origin(kLinear));
+  log::Info(log::kEnv, "%s=%s (%s)", kUnpack, unpack == UnpackMode::kNccl ? "nccl" : "plugin",
+            origin(kUnpack));
+  log::Info(log::kEnv, "%s=\"%s\" (%s)", kIfname, socket_ifname.c_str(), origin(kIfname));
+  log::Info(log::kEnv, "%s=%s (%s)", kFamily,
+            socket_family == AF_INET ? "AF_INET" : (socket_family == AF_INET6 ? "AF_INET6" : "any"),
+            origin(kFamily));
+}
+
+}  // namespace devmem

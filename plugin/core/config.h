@@ -1,0 +1,60 @@
+// Every tunable of the plugin, read once from the environment, validated and logged.
+// README.md documents each one; a bad value is an error naming the variable and its range.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "plugin/core/status.h"
+
+namespace devmem {
+
+// Who copies frags out of a GPU RX region into the destination (NCCL_DEVMEM_UNPACK).
+enum class UnpackMode {
+  kPlugin,  // our scatter kernel on a per-comm stream; test() waits for its CUDA event
+  kNccl,    // NCCL's device unpack (netDeviceType UNPACK): NCCL's kernels read our metadata
+};
+
+struct Config {
+  int data_sockets = 4;              // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
+  int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (measured: perf/RESULTS.md)
+  uint64_t chunk_bytes = 512 << 10;  // NCCL_DEVMEM_CHUNK_SIZE
+  uint32_t inline_bytes = 1024;      // NCCL_DEVMEM_INLINE_BYTES
+  int max_recvs = 1;                 // NCCL_DEVMEM_MAX_RECVS
+  int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
+  int tcp_user_timeout_ms = 0;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
+  bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
+  bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
+  std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
+  uint64_t rx_region_bytes = 64ull << 20;   // NCCL_DEVMEM_RX_REGION_BYTES
+  int emulate_split_percent = 10;           // NCCL_DEVMEM_EMULATE_SPLIT_PERCENT
+  int emulate_linear_percent = 5;           // NCCL_DEVMEM_EMULATE_LINEAR_PERCENT
+  UnpackMode unpack = UnpackMode::kPlugin;  // NCCL_DEVMEM_UNPACK=plugin|nccl
+  std::string socket_ifname;                // NCCL_SOCKET_IFNAME (NCCL's own syntax)
+  int socket_family = 0;                    // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
+
+  // Reads the variables through `getenv_fn` (getenv in production, a map in tests).
+  static Result<Config> FromEnvironment(const std::function<const char*(const char*)>& getenv_fn);
+  // One INFO line per variable: value and whether it came from the environment.
+  void LogValues(const std::function<const char*(const char*)>& getenv_fn) const;
+};
+
+// Integers with an optional K/M/G (binary) suffix, e.g. "512K". Range-checked, inclusive.
+Result<int64_t> ParseBoundedInteger(const char* name, const char* text, int64_t min, int64_t max);
+
+// The limits, shared with tests and README.
+inline constexpr int kMaxDataSockets = 64;
+inline constexpr int kMaxWorkerThreads = 16;
+inline constexpr uint64_t kMinChunkBytes = 4 << 10;
+inline constexpr uint64_t kMaxChunkBytes = 64 << 20;
+inline constexpr uint32_t kMaxInlineBytes = 64 << 10;
+inline constexpr int kMaxRecvsLimit = 8;
+inline constexpr uint64_t kMinRxRegionBytes = 1ull << 20;
+inline constexpr uint64_t kMaxRxRegionBytes = 64ull << 30;
+
+// NCCL_DEVMEM_RX_QUEUES: a comma-separated list of RX queue ids ("" = default).
+Result<std::vector<uint32_t>> ParseQueueList(const std::string& text);
+
+}  // namespace devmem

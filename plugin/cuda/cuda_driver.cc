@@ -1,0 +1,193 @@
+#include "plugin/cuda/cuda_driver.h"
+
+#include <dlfcn.h>
+
+#include <cctype>
+#include <mutex>
+
+namespace devmem {
+namespace {
+
+template <typename Fn>
+bool Resolve(void* lib, const char* name, Fn* out) {
+  *out = reinterpret_cast<Fn>(dlsym(lib, name));
+  return *out != nullptr;
+}
+
+}  // namespace
+
+Result<const CudaDriver*> CudaDriver::Get() {
+  static std::once_flag once;
+  static CudaDriver* driver = nullptr;
+  static Status failure;
+  std::call_once(once, [] {
+    // Never dlclose()d: the driver keeps process-wide state that outlives any comm.
+    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      const char* why = dlerror();
+      failure = Status::Error(ErrorKind::kSystem, "cannot load libcuda.so.1 (%s)",
+                              why != nullptr ? why : "unknown");
+      return;
+    }
+    auto* candidate = new CudaDriver();  // NOLINT: process lifetime, intentionally leaked
+    bool ok = Resolve(lib, "cuInit", &candidate->init_) &&
+              Resolve(lib, "cuMemHostAlloc", &candidate->mem_host_alloc_) &&
+              Resolve(lib, "cuMemFreeHost", &candidate->mem_free_host_) &&
+              Resolve(lib, "cuMemcpyDtoH_v2", &candidate->memcpy_dtoh_) &&
+              Resolve(lib, "cuMemcpyHtoD_v2", &candidate->memcpy_htod_) &&
+              Resolve(lib, "cuGetErrorString", &candidate->get_error_string_) &&
+              Resolve(lib, "cuDeviceGetCount", &candidate->device_get_count_) &&
+              Resolve(lib, "cuDeviceGet", &candidate->device_get_) &&
+              Resolve(lib, "cuDeviceGetAttribute", &candidate->device_get_attribute_) &&
+              Resolve(lib, "cuDeviceGetPCIBusId", &candidate->device_get_pci_bus_id_) &&
+              Resolve(lib, "cuDevicePrimaryCtxRetain", &candidate->primary_ctx_retain_) &&
+              Resolve(lib, "cuDevicePrimaryCtxRelease_v2", &candidate->primary_ctx_release_) &&
+              Resolve(lib, "cuCtxSetCurrent", &candidate->ctx_set_current_) &&
+              Resolve(lib, "cuCtxGetCurrent", &candidate->ctx_get_current_) &&
+              Resolve(lib, "cuCtxGetDevice", &candidate->ctx_get_device_) &&
+              Resolve(lib, "cuMemAlloc_v2", &candidate->mem_alloc_) &&
+              Resolve(lib, "cuMemFree_v2", &candidate->mem_free_);
+    Resolve(lib, "cuMemGetHandleForAddressRange", &candidate->get_handle_for_address_range_);
+    if (!ok) {
+      failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");
+      delete candidate;
+      return;
+    }
+    if (Status status = candidate->Check(candidate->init_(0), "cuInit"); !status.ok()) {
+      failure = status;
+      delete candidate;
+      return;
+    }
+    driver = candidate;
+  });
+  if (driver == nullptr) return failure;
+  return static_cast<const CudaDriver*>(driver);
+}
+
+Status CudaDriver::Check(CUresult result, const char* call) const {
+  if (result == 0) return Status::Ok();
+  const char* text = nullptr;
+  if (get_error_string_ == nullptr || get_error_string_(result, &text) != 0 || text == nullptr) {
+    text = "unknown CUDA error";
+  }
+  return Status::Error(ErrorKind::kSystem, "%s failed: %s (CUresult %d)", call, text, result);
+}
+
+Status CudaDriver::HostAlloc(size_t bytes, void** out) const {
+  constexpr unsigned kPortable = 0x01;   // CU_MEMHOSTALLOC_PORTABLE: usable from any context
+  constexpr unsigned kDeviceMap = 0x02;  // CU_MEMHOSTALLOC_DEVICEMAP: kernels may read/write it
+  return Check(mem_host_alloc_(out, bytes, kPortable | kDeviceMap), "cuMemHostAlloc");
+}
+
+void CudaDriver::HostFree(void* ptr) const { mem_free_host_(ptr); }
+
+Status CudaDriver::CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const {
+  return Check(memcpy_dtoh_(dst, reinterpret_cast<CUdeviceptr>(src_device), bytes), "cuMemcpyDtoH");
+}
+
+Status CudaDriver::CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const {
+  return Check(memcpy_htod_(reinterpret_cast<CUdeviceptr>(dst_device), src, bytes), "cuMemcpyHtoD");
+}
+
+}  // namespace devmem
+
+namespace devmem {
+
+Result<int> CudaDriver::DeviceCount() const {
+  int count = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_count_(&count), "cuDeviceGetCount"));
+  return count;
+}
+
+Result<bool> CudaDriver::DmaBufSupported(int ordinal) const {
+  constexpr int kDmaBufSupported = 124;  // CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED
+  int device = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+  int value = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_attribute_(&value, kDmaBufSupported, device),
+                               "cuDeviceGetAttribute(DMA_BUF_SUPPORTED)"));
+  return value != 0;
+}
+
+Result<std::string> CudaDriver::PciBusId(int ordinal) const {
+  int device = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+  char id[64] = {};
+  DEVMEM_RETURN_IF_ERROR(
+      Check(device_get_pci_bus_id_(id, sizeof(id), device), "cuDeviceGetPCIBusId"));
+  std::string text = id;
+  for (char& c : text) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  // CUDA prints an 8-digit domain ("00000000:3b:00.0"); sysfs uses 4.
+  if (text.size() > 12 && text.find(':') == 8) text = text.substr(4);
+  return text;
+}
+
+}  // namespace devmem
+
+namespace devmem {
+
+Status CudaDriver::MakePrimaryContextCurrent(int ordinal) const {
+  int device = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+  void* context = nullptr;
+  DEVMEM_RETURN_IF_ERROR(Check(primary_ctx_retain_(&context, device), "cuDevicePrimaryCtxRetain"));
+  return Check(ctx_set_current_(context), "cuCtxSetCurrent");
+}
+
+Status CudaDriver::UseDevice(int ordinal) const {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mutex;
+  static void* contexts[kMaxDevices] = {};
+  if (ordinal < 0 || ordinal >= kMaxDevices) {
+    return Status::Error(ErrorKind::kInvalidArgument, "CUDA device %d out of range", ordinal);
+  }
+  void* context = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (contexts[ordinal] == nullptr) {
+      int device = 0;
+      DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+      DEVMEM_RETURN_IF_ERROR(
+          Check(primary_ctx_retain_(&contexts[ordinal], device), "cuDevicePrimaryCtxRetain"));
+    }
+    context = contexts[ordinal];
+  }
+  void* current = nullptr;
+  if (ctx_get_current_(&current) == 0 && current == context) return Status::Ok();
+  return Check(ctx_set_current_(context), "cuCtxSetCurrent");
+}
+
+Result<int> CudaDriver::CurrentDevice() const {
+  int device = -1;
+  DEVMEM_RETURN_IF_ERROR(Check(ctx_get_device_(&device), "cuCtxGetDevice"));
+  return device;
+}
+
+void CudaDriver::ReleasePrimaryContext(int ordinal) const {
+  int device = 0;
+  if (device_get_(&device, ordinal) == 0) primary_ctx_release_(device);
+}
+
+Status CudaDriver::Allocate(size_t bytes, CUdeviceptr* out) const {
+  return Check(mem_alloc_(out, bytes), "cuMemAlloc");
+}
+
+void CudaDriver::Free(CUdeviceptr ptr) const { mem_free_(ptr); }
+
+Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes) const {
+  if (get_handle_for_address_range_ == nullptr) {
+    return Status::Error(ErrorKind::kSystem,
+                         "the CUDA driver lacks cuMemGetHandleForAddressRange (needs CUDA >= "
+                         "11.7): GPU memory cannot be exported as a dmabuf");
+  }
+  constexpr int kDmaBufFd = 1;                      // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD
+  constexpr unsigned long long kMappingPcie = 0x1;  // CU_MEM_RANGE_FLAG_DMA_BUF_MAPPING_TYPE_PCIE
+  int fd = -1;
+  // The NIC DMAs over PCIe: ask for a PCIe BAR mapping first (CUDA >= 12.8), then the default.
+  CUresult result = get_handle_for_address_range_(&fd, ptr, bytes, kDmaBufFd, kMappingPcie);
+  if (result != 0) result = get_handle_for_address_range_(&fd, ptr, bytes, kDmaBufFd, 0);
+  DEVMEM_RETURN_IF_ERROR(Check(result, "cuMemGetHandleForAddressRange(DMA_BUF_FD)"));
+  return fd;
+}
+
+}  // namespace devmem

@@ -1,0 +1,74 @@
+// libcuda.so.1, loaded on first use. The plugin must load and serve host memory on machines
+// with no GPU and no driver, so nothing links against libcuda and no CUDA header is needed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "plugin/core/status.h"
+
+namespace devmem {
+
+class CudaDriver final {
+ public:
+  using CUresult = int;
+  using CUdeviceptr = unsigned long long;
+
+  // The process-wide driver, or why it is unavailable (logged once at INFO by the caller).
+  static Result<const CudaDriver*> Get();
+
+  // Pinned, portable and device-mapped: with unified addressing the host pointer is also the
+  // pointer a kernel uses (staging, NCCL unpack metadata).
+  Status HostAlloc(size_t bytes, void** out) const;
+  void HostFree(void* ptr) const;
+  Status CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const;
+  Status CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const;
+
+  // Device queries for readiness checks (devmem-doctor and mode selection).
+  Result<int> DeviceCount() const;
+  // CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED: can this GPU's memory be exported as a dmabuf?
+  Result<bool> DmaBufSupported(int ordinal) const;
+  // "0000:3b:00.0"-style PCI address of the GPU.
+  Result<std::string> PciBusId(int ordinal) const;
+
+  // Device memory for a devmem RX region: allocated in the GPU's primary context (made current
+  // on the calling thread) and exported as a dmabuf fd.
+  Status MakePrimaryContextCurrent(int ordinal) const;
+  // Makes GPU `ordinal`'s primary context current on the calling thread if it is not already;
+  // the context is retained once per process and device (worker and proxy threads share it).
+  Status UseDevice(int ordinal) const;
+  // The device of the calling thread's current context (NCCL's proxy thread has its GPU's).
+  Result<int> CurrentDevice() const;
+  void ReleasePrimaryContext(int ordinal) const;
+  Status Allocate(size_t bytes, CUdeviceptr* out) const;
+  void Free(CUdeviceptr ptr) const;
+  Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes) const;
+
+ private:
+  CudaDriver() = default;
+  Status Check(CUresult result, const char* call) const;
+
+  CUresult (*init_)(unsigned int) = nullptr;
+  CUresult (*mem_host_alloc_)(void**, size_t, unsigned int) = nullptr;
+  CUresult (*mem_free_host_)(void*) = nullptr;
+  CUresult (*memcpy_dtoh_)(void*, CUdeviceptr, size_t) = nullptr;
+  CUresult (*memcpy_htod_)(CUdeviceptr, const void*, size_t) = nullptr;
+  CUresult (*get_error_string_)(CUresult, const char**) = nullptr;
+  CUresult (*device_get_count_)(int*) = nullptr;
+  CUresult (*device_get_)(int*, int) = nullptr;
+  CUresult (*device_get_attribute_)(int*, int, int) = nullptr;
+  CUresult (*device_get_pci_bus_id_)(char*, int, int) = nullptr;
+  CUresult (*primary_ctx_retain_)(void**, int) = nullptr;
+  CUresult (*primary_ctx_release_)(int) = nullptr;
+  CUresult (*ctx_set_current_)(void*) = nullptr;
+  CUresult (*ctx_get_current_)(void**) = nullptr;
+  CUresult (*ctx_get_device_)(int*) = nullptr;
+  CUresult (*mem_alloc_)(CUdeviceptr*, size_t) = nullptr;
+  CUresult (*mem_free_)(CUdeviceptr) = nullptr;
+  // Optional (CUDA >= 11.7): without it, GPU memory cannot be exported as a dmabuf.
+  CUresult (*get_handle_for_address_range_)(void*, CUdeviceptr, size_t, int,
+                                            unsigned long long) = nullptr;
+};
+
+}  // namespace devmem

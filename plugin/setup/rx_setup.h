@@ -1,0 +1,31 @@
+// The real devmem RX path of one receive connection, set up at accept:
+//   - per (NIC, GPU), once per process: an RX region in GPU memory exported as a dmabuf and
+//     bound to the NIC's devmem RX queues (bind-rx; the binding's netlink socket stays open for
+//     the life of the process, closing it would unbind);
+//   - per data socket: a flow steering rule sending its 4-tuple to a bound queue (removed when
+//     the comm closes) and a DevmemFragReceiver reading frags with recvmsg(MSG_SOCK_DEVMEM).
+// Any refusal is returned with the kernel's reason; the caller falls back to plain TCP for that
+// connection (or fails it under NCCL_DEVMEM_REQUIRE=1).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "plugin/core/net_device.h"
+#include "plugin/core/status.h"
+#include "plugin/setup/rx_path.h"
+
+namespace devmem {
+
+struct DevmemRxRequest {
+  const NetDevice* nic = nullptr;
+  std::vector<uint32_t> queues;  // the queues readiness chose (NCCL_DEVMEM_RX_QUEUES or default)
+  int gpu = 0;
+  uint64_t region_bytes = 0;
+  std::vector<int> data_fds;  // accepted data sockets, in order
+};
+
+// Fills path->bound_region, path->receivers and path->keep_alive (flow rules, binding).
+Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path);
+
+}  // namespace devmem

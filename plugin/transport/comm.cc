@@ -1,0 +1,277 @@
+#include "plugin/transport/comm.h"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "plugin/core/log.h"
+#include "plugin/core/nccl_contract.h"
+#include "plugin/cuda/cuda_driver.h"
+#include "plugin/transport/striping.h"
+
+namespace devmem {
+
+Comm::Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<UniqueFd> data,
+           const ConnectionParams& params, std::string description)
+    : magic_(magic),
+      direction_(direction),
+      control_(std::move(control)),
+      params_(params),
+      description_(std::move(description)) {
+  for (UniqueFd& fd : data) {
+    auto socket = std::make_unique<DataSocket>();
+    socket->fd = std::move(fd);
+    data_sockets_.push_back(std::move(socket));
+  }
+}
+
+Comm::~Comm() {
+  // Workers touch requests, health and sockets: stop them before any member goes away.
+  workers_.clear();
+}
+
+Status Comm::StartWorkers(const char* prefix) {
+  const int threads = params_.worker_threads;
+  for (int t = 0; t < threads; ++t) {
+    std::vector<DataSocket*> mine;
+    for (size_t s = static_cast<size_t>(t); s < data_sockets_.size();
+         s += static_cast<size_t>(threads)) {
+      mine.push_back(data_sockets_[s].get());
+    }
+    auto worker =
+        std::make_unique<WorkerThread>(direction_, std::move(mine), &health_, &devmem_shared_);
+    DEVMEM_RETURN_IF_ERROR(worker->Start(Format("%s%d", prefix, t)));
+    workers_.push_back(std::move(worker));
+  }
+  return Status::Ok();
+}
+
+void Comm::PushTask(uint32_t socket, const SocketTask& task) {
+  // Capacity covers every request x sub-request of the pool, so this cannot fail.
+  [[maybe_unused]] bool pushed = data_sockets_[socket]->tasks.Push(task);
+  workers_[socket % workers_.size()]->Wake();
+}
+
+int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* results,
+                       uint64_t seq, bool scatter_now) {
+  const auto sockets = static_cast<uint32_t>(data_sockets_.size());
+  const StripePlan plan = PlanStripes(size, params_.chunk_bytes, sockets, next_first_socket_);
+  next_first_socket_ = plan.NextFirstSocket();
+  int queued = 0;
+  for (uint32_t s = 0; s < sockets; ++s) {
+    const uint64_t first = plan.FirstChunkOn(s);
+    if (first >= plan.chunk_count) continue;
+    SocketTask task;
+    task.request = request;
+    task.base = base;
+    task.size = size;
+    task.chunk_bytes = plan.chunk_bytes;
+    task.chunk_count = plan.chunk_count;
+    task.next_chunk = first;
+    task.stride = sockets;
+    task.result = results != nullptr ? &results[s] : nullptr;
+    task.seq = seq;
+    task.scatter_now = scatter_now;
+    // Count before publishing: the worker may finish the task before PushTask returns.
+    request->pending_tasks.fetch_add(1, std::memory_order_relaxed);
+    PushTask(s, task);
+    ++queued;
+  }
+  return queued;
+}
+
+uint64_t Comm::WorkerBytes() const {
+  uint64_t bytes = 0;
+  for (const auto& worker : workers_) bytes += worker->counters().bytes.load();
+  return bytes;
+}
+
+Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
+  if (type != nccl::kPtrHost && type != nccl::kPtrCuda) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "regMr type %d is not NCCL_PTR_HOST (1) or NCCL_PTR_CUDA (2)", type);
+  }
+  if (data == nullptr && size > 0) {
+    return Status::Error(ErrorKind::kInvalidArgument, "regMr of %zu bytes at NULL", size);
+  }
+  if (type == nccl::kPtrCuda) {
+    Result<const CudaDriver*> driver = CudaDriver::Get();
+    if (!driver.ok()) {
+      return driver.status().WithContext("regMr of a CUDA buffer on " + description_);
+    }
+    if (!logged_staging_) {
+      logged_staging_ = true;
+      log::Info(log::kNet,
+                "%s: CUDA buffers go through pinned host staging (plain-TCP path: devmem RX "
+                "is not active on this connection)",
+                description_.c_str());
+    }
+  }
+  auto* region = new MemoryRegion();  // owned by the caller until deregMr
+  region->data = data;
+  region->size = size;
+  region->type = type;
+  return region;
+}
+
+void Comm::LogClose() const {
+  uint64_t syscalls = 0;
+  uint64_t polls = 0;
+  for (const auto& worker : workers_) {
+    syscalls += worker->counters().syscalls.load();
+    polls += worker->counters().polls.load();
+  }
+  log::Info(log::kNet,
+            "%s closed: %llu messages (%llu inline), %llu payload bytes, %llu staged bytes, "
+            "%llu data syscalls, %llu polls, %d requests still in flight",
+            description_.c_str(), static_cast<unsigned long long>(counters_.messages),
+            static_cast<unsigned long long>(counters_.inline_messages),
+            static_cast<unsigned long long>(counters_.payload_bytes),
+            static_cast<unsigned long long>(counters_.staged_bytes),
+            static_cast<unsigned long long>(syscalls), static_cast<unsigned long long>(polls),
+            pool_.InUse());
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector<UniqueFd> data,
+                                                   const ConnectionParams& params,
+                                                   std::string description) {
+  std::unique_ptr<SendComm> comm(new SendComm(kSendMagic, Direction::kSend, std::move(control),
+                                              std::move(data), params, std::move(description)));
+  // Room for a header (and inline payload) of every request in the pool.
+  comm->tx_ring_.resize(nccl::kNetMaxRequests * (wire::MessageHeader::kSize + params.inline_bytes));
+  DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-tx"));
+  return comm;
+}
+
+SendComm::~SendComm() { LogClose(); }
+
+bool SendComm::AppendControl(const uint8_t* bytes, size_t len) {
+  const size_t capacity = tx_ring_.size();
+  if (capacity - (tx_appended_ - tx_flushed_) < len) return false;
+  size_t at = tx_appended_ % capacity;
+  size_t first = std::min(len, capacity - at);
+  memcpy(tx_ring_.data() + at, bytes, first);
+  memcpy(tx_ring_.data(), bytes + first, len - first);
+  tx_appended_ += len;
+  return true;
+}
+
+Status SendComm::FlushControl() {
+  const size_t capacity = tx_ring_.size();
+  while (tx_flushed_ < tx_appended_) {
+    const size_t at = tx_flushed_ % capacity;
+    const size_t pending = tx_appended_ - tx_flushed_;
+    iovec iov[2];
+    iov[0].iov_base = tx_ring_.data() + at;
+    iov[0].iov_len = std::min(pending, capacity - at);
+    iov[1].iov_base = tx_ring_.data();
+    iov[1].iov_len = pending - iov[0].iov_len;
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = iov[1].iov_len > 0 ? 2 : 1;
+    ssize_t n = sendmsg(control_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      tx_flushed_ += static_cast<uint64_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::Ok();
+    Status status = Status::Errno(errno, "send on the control connection");
+    health_.Fail(status);
+    return status;
+  }
+  return Status::Ok();
+}
+
+Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const MemoryRegion* region) {
+  if (health_.failed()) return health_.error();
+  if (size > nccl::kMaxNetSize) {
+    return Status::Error(ErrorKind::kInvalidArgument, "isend of %zu bytes exceeds maxP2pBytes %zu",
+                         size, nccl::kMaxNetSize);
+  }
+  if (data == nullptr && size > 0) {
+    return Status::Error(ErrorKind::kInvalidArgument, "isend of %zu bytes from NULL", size);
+  }
+  if (region != nullptr) {
+    if (region->magic != MemoryRegion::kMagic) {
+      return Status::Error(ErrorKind::kInvalidArgument, "isend with an unknown mhandle %p",
+                           static_cast<const void*>(region));
+    }
+    auto* begin = static_cast<const char*>(region->data);
+    auto* p = static_cast<const char*>(data);
+    if (size > 0 && (p < begin || p + size > begin + region->size)) {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "isend buffer [%p, +%zu) lies outside its registration [%p, +%zu)", data,
+                           size, region->data, region->size);
+    }
+  }
+  Request* request = pool_.Acquire(this, Request::Kind::kSend);
+  if (request == nullptr) return static_cast<Request*>(nullptr);
+
+  const bool is_inline = size <= params_.inline_bytes;
+  const size_t control_bytes = wire::MessageHeader::kSize + (is_inline ? size : 0);
+  if (tx_ring_.size() - (tx_appended_ - tx_flushed_) < control_bytes) {
+    pool_.Release(request);
+    DEVMEM_RETURN_IF_ERROR(FlushControl());
+    return static_cast<Request*>(nullptr);
+  }
+
+  char* source = static_cast<char*>(data);
+  if (region != nullptr && region->is_cuda() && size > 0) {
+    Result<char*> staging = request->staging.Reserve(size);
+    Status copied = staging.ok()
+                        ? CudaDriver::Get().value()->CopyDeviceToHost(staging.value(), data, size)
+                        : staging.status();
+    if (!copied.ok()) {
+      pool_.Release(request);
+      return copied.WithContext("staging a CUDA send buffer on " + description_);
+    }
+    source = staging.value();
+    counters_.staged_bytes += size;
+  }
+
+  wire::MessageHeader header;
+  header.kind = is_inline ? wire::MessageHeader::kInline : wire::MessageHeader::kStriped;
+  header.tag = tag;
+  header.size = size;
+  uint8_t encoded[wire::MessageHeader::kSize];
+  header.Encode(encoded);
+  AppendControl(encoded, sizeof(encoded));
+  if (is_inline && size > 0) AppendControl(reinterpret_cast<const uint8_t*>(source), size);
+  request->control_end = tx_appended_;
+  request->count = 1;
+  SubRequest sub;
+  sub.data = source;
+  sub.capacity = size;
+  sub.tag = tag;
+  sub.size = size;
+  sub.matched = true;
+  sub.region = region;
+  sub.user_data = data;
+  request->subs[0] = sub;
+  if (!is_inline && size > 0) QueueStripes(request, source, size);
+
+  ++counters_.messages;
+  counters_.inline_messages += is_inline ? 1 : 0;
+  counters_.payload_bytes += size;
+  DEVMEM_RETURN_IF_ERROR(FlushControl());
+  return request;
+}
+
+Status SendComm::Test(Request* request, bool* done, int* size) {
+  *done = false;
+  if (health_.failed()) return health_.error();
+  DEVMEM_RETURN_IF_ERROR(FlushControl());
+  if (tx_flushed_ < request->control_end) return Status::Ok();
+  if (request->pending_tasks.load(std::memory_order_acquire) != 0) return Status::Ok();
+  *done = true;
+  if (size != nullptr) *size = static_cast<int>(request->subs[0].size);
+  pool_.Release(request);
+  return Status::Ok();
+}
+
+}  // namespace devmem

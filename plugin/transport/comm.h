@@ -1,0 +1,185 @@
+// Send and receive comms: one control socket plus N data sockets, a request pool and the
+// worker threads that own the data sockets.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "plugin/consumers/unpack_queue.h"
+#include "plugin/core/config.h"
+#include "plugin/core/status.h"
+#include "plugin/core/unique_fd.h"
+#include "plugin/cuda/memory.h"
+#include "plugin/setup/rx_path.h"
+#include "plugin/transport/data_socket.h"
+#include "plugin/transport/request.h"
+#include "plugin/transport/wire.h"
+
+namespace devmem {
+
+// What both ends agreed on in the handshake (the sender's values win).
+struct ConnectionParams {
+  int data_sockets = 1;
+  int worker_threads = 1;
+  uint64_t chunk_bytes = 512 << 10;
+  uint32_t inline_bytes = 0;
+};
+
+struct CommCounters {
+  uint64_t messages = 0;
+  uint64_t inline_messages = 0;
+  uint64_t payload_bytes = 0;
+  uint64_t staged_bytes = 0;  // CUDA buffers copied through pinned host memory
+};
+
+class Comm {
+ public:
+  static constexpr uint32_t kSendMagic = 0x43534e44;  // "DNSC"
+  static constexpr uint32_t kRecvMagic = 0x43525644;  // "DVRC"
+
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+  virtual ~Comm();
+
+  uint32_t magic() const { return magic_; }
+  const std::string& description() const { return description_; }
+  const ConnectionParams& params() const { return params_; }
+  const CommCounters& counters() const { return counters_; }
+  RequestPool& pool() { return pool_; }
+  // Bytes moved by the data workers so far.
+  uint64_t WorkerBytes() const;
+
+  // Registers memory for this comm. CUDA buffers are staged through pinned host memory on the
+  // plain-TCP path; the reason is logged once per comm.
+  Result<MemoryRegion*> Register(void* data, size_t size, int type);
+
+ protected:
+  Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<UniqueFd> data,
+       const ConnectionParams& params, std::string description);
+  Status StartWorkers(const char* prefix);
+  // Pushes `task` onto data socket `socket` and wakes its worker.
+  void PushTask(uint32_t socket, const SocketTask& task);
+  // Queues the tasks of one message striped across the data sockets; returns how many.
+  // `results` (one per data socket) and `seq` are for frag receivers (devmem modes).
+  int QueueStripes(Request* request, char* base, uint64_t size, FragResult* results = nullptr,
+                   uint64_t seq = 0, bool scatter_now = false);
+  void LogClose() const;
+
+  const uint32_t magic_;
+  const Direction direction_;
+  DevmemShared devmem_shared_;
+  UniqueFd control_;
+  std::vector<std::unique_ptr<DataSocket>> data_sockets_;
+  std::vector<std::unique_ptr<WorkerThread>> workers_;
+  ConnectionParams params_;
+  std::string description_;
+  CommHealth health_;
+  RequestPool pool_;
+  CommCounters counters_;
+  uint32_t next_first_socket_ = 0;
+  bool logged_staging_ = false;
+};
+
+class SendComm final : public Comm {
+ public:
+  static Result<std::unique_ptr<SendComm>> Create(UniqueFd control, std::vector<UniqueFd> data,
+                                                  const ConnectionParams& params,
+                                                  std::string description);
+  ~SendComm() override;
+  // nullptr: no request slot or control space free now; NCCL retries.
+  Result<Request*> PostSend(void* data, size_t size, int tag, const MemoryRegion* region);
+  // On done, *size is the message size and the request is released.
+  Status Test(Request* request, bool* done, int* size);
+
+ private:
+  using Comm::Comm;
+  Status FlushControl();
+  bool AppendControl(const uint8_t* bytes, size_t len);
+
+  std::vector<uint8_t> tx_ring_;
+  uint64_t tx_appended_ = 0;
+  uint64_t tx_flushed_ = 0;
+};
+
+struct RecvDevmemCounters {
+  uint64_t frags = 0;
+  uint64_t region_bytes = 0;
+  uint64_t host_bytes = 0;
+  uint64_t stalls = 0;
+  uint64_t tokens_returned = 0;
+  uint64_t tokens_not_freed = 0;
+  uint64_t tokens_outstanding = 0;
+};
+
+class RecvComm final : public Comm {
+ public:
+  static Result<std::unique_ptr<RecvComm>> Create(UniqueFd control, std::vector<UniqueFd> data,
+                                                  const ConnectionParams& params,
+                                                  std::string description, RxPath path = RxPath());
+  RecvDevmemCounters DevmemCounters() const;
+  ~RecvComm() override;
+  // `ll_hint`: NCCL marked the receive as LL/LL128 (optional completion), which NCCL's device
+  // unpack never reads: such receives are consumed by the plugin even in NCCL unpack mode.
+  Result<Request*> PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
+                            MemoryRegion* const* regions, bool ll_hint = false);
+  // On done, sizes[i] is what sub-request i received and the request is released, except in
+  // NCCL unpack mode, where it lives until Consumed().
+  Status Test(Request* request, bool* done, int* sizes);
+  // NCCL's kernels finished with the receive (irecvConsumed): its tokens go back.
+  Status Consumed(Request* request);
+  // NCCL unpack mode: the device handle NCCL's kernels read (nullptr otherwise).
+  void* unpack_device_handle() const { return unpack_ ? unpack_->device_handle() : nullptr; }
+  size_t unpack_device_handle_bytes() const { return unpack_ ? unpack_->device_handle_bytes() : 0; }
+  const char* consumer_name() const;
+
+ private:
+  using Comm::Comm;
+  Status ProgressControl();
+  Status ReadControl();
+  // Matches one header to the oldest posted request that waits for its tag; false if none.
+  Result<bool> Dispatch(const wire::MessageHeader& header);
+  void ConsumeInline();
+  bool Complete(const Request* request) const;
+  // Devmem modes: scatters what the frag receivers recorded into the destination, returns the
+  // tokens, and lets the next message use the reserve.
+  Status FinishFrags(Request* request);
+  // GPU consumer: hands each sub's frags to the scatter engine (tickets in the request).
+  Status SubmitScatter(Request* request);
+  // GPU consumer: true once every submitted scatter of the request has completed.
+  Result<bool> ScatterDone(Request* request);
+  // NCCL unpack: writes the request's step metadata into its slot.
+  Status PublishUnpack(Request* request);
+  // Moves the bytes that arrived as host data to where the consumer does not reach them.
+  Status DeliverHostBytes(Request* request, bool after_device_consumer);
+  // Returns every token the request's subs hold and lets newer messages use the reserve.
+  Status ReleaseFrags(Request* request);
+  void MarkReleased(uint64_t seq);
+
+  RxPath path_;
+  Consumer consumer_ = Consumer::kHostScatter;
+  std::unique_ptr<RxRegion> region_;
+  std::unique_ptr<gpu::ScatterEngine> engine_;
+  std::unique_ptr<unpack::UnpackQueue> unpack_;
+  std::vector<gpu::ScatterOp> ops_;         // scratch: one sub's scatter plan
+  std::vector<ScatterEntry> entries_;       // scratch: one sub's frags over all sockets
+  std::vector<const OffsetTable*> tables_;  // scratch: one sub's tables (unpack publish)
+  std::unique_ptr<PagePool> pool_pages_;
+  uint64_t next_seq_ = 0;
+  std::vector<bool> released_;  // ring over message sequence numbers
+
+  std::vector<uint8_t> rx_buffer_;
+  size_t rx_begin_ = 0;
+  size_t rx_end_ = 0;
+  std::vector<Request*> posted_;  // requests with unmatched subs, in posting order
+  bool header_waiting_ = false;   // a decoded header waits for a matching irecv
+  wire::MessageHeader waiting_header_;
+  // Inline payload being copied out of the control stream.
+  Request* inline_request_ = nullptr;
+  char* inline_dst_ = nullptr;  // nullptr: discard (truncated)
+  uint64_t inline_left_ = 0;
+};
+
+}  // namespace devmem

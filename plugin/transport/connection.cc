@@ -1,0 +1,465 @@
+#include "plugin/transport/connection.h"
+
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "plugin/core/log.h"
+#include "plugin/cuda/cuda_driver.h"
+#include "plugin/setup/rx_setup.h"
+
+namespace devmem {
+namespace {
+
+// Bounds the memory a port scanner or a flood of strays can make us hold.
+constexpr size_t kMaxPendingSockets = 1024;
+
+uint64_t RandomNonZero() {
+  uint64_t value = 0;
+  while (value == 0) {
+    if (getrandom(&value, sizeof(value), 0) != sizeof(value)) {
+      // getrandom cannot fail for 8 bytes once the pool is ready; fall back to the clock.
+      value = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) * 0x9e3779b97f4a7c15;
+    }
+  }
+  return value;
+}
+
+void SetNoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// A peer that vanished (power loss, partition) must fail the comm rather than hang it. Keepalive
+// finds it while a connection idles (probes are answered by the peer's kernel, so a slow but
+// healthy peer never trips it); TCP_USER_TIMEOUT, when configured, bounds how long sent data
+// may stay unacknowledged and also caps keepalive: probes then start after half the timeout.
+void SetLiveness(int fd, const Config& config) {
+  int one = 1, idle = 60, interval = 10, probes = 6;
+  if (config.tcp_user_timeout_ms > 0) {
+    idle = interval = std::max(1, config.tcp_user_timeout_ms / 2000);
+  }
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
+  if (config.tcp_user_timeout_ms > 0) {
+    unsigned timeout = static_cast<unsigned>(config.tcp_user_timeout_ms);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+  }
+}
+
+}  // namespace
+
+Result<UniqueFd> OpenStreamSocket(int family) {
+  UniqueFd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid())
+    return Status::Errno(errno, "socket(%s)", family == AF_INET6 ? "AF_INET6" : "AF_INET");
+  SetNoDelay(fd.get());
+  return fd;
+}
+
+std::string PeerName(int fd) {
+  sockaddr_storage storage{};
+  socklen_t len = sizeof(storage);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &len) != 0) return "<unknown peer>";
+  Result<SocketAddress> address =
+      SocketAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+  return address.ok() ? address.value().ToString() : "<unknown peer>";
+}
+
+// ---------------------------------------------------------------------------------------------
+
+ListenComm::ListenComm(UniqueFd fd, const NetDevice& device, const Config& config, uint64_t nonce)
+    : fd_(std::move(fd)), device_name_(device.name), config_(config), nonce_(nonce) {}
+
+ListenComm::~ListenComm() {
+  if (!pending_.empty() || !connections_.empty()) {
+    log::Info(log::kNet,
+              "listen comm on %s closed with %zu unidentified sockets and %zu partial "
+              "connections",
+              address_.ToString().c_str(), pending_.size(), connections_.size());
+  }
+}
+
+Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
+                                                       const Config& config, uint8_t* handle128,
+                                                       RxPlan plan) {
+  Result<UniqueFd> fd = OpenStreamSocket(device.address.family());
+  if (!fd.ok()) return fd.status();
+  int one = 1;
+  setsockopt(fd->get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  SocketAddress bind_address = device.address;
+  bind_address.set_port(0);
+  if (bind(fd->get(), bind_address.get(), bind_address.length()) != 0) {
+    return Status::Errno(errno, "bind to %s on %s", bind_address.ToString().c_str(),
+                         device.name.c_str());
+  }
+  if (listen(fd->get(), SOMAXCONN) != 0)
+    return Status::Errno(errno, "listen on %s", device.name.c_str());
+  sockaddr_storage storage{};
+  socklen_t len = sizeof(storage);
+  if (getsockname(fd->get(), reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
+    return Status::Errno(errno, "getsockname on %s", device.name.c_str());
+  }
+  Result<SocketAddress> bound =
+      SocketAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+  if (!bound.ok()) return bound.status();
+
+  std::unique_ptr<ListenComm> comm(
+      new ListenComm(std::move(fd).value(), device, config, RandomNonZero()));
+  comm->address_ = bound.value();
+  comm->plan_ = std::move(plan);
+  comm->device_ = device;
+  wire::ListenHandle handle;
+  handle.address = comm->address_;
+  handle.nonce = comm->nonce_;
+  handle.Encode(handle128);
+  log::Info(log::kNet, "listening on %s (%s)", comm->address_.ToString().c_str(),
+            device.name.c_str());
+  return comm;
+}
+
+void ListenComm::AcceptNewSockets() {
+  while (true) {
+    UniqueFd fd(accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd.valid()) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        char text[128];
+        log::Warn("accept on %s: %s (errno %d); will retry", address_.ToString().c_str(),
+                  strerror_r(errno, text, sizeof(text)), errno);
+      }
+      return;
+    }
+    SetNoDelay(fd.get());
+    SetLiveness(fd.get(), config_);
+    if (pending_.size() >= kMaxPendingSockets) {
+      log::Warn(
+          "listen comm on %s: %zu sockets have not finished their handshake; dropping the "
+          "oldest (%s)",
+          address_.ToString().c_str(), pending_.size(), pending_.front().peer.c_str());
+      pending_.erase(pending_.begin());
+    }
+    PendingSocket socket;
+    socket.peer = PeerName(fd.get());
+    socket.fd = std::move(fd);
+    socket.deadline = Clock::now() + std::chrono::milliseconds(config_.handshake_timeout_ms);
+    pending_.push_back(std::move(socket));
+  }
+}
+
+void ListenComm::Reject(PendingSocket* socket, const wire::Hello* hello, const std::string& why) {
+  log::Warn("rejected connection from %s to %s: %s", socket->peer.c_str(),
+            address_.ToString().c_str(), why.c_str());
+  if (hello != nullptr && hello->role == wire::SocketRole::kControl) {
+    // Tell a real (but stale) peer why, so it fails at connect time instead of later.
+    wire::HelloReply reply;
+    reply.code = wire::HelloReply::kRejected;
+    reply.nonce = hello->nonce;
+    uint8_t bytes[wire::HelloReply::kSize];
+    reply.Encode(bytes);
+    [[maybe_unused]] ssize_t ignored =
+        send(socket->fd.get(), bytes, sizeof(bytes), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+}
+
+void ListenComm::ReadHellos() {
+  const Clock::time_point now = Clock::now();
+  for (size_t i = 0; i < pending_.size();) {
+    PendingSocket& socket = pending_[i];
+    ssize_t n = recv(socket.fd.get(), socket.hello + socket.received,
+                     sizeof(socket.hello) - socket.received, MSG_DONTWAIT);
+    if (n > 0) socket.received += static_cast<size_t>(n);
+    std::string problem;
+    bool complete = socket.received == sizeof(socket.hello);
+    if (n == 0) {
+      problem =
+          Format("closed after %zu of %zu handshake bytes", socket.received, sizeof(socket.hello));
+    } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      problem = Status::Errno(errno, "recv of the handshake").message();
+    } else if (!complete && now > socket.deadline) {
+      problem = Format("sent %zu of %zu handshake bytes within %d ms", socket.received,
+                       sizeof(socket.hello), config_.handshake_timeout_ms);
+    }
+    if (!problem.empty()) {
+      Reject(&socket, nullptr, problem);
+      pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    if (!complete) {
+      ++i;
+      continue;
+    }
+    PendingSocket ready = std::move(socket);
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+    Result<wire::Hello> hello = wire::Hello::Decode(ready.hello);
+    if (!hello.ok()) {
+      Reject(&ready, nullptr, hello.status().message());
+    } else if (hello->nonce != nonce_) {
+      Reject(&ready, &hello.value(),
+             "handshake nonce does not match this listener (a stale or foreign handle)");
+    } else {
+      Group(std::move(ready), hello.value());
+    }
+  }
+}
+
+void ListenComm::Group(PendingSocket socket, const wire::Hello& hello) {
+  auto it = std::find_if(connections_.begin(), connections_.end(),
+                         [&](const auto& c) { return c.connection_id == hello.connection_id; });
+  if (it == connections_.end()) {
+    PendingConnection connection;
+    connection.connection_id = hello.connection_id;
+    connection.first = hello;
+    connection.data.resize(hello.data_sockets);
+    connection.peer = socket.peer;
+    connection.deadline = socket.deadline;
+    connections_.push_back(std::move(connection));
+    it = connections_.end() - 1;
+  }
+  const wire::Hello& first = it->first;
+  if (hello.data_sockets != first.data_sockets || hello.chunk_bytes != first.chunk_bytes ||
+      hello.inline_bytes != first.inline_bytes) {
+    Reject(&socket, nullptr, "socket parameters differ from the rest of its connection");
+    return;
+  }
+  UniqueFd* slot =
+      hello.role == wire::SocketRole::kControl ? &it->control : &it->data[hello.socket_index];
+  if (slot->valid()) {
+    Reject(
+        &socket, nullptr,
+        Format("duplicate %s socket %u in one connection",
+               hello.role == wire::SocketRole::kControl ? "control" : "data", hello.socket_index));
+    return;
+  }
+  *slot = std::move(socket.fd);
+  ++it->arrived;
+}
+
+void ListenComm::ExpireConnections() {
+  const Clock::time_point now = Clock::now();
+  for (size_t i = 0; i < connections_.size();) {
+    if (now > connections_[i].deadline) {
+      log::Warn(
+          "dropping a partial connection from %s to %s: %d of %u sockets arrived within "
+          "%d ms",
+          connections_[i].peer.c_str(), address_.ToString().c_str(), connections_[i].arrived,
+          connections_[i].first.data_sockets + 1u, config_.handshake_timeout_ms);
+      connections_.erase(connections_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
+}
+
+Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
+  AcceptNewSockets();
+  ReadHellos();
+  ExpireConnections();
+  for (size_t i = 0; i < connections_.size(); ++i) {
+    PendingConnection& connection = connections_[i];
+    if (connection.arrived != connection.first.data_sockets + 1) continue;
+    PendingConnection ready = std::move(connection);
+    connections_.erase(connections_.begin() + static_cast<std::ptrdiff_t>(i));
+
+    // Flow rules must exist before the sender streams: set the path up before the reply.
+    Result<RxPath> path = PlanRxPath(ready);
+    if (!path.ok()) return path.status();
+    wire::HelloReply reply;
+    reply.code = wire::HelloReply::kAccepted;
+    reply.nonce = nonce_;
+    uint8_t bytes[wire::HelloReply::kSize];
+    reply.Encode(bytes);
+    // A fresh socket's send buffer always has room for 16 bytes.
+    if (send(ready.control.get(), bytes, sizeof(bytes), MSG_DONTWAIT | MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(sizeof(bytes))) {
+      return Status::Errno(errno, "sending the handshake reply to %s", ready.peer.c_str());
+    }
+    ConnectionParams params;
+    params.data_sockets = ready.first.data_sockets;
+    params.worker_threads = std::min(config_.worker_threads, params.data_sockets);
+    params.chunk_bytes = ready.first.chunk_bytes;
+    params.inline_bytes = ready.first.inline_bytes;
+    std::string description =
+        Format("recv comm %s<-%s (%d data sockets, %d threads, %llu-byte chunks)",
+               address_.ToString().c_str(), ready.peer.c_str(), params.data_sockets,
+               params.worker_threads, static_cast<unsigned long long>(params.chunk_bytes));
+    return RecvComm::Create(std::move(ready.control), std::move(ready.data), params,
+                            std::move(description), std::move(path).value());
+  }
+  return std::unique_ptr<RecvComm>();
+}
+
+namespace {
+
+// The GPU the calling thread works for (NCCL's proxy thread has its GPU's context current), or
+// -1 without a CUDA driver, a device or a current context (then emulation uses host memory).
+int ProxyGpu() {
+  Result<const CudaDriver*> driver = CudaDriver::Get();
+  if (!driver.ok()) return -1;
+  Result<int> count = driver.value()->DeviceCount();
+  if (!count.ok() || count.value() == 0) return -1;
+  Result<int> current = driver.value()->CurrentDevice();
+  return current.ok() ? current.value() : -1;
+}
+
+}  // namespace
+
+Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
+  RxPath path;
+  path.unpack = config_.unpack;
+  if (config_.emulate_devmem) {
+    path.mode = RxPath::Mode::kEmulatedDevmem;
+    path.region_bytes = config_.rx_region_bytes;
+    path.mix.split_percent = config_.emulate_split_percent;
+    path.mix.linear_percent = config_.emulate_linear_percent;
+    path.gpu = ProxyGpu();  // on a GPU host the region is GPU memory, like a NIC's
+    return path;
+  }
+  if (!plan_.plain_reason.empty()) {
+    path.plain_reason = plan_.plain_reason;
+    return path;
+  }
+  DevmemRxRequest request;
+  request.nic = &device_;
+  request.queues = plan_.queues;
+  request.gpu = std::max(ProxyGpu(), 0);
+  request.region_bytes = config_.rx_region_bytes;
+  for (const UniqueFd& fd : connection.data) request.data_fds.push_back(fd.get());
+  Status prepared = PrepareDevmemRx(request, &path);
+  if (prepared.ok()) return path;
+  if (config_.require_devmem) {
+    return prepared.WithContext("NCCL_DEVMEM_REQUIRE=1 and devmem RX setup failed for " +
+                                connection.peer);
+  }
+  RxPath plain;
+  plain.unpack = config_.unpack;
+  plain.plain_reason = "devmem RX setup failed: " + prepared.message();
+  return plain;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& handle,
+                                                    const Config& config) {
+  std::unique_ptr<Connector> connector(new Connector());
+  connector->peer_ = handle.address;
+  connector->nonce_ = handle.nonce;
+  connector->connection_id_ = RandomNonZero();
+  connector->params_.data_sockets = config.data_sockets;
+  connector->params_.worker_threads = config.worker_threads;
+  connector->params_.chunk_bytes = config.chunk_bytes;
+  connector->params_.inline_bytes = config.inline_bytes;
+  connector->deadline_ = Clock::now() + std::chrono::milliseconds(config.handshake_timeout_ms);
+  for (int i = 0; i <= config.data_sockets; ++i) {
+    Result<UniqueFd> fd = OpenStreamSocket(handle.address.family());
+    if (!fd.ok()) return fd.status();
+    SetLiveness(fd->get(), config);
+    if (connect(fd->get(), handle.address.get(), handle.address.length()) != 0 &&
+        errno != EINPROGRESS) {
+      return Status::Errno(errno, "connect to %s", handle.address.ToString().c_str());
+    }
+    Socket socket;
+    socket.fd = std::move(fd).value();
+    wire::Hello hello;
+    hello.role = i == 0 ? wire::SocketRole::kControl : wire::SocketRole::kData;
+    hello.socket_index = static_cast<uint16_t>(i == 0 ? 0 : i - 1);
+    hello.data_sockets = static_cast<uint16_t>(config.data_sockets);
+    hello.chunk_bytes = static_cast<uint32_t>(config.chunk_bytes);
+    hello.inline_bytes = config.inline_bytes;
+    hello.nonce = handle.nonce;
+    hello.connection_id = connector->connection_id_;
+    hello.Encode(socket.hello);
+    connector->sockets_.push_back(std::move(socket));
+  }
+  return connector;
+}
+
+Result<std::unique_ptr<SendComm>> Connector::Progress() {
+  const std::string peer = peer_.ToString();
+  std::vector<pollfd> waits;
+  for (Socket& socket : sockets_) {
+    if (!socket.connected) waits.push_back({socket.fd.get(), POLLOUT, 0});
+  }
+  if (!waits.empty() && poll(waits.data(), waits.size(), 0) < 0 && errno != EINTR) {
+    return Status::Errno(errno, "poll while connecting to %s", peer.c_str());
+  }
+  for (Socket& socket : sockets_) {
+    if (!socket.connected) {
+      auto it = std::find_if(waits.begin(), waits.end(),
+                             [&](const pollfd& p) { return p.fd == socket.fd.get(); });
+      if (it == waits.end() || it->revents == 0) continue;
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(socket.fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) return Status::Errno(err, "connect to %s", peer.c_str());
+      socket.connected = true;
+    }
+    while (socket.sent < sizeof(socket.hello)) {
+      ssize_t n = send(socket.fd.get(), socket.hello + socket.sent,
+                       sizeof(socket.hello) - socket.sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        socket.sent += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      return Status::Errno(errno, "sending the handshake to %s", peer.c_str());
+    }
+  }
+  bool all_sent = std::all_of(sockets_.begin(), sockets_.end(), [](const Socket& s) {
+    return s.connected && s.sent == sizeof(s.hello);
+  });
+  if (all_sent) {
+    while (reply_received_ < sizeof(reply_)) {
+      ssize_t n = recv(sockets_[0].fd.get(), reply_ + reply_received_,
+                       sizeof(reply_) - reply_received_, MSG_DONTWAIT);
+      if (n > 0) {
+        reply_received_ += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n == 0) {
+        return Status::Error(ErrorKind::kRemote,
+                             "%s closed the connection during the handshake (it does not "
+                             "accept our handle: stale nonce, or not a devmem listener?)",
+                             peer.c_str());
+      }
+      return Status::Errno(errno, "receiving the handshake reply from %s", peer.c_str());
+    }
+  }
+  if (reply_received_ < sizeof(reply_)) {
+    if (Clock::now() > deadline_) {
+      return Status::Error(ErrorKind::kRemote,
+                           "no handshake reply from %s within the handshake timeout "
+                           "(NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS)",
+                           peer.c_str());
+    }
+    return std::unique_ptr<SendComm>();
+  }
+  Result<wire::HelloReply> reply = wire::HelloReply::Decode(reply_);
+  if (!reply.ok()) return reply.status().WithContext("handshake with " + peer);
+  if (reply->code != wire::HelloReply::kAccepted || reply->nonce != nonce_) {
+    return Status::Error(ErrorKind::kRemote,
+                         "%s rejected the handshake (code %u): the connect handle is stale or "
+                         "belongs to another listener",
+                         peer.c_str(), reply->code);
+  }
+  std::vector<UniqueFd> data;
+  for (size_t i = 1; i < sockets_.size(); ++i) data.push_back(std::move(sockets_[i].fd));
+  std::string description = Format("send comm ->%s (%d data sockets, %d threads, %llu-byte chunks)",
+                                   peer.c_str(), params_.data_sockets, params_.worker_threads,
+                                   static_cast<unsigned long long>(params_.chunk_bytes));
+  log::Info(log::kNet, "%s: plain-TCP data path", description.c_str());
+  return SendComm::Create(std::move(sockets_[0].fd), std::move(data), params_,
+                          std::move(description));
+}
+
+}  // namespace devmem

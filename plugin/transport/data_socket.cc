@@ -1,0 +1,244 @@
+#include "plugin/transport/data_socket.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "plugin/transport/request.h"
+
+namespace devmem {
+
+void CommHealth::Fail(const Status& status) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (failed_.load(std::memory_order_relaxed)) return;
+  first_ = status;
+  failed_.store(true, std::memory_order_release);
+}
+
+Status CommHealth::error() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return first_;
+}
+
+WorkerThread::WorkerThread(Direction direction, std::vector<DataSocket*> sockets,
+                           CommHealth* health, DevmemShared* devmem)
+    : direction_(direction), sockets_(std::move(sockets)), health_(health), devmem_(devmem) {
+  segments_.reserve(80);
+}
+
+WorkerThread::~WorkerThread() {
+  if (!thread_.joinable()) return;
+  stop_.store(true, std::memory_order_seq_cst);
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+  thread_.join();
+}
+
+Status WorkerThread::Start(const std::string& name) {
+  wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_fd_.valid()) return Status::Errno(errno, "eventfd for worker %s", name.c_str());
+  if (direction_ == Direction::kRecv) discard_.resize(256 << 10);
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (const std::system_error& e) {
+    return Status::Error(ErrorKind::kSystem, "starting worker thread %s: %s", name.c_str(),
+                         e.what());
+  }
+  pthread_setname_np(thread_.native_handle(), name.substr(0, 15).c_str());
+  return Status::Ok();
+}
+
+void WorkerThread::Wake() {
+  if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false)) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+  }
+}
+
+WorkerThread::Outcome WorkerThread::AdvanceFrags(DataSocket* socket, SocketTask* task,
+                                                 bool* moved) {
+  const int fd = socket->fd.get();
+  const bool oldest =
+      devmem_ == nullptr || task->seq == devmem_->oldest_seq.load(std::memory_order_acquire);
+  while (task->next_chunk < task->chunk_count) {
+    const uint64_t chunk_start = task->next_chunk * task->chunk_bytes;
+    const uint64_t chunk_len = std::min(task->chunk_bytes, task->size - chunk_start);
+    const uint64_t at = chunk_start + task->done_in_chunk;
+    segments_.clear();
+    uint64_t consumed = 0;
+    Result<FragReceiver::State> state = socket->receiver->Receive(
+        fd, chunk_len - task->done_in_chunk, oldest,
+        task->base != nullptr ? task->base + at : nullptr, &segments_, &consumed);
+    WorkerCounters::Add(counters_.syscalls, 1);
+    if (!state.ok()) {
+      health_->Fail(state.status());
+      return Outcome::kFailed;
+    }
+    if (consumed > 0) {
+      *moved = true;
+      WorkerCounters::Add(counters_.bytes, consumed);
+      if (task->scatter_now) {
+        // Host destination: this thread is the consumer. Copy while the frags are still in
+        // cache, then hand the tokens straight back.
+        immediate_.Clear();
+        immediate_tokens_.clear();
+        immediate_.Append(segments_.data(), segments_.size(), at);
+        for (const StreamSegment& s : segments_) {
+          if (s.kind == StreamSegment::Kind::kRegion) immediate_tokens_.push_back(s.token);
+        }
+        Status done = task->base != nullptr
+                          ? HostScatter(immediate_, socket->receiver->region_base(),
+                                        socket->receiver->region_bytes(), task->base, task->size)
+                          : Status::Ok();
+        Status released =
+            socket->receiver->Release(fd, immediate_tokens_.data(), immediate_tokens_.size());
+        if (!done.ok() || !released.ok()) {
+          health_->Fail(!done.ok() ? done : released);
+          return Outcome::kFailed;
+        }
+        devmem_->release_generation.fetch_add(1, std::memory_order_seq_cst);
+      } else {
+        FragResult* result = task->result;
+        result->used = true;
+        result->table.Append(segments_.data(), segments_.size(), at);
+        for (const StreamSegment& s : segments_) {
+          if (s.kind == StreamSegment::Kind::kRegion) result->tokens.push_back(s.token);
+        }
+      }
+      task->done_in_chunk += consumed;
+      if (task->done_in_chunk == chunk_len) {
+        task->next_chunk += task->stride;
+        task->done_in_chunk = 0;
+      }
+      continue;
+    }
+    if (state.value() == FragReceiver::State::kStalled) {
+      socket->stalled_generation = devmem_->release_generation.load(std::memory_order_acquire);
+      return Outcome::kStalled;
+    }
+    return Outcome::kBlocked;
+  }
+  return Outcome::kDone;
+}
+
+WorkerThread::Outcome WorkerThread::Advance(DataSocket* socket, SocketTask* task, bool* moved) {
+  if (socket->receiver != nullptr) return AdvanceFrags(socket, task, moved);
+  const int fd = socket->fd.get();
+  while (task->next_chunk < task->chunk_count) {
+    const uint64_t chunk_start = task->next_chunk * task->chunk_bytes;
+    const uint64_t chunk_len = std::min(task->chunk_bytes, task->size - chunk_start);
+    const uint64_t remaining = chunk_len - task->done_in_chunk;
+    ssize_t n;
+    if (direction_ == Direction::kSend) {
+      n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
+               MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else if (task->base != nullptr) {
+      n = recv(fd, task->base + chunk_start + task->done_in_chunk, remaining, MSG_DONTWAIT);
+    } else {
+      n = recv(fd, discard_.data(), std::min<uint64_t>(remaining, discard_.size()), MSG_DONTWAIT);
+    }
+    WorkerCounters::Add(counters_.syscalls, 1);
+    if (n > 0) {
+      *moved = true;
+      WorkerCounters::Add(counters_.bytes, static_cast<uint64_t>(n));
+      task->done_in_chunk += static_cast<uint64_t>(n);
+      if (task->done_in_chunk == chunk_len) {
+        task->next_chunk += task->stride;
+        task->done_in_chunk = 0;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Outcome::kBlocked;
+    if (n == 0) {
+      health_->Fail(Status::Error(
+          ErrorKind::kRemote,
+          "peer closed a data connection with %llu bytes of a message "
+          "still to arrive",
+          static_cast<unsigned long long>(task->size - chunk_start - task->done_in_chunk)));
+    } else {
+      health_->Fail(Status::Errno(errno, "%s on a data connection",
+                                  direction_ == Direction::kSend ? "send" : "recv"));
+    }
+    return Outcome::kFailed;
+  }
+  return Outcome::kDone;
+}
+
+void WorkerThread::Run() {
+  std::vector<pollfd> waits;
+  std::vector<bool> waiting(sockets_.size());
+  waits.reserve(sockets_.size() + 1);
+  const short event = direction_ == Direction::kSend ? POLLOUT : POLLIN;
+  while (!stop_.load(std::memory_order_acquire)) {
+    bool moved = false;
+    waits.clear();
+    for (size_t i = 0; i < sockets_.size(); ++i) {
+      DataSocket* socket = sockets_[i];
+      waiting[i] = false;
+      if (socket->broken) continue;
+      while (SocketTask* task = socket->tasks.Front()) {
+        Outcome outcome = Advance(socket, task, &moved);
+        if (outcome == Outcome::kDone) {
+          Request* request = task->request;
+          socket->tasks.Pop();
+          request->pending_tasks.fetch_sub(1, std::memory_order_release);
+          moved = true;
+          continue;
+        }
+        if (outcome == Outcome::kFailed) {
+          socket->broken = true;
+          break;
+        }
+        if (outcome == Outcome::kStalled) {
+          // No free page: wait for the consumer to return tokens, not for the socket.
+          waiting[i] = true;
+          break;
+        }
+        waits.push_back({socket->fd.get(), event, 0});
+        waiting[i] = true;
+        break;
+      }
+    }
+    if (moved) continue;
+
+    // Nothing moved. Announce that we sleep, then look once more for work pushed meanwhile:
+    // with the producer's seq_cst push and Wake() check, one of the two sides sees the other.
+    sleeping_.store(true, std::memory_order_seq_cst);
+    bool fresh_work = false;
+    for (size_t i = 0; i < sockets_.size(); ++i) {
+      if (!waiting[i] && !sockets_[i]->broken && sockets_[i]->tasks.Front() != nullptr) {
+        fresh_work = true;
+      }
+      // Tokens returned since this socket stalled: its pages may be free again.
+      if (devmem_ != nullptr && sockets_[i]->receiver != nullptr &&
+          sockets_[i]->stalled_generation !=
+              devmem_->release_generation.load(std::memory_order_seq_cst)) {
+        sockets_[i]->stalled_generation = devmem_->release_generation.load();
+        fresh_work = true;
+      }
+    }
+    if (fresh_work || stop_.load(std::memory_order_seq_cst)) {
+      sleeping_.store(false, std::memory_order_relaxed);
+      continue;
+    }
+    waits.push_back({wake_fd_.get(), POLLIN, 0});
+    WorkerCounters::Add(counters_.polls, 1);
+    int ready = poll(waits.data(), waits.size(), -1);
+    sleeping_.store(false, std::memory_order_relaxed);
+    if (ready < 0 && errno != EINTR) {
+      health_->Fail(Status::Errno(errno, "poll in a data worker"));
+      return;
+    }
+    if (waits.back().revents & POLLIN) {
+      uint64_t drained;
+      [[maybe_unused]] ssize_t ignored = read(wake_fd_.get(), &drained, sizeof(drained));
+    }
+  }
+}
+
+}  // namespace devmem

@@ -1,0 +1,682 @@
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "plugin/core/log.h"
+#include "plugin/core/nccl_contract.h"
+#include "plugin/cuda/cuda_driver.h"
+#include "plugin/transport/comm.h"
+
+namespace devmem {
+namespace {
+
+// Enough for many headers per syscall; inline payload streams through it.
+constexpr size_t kControlRxBytes = 64 << 10;
+
+}  // namespace
+
+// Message sequence numbers in flight at once are bounded by requests x sub-requests.
+constexpr size_t kSeqRing = 1024;
+static_assert(kSeqRing > nccl::kNetMaxRequests * kMaxRecvsLimit);
+
+const char* RecvComm::consumer_name() const {
+  switch (consumer_) {
+    case Consumer::kHostScatter:
+      return "host scatter";
+    case Consumer::kEngine:
+      return "plugin scatter kernel";
+    case Consumer::kNcclUnpack:
+      return "NCCL device unpack";
+  }
+  return "?";
+}
+
+Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector<UniqueFd> data,
+                                                   const ConnectionParams& params,
+                                                   std::string description, RxPath path) {
+  std::unique_ptr<RecvComm> comm(new RecvComm(kRecvMagic, Direction::kRecv, std::move(control),
+                                              std::move(data), params, std::move(description)));
+  comm->rx_buffer_.resize(kControlRxBytes);
+  comm->posted_.reserve(nccl::kNetMaxRequests);
+  const std::string& name = comm->description_;
+  if (path.mode == RxPath::Mode::kPlain) {
+    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX unavailable: %s)", name.c_str(),
+              path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
+    comm->path_ = std::move(path);
+    DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
+    return comm;
+  }
+
+  // The region frags land in.
+  if (path.mode == RxPath::Mode::kDevmem) {
+    if (path.bound_region == nullptr || path.receivers.size() != comm->data_sockets_.size()) {
+      return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without region/receivers",
+                           name.c_str());
+    }
+    comm->region_ = std::move(path.bound_region);
+    for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
+      comm->data_sockets_[s]->receiver = std::move(path.receivers[s]);
+    }
+  } else {
+    if (path.gpu >= 0) {
+      Result<std::unique_ptr<RxRegion>> region =
+          CreateEmulatedGpuRxRegion(path.gpu, path.region_bytes);
+      if (!region.ok()) return region.status().WithContext(name + ": emulated GPU RX region");
+      comm->region_ = std::move(region).value();
+    } else {
+      Result<std::unique_ptr<HostRegion>> region = HostRegion::Create(path.region_bytes);
+      if (!region.ok()) return region.status().WithContext(name);
+      comm->region_ = std::move(region).value();
+    }
+    comm->pool_pages_ = std::make_unique<PagePool>(comm->region_->bytes());
+    for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
+      comm->data_sockets_[s]->receiver = std::make_unique<EmulatedFragReceiver>(
+          comm->region_.get(), comm->pool_pages_.get(), path.mix, 0x9e3779b97f4a7c15ull * (s + 1));
+    }
+  }
+  comm->released_.assign(kSeqRing, false);
+
+  // Who consumes the frags. A GPU region needs a GPU consumer; NCCL's unpack handles SIMPLE
+  // steps and the plugin's own consumer the rest (LL/LL128 receives).
+  const bool gpu_region = comm->region_->host_base() == nullptr;
+  if (gpu_region || path.engine_factory) {
+    ScatterEngineFactory factory = path.engine_factory
+                                       ? path.engine_factory
+                                       : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
+    // A held message uses at most a quarter of the region; frags are >= 2 KiB except at chunk
+    // edges, and ops split at 64 KiB: this bounds the ops of one submission.
+    const size_t max_ops = static_cast<size_t>(comm->region_->bytes() / 4 / 2048) + 4096;
+    Result<std::unique_ptr<gpu::ScatterEngine>> engine = factory(comm->region_->gpu(), max_ops);
+    if (!engine.ok()) return engine.status().WithContext(name + ": GPU scatter engine");
+    comm->engine_ = std::move(engine).value();
+    comm->consumer_ = Consumer::kEngine;
+  }
+  if (path.unpack == UnpackMode::kNccl) {
+    if (gpu_region) {
+      // The metadata is pinned host memory mapped for the region's GPU: its context first.
+      DEVMEM_RETURN_IF_ERROR(CudaDriver::Get().value()->UseDevice(comm->region_->gpu()));
+    }
+    Result<std::unique_ptr<unpack::UnpackQueue>> queue =
+        unpack::UnpackQueue::Create(comm->region_->device_base(), comm->region_->bytes());
+    if (!queue.ok()) return queue.status().WithContext(name + ": NCCL unpack metadata");
+    comm->unpack_ = std::move(queue).value();
+    comm->consumer_ = Consumer::kNcclUnpack;
+  }
+  const char* region_kind = gpu_region ? "GPU" : "host";
+  if (path.mode == RxPath::Mode::kDevmem) {
+    log::Info(log::kNet,
+              "%s: DEVMEM RX: payload lands in a %llu-byte GPU region bound to the NIC (GPU %d); "
+              "frags consumed by the %s",
+              name.c_str(), static_cast<unsigned long long>(comm->region_->bytes()),
+              comm->region_->gpu(), comm->consumer_name());
+  } else {
+    log::Info(log::kNet,
+              "%s: EMULATED devmem RX (NCCL_DEVMEM_EMULATE=1, a test mode: no NIC writes here): "
+              "%llu-byte %s region (GPU %d) of %zu pages, %d%% split and %d%% linear frags; "
+              "frags consumed by the %s%s",
+              name.c_str(), static_cast<unsigned long long>(comm->region_->bytes()), region_kind,
+              comm->region_->gpu(), comm->pool_pages_->total_pages(), path.mix.split_percent,
+              path.mix.linear_percent, comm->consumer_name(),
+              comm->unpack_ && !comm->unpack_->device_visible()
+                  ? " (no CUDA driver: metadata in plain host memory, host readers only)"
+                  : "");
+  }
+  comm->path_ = std::move(path);
+  DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
+  return comm;
+}
+
+RecvComm::~RecvComm() {
+  // Workers write into the region and the requests: stop them before our members go. Kernels
+  // still reading the region finish before the region goes (the engine synchronizes).
+  workers_.clear();
+  if (engine_) {
+    Status synced = engine_->Synchronize();
+    if (!synced.ok()) log::Warn("%s: %s", description_.c_str(), synced.message().c_str());
+  }
+  LogClose();
+  if (path_.mode != RxPath::Mode::kPlain) {
+    RecvDevmemCounters c = DevmemCounters();
+    log::Info(log::kNet,
+              "%s devmem counters: %llu frags, %llu region bytes, %llu linear bytes, %llu pool "
+              "stalls, %llu tokens returned (%llu not freed)",
+              description_.c_str(), static_cast<unsigned long long>(c.frags),
+              static_cast<unsigned long long>(c.region_bytes),
+              static_cast<unsigned long long>(c.host_bytes),
+              static_cast<unsigned long long>(c.stalls),
+              static_cast<unsigned long long>(c.tokens_returned),
+              static_cast<unsigned long long>(c.tokens_not_freed));
+    if (c.tokens_outstanding > 0) {
+      log::Warn(
+          "%s closed with %llu devmem tokens outstanding (receives never completed); "
+          "their pages are freed with the comm",
+          description_.c_str(), static_cast<unsigned long long>(c.tokens_outstanding));
+    }
+  }
+}
+
+RecvDevmemCounters RecvComm::DevmemCounters() const {
+  RecvDevmemCounters out;
+  for (const auto& socket : data_sockets_) {
+    if (socket->receiver == nullptr) continue;
+    const ReceiverCounters& c = socket->receiver->counters();
+    out.frags += c.frags;
+    out.region_bytes += c.region_bytes;
+    out.host_bytes += c.host_bytes;
+    out.stalls += c.stalls;
+    out.tokens_returned += c.release.tokens_returned;
+    out.tokens_not_freed += c.release.tokens_not_freed;
+    out.tokens_outstanding += socket->receiver->outstanding();
+  }
+  return out;
+}
+
+void RecvComm::MarkReleased(uint64_t seq) {
+  released_[seq % kSeqRing] = true;
+  uint64_t oldest = devmem_shared_.oldest_seq.load(std::memory_order_relaxed);
+  while (released_[oldest % kSeqRing]) {
+    released_[oldest % kSeqRing] = false;
+    ++oldest;
+  }
+  devmem_shared_.oldest_seq.store(oldest, std::memory_order_release);
+}
+
+Status RecvComm::ReleaseFrags(Request* request) {
+  const size_t sockets = data_sockets_.size();
+  Status result;
+  bool released_any = false;
+  for (int i = 0; i < request->count; ++i) {
+    SubRequest& sub = request->subs[i];
+    if (!sub.holds_frags) continue;
+    for (size_t s = 0; s < sockets; ++s) {
+      FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
+      if (!frags.used) continue;
+      Status released = data_sockets_[s]->receiver->Release(
+          data_sockets_[s]->fd.get(), frags.tokens.data(), frags.tokens.size());
+      if (result.ok() && !released.ok()) result = released;
+      frags.Clear();
+    }
+    sub.holds_frags = false;
+    MarkReleased(sub.seq);
+    released_any = true;
+  }
+  if (released_any) {
+    // Only returned pages can unstall a worker: skip the wake-ups when nothing was held
+    // (host destinations are scattered and released by the workers themselves).
+    devmem_shared_.release_generation.fetch_add(1, std::memory_order_seq_cst);
+    for (const auto& worker : workers_) worker->Wake();
+  }
+  return result;
+}
+
+Status RecvComm::FinishFrags(Request* request) {
+  const size_t sockets = data_sockets_.size();
+  Status result;
+  for (int i = 0; i < request->count && result.ok(); ++i) {
+    SubRequest& sub = request->subs[i];
+    if (!sub.holds_frags) continue;
+    const bool deliver = request->error.ok() && sub.data != nullptr && sub.size <= sub.capacity;
+    for (size_t s = 0; s < sockets && deliver && result.ok(); ++s) {
+      const FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
+      if (!frags.used) continue;
+      result =
+          HostScatter(frags.table, region_->host_base(), region_->bytes(), sub.data, sub.capacity);
+    }
+  }
+  // Tokens go back only now that the consumer (the scatter) is done with their frags.
+  Status released = ReleaseFrags(request);
+  if (result.ok()) result = released;
+  if (!result.ok()) health_.Fail(result);
+  return result;
+}
+
+Status RecvComm::SubmitScatter(Request* request) {
+  const size_t sockets = data_sockets_.size();
+  for (int i = 0; i < request->count; ++i) {
+    SubRequest& sub = request->subs[i];
+    sub.ticketed = false;
+    const bool deliver = request->error.ok() && sub.holds_frags && sub.device_target != nullptr &&
+                         sub.size <= sub.capacity;
+    if (!deliver) continue;
+    entries_.clear();
+    for (size_t s = 0; s < sockets; ++s) {
+      const FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
+      if (frags.used) {
+        entries_.insert(entries_.end(), frags.table.entries().begin(), frags.table.entries().end());
+      }
+    }
+    if (entries_.empty()) continue;
+    for (const ScatterEntry& e : entries_) {
+      if (e.region_offset + e.length > region_->bytes() || e.dst_offset + e.length > sub.size) {
+        Status status = Status::Error(
+            ErrorKind::kInternal, "%s: frag [%llu, +%u) -> %llu outside region or message",
+            description_.c_str(), static_cast<unsigned long long>(e.region_offset), e.length,
+            static_cast<unsigned long long>(e.dst_offset));
+        health_.Fail(status);
+        return status;
+      }
+    }
+    ops_.clear();
+    gpu::BuildScatterPlan(entries_, &ops_);
+    Result<gpu::ScatterTicket> ticket = engine_->Submit(
+        ops_.data(), ops_.size(),
+        reinterpret_cast<const void*>(static_cast<uintptr_t>(region_->device_base())),
+        sub.device_target);
+    if (!ticket.ok()) {
+      health_.Fail(ticket.status());
+      return ticket.status();
+    }
+    sub.ticket = ticket.value();
+    sub.ticketed = true;
+  }
+  request->scattering = true;
+  return Status::Ok();
+}
+
+Result<bool> RecvComm::ScatterDone(Request* request) {
+  for (int i = 0; i < request->count; ++i) {
+    SubRequest& sub = request->subs[i];
+    if (!sub.ticketed) continue;
+    Result<bool> done = engine_->Done(sub.ticket);
+    if (!done.ok()) {
+      health_.Fail(done.status());
+      return done.status();
+    }
+    if (!done.value()) return false;
+    sub.ticketed = false;
+  }
+  return true;
+}
+
+Status RecvComm::PublishUnpack(Request* request) {
+  // NCCL unpack runs with maxRecvs = 1: one sub, one step, one slot.
+  const size_t sockets = data_sockets_.size();
+  SubRequest& sub = request->subs[0];
+  tables_.clear();
+  const bool deliver = request->error.ok() && sub.holds_frags && sub.size <= sub.capacity;
+  for (size_t s = 0; s < sockets && deliver; ++s) {
+    const FragResult& frags = request->frag_results[s];
+    if (frags.used) tables_.push_back(&frags.table);
+  }
+  Status published = unpack_->Publish(request->unpack_slot, tables_.data(), tables_.size());
+  if (!published.ok()) health_.Fail(published);
+  return published;
+}
+
+Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) {
+  const CudaDriver* cuda = nullptr;
+  const size_t sockets = data_sockets_.size();
+  for (int i = 0; i < request->count; ++i) {
+    SubRequest& sub = request->subs[i];
+    if (sub.size == 0 || sub.size > sub.capacity || sub.delivery == HostDelivery::kNone) continue;
+    if (sub.delivery == HostDelivery::kWholeToHost) {
+      // The engine wrote into mapped staging: only after its kernel completed.
+      if (after_device_consumer) memcpy(sub.user_data, sub.data, sub.size);
+      continue;
+    }
+    if (cuda == nullptr) {
+      Result<const CudaDriver*> driver = CudaDriver::Get();
+      if (!driver.ok()) return driver.status();
+      cuda = driver.value();
+      if (region_ != nullptr && region_->gpu() >= 0) {
+        DEVMEM_RETURN_IF_ERROR(cuda->UseDevice(region_->gpu()));
+      }
+    }
+    char* device = static_cast<char*>(sub.user_data);
+    if (sub.delivery == HostDelivery::kWholeToDevice || sub.inline_payload) {
+      DEVMEM_RETURN_IF_ERROR(cuda->CopyHostToDevice(device, sub.data, sub.size));
+      counters_.staged_bytes += sub.size;
+      continue;
+    }
+    for (size_t s = 0; s < sockets; ++s) {
+      const FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
+      if (!frags.used) continue;
+      for (const HostRange& r : frags.table.host_ranges()) {
+        if (r.dst_offset + r.length > sub.size) {
+          return Status::Error(ErrorKind::kInternal, "host range outside the message");
+        }
+        DEVMEM_RETURN_IF_ERROR(
+            cuda->CopyHostToDevice(device + r.dst_offset, sub.data + r.dst_offset, r.length));
+        counters_.staged_bytes += r.length;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
+                                    MemoryRegion* const* regions, bool ll_hint) {
+  if (health_.failed()) return health_.error();
+  if (n < 1 || n > kMaxRecvsLimit) {
+    return Status::Error(ErrorKind::kInvalidArgument, "irecv with n=%d, accepted [1, %d]", n,
+                         kMaxRecvsLimit);
+  }
+  // NCCL's unpack reads one step per receive: a SIMPLE receive (no LL hint) of one buffer.
+  const bool unpack_step = unpack_ != nullptr && !ll_hint;
+  if (unpack_step && n != 1) {
+    return Status::Error(ErrorKind::kInvalidUsage,
+                         "irecv of %d buffers on an NCCL-unpack comm (maxRecvs is 1)", n);
+  }
+  const Consumer consumer = unpack_step ? Consumer::kNcclUnpack
+                            : engine_   ? Consumer::kEngine
+                                        : Consumer::kHostScatter;
+  const bool gpu_region = region_ != nullptr && region_->host_base() == nullptr;
+  size_t staged_total = 0;
+  for (int i = 0; i < n; ++i) {
+    if (data[i] == nullptr && sizes[i] > 0) {
+      return Status::Error(ErrorKind::kInvalidArgument, "irecv %d of %zu bytes into NULL", i,
+                           sizes[i]);
+    }
+    const MemoryRegion* region = regions != nullptr ? regions[i] : nullptr;
+    if (region != nullptr && region->magic != MemoryRegion::kMagic) {
+      return Status::Error(ErrorKind::kInvalidArgument, "irecv %d with an unknown mhandle %p", i,
+                           static_cast<const void*>(region));
+    }
+    const bool cuda = region != nullptr && region->is_cuda();
+    // Host bytes need a host landing place when the destination is GPU memory; the engine
+    // needs a device-reachable target when the destination is unpinned host memory.
+    if (cuda || (consumer == Consumer::kEngine && gpu_region)) staged_total += sizes[i];
+  }
+  Request* request = pool_.Acquire(this, Request::Kind::kRecv);
+  if (request == nullptr) return static_cast<Request*>(nullptr);
+  if (unpack_step) {
+    Result<uint32_t> slot = unpack_->Claim();
+    if (!slot.ok()) {
+      pool_.Release(request);
+      return slot.status();
+    }
+    request->unpack_slot = slot.value();
+  }
+  request->consumer = consumer;
+
+  char* staging = nullptr;
+  if (staged_total > 0) {
+    Result<char*> reserved = request->staging.Reserve(staged_total);
+    if (!reserved.ok()) {
+      if (unpack_step) unpack_->Consumed(request->unpack_slot);
+      pool_.Release(request);
+      return reserved.status().WithContext("staging a receive buffer on " + description_);
+    }
+    staging = reserved.value();
+  }
+  request->count = n;
+  request->unmatched = n;
+  for (int i = 0; i < n; ++i) {
+    MemoryRegion* region = regions != nullptr ? regions[i] : nullptr;
+    const bool cuda = region != nullptr && region->is_cuda();
+    SubRequest sub;
+    sub.data = static_cast<char*>(data[i]);
+    sub.capacity = sizes[i];
+    sub.tag = tags[i];
+    sub.region = region;
+    sub.user_data = data[i];
+    sub.device_target = data[i];
+    if (consumer == Consumer::kHostScatter) {
+      if (cuda) {
+        sub.data = staging;
+        sub.delivery = HostDelivery::kWholeToDevice;
+      }
+    } else if (cuda) {
+      sub.data = staging;  // host bytes only; frags go straight to the GPU buffer
+      sub.delivery = HostDelivery::kRangesToDevice;
+    } else if (consumer == Consumer::kEngine && gpu_region) {
+      sub.data = staging;  // mapped pinned: the kernel writes it, then one memcpy
+      sub.device_target = staging;
+      sub.delivery = HostDelivery::kWholeToHost;
+    }
+    if (sub.data == staging && staging != nullptr) staging += sizes[i];
+    request->subs[i] = sub;
+  }
+  posted_.push_back(request);
+  DEVMEM_RETURN_IF_ERROR(ProgressControl());
+  return request;
+}
+
+Status RecvComm::ReadControl() {
+  if (rx_begin_ > 0) {
+    memmove(rx_buffer_.data(), rx_buffer_.data() + rx_begin_, rx_end_ - rx_begin_);
+    rx_end_ -= rx_begin_;
+    rx_begin_ = 0;
+  }
+  while (rx_end_ < rx_buffer_.size()) {
+    ssize_t n = recv(control_.get(), rx_buffer_.data() + rx_end_, rx_buffer_.size() - rx_end_,
+                     MSG_DONTWAIT);
+    if (n > 0) {
+      rx_end_ += static_cast<size_t>(n);
+      return Status::Ok();
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::Ok();
+    Status status = n == 0 ? Status::Error(ErrorKind::kRemote,
+                                           "peer closed the control connection while receives "
+                                           "were posted")
+                           : Status::Errno(errno, "recv on the control connection");
+    health_.Fail(status);
+    return status;
+  }
+  return Status::Ok();
+}
+
+void RecvComm::ConsumeInline() {
+  const size_t available = rx_end_ - rx_begin_;
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(inline_left_, available));
+  if (inline_dst_ != nullptr && n > 0) {
+    memcpy(inline_dst_, rx_buffer_.data() + rx_begin_, n);
+    inline_dst_ += n;
+  }
+  rx_begin_ += n;
+  inline_left_ -= n;
+  if (inline_left_ == 0 && inline_request_ != nullptr) {
+    --inline_request_->inline_pending;
+    inline_request_ = nullptr;
+  }
+}
+
+Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
+  Request* request = nullptr;
+  SubRequest* sub = nullptr;
+  for (size_t r = 0; r < posted_.size() && sub == nullptr; ++r) {
+    for (int i = 0; i < posted_[r]->count; ++i) {
+      SubRequest& candidate = posted_[r]->subs[i];
+      if (!candidate.matched && candidate.tag == header.tag) {
+        request = posted_[r];
+        sub = &candidate;
+        break;
+      }
+    }
+  }
+  if (sub == nullptr) return false;  // the matching irecv is not posted yet
+
+  const bool is_inline = header.kind == wire::MessageHeader::kInline;
+  if (is_inline && header.size > params_.inline_bytes) {
+    Status status =
+        Status::Error(ErrorKind::kRemote, "peer sent %llu inline bytes, above the negotiated %u",
+                      static_cast<unsigned long long>(header.size), params_.inline_bytes);
+    health_.Fail(status);
+    return status;
+  }
+  sub->matched = true;
+  --request->unmatched;
+  sub->size = header.size;
+  char* destination = sub->data;
+  if (header.size > sub->capacity) {
+    // Drain the payload so the connection stays in step; report on this request only.
+    request->error = Status::Error(
+        ErrorKind::kInvalidUsage,
+        "message truncated: peer sent %llu bytes with tag %d, the posted buffer holds %llu",
+        static_cast<unsigned long long>(header.size), header.tag,
+        static_cast<unsigned long long>(sub->capacity));
+    destination = nullptr;
+  }
+  sub->inline_payload = is_inline;
+  if (is_inline) {
+    if (header.size > 0) {
+      ++request->inline_pending;
+      inline_request_ = request;
+      inline_dst_ = destination;
+      inline_left_ = header.size;
+      ConsumeInline();
+    }
+  } else if (header.size > 0 && path_.mode == RxPath::Mode::kPlain) {
+    QueueStripes(request, destination, header.size);
+  } else if (header.size > 0) {
+    const size_t sockets = data_sockets_.size();
+    const size_t index = static_cast<size_t>(sub - request->subs.data());
+    if (request->frag_results.size() < static_cast<size_t>(kMaxRecvsLimit) * sockets) {
+      request->frag_results.resize(static_cast<size_t>(kMaxRecvsLimit) * sockets);
+    }
+    sub->seq = next_seq_++;
+    // Host destinations (staging included) of a host region are scattered by the workers as
+    // frags arrive; every other receive holds its frags until its consumer has run.
+    const bool scatter_now = request->consumer == Consumer::kHostScatter &&
+                             (sub->region == nullptr || !sub->region->is_cuda());
+    sub->holds_frags = !scatter_now;
+    if (!scatter_now) {
+      // Held whole in the region until the consumer runs: more than a quarter of it could
+      // deadlock the pool (half is reserved for the oldest message; split frags use half pages).
+      if (header.size > region_->bytes() / 4) {
+        Status status = Status::Error(
+            ErrorKind::kInvalidUsage,
+            "a %llu-byte message cannot be received through a %llu-byte devmem RX region (limit: "
+            "a quarter of it); raise NCCL_DEVMEM_RX_REGION_BYTES",
+            static_cast<unsigned long long>(header.size),
+            static_cast<unsigned long long>(region_->bytes()));
+        health_.Fail(status);
+        return status;
+      }
+    }
+    if (scatter_now) MarkReleased(sub->seq);  // it never holds pages beyond one receive
+    QueueStripes(request, destination, header.size, &request->frag_results[index * sockets],
+                 sub->seq, scatter_now);
+  }
+  if (request->unmatched == 0) {
+    for (size_t r = 0; r < posted_.size(); ++r) {
+      if (posted_[r] == request) {
+        posted_.erase(posted_.begin() + static_cast<std::ptrdiff_t>(r));
+        break;
+      }
+    }
+  }
+  ++counters_.messages;
+  counters_.inline_messages += is_inline ? 1 : 0;
+  counters_.payload_bytes += header.size;
+  return true;
+}
+
+Status RecvComm::ProgressControl() {
+  while (true) {
+    if (inline_left_ > 0) {
+      ConsumeInline();
+      if (inline_left_ > 0) {
+        const size_t before = rx_end_ - rx_begin_;
+        DEVMEM_RETURN_IF_ERROR(ReadControl());
+        if (rx_end_ - rx_begin_ == before) return Status::Ok();
+        continue;
+      }
+    }
+    if (!header_waiting_) {
+      if (rx_end_ - rx_begin_ < wire::MessageHeader::kSize) {
+        if (posted_.empty()) return Status::Ok();  // nobody waits: leave bytes in the kernel
+        const size_t before = rx_end_ - rx_begin_;
+        DEVMEM_RETURN_IF_ERROR(ReadControl());
+        if (rx_end_ - rx_begin_ == before) return Status::Ok();
+        continue;
+      }
+      Result<wire::MessageHeader> header =
+          wire::MessageHeader::Decode(rx_buffer_.data() + rx_begin_);
+      if (!header.ok()) {
+        health_.Fail(header.status());
+        return header.status();
+      }
+      rx_begin_ += wire::MessageHeader::kSize;
+      waiting_header_ = header.value();
+      header_waiting_ = true;
+    }
+    Result<bool> dispatched = Dispatch(waiting_header_);
+    if (!dispatched.ok()) return dispatched.status();
+    if (!dispatched.value()) return Status::Ok();
+    header_waiting_ = false;
+  }
+}
+
+bool RecvComm::Complete(const Request* request) const {
+  return request->unmatched == 0 && request->inline_pending == 0 &&
+         request->pending_tasks.load(std::memory_order_acquire) == 0;
+}
+
+Status RecvComm::Test(Request* request, bool* done, int* sizes) {
+  *done = false;
+  if (health_.failed()) return health_.error();
+  if (request->awaiting_consumed) {
+    return Status::Error(ErrorKind::kInvalidUsage,
+                         "test() on a receive that already completed and waits for "
+                         "irecvConsumed");
+  }
+  if (!request->scattering) {
+    if (!Complete(request)) {
+      DEVMEM_RETURN_IF_ERROR(ProgressControl());
+      if (!Complete(request)) return Status::Ok();
+    }
+    if (request->consumer == Consumer::kEngine) {
+      DEVMEM_RETURN_IF_ERROR(SubmitScatter(request));
+    }
+  }
+  Status result = request->error;
+  if (request->consumer == Consumer::kEngine) {
+    // Done only when the kernel's event completed; the tokens go back only after that.
+    Result<bool> scattered = ScatterDone(request);
+    if (!scattered.ok()) return scattered.status();
+    if (!scattered.value()) return Status::Ok();
+    request->scattering = false;
+    Status delivered = DeliverHostBytes(request, /*after_device_consumer=*/true);
+    Status released = ReleaseFrags(request);
+    if (result.ok()) result = !delivered.ok() ? delivered : released;
+  } else if (request->consumer == Consumer::kNcclUnpack) {
+    // Host bytes go to the step buffer now; NCCL's kernels copy the frags after test() says
+    // done, and the tokens wait for irecvConsumed.
+    Status delivered = DeliverHostBytes(request, /*after_device_consumer=*/false);
+    Status published = PublishUnpack(request);
+    if (result.ok()) result = !delivered.ok() ? delivered : published;
+  } else {
+    if (path_.mode != RxPath::Mode::kPlain) {
+      Status finished = FinishFrags(request);
+      if (result.ok()) result = finished;
+    }
+    if (result.ok()) result = DeliverHostBytes(request, /*after_device_consumer=*/true);
+  }
+  if (!result.ok() && request->error.ok() && !health_.failed()) health_.Fail(result);
+  if (sizes != nullptr) {
+    for (int i = 0; i < request->count; ++i) sizes[i] = static_cast<int>(request->subs[i].size);
+  }
+  *done = true;
+  if (unpack_ != nullptr && result.ok()) {
+    // NCCL keeps every receive pointer of an unpack comm until it calls irecvConsumed (LL
+    // receives included): the slot must not be reused before, or that call would hit a newer
+    // receive.
+    request->awaiting_consumed = true;
+  } else {
+    if (request->consumer == Consumer::kNcclUnpack) {
+      (void)ReleaseFrags(request);  // the comm failed; its first error is what is reported
+      unpack_->Consumed(request->unpack_slot);
+    }
+    pool_.Release(request);
+  }
+  return result;
+}
+
+Status RecvComm::Consumed(Request* request) {
+  if (!request->awaiting_consumed) {
+    // Receives the plugin consumed itself (and every receive of other modes) were released in
+    // test(): nothing to do. NCCL calls this for every completed receive.
+    return Status::Ok();
+  }
+  request->awaiting_consumed = false;
+  Status released = ReleaseFrags(request);  // nothing left for receives the plugin consumed
+  if (request->consumer == Consumer::kNcclUnpack) unpack_->Consumed(request->unpack_slot);
+  pool_.Release(request);
+  if (!released.ok()) health_.Fail(released);
+  return released;
+}
+
+}  // namespace devmem

@@ -1,0 +1,119 @@
+// Requests handed to NCCL: a fixed pool per comm (NCCL keeps at most NCCL_STEPS = 8 in flight
+// per connection; we allow NCCL_NET_MAX_REQUESTS = 32), so the data path never allocates.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+#include <vector>
+
+#include "gpu/scatter_engine.h"
+#include "plugin/core/config.h"
+#include "plugin/core/nccl_contract.h"
+#include "plugin/core/status.h"
+#include "plugin/cuda/memory.h"
+#include "plugin/transport/data_socket.h"
+
+namespace devmem {
+
+class Comm;
+
+// Who reads a receive's frags out of the RX region.
+enum class Consumer : uint8_t {
+  kHostScatter,  // the CPU (host region): workers for host buffers, test() for staged ones
+  kEngine,       // the scatter engine (our CUDA kernel); test() waits for its event
+  kNcclUnpack,   // NCCL's device unpack: test() publishes metadata, irecvConsumed releases
+};
+
+// What happens to bytes that arrived as host data after the frags' consumer ran.
+enum class HostDelivery : uint8_t {
+  kNone,            // they already sit in the destination
+  kWholeToDevice,   // plain path / host scatter: the whole staged message goes to the GPU
+  kRangesToDevice,  // GPU consumer: only the host ranges (linear bytes, inline) go to the GPU
+  kWholeToHost,     // the engine wrote into mapped staging: copy the message to the host buffer
+};
+
+struct SubRequest {
+  char* data = nullptr;   // where payload lands (user buffer or staging)
+  uint64_t capacity = 0;  // recv: posted size; send: message size
+  int tag = 0;
+  uint64_t size = 0;         // bytes actually carried
+  bool matched = false;      // recv: a message header was matched to this sub
+  bool holds_frags = false;  // recv, devmem modes: frags of this sub await scatter + release
+  uint64_t seq = 0;          // recv, devmem modes: message sequence number
+  const MemoryRegion* region = nullptr;
+  void* user_data = nullptr;      // the caller's pointer (differs from data when staged)
+  void* device_target = nullptr;  // where a GPU consumer writes the frags
+  HostDelivery delivery = HostDelivery::kNone;
+  bool inline_payload = false;  // arrived on the control connection (all host bytes)
+  bool ticketed = false;        // a scatter was submitted for this sub
+  gpu::ScatterTicket ticket;
+};
+
+struct Request {
+  static constexpr uint32_t kMagic = 0x52514452;  // "RQDR"
+  uint32_t magic = kMagic;
+  enum class Kind : uint8_t { kSend, kRecv } kind = Kind::kSend;
+  Comm* comm = nullptr;
+  bool in_use = false;
+  int count = 0;  // sub-requests
+  std::array<SubRequest, kMaxRecvsLimit> subs{};
+  int unmatched = 0;                  // recv: subs still waiting for a header
+  int inline_pending = 0;             // recv: subs whose inline payload is still arriving
+  uint64_t control_end = 0;           // send: control-stream offset that must reach the kernel
+  std::atomic<int> pending_tasks{0};  // socket tasks not finished by the workers
+  Status error;                       // request-level failure (e.g. truncation), reported by test()
+  StagingBuffer staging;              // pinned host memory when a sub is a CUDA buffer
+  // Devmem modes: per sub-request x data socket, what the frag receivers recorded. Sized on
+  // first use and reused, so the steady state allocates nothing.
+  std::vector<FragResult> frag_results;
+  Consumer consumer = Consumer::kHostScatter;
+  bool scattering = false;         // recv, engine: submitted, waiting for the kernel
+  bool awaiting_consumed = false;  // recv, NCCL unpack: reported done, tokens wait for NCCL
+  uint32_t unpack_slot = 0;
+
+  void Reset(Comm* owner, Kind k) {
+    comm = owner;
+    kind = k;
+    in_use = true;
+    count = 0;
+    unmatched = 0;
+    inline_pending = 0;
+    control_end = 0;
+    pending_tasks.store(0, std::memory_order_relaxed);
+    error = Status::Ok();
+    consumer = Consumer::kHostScatter;
+    scattering = false;
+    awaiting_consumed = false;
+    unpack_slot = 0;
+  }
+};
+
+class RequestPool {
+ public:
+  // nullptr when all are in flight: the caller returns a NULL request and NCCL retries.
+  Request* Acquire(Comm* owner, Request::Kind kind) {
+    for (Request& request : requests_) {
+      if (!request.in_use) {
+        request.Reset(owner, kind);
+        return &request;
+      }
+    }
+    return nullptr;
+  }
+  void Release(Request* request) { request->in_use = false; }
+  bool Owns(const Request* request) const {
+    return request >= requests_.data() && request < requests_.data() + requests_.size();
+  }
+  int InUse() const {
+    int n = 0;
+    for (const Request& request : requests_) n += request.in_use ? 1 : 0;
+    return n;
+  }
+
+ private:
+  std::array<Request, nccl::kNetMaxRequests> requests_;
+};
+
+}  // namespace devmem

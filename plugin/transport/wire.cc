@@ -1,0 +1,131 @@
+#include "plugin/transport/wire.h"
+
+#include <cstring>
+
+#include "plugin/core/config.h"
+#include "plugin/core/nccl_contract.h"
+
+namespace devmem::wire {
+
+static_assert(ListenHandle::kConnectorSlotOffset + sizeof(void*) <= nccl::kNetHandleMaxSize);
+
+void ListenHandle::Encode(uint8_t* handle128) const {
+  memset(handle128, 0, nccl::kNetHandleMaxSize);
+  PutU32(handle128, kMagic);
+  PutU16(handle128 + 4, kProtocolVersion);
+  address.Encode(handle128 + 8);
+  PutU64(handle128 + 28, nonce);
+}
+
+Result<ListenHandle> ListenHandle::Decode(const uint8_t* handle128) {
+  if (GetU32(handle128) != kMagic) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "connect handle has magic 0x%08x, expected 0x%08x (not a devmem handle)",
+                         GetU32(handle128), kMagic);
+  }
+  if (uint16_t version = GetU16(handle128 + 4); version != kProtocolVersion) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "connect handle has protocol version %u, this plugin speaks %u", version,
+                         kProtocolVersion);
+  }
+  Result<SocketAddress> address = SocketAddress::Decode(handle128 + 8);
+  if (!address.ok()) return address.status();
+  ListenHandle out;
+  out.address = address.value();
+  out.nonce = GetU64(handle128 + 28);
+  return out;
+}
+
+void Hello::Encode(uint8_t* out) const {
+  memset(out, 0, kSize);
+  PutU32(out, kMagic);
+  PutU16(out + 4, version);
+  out[6] = static_cast<uint8_t>(role);
+  PutU16(out + 8, socket_index);
+  PutU16(out + 10, data_sockets);
+  PutU32(out + 12, chunk_bytes);
+  PutU32(out + 16, inline_bytes);
+  PutU64(out + 20, nonce);
+  PutU64(out + 28, connection_id);
+}
+
+Result<Hello> Hello::Decode(const uint8_t* in) {
+  if (GetU32(in) != kMagic) {
+    return Status::Error(ErrorKind::kRemote, "bad hello magic 0x%08x (not a devmem peer)",
+                         GetU32(in));
+  }
+  Hello out;
+  out.version = GetU16(in + 4);
+  if (out.version != kProtocolVersion) {
+    return Status::Error(ErrorKind::kRemote, "peer speaks protocol version %u, we speak %u",
+                         out.version, kProtocolVersion);
+  }
+  if (in[6] > static_cast<uint8_t>(SocketRole::kData)) {
+    return Status::Error(ErrorKind::kRemote, "bad socket role %u in hello", in[6]);
+  }
+  out.role = static_cast<SocketRole>(in[6]);
+  out.socket_index = GetU16(in + 8);
+  out.data_sockets = GetU16(in + 10);
+  out.chunk_bytes = GetU32(in + 12);
+  out.inline_bytes = GetU32(in + 16);
+  out.nonce = GetU64(in + 20);
+  out.connection_id = GetU64(in + 28);
+  if (out.data_sockets < 1 || out.data_sockets > kMaxDataSockets) {
+    return Status::Error(ErrorKind::kRemote, "peer announced %u data sockets, accepted [1, %d]",
+                         out.data_sockets, kMaxDataSockets);
+  }
+  if (out.role == SocketRole::kData && out.socket_index >= out.data_sockets) {
+    return Status::Error(ErrorKind::kRemote, "data socket index %u out of range [0, %u)",
+                         out.socket_index, out.data_sockets);
+  }
+  if (out.chunk_bytes < kMinChunkBytes || out.chunk_bytes > kMaxChunkBytes) {
+    return Status::Error(ErrorKind::kRemote, "peer chunk size %u outside [%llu, %llu]",
+                         out.chunk_bytes, static_cast<unsigned long long>(kMinChunkBytes),
+                         static_cast<unsigned long long>(kMaxChunkBytes));
+  }
+  if (out.inline_bytes > kMaxInlineBytes) {
+    return Status::Error(ErrorKind::kRemote, "peer inline limit %u above %u", out.inline_bytes,
+                         kMaxInlineBytes);
+  }
+  return out;
+}
+
+void HelloReply::Encode(uint8_t* out) const {
+  PutU32(out, kMagic);
+  PutU32(out + 4, code);
+  PutU64(out + 8, nonce);
+}
+
+Result<HelloReply> HelloReply::Decode(const uint8_t* in) {
+  if (GetU32(in) != kMagic) {
+    return Status::Error(ErrorKind::kRemote, "bad handshake reply magic 0x%08x", GetU32(in));
+  }
+  HelloReply out;
+  out.code = GetU32(in + 4);
+  out.nonce = GetU64(in + 8);
+  return out;
+}
+
+void MessageHeader::Encode(uint8_t* out) const {
+  PutU32(out, kind);
+  PutU32(out + 4, static_cast<uint32_t>(tag));
+  PutU64(out + 8, size);
+}
+
+Result<MessageHeader> MessageHeader::Decode(const uint8_t* in) {
+  MessageHeader out;
+  out.kind = GetU32(in);
+  if (out.kind != kStriped && out.kind != kInline) {
+    return Status::Error(ErrorKind::kRemote, "control stream corrupt: message header kind 0x%08x",
+                         out.kind);
+  }
+  out.tag = static_cast<int32_t>(GetU32(in + 4));
+  out.size = GetU64(in + 8);
+  if (out.size > nccl::kMaxNetSize) {
+    return Status::Error(ErrorKind::kRemote, "peer announced a %llu-byte message, limit %zu",
+                         static_cast<unsigned long long>(out.size), nccl::kMaxNetSize);
+  }
+  return out;
+}
+
+}  // namespace devmem::wire

@@ -1,0 +1,97 @@
+// Everything that crosses the network or the out-of-band handle, with explicit little-endian
+// encodings so that peer bytes are parsed, never reinterpreted. Decoders validate what they can
+// without context; the caller checks nonce and limits.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "plugin/core/socket_address.h"
+#include "plugin/core/status.h"
+
+namespace devmem::wire {
+
+inline constexpr uint16_t kProtocolVersion = 1;
+
+inline void PutU16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+inline void PutU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline uint16_t GetU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline uint32_t GetU32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+inline uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// The listen handle NCCL ships to the peer out of band (<= 128 bytes). Bytes [64, 72) are never
+// sent by us: the connecting side keeps its in-progress connector pointer there, as NCCL's own
+// socket transport does, because NCCL calls connect() again with the same handle buffer.
+struct ListenHandle {
+  static constexpr uint32_t kMagic = 0x4d44484e;  // "NHDM"
+  static constexpr size_t kConnectorSlotOffset = 64;
+  SocketAddress address;
+  uint64_t nonce = 0;
+
+  void Encode(uint8_t* handle128) const;
+  static Result<ListenHandle> Decode(const uint8_t* handle128);
+};
+
+enum class SocketRole : uint8_t { kControl = 0, kData = 1 };
+
+// First bytes on every connection, sender -> receiver.
+struct Hello {
+  static constexpr uint32_t kMagic = 0x4d444c48;  // "HLDM"
+  static constexpr size_t kSize = 40;
+  uint16_t version = kProtocolVersion;
+  SocketRole role = SocketRole::kControl;
+  uint16_t socket_index = 0;  // data sockets: 0..data_sockets-1
+  uint16_t data_sockets = 0;
+  uint32_t chunk_bytes = 0;
+  uint32_t inline_bytes = 0;
+  uint64_t nonce = 0;
+  uint64_t connection_id = 0;  // groups the 1 + N sockets of one connect()
+
+  void Encode(uint8_t* out) const;
+  // Checks magic, version and field ranges (limits from config.h).
+  static Result<Hello> Decode(const uint8_t* in);
+};
+
+// Receiver -> sender on the control socket once all sockets of a connection are in.
+struct HelloReply {
+  static constexpr uint32_t kMagic = 0x4d445052;  // "RPDM"
+  static constexpr size_t kSize = 16;
+  enum Code : uint32_t { kAccepted = 0, kRejected = 1 };
+  uint32_t code = kAccepted;
+  uint64_t nonce = 0;
+
+  void Encode(uint8_t* out) const;
+  static Result<HelloReply> Decode(const uint8_t* in);
+};
+
+// One per isend on the control socket. kStriped payload travels on the data sockets; kInline
+// payload follows the header on the control socket.
+struct MessageHeader {
+  static constexpr uint32_t kStriped = 0x4d44534d;  // "MSDM"
+  static constexpr uint32_t kInline = 0x4d44494d;   // "MIDM"
+  static constexpr size_t kSize = 16;
+  uint32_t kind = kStriped;
+  int32_t tag = 0;
+  uint64_t size = 0;
+
+  void Encode(uint8_t* out) const;
+  static Result<MessageHeader> Decode(const uint8_t* in);
+};
+
+}  // namespace devmem::wire
