@@ -33,7 +33,14 @@ Result<std::unique_ptr<UnpackQueue>> UnpackQueue::Create(uint64_t bounce_base,
   queue->handle_ = new (queue->memory_ + sizeof(NetUnpackMeta)) UnpackDeviceHandle;
   queue->handle_->meta = queue->meta_;
   queue->handle_->bounce_buf = reinterpret_cast<void*>(static_cast<uintptr_t>(bounce_base));
-  queue->handle_->head = 0;
+  // NCCL's SIMPLE primitives increment the head in waitPeer() before genericOp() unpacks the
+  // step (NVIDIA/nccl src/device/prims_simple.h waitPeer -> ncclNetDeviceIncrementHead, then
+  // src/device/network/unpack/unpack.h reads head[] % 16), so the first step reads slot
+  // (head + 1) % 16. Starting one below zero makes that slot 0, the slot Claim() hands the
+  // first SIMPLE receive; TCPX does the same (unpack1.cu: "nccl side increments the counter
+  // prior to performing copy"). NCCL owns head from here on: its kernels save it back at exit
+  // (ncclNetDeviceSaveHead), and the plugin never writes it again.
+  queue->handle_->head = kInitialHead;
   queue->bounce_bytes_ = bounce_bytes;
   return queue;
 }

@@ -33,12 +33,15 @@ struct NetUnpackMeta {
 };
 static_assert(sizeof(NetUnpackMeta) == 524416);
 
-// What ncclNetDeviceHandle.handle points to.
+// What ncclNetDeviceHandle.handle points to (unpack_defs.h unpackNetDeviceHandle). `head` is
+// NCCL's: the plugin sets it once, to UINT64_MAX (see UnpackQueue::Create), and NCCL's kernels
+// pre-increment it per SIMPLE step and write it back when they exit.
 struct UnpackDeviceHandle {
   NetUnpackMeta* meta;
   void* bounce_buf;
   uint64_t head;
 };
+inline constexpr uint64_t kInitialHead = UINT64_MAX;
 static_assert(sizeof(UnpackDeviceHandle) == 24);
 
 // The metadata queue of one receive comm, in memory NCCL's kernels can read: mapped pinned host

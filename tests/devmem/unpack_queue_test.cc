@@ -40,7 +40,10 @@ TEST(UnpackQueueTest, PublishedStepsUnpackToTheReferenceScatter) {
   auto* handle = static_cast<UnpackDeviceHandle*>(queue.value()->device_handle());
   EXPECT_EQ(handle->bounce_buf, region.data());
   EXPECT_EQ(handle->meta, &queue.value()->meta());
-  EXPECT_EQ(handle->head, 0u);
+  // NVIDIA/nccl src/device/prims_simple.h waitPeer(): head is incremented before the step is
+  // unpacked, so the plugin starts it one below slot 0 (TCPX unpack1.cu does the same).
+  EXPECT_EQ(handle->head, UINT64_MAX);
+  EXPECT_EQ((handle->head + 1) % kQueueDepth, 0u);
   EXPECT_EQ(queue.value()->device_handle_bytes(), sizeof(UnpackDeviceHandle));
 
   // 40 steps through the 16 slots, each from two "sockets" with shuffled, odd-sized frags.

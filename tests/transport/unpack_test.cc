@@ -118,7 +118,10 @@ TEST_F(UnpackTest, PropertiesAndDeviceHandleFollowNcclsUnpackContract) {
   EXPECT_EQ(device_.needsProxyProgress, 1);
   EXPECT_NE(unpack_->meta, nullptr);
   EXPECT_NE(unpack_->bounce_buf, nullptr);
-  EXPECT_EQ(unpack_->head, 0u);
+  // NCCL pre-increments head before reading a slot (src/device/prims_simple.h waitPeer calls
+  // ncclNetDeviceIncrementHead before genericOp unpacks), so the first step must find
+  // head + 1 == 0, i.e. slot 0.
+  EXPECT_EQ(unpack_->head, UINT64_MAX);
 }
 
 TEST_F(UnpackTest, SimpleStepsArePublishedInOrderAndUnpackExactly) {
