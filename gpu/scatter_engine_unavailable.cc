@@ -6,8 +6,8 @@ namespace devmem::gpu {
 
 bool BuiltWithCudaKernels() { return false; }
 
-Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int /*device*/,
-                                                                     size_t /*max_ops*/) {
+Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int /*device*/, size_t /*max_ops*/,
+                                                               size_t /*slots*/) {
   return Status::Error(ErrorKind::kSystem,
                        "this build has no CUDA kernels (nvcc was not found when it was "
                        "configured); rebuild with the CUDA toolkit installed");

@@ -1,79 +1,81 @@
-// The scatter kernel and its engine. Each warp copies one op at a time (grid-stride over ops):
-// 16-byte vector loads and stores when source and destination share their alignment modulo 16
-// (the common case: page-aligned frags into NCCL's aligned buffers), a byte path otherwise, so
-// any offset and length is correct.
+// The scatter kernel and its engine. Each warp copies one op at a time (grid-stride over ops);
+// what each lane copies (the widest width source and destination share, with head and tail
+// bytes) is gpu/scatter_copy.h, which a CPU test runs lane by lane.
 #include <cuda_runtime.h>
 
-#include <array>
 #include <cstring>
+#include <limits>
+#include <vector>
 
+#include "gpu/device_context.h"
+#include "gpu/scatter_copy.h"
 #include "gpu/scatter_engine.h"
 
 namespace devmem::gpu {
 namespace {
 
-constexpr int kThreadsPerBlock = 256;
-constexpr int kWarpsPerBlock = kThreadsPerBlock / 32;
-constexpr size_t kSlots = 32;  // >= requests a comm keeps in flight
+constexpr uint32_t kWarpSize = 32;
+constexpr uint32_t kThreadsPerBlock = 256;
+constexpr uint32_t kWarpsPerBlock = kThreadsPerBlock / kWarpSize;
 
-__global__ void ScatterKernel(const ScatterOp* __restrict__ ops, uint32_t count,
-                              const char* __restrict__ region, char* __restrict__ dst) {
-  const uint32_t lane = threadIdx.x & 31u;
-  const uint32_t warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  const uint32_t warps = (gridDim.x * blockDim.x) >> 5;
-  for (uint32_t i = warp; i < count; i += warps) {
-    const ScatterOp op = ops[i];
-    const char* s = region + op.src_offset;
-    char* d = dst + op.dst_offset;
-    const uint32_t len = op.length;
-    const uintptr_t s_mis = reinterpret_cast<uintptr_t>(s) & 15u;
-    const uintptr_t d_mis = reinterpret_cast<uintptr_t>(d) & 15u;
-    if (s_mis == d_mis) {
-      uint32_t head = static_cast<uint32_t>((16u - d_mis) & 15u);
-      if (head > len) head = len;
-      for (uint32_t b = lane; b < head; b += 32) d[b] = s[b];
-      const uint32_t vectors = (len - head) / 16u;
-      const uint4* vs = reinterpret_cast<const uint4*>(s + head);
-      uint4* vd = reinterpret_cast<uint4*>(d + head);
-      for (uint32_t v = lane; v < vectors; v += 32) vd[v] = vs[v];
-      for (uint32_t b = head + vectors * 16u + lane; b < len; b += 32) d[b] = s[b];
-    } else {
-      for (uint32_t b = lane; b < len; b += 32) d[b] = s[b];
-    }
-  }
-}
-
-Status CudaCheck(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return Status::Ok();
-  return Status::Error(ErrorKind::kSystem, "%s: %s (%s)", what, cudaGetErrorString(err),
-                       cudaGetErrorName(err));
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    ScatterKernel(const ScatterOp* __restrict__ ops, uint32_t count,
+                  const char* __restrict__ region, char* __restrict__ dst) {
+  const uint32_t thread = blockIdx.x * blockDim.x + threadIdx.x;
+  ScatterOpsLane(ops, count, region, dst, thread / kWarpSize, gridDim.x * blockDim.x / kWarpSize,
+                 threadIdx.x % kWarpSize, kWarpSize);
 }
 
 class KernelScatterEngine final : public ScatterEngine {
- private:
-  struct Slot;
-
  public:
-  KernelScatterEngine(int device, size_t max_ops) : device_(device), max_ops_(max_ops) {}
+  KernelScatterEngine(size_t max_ops, size_t slots) : max_ops_(max_ops), slot_count_(slots) {}
+
   ~KernelScatterEngine() override {
-    if (cudaSetDevice(device_) != cudaSuccess) return;
-    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    ScopedContext scope(context_);
+    // Without the context (creation failed before retaining it, or the driver is already shut
+    // down at process exit) there is nothing we could free.
+    if (!scope.status().ok()) return;
+    if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
     for (Slot& slot : slots_) {
-      if (slot.event != nullptr) cudaEventDestroy(slot.event);
-      if (slot.device_ops != nullptr) cudaFree(slot.device_ops);
-      if (slot.host_ops != nullptr) cudaFreeHost(slot.host_ops);
+      if (slot.event != nullptr) (void)cudaEventDestroy(slot.event);
     }
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    if (device_ops_ != nullptr) (void)cudaFree(device_ops_);
+    if (host_ops_ != nullptr) (void)cudaFreeHost(host_ops_);
+    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
   }
 
-  Status Init() {
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaSetDevice(device_), "cudaSetDevice"));
+  Status Init(int device) {
+    DEVMEM_RETURN_IF_ERROR(context_.Retain(device));
+    ScopedContext scope(context_);
+    DEVMEM_RETURN_IF_ERROR(scope.status());
+    // Load the kernel now, in the context it will run in, as NCCL's ncclInitKernelsForDevice
+    // does for its own: with lazy loading (the default since CUDA 12.2) the first launch would
+    // load it on NCCL's proxy thread while NCCL's kernel spins waiting for that thread, and
+    // loading may need a context synchronization that then never completes.
+    cudaFuncAttributes attributes{};
     DEVMEM_RETURN_IF_ERROR(
-        CudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+        CudaCheck(cudaFuncGetAttributes(&attributes, reinterpret_cast<const void*>(&ScatterKernel)),
+                  "loading the scatter kernel (cudaFuncGetAttributes)"));
+    if (attributes.maxThreadsPerBlock < static_cast<int>(kThreadsPerBlock)) {
+      return Status::Error(ErrorKind::kSystem,
+                           "the scatter kernel runs at most %d threads per block on GPU %d, it "
+                           "needs %u",
+                           attributes.maxThreadsPerBlock, device, kThreadsPerBlock);
+    }
     int sms = 0;
     DEVMEM_RETURN_IF_ERROR(CudaCheck(
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_), "SM count"));
-    max_blocks_ = sms > 0 ? sms * 4 : 132;
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "SM count"));
+    max_blocks_ = sms > 0 ? static_cast<uint32_t>(sms) * 4 : 1;
+    DEVMEM_RETURN_IF_ERROR(
+        CudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+    // Every slot's op buffers, once (Create checked that this product fits).
+    const size_t bytes = slot_count_ * max_ops_ * sizeof(ScatterOp);
+    DEVMEM_RETURN_IF_ERROR(
+        CudaCheck(cudaHostAlloc(reinterpret_cast<void**>(&host_ops_), bytes, cudaHostAllocDefault),
+                  "cudaHostAlloc for the scatter ops"));
+    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaMalloc(reinterpret_cast<void**>(&device_ops_), bytes),
+                                     "cudaMalloc for the scatter ops"));
+    slots_.resize(slot_count_);
     for (Slot& slot : slots_) {
       DEVMEM_RETURN_IF_ERROR(CudaCheck(
           cudaEventCreateWithFlags(&slot.event, cudaEventDisableTiming), "cudaEventCreate"));
@@ -81,77 +83,59 @@ class KernelScatterEngine final : public ScatterEngine {
     return Status::Ok();
   }
 
-  // Op buffers grow on demand (powers of two): NCCL steps need a few hundred ops, and a comm
-  // per channel and peer must not pin megabytes it never uses. The slot is idle here.
-  Status Reserve(Slot& slot, size_t count) {
-    if (count <= slot.capacity) return Status::Ok();
-    size_t capacity = 256;
-    while (capacity < count) capacity *= 2;
-    if (capacity > max_ops_) capacity = max_ops_;
-    if (slot.device_ops != nullptr) cudaFree(slot.device_ops);
-    if (slot.host_ops != nullptr) cudaFreeHost(slot.host_ops);
-    slot.device_ops = nullptr;
-    slot.host_ops = nullptr;
-    slot.capacity = 0;
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(
-        cudaMallocHost(reinterpret_cast<void**>(&slot.host_ops), capacity * sizeof(ScatterOp)),
-        "cudaMallocHost for scatter ops"));
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(
-        cudaMalloc(reinterpret_cast<void**>(&slot.device_ops), capacity * sizeof(ScatterOp)),
-        "cudaMalloc for scatter ops"));
-    slot.capacity = capacity;
-    return Status::Ok();
-  }
-
-  Result<ScatterTicket> Submit(const ScatterOp* ops, size_t count, const void* region_dptr,
-                               void* dst_dptr) override {
+  Result<std::optional<ScatterTicket>> Submit(const ScatterOp* ops, size_t count,
+                                              const void* region_dptr, void* dst_dptr) override {
     if (count > max_ops_) {
-      return Status::Error(ErrorKind::kInvalidArgument, "%zu scatter ops, engine holds %zu", count,
-                           max_ops_);
+      return Status::Error(ErrorKind::kInvalidUsage,
+                           "%zu scatter ops in one submission, but the engine was created for "
+                           "at most %zu (max_ops): split the submission or size max_ops for it",
+                           count, max_ops_);
     }
-    Slot& slot = slots_[next_ % kSlots];
+    ScopedContext scope(context_);
+    DEVMEM_RETURN_IF_ERROR(scope.status());
+    // Slots are taken in turn on one in-order stream, so the next slot holds the oldest
+    // submission: if that one still runs, so do all the others.
+    const size_t index = next_ % slots_.size();
+    Slot& slot = slots_[index];
     if (slot.busy) {
       Result<bool> done = Query(slot);
       if (!done.ok()) return done.status();
-      if (!done.value()) {
-        return Status::Error(ErrorKind::kInternal, "all %zu scatter slots are in flight", kSlots);
-      }
+      if (!done.value()) return std::optional<ScatterTicket>();  // busy: back-pressure
     }
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaSetDevice(device_), "cudaSetDevice"));
-    DEVMEM_RETURN_IF_ERROR(Reserve(slot, count));
-    if (count > 0) memcpy(slot.host_ops, ops, count * sizeof(ScatterOp));
-    if (count > 0) {
-      DEVMEM_RETURN_IF_ERROR(
-          CudaCheck(cudaMemcpyAsync(slot.device_ops, slot.host_ops, count * sizeof(ScatterOp),
-                                    cudaMemcpyHostToDevice, stream_),
-                    "copying scatter ops"));
-      const size_t wanted = (count + kWarpsPerBlock - 1) / kWarpsPerBlock;
-      const int blocks =
-          static_cast<int>(wanted < static_cast<size_t>(max_blocks_) ? wanted : max_blocks_);
-      ScatterKernel<<<blocks, kThreadsPerBlock, 0, stream_>>>(
-          slot.device_ops, static_cast<uint32_t>(count), static_cast<const char*>(region_dptr),
-          static_cast<char*>(dst_dptr));
-      DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaGetLastError(), "launching the scatter kernel"));
+    Status enqueued = Enqueue(index, ops, count, region_dptr, dst_dptr);
+    // Recorded even after a failed launch: a queued op copy reads the slot's host buffer until
+    // the event passes, so the slot must not be reused before.
+    Status recorded = CudaCheck(cudaEventRecord(slot.event, stream_), "cudaEventRecord");
+    if (recorded.ok()) {
+      slot.busy = true;
+      ++slot.generation;
+      ++next_;
     }
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(slot.event, stream_), "cudaEventRecord"));
-    slot.busy = true;
-    ++slot.generation;
-    ScatterTicket ticket{static_cast<uint32_t>(next_ % kSlots), slot.generation};
-    ++next_;
-    return ticket;
+    DEVMEM_RETURN_IF_ERROR(enqueued);
+    DEVMEM_RETURN_IF_ERROR(recorded);
+    return std::optional<ScatterTicket>(
+        ScatterTicket{static_cast<uint32_t>(index), slot.generation});
   }
 
   Result<bool> Done(const ScatterTicket& ticket) override {
-    if (ticket.slot >= kSlots) {
-      return Status::Error(ErrorKind::kInvalidArgument, "scatter ticket slot %u", ticket.slot);
+    if (ticket.slot >= slots_.size() || ticket.generation == 0 ||
+        ticket.generation > slots_[ticket.slot].generation) {
+      return Status::Error(
+          ErrorKind::kInvalidArgument,
+          "scatter ticket (slot %u, generation %llu) was not issued by this engine", ticket.slot,
+          static_cast<unsigned long long>(ticket.generation));
     }
     Slot& slot = slots_[ticket.slot];
-    if (slot.generation != ticket.generation) return true;  // the slot was reused after it ended
-    if (!slot.busy) return true;
+    // Reused since (only a finished slot is), or already seen finished.
+    if (slot.generation != ticket.generation || !slot.busy) return true;
+    ScopedContext scope(context_);
+    DEVMEM_RETURN_IF_ERROR(scope.status());
     return Query(slot);
   }
 
   Status Synchronize() override {
+    ScopedContext scope(context_);
+    DEVMEM_RETURN_IF_ERROR(scope.status());
     DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
     for (Slot& slot : slots_) slot.busy = false;
     return Status::Ok();
@@ -159,27 +143,53 @@ class KernelScatterEngine final : public ScatterEngine {
 
  private:
   struct Slot {
-    ScatterOp* host_ops = nullptr;
-    ScatterOp* device_ops = nullptr;
-    size_t capacity = 0;
     cudaEvent_t event = nullptr;
     bool busy = false;
     uint64_t generation = 0;
   };
 
+  // The op upload and the kernel, into slot `index`'s buffers (the slot is idle).
+  Status Enqueue(size_t index, const ScatterOp* ops, size_t count, const void* region_dptr,
+                 void* dst_dptr) {
+    if (count == 0) return Status::Ok();
+    ScatterOp* host_ops = host_ops_ + index * max_ops_;
+    ScatterOp* device_ops = device_ops_ + index * max_ops_;
+    memcpy(host_ops, ops, count * sizeof(ScatterOp));
+    DEVMEM_RETURN_IF_ERROR(
+        CudaCheck(cudaMemcpyAsync(device_ops, host_ops, count * sizeof(ScatterOp),
+                                  cudaMemcpyHostToDevice, stream_),
+                  "copying the scatter ops"));
+    const size_t wanted = (count + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    const uint32_t blocks = wanted < max_blocks_ ? static_cast<uint32_t>(wanted) : max_blocks_;
+    // The kernel's parameters, of exactly its parameter types.
+    const ScatterOp* kernel_ops = device_ops;
+    uint32_t op_count = static_cast<uint32_t>(count);  // Create bounds max_ops to 32 bits
+    const char* region = static_cast<const char*>(region_dptr);
+    char* dst = static_cast<char*>(dst_dptr);
+    void* args[] = {&kernel_ops, &op_count, &region, &dst};
+    // The launch's own result, not whatever an earlier call left in the thread's last error.
+    return CudaCheck(cudaLaunchKernel(reinterpret_cast<const void*>(&ScatterKernel), dim3(blocks),
+                                      dim3(kThreadsPerBlock), args, 0, stream_),
+                     "launching the scatter kernel");
+  }
+
+  // Within a ScopedContext.
   Result<bool> Query(Slot& slot) {
-    cudaError_t err = cudaEventQuery(slot.event);
+    const cudaError_t err = cudaEventQuery(slot.event);
     if (err == cudaErrorNotReady) return false;
     DEVMEM_RETURN_IF_ERROR(CudaCheck(err, "the scatter kernel"));
     slot.busy = false;
     return true;
   }
 
-  const int device_;
+  PrimaryContext context_;  // first: released after everything below is freed
   const size_t max_ops_;
-  int max_blocks_ = 0;
+  const size_t slot_count_;
+  uint32_t max_blocks_ = 1;
   cudaStream_t stream_ = nullptr;
-  std::array<Slot, kSlots> slots_{};
+  ScatterOp* host_ops_ = nullptr;    // slot i: [i * max_ops_, (i + 1) * max_ops_), pinned
+  ScatterOp* device_ops_ = nullptr;  // the same layout on the device
+  std::vector<Slot> slots_;
   uint64_t next_ = 0;
 };
 
@@ -187,15 +197,40 @@ class KernelScatterEngine final : public ScatterEngine {
 
 bool BuiltWithCudaKernels() { return true; }
 
-Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int device, size_t max_ops) {
+Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int device, size_t max_ops,
+                                                               size_t slots) {
+  if (device < 0) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "scatter engine on GPU %d: the RX region's GPU must be known, there is "
+                         "no default device",
+                         device);
+  }
+  if (max_ops == 0 || slots == 0) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "scatter engine with max_ops %zu and slots %zu: both must be >= 1",
+                         max_ops, slots);
+  }
+  if (max_ops > std::numeric_limits<uint32_t>::max() ||
+      slots > std::numeric_limits<size_t>::max() / sizeof(ScatterOp) / max_ops) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "scatter engine with max_ops %zu and slots %zu: too large", max_ops,
+                         slots);
+  }
   int count = 0;
-  cudaError_t err = cudaGetDeviceCount(&count);
+  const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0) {
+    if (err != cudaSuccess) (void)cudaGetLastError();
     return Status::Error(ErrorKind::kSystem, "no CUDA device for the scatter engine: %s",
                          err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
   }
-  auto engine = std::make_unique<KernelScatterEngine>(device, max_ops);
-  DEVMEM_RETURN_IF_ERROR(engine->Init());
+  if (device >= count) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "scatter engine on GPU %d, but this process sees GPUs 0..%d", device,
+                         count - 1);
+  }
+  auto engine = std::make_unique<KernelScatterEngine>(max_ops, slots);
+  Status init = engine->Init(device);
+  if (!init.ok()) return init.WithContext(Format("scatter engine on GPU %d", device));
   return std::unique_ptr<ScatterEngine>(std::move(engine));
 }
 

@@ -13,7 +13,9 @@
 #include "plugin/core/log.h"
 #include "plugin/core/net_device.h"
 #include "plugin/cuda/cuda_driver.h"
+#include "plugin/setup/nccl_env_guards.h"
 #include "plugin/setup/readiness.h"
+#include "plugin/setup/rx_plan.h"
 #include "plugin/transport/comm.h"
 #include "plugin/transport/connection.h"
 
@@ -104,7 +106,7 @@ struct PluginContext {
 
 }  // namespace
 
-abi::Result Init(abi::DebugLogger logger) {
+abi::Result Init(abi::DebugLogger logger, int table_version) {
   if (logger != nullptr) log::SetLogger(logger);
   PluginState& state = State();
   std::lock_guard<std::mutex> lock(state.mutex);
@@ -120,6 +122,16 @@ abi::Result Init(abi::DebugLogger logger) {
     log::Info(log::kInit, "NIC %zu: %s %s, %d Mb/s, pci %s", i, d.name.c_str(),
               d.address.ToString().c_str(), d.speed_mbps,
               d.pci_path.empty() ? "(virtual)" : d.pci_path.c_str());
+  }
+  // NCCL 2.20-2.23 load at most ncclNetPlugin_v8 and never preset LL/LL128 receives with
+  // NCCL_NET_OPTIONAL_RECV_COMPLETION (it first appears in src/transport/net.cc of 2.24.3, which
+  // loads v9+): every LL receive would claim an unpack slot NCCL's kernel never reads.
+  if (config->unpack == UnpackMode::kNccl && table_version < 9) {
+    log::Warn("NCCL_DEVMEM_UNPACK=nccl: NCCL loaded the plugin through ncclNetPlugin_v%d "
+              "(NCCL < 2.24), which does not mark LL receives; NCCL's device unpack would read "
+              "the wrong steps, so the plugin's scatter kernel consumes every receive instead",
+              table_version);
+    config->unpack = UnpackMode::kPlugin;
   }
   // Without this hint NCCL's LL/LL128 receives cannot be told from SIMPLE steps, and only the
   // latter are read by NCCL's unpack kernels.
@@ -140,50 +152,29 @@ abi::Result Init(abi::DebugLogger logger) {
       gpu_present = count.ok() && count.value() > 0;
     }
   }
-  const char* consumer = config->unpack == UnpackMode::kNccl
-                             ? "NCCL's device unpack (SIMPLE) + the plugin's scatter kernel (LL)"
-                             : "the plugin's scatter kernel";
-  if (config->emulate_devmem) {
-    log::Info(log::kInit,
-              "data path: EMULATED devmem RX on every receive connection (NCCL_DEVMEM_EMULATE=1, "
-              "a test mode: payload is read with plain recv() and placed into a %s region cut "
-              "into frags like a NIC would); frags consumed by %s; send side plain TCP",
-              gpu_present ? "GPU" : "host (no GPU)",
-              gpu_present || config->unpack == UnpackMode::kNccl ? consumer : "the CPU");
-  }
   // Mode selection: the same checks as devmem-doctor, once per process and NIC.
-  std::vector<RxPlan> plans;
-  if (config->emulate_devmem) {
-    plans.assign(devices->size(), RxPlan());
-  } else {
-    ReadinessReport host = CheckKernel();
-    host.Append(CheckPrivileges());
-    for (const NetDevice& d : devices.value()) {
-      ReadinessReport report = host;
-      RxPlan plan;
-      report.Append(CheckNic(d, config->rx_queues, &plan.queues));
-      if (report.ready()) report.Append(CheckGpus(d.pci_path));
-      report.Append(CheckGpuConsumer(config->unpack));
-      const CheckOutcome* failure = report.first_failure();
-      if (failure != nullptr) {
-        plan.plain_reason =
-            Format("%s %s: %s (run devmem-doctor for every check)", failure->scope.c_str(),
-                   failure->check.c_str(), failure->detail.c_str());
-      }
-      if (plan.plain_reason.empty()) {
-        log::Info(log::kInit,
-                  "NIC %s: DEVMEM RX ready (every check passed): receive payload lands in GPU "
-                  "memory bound to its RX queue(s), frags consumed by %s",
-                  d.name.c_str(), consumer);
-      } else {
-        log::Info(log::kInit,
-                  "NIC %s: data path plain TCP (devmem RX unavailable, first failing check: %s); "
-                  "host buffers used directly, CUDA buffers staged through pinned host memory",
-                  d.name.c_str(), plan.plain_reason.c_str());
-      }
-      plans.push_back(std::move(plan));
-    }
+  std::vector<RxPlan> plans = PlanReceivePaths(&config.value(), devices.value(), gpu_present);
+  // NCCL settings the GPU receive path cannot live with (see plugin/setup/nccl_env_guards.h).
+  NcclEnvNeeds needs;
+  for (const RxPlan& plan : plans) {
+    if (!plan.plain_reason.empty()) continue;
+    const bool gpu_rx = !config->emulate_devmem || gpu_present;
+    needs.gpu_rx_region |= gpu_rx;
+    needs.cuda_pointers |= gpu_rx;
+    needs.unpack |= config->unpack == UnpackMode::kNccl;
   }
+  NcclEnvPlan env_plan = PlanNcclEnvGuards(needs, EnvLookup);
+  if (env_plan.unpack_unsafe) {
+    // Only the variables that NCCL's unpack needs were in conflict: the plugin's consumer is
+    // correct under them, so the unpack-only settings are not needed any more.
+    config->unpack = UnpackMode::kPlugin;
+    needs.unpack = false;
+    std::vector<std::string> warnings = std::move(env_plan.warnings);
+    env_plan = PlanNcclEnvGuards(needs, EnvLookup);
+    env_plan.warnings = std::move(warnings);
+    env_plan.unpack_unsafe = true;
+  }
+  ApplyNcclEnvGuards(env_plan);
   state.config = config.value();
   state.devices = std::move(devices).value();
   state.plans = std::move(plans);
@@ -195,7 +186,7 @@ abi::Result Init(abi::DebugLogger logger) {
 abi::Result InitContext(void** ctx, uint64_t comm_id, const abi::CommConfigV10* config,
                         abi::DebugLogger logger) {
   if (ctx == nullptr) return Invalid("init", "ctx output pointer is NULL");
-  if (abi::Result r = Init(logger); r != abi::kSuccess) return r;
+  if (abi::Result r = Init(logger, 11); r != abi::kSuccess) return r;
   auto* context = new PluginContext();
   context->comm_id = comm_id;
   context->traffic_class = config != nullptr ? config->trafficClass : -1;
@@ -260,8 +251,10 @@ abi::Result GetProperties(int dev, DeviceProperties* props) {
   props->max_message_bytes = abi::kMaxNetSize;
   if (gpu_rx || (devmem_rx && config.unpack == UnpackMode::kNccl)) {
     // A GPU consumer holds a whole message in the RX region until it ran; a quarter of the
-    // region per message keeps the page pool from deadlocking. NCCL cuts its steps to this.
-    props->max_message_bytes = config.rx_region_bytes / 4;
+    // region per message keeps the page pool from deadlocking. NCCL splits p2p sends at
+    // maxP2pBytes; maxCollBytes does not cap collective steps (NCCL 2.28 reads it only in
+    // coll_net.cc), which is why init checks NCCL_BUFFSIZE against the region (rx_plan.cc).
+    props->max_message_bytes = plan.region_bytes / 4;
   }
   if (devmem_rx && config.unpack == UnpackMode::kNccl) {
     // One receive per NCCL step, each within one unpack slot.

@@ -28,7 +28,10 @@ struct DeviceProperties {
   int net_device_version = 0;
 };
 
-abi::Result Init(abi::DebugLogger logger);
+// `table_version`: the ncclNetPlugin_vN table NCCL called through. NCCL presets LL/LL128
+// receives with NCCL_NET_OPTIONAL_RECV_COMPLETION only from v9 on (2.24+), and NCCL's device
+// unpack needs that hint, so a v8 caller never gets UNPACK.
+abi::Result Init(abi::DebugLogger logger, int table_version);
 // v11: one context per NCCL communicator.
 abi::Result InitContext(void** ctx, uint64_t comm_id, const abi::CommConfigV10* config,
                         abi::DebugLogger logger);

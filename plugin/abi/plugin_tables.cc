@@ -47,8 +47,9 @@ Result GetPropertiesV8(int dev, PropertiesV8* props) { return FillCommon(dev, pr
 Result GetPropertiesV9(int dev, PropertiesV9* props) { return FillCommon(dev, props); }
 Result GetPropertiesV11(int dev, PropertiesV11* props) { return FillCommon(dev, props); }
 
-Result InitV8(DebugLogger logger) { return api::Init(logger); }
-Result InitV10(DebugLogger logger, ProfilerCallback /*profiler*/) { return api::Init(logger); }
+Result InitV8(DebugLogger logger) { return api::Init(logger, 8); }
+Result InitV9(DebugLogger logger) { return api::Init(logger, 9); }
+Result InitV10(DebugLogger logger, ProfilerCallback /*profiler*/) { return api::Init(logger, 10); }
 Result InitV11(void** ctx, uint64_t comm_id, CommConfigV10* config, DebugLogger logger,
                ProfilerCallback /*profiler*/) {
   return api::InitContext(ctx, comm_id, config, logger);
@@ -139,7 +140,7 @@ DEVMEM_EXPORT const NetV10 ncclNetPlugin_v10 = {
 };
 
 DEVMEM_EXPORT const NetV9 ncclNetPlugin_v9 = {
-    api::kPluginName, InitV8,           api::Devices,     GetPropertiesV9,    ListenV8,
+    api::kPluginName, InitV9,           api::Devices,     GetPropertiesV9,    ListenV8,
     ConnectV8,        api::Accept,      api::RegMr,       api::RegMrDmaBuf,   api::DeregMr,
     IsendV9,          IrecvV9,          api::Iflush,      api::Test,          api::CloseSend,
     api::CloseRecv,   api::CloseListen, api::GetDeviceMr, api::IrecvConsumed, api::MakeVDevice,

@@ -10,13 +10,15 @@
 namespace devmem::unpack {
 
 Result<std::unique_ptr<UnpackQueue>> UnpackQueue::Create(uint64_t bounce_base,
-                                                         uint64_t bounce_bytes) {
-  if (bounce_bytes > uint64_t{UINT32_MAX} + 1) {
+                                                         uint64_t region_offset,
+                                                         uint64_t region_bytes) {
+  if (region_offset + region_bytes > uint64_t{UINT32_MAX} + 1) {
     return Status::Error(ErrorKind::kInvalidArgument,
-                         "NCCL's unpack addresses the RX region with 32-bit offsets; a %llu-byte "
-                         "region is too large (NCCL_DEVMEM_RX_REGION_BYTES <= 4G with "
-                         "NCCL_DEVMEM_UNPACK=nccl)",
-                         static_cast<unsigned long long>(bounce_bytes));
+                         "NCCL's unpack addresses the RX arena with 32-bit offsets; a %llu-byte "
+                         "region at offset %llu is beyond them (NCCL_DEVMEM_RX_REGION_BYTES too "
+                         "large for NCCL_DEVMEM_UNPACK=nccl)",
+                         static_cast<unsigned long long>(region_bytes),
+                         static_cast<unsigned long long>(region_offset));
   }
   std::unique_ptr<UnpackQueue> queue(new UnpackQueue());
   const size_t bytes = sizeof(NetUnpackMeta) + sizeof(UnpackDeviceHandle);
@@ -41,7 +43,8 @@ Result<std::unique_ptr<UnpackQueue>> UnpackQueue::Create(uint64_t bounce_base,
   // prior to performing copy"). NCCL owns head from here on: its kernels save it back at exit
   // (ncclNetDeviceSaveHead), and the plugin never writes it again.
   queue->handle_->head = kInitialHead;
-  queue->bounce_bytes_ = bounce_bytes;
+  queue->region_offset_ = region_offset;
+  queue->region_bytes_ = region_bytes;
   return queue;
 }
 
@@ -83,13 +86,15 @@ Status UnpackQueue::Publish(uint32_t slot, const OffsetTable* const* tables, siz
                              "steps are capped at %llu bytes",
                              kMaxMetasPerSlot, static_cast<unsigned long long>(kMaxSliceBytes));
       }
-      if (e.region_offset + e.length > bounce_bytes_) {
+      if (e.region_offset > region_bytes_ || e.length > region_bytes_ - e.region_offset) {
         return Status::Error(ErrorKind::kInternal,
                              "frag [%llu, +%u) outside the %llu-byte RX region",
                              static_cast<unsigned long long>(e.region_offset), e.length,
-                             static_cast<unsigned long long>(bounce_bytes_));
+                             static_cast<unsigned long long>(region_bytes_));
       }
-      out[n++] = LoadMeta{static_cast<uint32_t>(e.region_offset), e.length, e.dst_offset};
+      // src_off is from bounce_buf, the arena's base (Create checked it fits 32 bits).
+      out[n++] = LoadMeta{static_cast<uint32_t>(region_offset_ + e.region_offset), e.length,
+                          e.dst_offset};
     }
   }
   // NCCL's kernel reads cnt with a relaxed load after the proxy's seq_cst fence and tail
@@ -100,6 +105,16 @@ Status UnpackQueue::Publish(uint32_t slot, const OffsetTable* const* tables, siz
 
 void UnpackQueue::Consumed(uint32_t slot) {
   if (slot < kQueueDepth) busy_[slot] = false;
+}
+
+Status UnpackQueue::Unclaim(uint32_t slot) {
+  if (claimed_ == 0 || slot != (claimed_ - 1) % kQueueDepth || !busy_[slot]) {
+    return Status::Error(ErrorKind::kInternal, "unclaiming unpack slot %u, which is not the latest",
+                         slot);
+  }
+  busy_[slot] = false;
+  --claimed_;
+  return Status::Ok();
 }
 
 Status ExecuteOnHost(const NetUnpackMeta& meta, uint32_t slot, const char* bounce,

@@ -49,8 +49,12 @@ static_assert(sizeof(UnpackDeviceHandle) == 24);
 // only a host consumer such as the tests reads it). Single writer: the proxy thread.
 class UnpackQueue final {
  public:
-  // `bounce_base` is the device address of the RX region the frag offsets refer to.
-  static Result<std::unique_ptr<UnpackQueue>> Create(uint64_t bounce_base, uint64_t bounce_bytes);
+  // `bounce_base`: what NCCL gets as bounce_buf, the base of the GPU's RX arena shared by every
+  // unpack connection of the GPU; the comm's frags are offsets into its region, which starts
+  // `region_offset` bytes into the arena and holds `region_bytes` (all below 4 GiB: NCCL's
+  // src_off is 32 bits).
+  static Result<std::unique_ptr<UnpackQueue>> Create(uint64_t bounce_base, uint64_t region_offset,
+                                                     uint64_t region_bytes);
   UnpackQueue(const UnpackQueue&) = delete;
   UnpackQueue& operator=(const UnpackQueue&) = delete;
   ~UnpackQueue();
@@ -69,6 +73,9 @@ class UnpackQueue final {
   Status Publish(uint32_t slot, const OffsetTable* const* tables, size_t count);
   // NCCL consumed the step of `slot`: the slot may be claimed again.
   void Consumed(uint32_t slot);
+  // Takes back the latest Claim() of a receive that was never posted, so the next SIMPLE
+  // receive gets the slot NCCL's kernel will read for it.
+  Status Unclaim(uint32_t slot);
   const NetUnpackMeta& meta() const { return *meta_; }
 
  private:
@@ -77,7 +84,8 @@ class UnpackQueue final {
   bool pinned_ = false;
   NetUnpackMeta* meta_ = nullptr;
   UnpackDeviceHandle* handle_ = nullptr;
-  uint64_t bounce_bytes_ = 0;
+  uint64_t region_offset_ = 0;
+  uint64_t region_bytes_ = 0;
   uint64_t claimed_ = 0;
   bool busy_[kQueueDepth] = {};
 };

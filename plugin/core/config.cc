@@ -93,6 +93,10 @@ Result<int64_t> ParseBoundedInteger(const char* name, const char* text, int64_t 
   return scaled;
 }
 
+uint64_t Config::MaxNcclStepBytes() const {
+  return std::max<uint64_t>(nccl_buffsize / 8 * 2, nccl_p2p_net_chunk);
+}
+
 Result<Config> Config::FromEnvironment(const std::function<const char*(const char*)>& getenv_fn) {
   Config config;
   int64_t value = config.data_sockets;
@@ -153,6 +157,24 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
                          static_cast<unsigned long long>(kMaxRxRegionBytes));
   }
   config.rx_region_bytes = static_cast<uint64_t>(value);
+  config.rx_region_bytes_set = getenv_fn(kRegion) != nullptr;
+
+  // NCCL's variables, parsed the way NCCL parses them (strtoll, base 0, no suffix); NCCL
+  // rejects what it cannot read, so a value we cannot read keeps NCCL's default with a WARN.
+  for (auto [name, out] : {std::pair<const char*, uint64_t*>{"NCCL_BUFFSIZE", &config.nccl_buffsize},
+                           {"NCCL_P2P_NET_CHUNKSIZE", &config.nccl_p2p_net_chunk}}) {
+    const char* text = getenv_fn(name);
+    if (text == nullptr) continue;
+    char* end = nullptr;
+    errno = 0;
+    const long long parsed = strtoll(text, &end, 0);
+    if (errno != 0 || end == text || *end != '\0' || parsed <= 0) {
+      log::Warn("%s=\"%s\" is not a positive integer; sizing devmem RX for NCCL's default %llu",
+                name, text, static_cast<unsigned long long>(*out));
+      continue;
+    }
+    *out = static_cast<uint64_t>(parsed);
+  }
 
   value = config.emulate_split_percent;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kSplit, 0, 100, &value));
@@ -228,8 +250,13 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   for (uint32_t q : rx_queues) queues += (queues.empty() ? "" : ",") + std::to_string(q);
   log::Info(log::kEnv, "%s=\"%s\" (%s)", kQueues, queues.empty() ? "last RX queue" : queues.c_str(),
             origin(kQueues));
-  log::Info(log::kEnv, "%s=%llu (%s)", kRegion, static_cast<unsigned long long>(rx_region_bytes),
-            origin(kRegion));
+  if (rx_region_bytes_set || emulate_devmem) {
+    log::Info(log::kEnv, "%s=%llu (%s)", kRegion, static_cast<unsigned long long>(rx_region_bytes),
+              origin(kRegion));
+  } else {
+    log::Info(log::kEnv, "%s unset: each devmem NIC's RX region is sized from NCCL's in-flight "
+              "bytes at the first bind", kRegion);
+  }
   log::Info(log::kEnv, "%s=%d (%s)", kSplit, emulate_split_percent, origin(kSplit));
   log::Info(log::kEnv, "%s=%d (%s)", kLinear, emulate_linear_percent, origin(kLinear));
   log::Info(log::kEnv, "%s=%s (%s)", kUnpack, unpack == UnpackMode::kNccl ? "nccl" : "plugin",

@@ -28,12 +28,24 @@ struct Config {
   bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
   bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
   std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
-  uint64_t rx_region_bytes = 64ull << 20;   // NCCL_DEVMEM_RX_REGION_BYTES
+  // NCCL_DEVMEM_RX_REGION_BYTES: the RX region of one NIC (devmem) or one receive comm
+  // (emulation). Unset: emulation uses 64 MiB, devmem the in-flight budget
+  // (plugin/setup/rx_budget.h).
+  uint64_t rx_region_bytes = 64ull << 20;
+  bool rx_region_bytes_set = false;
   int emulate_split_percent = 10;           // NCCL_DEVMEM_EMULATE_SPLIT_PERCENT
   int emulate_linear_percent = 5;           // NCCL_DEVMEM_EMULATE_LINEAR_PERCENT
   UnpackMode unpack = UnpackMode::kPlugin;  // NCCL_DEVMEM_UNPACK=plugin|nccl
   std::string socket_ifname;                // NCCL_SOCKET_IFNAME (NCCL's own syntax)
   int socket_family = 0;                    // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
+  // NCCL's own settings that bound the size of one receive (read, never set, here).
+  uint64_t nccl_buffsize = 4ull << 20;       // NCCL_BUFFSIZE (NCCL's default: 4 MiB)
+  uint64_t nccl_p2p_net_chunk = 128 << 10;   // NCCL_P2P_NET_CHUNKSIZE (NCCL's default: 128 KiB)
+
+  // The largest receive NCCL's net transport posts: a collective step is stepSize x
+  // sliceSteps = NCCL_BUFFSIZE / NCCL_STEPS(8) x 2 (ring SIMPLE, src/transport/net.cc
+  // recvProxyProgress), a p2p step one NCCL_P2P_NET_CHUNKSIZE.
+  uint64_t MaxNcclStepBytes() const;
 
   // Reads the variables through `getenv_fn` (getenv in production, a map in tests).
   static Result<Config> FromEnvironment(const std::function<const char*(const char*)>& getenv_fn);

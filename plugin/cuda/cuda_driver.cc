@@ -41,8 +41,10 @@ Result<const CudaDriver*> CudaDriver::Get() {
               Resolve(lib, "cuDeviceGetAttribute", &candidate->device_get_attribute_) &&
               Resolve(lib, "cuDeviceGetPCIBusId", &candidate->device_get_pci_bus_id_) &&
               Resolve(lib, "cuDevicePrimaryCtxRetain", &candidate->primary_ctx_retain_) &&
-              Resolve(lib, "cuDevicePrimaryCtxRelease_v2", &candidate->primary_ctx_release_) &&
-              Resolve(lib, "cuCtxSetCurrent", &candidate->ctx_set_current_) &&
+              Resolve(lib, "cuCtxPushCurrent_v2", &candidate->ctx_push_current_) &&
+              Resolve(lib, "cuCtxPopCurrent_v2", &candidate->ctx_pop_current_) &&
+              Resolve(lib, "cuThreadExchangeStreamCaptureMode",
+                      &candidate->exchange_capture_mode_) &&
               Resolve(lib, "cuCtxGetCurrent", &candidate->ctx_get_current_) &&
               Resolve(lib, "cuCtxGetDevice", &candidate->ctx_get_device_) &&
               Resolve(lib, "cuMemAlloc_v2", &candidate->mem_alloc_) &&
@@ -126,46 +128,51 @@ Result<std::string> CudaDriver::PciBusId(int ordinal) const {
 
 namespace devmem {
 
-Status CudaDriver::MakePrimaryContextCurrent(int ordinal) const {
-  int device = 0;
-  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
-  void* context = nullptr;
-  DEVMEM_RETURN_IF_ERROR(Check(primary_ctx_retain_(&context, device), "cuDevicePrimaryCtxRetain"));
-  return Check(ctx_set_current_(context), "cuCtxSetCurrent");
-}
-
-Status CudaDriver::UseDevice(int ordinal) const {
+Result<void*> CudaDriver::PrimaryContext(int ordinal) const {
   constexpr int kMaxDevices = 64;
   static std::mutex mutex;
   static void* contexts[kMaxDevices] = {};
   if (ordinal < 0 || ordinal >= kMaxDevices) {
     return Status::Error(ErrorKind::kInvalidArgument, "CUDA device %d out of range", ordinal);
   }
-  void* context = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (contexts[ordinal] == nullptr) {
-      int device = 0;
-      DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
-      DEVMEM_RETURN_IF_ERROR(
-          Check(primary_ctx_retain_(&contexts[ordinal], device), "cuDevicePrimaryCtxRetain"));
-    }
-    context = contexts[ordinal];
+  std::lock_guard<std::mutex> lock(mutex);
+  if (contexts[ordinal] == nullptr) {
+    int device = 0;
+    DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+    // Retained for the life of the process: worker and proxy threads share it, and releasing
+    // it could tear down the context under NCCL.
+    DEVMEM_RETURN_IF_ERROR(
+        Check(primary_ctx_retain_(&contexts[ordinal], device), "cuDevicePrimaryCtxRetain"));
   }
-  void* current = nullptr;
-  if (ctx_get_current_(&current) == 0 && current == context) return Status::Ok();
-  return Check(ctx_set_current_(context), "cuCtxSetCurrent");
+  return contexts[ordinal];
+}
+
+Result<ScopedDeviceContext> CudaDriver::EnterDevice(int ordinal) const {
+  Result<void*> context = PrimaryContext(ordinal);
+  if (!context.ok()) return context.status();
+  DEVMEM_RETURN_IF_ERROR(Check(ctx_push_current_(context.value()), "cuCtxPushCurrent"));
+  constexpr int kCaptureModeRelaxed = 2;  // CU_STREAM_CAPTURE_MODE_RELAXED
+  int mode = kCaptureModeRelaxed;
+  if (exchange_capture_mode_(&mode) != 0) mode = -1;  // nothing to restore
+  return ScopedDeviceContext(this, mode);
+}
+
+ScopedDeviceContext::ScopedDeviceContext(ScopedDeviceContext&& other) noexcept
+    : driver_(other.driver_), capture_mode_(other.capture_mode_) {
+  other.driver_ = nullptr;
+}
+
+ScopedDeviceContext::~ScopedDeviceContext() {
+  if (driver_ == nullptr) return;
+  if (capture_mode_ >= 0) driver_->exchange_capture_mode_(&capture_mode_);
+  void* popped = nullptr;
+  driver_->ctx_pop_current_(&popped);
 }
 
 Result<int> CudaDriver::CurrentDevice() const {
   int device = -1;
   DEVMEM_RETURN_IF_ERROR(Check(ctx_get_device_(&device), "cuCtxGetDevice"));
   return device;
-}
-
-void CudaDriver::ReleasePrimaryContext(int ordinal) const {
-  int device = 0;
-  if (device_get_(&device, ordinal) == 0) primary_ctx_release_(device);
 }
 
 Status CudaDriver::Allocate(size_t bytes, CUdeviceptr* out) const {

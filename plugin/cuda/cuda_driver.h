@@ -10,6 +10,31 @@
 
 namespace devmem {
 
+class CudaDriver;
+
+// The plugin's CUDA work runs on NCCL's threads, which have a context (and maybe a stream
+// capture) of their own: NCCL's proxy thread may even run in a private context
+// (NCCL_CREATE_THREAD_CONTEXT=1). While alive, this pushes the device's primary context onto the
+// calling thread and relaxes the thread's stream-capture mode (allocation and copies would fail
+// under a global-mode capture elsewhere; NCCL's alloc.h does the same); the destructor pops the
+// context and restores the mode, leaving the thread as it found it. TCPX wraps every CUDA call
+// the same way (gpu_push_current / gpu_pop_current).
+class ScopedDeviceContext final {
+ public:
+  ScopedDeviceContext(ScopedDeviceContext&& other) noexcept;
+  ScopedDeviceContext& operator=(ScopedDeviceContext&&) = delete;
+  ScopedDeviceContext(const ScopedDeviceContext&) = delete;
+  ScopedDeviceContext& operator=(const ScopedDeviceContext&) = delete;
+  ~ScopedDeviceContext();
+
+ private:
+  friend class CudaDriver;
+  ScopedDeviceContext(const CudaDriver* driver, int capture_mode)
+      : driver_(driver), capture_mode_(capture_mode) {}
+  const CudaDriver* driver_ = nullptr;  // nullptr once moved from
+  int capture_mode_ = 0;
+};
+
 class CudaDriver final {
  public:
   using CUresult = int;
@@ -32,22 +57,21 @@ class CudaDriver final {
   // "0000:3b:00.0"-style PCI address of the GPU.
   Result<std::string> PciBusId(int ordinal) const;
 
-  // Device memory for a devmem RX region: allocated in the GPU's primary context (made current
-  // on the calling thread) and exported as a dmabuf fd.
-  Status MakePrimaryContextCurrent(int ordinal) const;
-  // Makes GPU `ordinal`'s primary context current on the calling thread if it is not already;
-  // the context is retained once per process and device (worker and proxy threads share it).
-  Status UseDevice(int ordinal) const;
+  // Makes GPU `ordinal`'s primary context current on the calling thread until the returned
+  // guard goes; the context is retained once per process and device. Every plugin call that
+  // allocates, copies or exports runs inside one.
+  Result<ScopedDeviceContext> EnterDevice(int ordinal) const;
   // The device of the calling thread's current context (NCCL's proxy thread has its GPU's).
   Result<int> CurrentDevice() const;
-  void ReleasePrimaryContext(int ordinal) const;
   Status Allocate(size_t bytes, CUdeviceptr* out) const;
   void Free(CUdeviceptr ptr) const;
   Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes) const;
 
  private:
+  friend class ScopedDeviceContext;
   CudaDriver() = default;
   Status Check(CUresult result, const char* call) const;
+  Result<void*> PrimaryContext(int ordinal) const;
 
   CUresult (*init_)(unsigned int) = nullptr;
   CUresult (*mem_host_alloc_)(void**, size_t, unsigned int) = nullptr;
@@ -60,8 +84,9 @@ class CudaDriver final {
   CUresult (*device_get_attribute_)(int*, int, int) = nullptr;
   CUresult (*device_get_pci_bus_id_)(char*, int, int) = nullptr;
   CUresult (*primary_ctx_retain_)(void**, int) = nullptr;
-  CUresult (*primary_ctx_release_)(int) = nullptr;
-  CUresult (*ctx_set_current_)(void*) = nullptr;
+  CUresult (*ctx_push_current_)(void*) = nullptr;
+  CUresult (*ctx_pop_current_)(void**) = nullptr;
+  CUresult (*exchange_capture_mode_)(int*) = nullptr;
   CUresult (*ctx_get_current_)(void**) = nullptr;
   CUresult (*ctx_get_device_)(int*) = nullptr;
   CUresult (*mem_alloc_)(CUdeviceptr*, size_t) = nullptr;

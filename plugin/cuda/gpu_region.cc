@@ -20,8 +20,9 @@ Result<std::unique_ptr<GpuRegion>> GpuRegion::Create(int gpu, uint64_t bytes, bo
   std::unique_ptr<GpuRegion> region(new GpuRegion());
   region->gpu_ = gpu;
   region->bytes_ = (bytes + kAlign - 1) / kAlign * kAlign;
-  DEVMEM_RETURN_IF_ERROR(cuda->MakePrimaryContextCurrent(gpu));
-  region->context_retained_ = true;
+  // In the GPU's primary context, leaving the caller's (NCCL's thread's) context as it was.
+  Result<ScopedDeviceContext> context = cuda->EnterDevice(gpu);
+  if (!context.ok()) return context.status();
   CudaDriver::CUdeviceptr ptr = 0;
   DEVMEM_RETURN_IF_ERROR(cuda->Allocate(region->bytes_, &ptr));
   region->device_ptr_ = ptr;
@@ -38,12 +39,9 @@ GpuRegion::~GpuRegion() {
   dmabuf_.reset();
   if (device_ptr_ != 0) {
     // Free in the context it was allocated in, whatever this thread had current.
-    if (driver.value()->MakePrimaryContextCurrent(gpu_).ok()) {
-      driver.value()->Free(device_ptr_);
-      driver.value()->ReleasePrimaryContext(gpu_);  // the retain just above
-    }
+    Result<ScopedDeviceContext> context = driver.value()->EnterDevice(gpu_);
+    if (context.ok()) driver.value()->Free(device_ptr_);
   }
-  if (context_retained_) driver.value()->ReleasePrimaryContext(gpu_);
 }
 
 }  // namespace devmem

@@ -1,5 +1,5 @@
-// GpuRegion: the devmem RX region in GPU memory, exported as a dmabuf for bind-rx. Owns the
-// allocation, the primary-context reference and the dmabuf fd.
+// GpuRegion: GPU memory for devmem RX (optionally exported whole as a dmabuf). Owns the
+// allocation and the dmabuf fd; allocated and freed in the GPU's primary context.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +28,6 @@ class GpuRegion final {
   int gpu_ = 0;
   uint64_t device_ptr_ = 0;
   uint64_t bytes_ = 0;
-  bool context_retained_ = false;
   UniqueFd dmabuf_;
 };
 

@@ -1,5 +1,9 @@
 #include "plugin/cuda/memory.h"
 
+#include <algorithm>
+#include <optional>
+#include <utility>
+
 #include "plugin/core/nccl_contract.h"
 #include "plugin/cuda/cuda_driver.h"
 
@@ -7,23 +11,58 @@ namespace devmem {
 
 bool MemoryRegion::is_cuda() const { return type == nccl::kPtrCuda; }
 
-StagingBuffer::~StagingBuffer() {
+Result<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes, int gpu) {
+  Result<const CudaDriver*> driver = CudaDriver::Get();
+  if (!driver.ok()) return driver.status();
+  std::optional<ScopedDeviceContext> context;
+  if (gpu >= 0) {
+    Result<ScopedDeviceContext> entered = driver.value()->EnterDevice(gpu);
+    if (!entered.ok()) return entered.status();
+    context.emplace(std::move(entered).value());
+  }
+  void* memory = nullptr;
+  DEVMEM_RETURN_IF_ERROR(driver.value()->HostAlloc(bytes, &memory));
+  PinnedBuffer buffer;
+  buffer.data_ = static_cast<char*>(memory);
+  buffer.bytes_ = bytes;
+  return buffer;
+}
+
+PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  if (this != &other) {
+    PinnedBuffer doomed(std::move(*this));
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+PinnedBuffer::~PinnedBuffer() {
   if (data_ == nullptr) return;
   Result<const CudaDriver*> driver = CudaDriver::Get();
   if (driver.ok()) driver.value()->HostFree(data_);
+}
+
+StagingBuffer::~StagingBuffer() {
+  if (data_ == nullptr && retired_.empty()) return;
+  Result<const CudaDriver*> driver = CudaDriver::Get();
+  if (!driver.ok()) return;
+  if (data_ != nullptr) driver.value()->HostFree(data_);
+  for (char* old : retired_) driver.value()->HostFree(old);
 }
 
 Result<char*> StagingBuffer::Reserve(size_t bytes) {
   if (bytes <= capacity_ && data_ != nullptr) return data_;
   Result<const CudaDriver*> driver = CudaDriver::Get();
   if (!driver.ok()) return driver.status();
-  if (data_ != nullptr) driver.value()->HostFree(data_);
-  data_ = nullptr;
-  capacity_ = 0;
+  // Double at least, from 1 MiB: a slowly growing message size allocates a few times only.
+  size_t want = std::max<size_t>({bytes, capacity_ * 2, size_t{1} << 20});
   void* fresh = nullptr;
-  // Round up so that a slowly growing message size does not reallocate every time.
-  size_t want = bytes < (1 << 20) ? (1 << 20) : bytes;
   DEVMEM_RETURN_IF_ERROR(driver.value()->HostAlloc(want, &fresh));
+  if (data_ != nullptr) retired_.push_back(data_);  // freed at close, never here
   data_ = static_cast<char*>(fresh);
   capacity_ = want;
   return data_;

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "plugin/core/status.h"
 
@@ -18,7 +19,32 @@ struct MemoryRegion {
   bool is_cuda() const;
 };
 
+// Pinned, device-mapped host memory of a fixed size (cuMemHostAlloc), allocated in `gpu`'s
+// context (or the caller's, for -1) and freed with the owner. A copy from it to the device is
+// synchronous, so the bytes have landed when the copy returns.
+class PinnedBuffer final {
+ public:
+  static Result<PinnedBuffer> Allocate(size_t bytes, int gpu);
+  PinnedBuffer() = default;
+  PinnedBuffer(PinnedBuffer&& other) noexcept;
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer();
+  char* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  char* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // Grow-only pinned host buffer (cuMemHostAlloc), one per request slot, reused across messages.
+// Nothing is freed before the owner goes: cuMemFreeHost synchronizes the device, and on NCCL's
+// proxy thread that can deadlock against NCCL's running kernels (NCCL PR #194). A buffer that
+// grows keeps its old memory until close; growth doubles, so that happens a few times at most,
+// and comms pre-size it when NCCL registers its CUDA buffers (Comm::Register), before any
+// message.
 class StagingBuffer final {
  public:
   StagingBuffer() = default;
@@ -27,10 +53,12 @@ class StagingBuffer final {
   ~StagingBuffer();
   // Ensures at least `bytes` of capacity; returns the buffer.
   Result<char*> Reserve(size_t bytes);
+  size_t capacity() const { return capacity_; }
 
  private:
   char* data_ = nullptr;
   size_t capacity_ = 0;
+  std::vector<char*> retired_;  // outgrown buffers, freed with the owner
 };
 
 }  // namespace devmem

@@ -27,13 +27,14 @@ Status PeerClosed() {
 
 Result<std::unique_ptr<HostRegion>> HostRegion::Create(uint64_t bytes) {
   std::unique_ptr<HostRegion> region(new HostRegion());
-  region->fd_.reset(memfd_create("nccl-devmem-rx-region", MFD_CLOEXEC));
-  if (!region->fd_.valid()) return Status::Errno(errno, "memfd_create for the RX region");
-  if (ftruncate(region->fd_.get(), static_cast<off_t>(bytes)) != 0) {
+  // The fd only names the memory while it is mapped; the mapping keeps it alive after.
+  UniqueFd fd(memfd_create("nccl-devmem-rx-region", MFD_CLOEXEC));
+  if (!fd.valid()) return Status::Errno(errno, "memfd_create for the RX region");
+  if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
     return Status::Errno(errno, "sizing the %llu-byte RX region",
                          static_cast<unsigned long long>(bytes));
   }
-  void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, region->fd_.get(), 0);
+  void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (data == MAP_FAILED) {
     return Status::Errno(errno, "mapping the %llu-byte RX region",
                          static_cast<unsigned long long>(bytes));
@@ -90,8 +91,49 @@ EmulatedFragReceiver::EmulatedFragReceiver(RxRegion* region, PagePool* pool, Emu
                                            uint64_t seed)
     : region_(region), pool_(pool), mix_(mix), rng_(seed | 1) {
   pages_.resize(kMaxPagesPerReceive);
-  if (region_->host_base() == nullptr)
-    dma_bounce_.resize(kMaxPagesPerReceive * PagePool::kPageBytes);
+}
+
+Result<std::unique_ptr<EmulatedFragReceiver>> EmulatedFragReceiver::Create(RxRegion* region,
+                                                                           PagePool* pool,
+                                                                           EmulationMix mix,
+                                                                           uint64_t seed) {
+  auto receiver = std::make_unique<EmulatedFragReceiver>(region, pool, mix, seed);
+  if (region->host_base() == nullptr) {
+    Result<PinnedBuffer> bounce =
+        PinnedBuffer::Allocate(kMaxPagesPerReceive * PagePool::kPageBytes, region->gpu());
+    if (!bounce.ok()) return bounce.status().WithContext("pinned bounce of the emulated NIC");
+    receiver->dma_bounce_ = std::move(bounce).value();
+  }
+  return receiver;
+}
+
+Status EmulatedFragReceiver::CopyRunsToRegion(const StreamSegment* plan, const iovec* iov,
+                                              size_t n, uint64_t bytes) {
+  // Frags whose region offsets and bounce addresses both continue the previous one form one
+  // run, one copy (fresh pools hand out consecutive pages, so most receives are one run).
+  uint64_t left = bytes;
+  size_t i = 0;
+  while (i < n && left > 0) {
+    if (plan[i].kind != StreamSegment::Kind::kRegion) {
+      left -= std::min<uint64_t>(plan[i].length, left);
+      ++i;
+      continue;
+    }
+    const uint64_t start = plan[i].source_offset;
+    const char* source = static_cast<const char*>(iov[i].iov_base);
+    uint64_t run = 0;
+    while (i < n && left > 0 && plan[i].kind == StreamSegment::Kind::kRegion &&
+           plan[i].source_offset == start + run &&
+           static_cast<const char*>(iov[i].iov_base) == source + run) {
+      const uint64_t len = std::min<uint64_t>(plan[i].length, left);
+      run += len;
+      left -= len;
+      ++i;
+      if (len < plan[i - 1].length) break;  // the stream ended inside this frag
+    }
+    DEVMEM_RETURN_IF_ERROR(region_->Write(start, source, run));
+  }
+  return Status::Ok();
 }
 
 uint64_t EmulatedFragReceiver::NextRandom() {
@@ -145,9 +187,10 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
     const uint32_t offset = split ? PagePool::kPageBytes / 2 : 0;
     const uint64_t len = std::min<uint64_t>(PagePool::kPageBytes - offset, max_bytes - planned);
     const uint64_t at = uint64_t{pages_[pages_planned]} * PagePool::kPageBytes + offset;
+    // The bounce mirrors the pages' layout so that runs are contiguous in both.
     char* landing = region_->host_base() != nullptr
                         ? region_->host_base() + at
-                        : dma_bounce_.data() + pages_planned * PagePool::kPageBytes;
+                        : dma_bounce_.data() + pages_planned * PagePool::kPageBytes + offset;
     iov[n] = {landing, len};
     plan[n++] = {StreamSegment::Kind::kRegion, at, static_cast<uint32_t>(len),
                  pages_[pages_planned]};
@@ -164,6 +207,15 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
     if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return State::kWouldBlock;
     return Status::Errno(err, "recv on a data connection (emulated devmem)");
   }
+  if (region_->host_base() == nullptr) {
+    // The NIC's DMA into GPU memory, emulated: the bytes must be in the region before the
+    // frags are described to the consumer.
+    Status written = CopyRunsToRegion(plan, iov, n, static_cast<uint64_t>(r));
+    if (!written.ok()) {
+      pool_->Give(pages_.data(), got);
+      return written;
+    }
+  }
   uint64_t left = static_cast<uint64_t>(r);
   uint64_t local = 0;
   size_t used_pages = 0;
@@ -176,18 +228,6 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
         if (host_dst != nullptr) memcpy(host_dst + local, linear_bounce_, segment.length);
         counters_.host_bytes += segment.length;
       } else {
-        if (region_->host_base() == nullptr) {
-          // The NIC's DMA into GPU memory, emulated: the bytes must be in the region before
-          // the frag is described to the consumer.
-          Status written = region_->Write(
-              segment.source_offset, static_cast<const char*>(iov[i].iov_base), segment.length);
-          if (!written.ok()) {
-            // Pages already described keep their tokens (freed with the comm, which fails).
-            outstanding_.fetch_add(used_pages, std::memory_order_relaxed);
-            pool_->Give(pages_.data() + used_pages, got - used_pages);
-            return written;
-          }
-        }
         segment.token = IssueToken(segment.token);  // the plan carried the page number
         ++used_pages;
         ++counters_.frags;

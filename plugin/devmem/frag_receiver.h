@@ -10,17 +10,20 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+
+#include <sys/uio.h>
 #include <vector>
 
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
+#include "plugin/cuda/memory.h"
 #include "plugin/devmem/frag_parser.h"
 #include "plugin/devmem/rx_region.h"
 #include "plugin/devmem/token_batch.h"
 
 namespace devmem {
 
-// Host memory standing in for a bound dmabuf (memfd-backed, so it is an fd like a dmabuf).
+// Host memory standing in for a bound dmabuf (a mapped memfd, shared memory like a dmabuf's).
 class HostRegion final : public RxRegion {
  public:
   static Result<std::unique_ptr<HostRegion>> Create(uint64_t bytes);
@@ -29,7 +32,6 @@ class HostRegion final : public RxRegion {
   ~HostRegion() override;
   char* data() const { return data_; }
   uint64_t bytes() const override { return bytes_; }
-  int fd() const { return fd_.get(); }
   char* host_base() const override { return data_; }
   uint64_t device_base() const override { return reinterpret_cast<uintptr_t>(data_); }
   int gpu() const override { return -1; }
@@ -37,7 +39,6 @@ class HostRegion final : public RxRegion {
 
  private:
   HostRegion() = default;
-  UniqueFd fd_;
   char* data_ = nullptr;
   uint64_t bytes_ = 0;
 };
@@ -100,7 +101,13 @@ struct EmulationMix {
 class EmulatedFragReceiver final : public FragReceiver {
  public:
   // `region` in host memory: recv() lands in its pages directly. In GPU memory: recv() lands in
-  // a host bounce and is copied in page by page, standing in for the NIC's DMA.
+  // a pinned host bounce laid out like the pages it stands for, and each contiguous run goes
+  // to the region with one copy, standing in for the NIC's DMA. A copy from pinned memory is
+  // synchronous, so the bytes are in the region before the frag is described to any consumer
+  // (a pageable copy may return before its DMA completed).
+  static Result<std::unique_ptr<EmulatedFragReceiver>> Create(RxRegion* region, PagePool* pool,
+                                                             EmulationMix mix, uint64_t seed);
+  // Host regions only (tests): no bounce is needed.
   EmulatedFragReceiver(RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
                         std::vector<StreamSegment>* segments, uint64_t* consumed) override;
@@ -114,7 +121,9 @@ class EmulatedFragReceiver final : public FragReceiver {
   uint64_t NextRandom();
 
   RxRegion* region_;
-  std::vector<char> dma_bounce_;  // GPU regions: where recv() lands before the copy
+  Status CopyRunsToRegion(const StreamSegment* plan, const iovec* iov, size_t n, uint64_t bytes);
+
+  PinnedBuffer dma_bounce_;  // GPU regions: where recv() lands before the copy
   PagePool* pool_;
   EmulationMix mix_;
   uint64_t rng_;

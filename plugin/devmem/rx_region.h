@@ -12,8 +12,6 @@
 
 namespace devmem {
 
-class GpuRegion;
-
 class RxRegion {
  public:
   virtual ~RxRegion() = default;
@@ -23,17 +21,15 @@ class RxRegion {
   // The address a GPU consumer uses: the device pointer of a GPU region; for a host region its
   // host address (only CPU consumers read it).
   virtual uint64_t device_base() const = 0;
+  // NCCL's unpack: the base every region of this GPU shares (its ncclNetDeviceHandle
+  // bounce_buf) and this region's offset from it; a frag's src_off is bounce_offset() plus its
+  // offset in the region (plugin/devmem/rx_arena.h).
+  virtual uint64_t bounce_base() const { return device_base(); }
+  virtual uint64_t bounce_offset() const { return 0; }
   // CUDA device holding the region, or -1 for host memory.
   virtual int gpu() const = 0;
   // Emulation: stores bytes the NIC would have written by DMA at `offset`.
   virtual Status Write(uint64_t offset, const char* src, size_t len) = 0;
 };
-
-// A GPU RX region used by the emulated frag source (payload copied in with cuMemcpyHtoD from
-// the receiving worker thread).
-Result<std::unique_ptr<RxRegion>> CreateEmulatedGpuRxRegion(int gpu, uint64_t bytes);
-
-// Wraps the bound region of the real devmem path: frags are written by the NIC only.
-std::unique_ptr<RxRegion> WrapBoundGpuRegion(std::shared_ptr<GpuRegion> region, int gpu);
 
 }  // namespace devmem

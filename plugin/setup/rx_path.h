@@ -9,33 +9,42 @@
 #include <string>
 #include <vector>
 
-#include "gpu/scatter_engine.h"
+#include "plugin/consumers/kernel_scatter_consumer.h"
 #include "plugin/core/config.h"
 #include "plugin/devmem/frag_receiver.h"
 #include "plugin/devmem/rx_region.h"
 
 namespace devmem {
 
-using ScatterEngineFactory =
-    std::function<Result<std::unique_ptr<gpu::ScatterEngine>>(int gpu, size_t max_ops)>;
+// Mode selection's answer for one NIC, made once at init.
+struct RxPlan {
+  std::string plain_reason;      // non-empty: plain TCP, and why
+  std::vector<uint32_t> queues;  // devmem: the RX queues bound to the GPU region
+  // Devmem and emulation: the RX region of this NIC (devmem) or of each receive comm
+  // (emulation), and the per-GPU arena every region is a slice of (rx_arena.h).
+  uint64_t region_bytes = 0;
+  uint64_t arena_bytes = 0;
+  std::string budget;  // how region_bytes was chosen, logged at the first bind
+};
 
 // How a receive comm's data sockets turn bytes into frags, and who consumes the frags (fixed at
 // accept, logged).
 struct RxPath {
   enum class Mode { kPlain, kEmulatedDevmem, kDevmem } mode = Mode::kPlain;
-  uint64_t region_bytes = 0;
   EmulationMix mix;
   std::string plain_reason;  // kPlain: why devmem RX does not run on this NIC
   UnpackMode unpack = UnpackMode::kPlugin;
-  // kEmulatedDevmem: the GPU whose memory holds the emulated region; -1 = host memory.
-  int gpu = -1;
-  // kDevmem: the region bound to the NIC and one frag receiver per data socket, set up by the
-  // listener (binding, flow steering) before the comm exists.
-  std::unique_ptr<RxRegion> bound_region;
+  // Devmem modes: where frags land, a slice of its GPU's (or, emulated without a GPU, the
+  // host's) RX arena: kDevmem shares its NIC's slice bound to the NIC, kEmulatedDevmem owns
+  // one per comm. Set up by the listener before the comm exists.
+  std::shared_ptr<RxRegion> region;
+  // kDevmem: one frag receiver per data socket (kEmulatedDevmem: the comm makes its own).
   std::vector<std::unique_ptr<FragReceiver>> receivers;
   std::vector<std::shared_ptr<void>> keep_alive;  // bindings and flow rules the comm must hold
   // Who runs the scatter for a GPU consumer; empty = our CUDA kernel (tests pass their own).
   ScatterEngineFactory engine_factory;
+  // Scatter submissions a comm keeps in flight: NCCL_STEPS (8) x maxRecvs.
+  size_t scatter_slots = 8;
 };
 
 }  // namespace devmem

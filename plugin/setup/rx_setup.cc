@@ -9,16 +9,18 @@
 
 #include "plugin/core/log.h"
 #include "plugin/core/socket_address.h"
-#include "plugin/cuda/gpu_region.h"
+#include "plugin/core/unique_fd.h"
 #include "plugin/devmem/frag_receiver.h"
 #include "plugin/devmem/netdev_netlink.h"
 #include "plugin/devmem/nic_ethtool.h"
+#include "plugin/devmem/rx_arena.h"
 
 namespace devmem {
 namespace {
 
 struct NicGpuBinding {
-  std::shared_ptr<GpuRegion> region;
+  std::shared_ptr<RxRegion> region;  // this NIC's slice of the GPU's arena
+  UniqueFd dmabuf;                   // the slice exported (the kernel holds its own reference)
   RxQueueBinding binding;
 };
 
@@ -34,18 +36,28 @@ Result<std::shared_ptr<NicGpuBinding>> BindingFor(const DevmemRxRequest& request
   std::lock_guard<std::mutex> lock(mutex);
   const auto key = std::make_pair(request.nic->ifindex, request.gpu);
   if (auto it = bindings.find(key); it != bindings.end()) return it->second;
-  Result<std::unique_ptr<GpuRegion>> region = GpuRegion::Create(request.gpu, request.region_bytes);
-  if (!region.ok())
-    return region.status().WithContext("devmem RX region on GPU " + std::to_string(request.gpu));
-  std::shared_ptr<GpuRegion> shared_region(std::move(region).value());
+  Result<std::shared_ptr<RxArena>> arena = RxArena::Of(request.gpu, request.arena_bytes);
+  if (!arena.ok()) return arena.status();
+  Result<std::unique_ptr<RxRegion>> slice =
+      arena.value()->Carve(request.region_bytes, /*writable=*/false);
+  if (!slice.ok()) return slice.status().WithContext("devmem RX region for " + request.nic->name);
+  std::shared_ptr<RxRegion> region(std::move(slice).value());
+  Result<int> fd = arena.value()->ExportDmabuf(region->bounce_offset(), region->bytes());
+  if (!fd.ok()) return fd.status().WithContext("dmabuf of the RX region for " + request.nic->name);
+  UniqueFd dmabuf(fd.value());
   Result<RxQueueBinding> bound =
-      RxQueueBinding::Bind(request.nic->ifindex, shared_region->dmabuf_fd(), request.queues);
+      RxQueueBinding::Bind(request.nic->ifindex, dmabuf.get(), request.queues);
   if (!bound.ok()) return bound.status().WithContext("bind-rx on " + request.nic->name);
   auto entry = std::make_shared<NicGpuBinding>(
-      NicGpuBinding{std::move(shared_region), std::move(bound).value()});
-  log::Info(log::kInit, "%s: %llu-byte GPU %d region bound to RX queue(s) as dmabuf id %u",
-            request.nic->name.c_str(), static_cast<unsigned long long>(entry->region->bytes()),
-            request.gpu, entry->binding.dmabuf_id());
+      NicGpuBinding{std::move(region), std::move(dmabuf), std::move(bound).value()});
+  log::Info(log::kInit,
+            "%s: bytes [%llu, +%llu) of GPU %d's %llu-byte RX arena bound to RX queue(s) as "
+            "dmabuf id %u; %s",
+            request.nic->name.c_str(),
+            static_cast<unsigned long long>(entry->region->bounce_offset()),
+            static_cast<unsigned long long>(entry->region->bytes()), request.gpu,
+            static_cast<unsigned long long>(arena.value()->bytes()), entry->binding.dmabuf_id(),
+            request.budget.c_str());
   bindings.emplace(key, entry);
   return entry;
 }
@@ -89,7 +101,7 @@ Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path) {
     receivers.push_back(std::make_unique<DevmemFragReceiver>(region_binding));
   }
   path->mode = RxPath::Mode::kDevmem;
-  path->bound_region = WrapBoundGpuRegion(binding.value()->region, request.gpu);
+  path->region = binding.value()->region;
   path->receivers = std::move(receivers);
   path->keep_alive = std::move(rules);
   path->keep_alive.push_back(binding.value());

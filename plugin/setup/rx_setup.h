@@ -1,7 +1,8 @@
 // The real devmem RX path of one receive connection, set up at accept:
-//   - per (NIC, GPU), once per process: an RX region in GPU memory exported as a dmabuf and
-//     bound to the NIC's devmem RX queues (bind-rx; the binding's netlink socket stays open for
-//     the life of the process, closing it would unbind);
+//   - per (NIC, GPU), once per process: a slice of the GPU's RX arena (one allocation per GPU,
+//     rx_arena.h) exported as a dmabuf and bound to the NIC's devmem RX queues (bind-rx; the
+//     binding's netlink socket stays open for the life of the process, closing it would
+//     unbind);
 //   - per data socket: a flow steering rule sending its 4-tuple to a bound queue (removed when
 //     the comm closes) and a DevmemFragReceiver reading frags with recvmsg(MSG_SOCK_DEVMEM).
 // Any refusal is returned with the kernel's reason; the caller falls back to plain TCP for that
@@ -9,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "plugin/core/net_device.h"
@@ -21,11 +23,13 @@ struct DevmemRxRequest {
   const NetDevice* nic = nullptr;
   std::vector<uint32_t> queues;  // the queues readiness chose (NCCL_DEVMEM_RX_QUEUES or default)
   int gpu = 0;
-  uint64_t region_bytes = 0;
+  uint64_t region_bytes = 0;  // this NIC's slice of the GPU's arena
+  uint64_t arena_bytes = 0;   // the GPU's arena, if this is its first use in the process
+  std::string budget;         // how region_bytes was chosen (logged at the first bind)
   std::vector<int> data_fds;  // accepted data sockets, in order
 };
 
-// Fills path->bound_region, path->receivers and path->keep_alive (flow rules, binding).
+// Fills path->region, path->receivers and path->keep_alive (flow rules, binding).
 Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path);
 
 }  // namespace devmem

@@ -101,6 +101,11 @@ Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
     if (!driver.ok()) {
       return driver.status().WithContext("regMr of a CUDA buffer on " + description_);
     }
+    // Pre-size the staging of the requests NCCL keeps in flight (NCCL_STEPS = 8) now, at
+    // registration, instead of on the data path: NCCL's steps are a quarter of its FIFO at most
+    // (NCCL_BUFFSIZE / NCCL_STEPS x 2 slice steps).
+    const size_t step = std::min<size_t>(std::max<size_t>(size / 4, 1), size_t{4} << 20);
+    DEVMEM_RETURN_IF_ERROR(pool_.PresizeStaging(kStagedInFlight, step));
     if (!logged_staging_) {
       logged_staging_ = true;
       log::Info(log::kNet,

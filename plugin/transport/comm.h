@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "plugin/consumers/unpack_queue.h"
+#include "plugin/consumers/frag_consumer.h"
+#include "plugin/consumers/nccl_unpack_consumer.h"
 #include "plugin/core/config.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
@@ -143,15 +144,11 @@ class RecvComm final : public Comm {
   Result<bool> Dispatch(const wire::MessageHeader& header);
   void ConsumeInline();
   bool Complete(const Request* request) const;
-  // Devmem modes: scatters what the frag receivers recorded into the destination, returns the
-  // tokens, and lets the next message use the reserve.
-  Status FinishFrags(Request* request);
-  // GPU consumer: hands each sub's frags to the scatter engine (tickets in the request).
-  Status SubmitScatter(Request* request);
-  // GPU consumer: true once every submitted scatter of the request has completed.
-  Result<bool> ScatterDone(Request* request);
-  // NCCL unpack: writes the request's step metadata into its slot.
-  Status PublishUnpack(Request* request);
+  // Whether sub `index` of a complete request goes through the request's consumer.
+  bool NeedsConsumer(const Request* request, int index) const;
+  // Starts the consumer on every sub that needs it (again where it was busy) and polls it;
+  // true once it finished with all of them.
+  Result<bool> RunConsumer(Request* request);
   // Moves the bytes that arrived as host data to where the consumer does not reach them.
   Status DeliverHostBytes(Request* request, bool after_device_consumer);
   // Returns every token the request's subs hold and lets newer messages use the reserve.
@@ -159,13 +156,12 @@ class RecvComm final : public Comm {
   void MarkReleased(uint64_t seq);
 
   RxPath path_;
-  Consumer consumer_ = Consumer::kHostScatter;
-  std::unique_ptr<RxRegion> region_;
-  std::unique_ptr<gpu::ScatterEngine> engine_;
-  std::unique_ptr<unpack::UnpackQueue> unpack_;
-  std::vector<gpu::ScatterOp> ops_;         // scratch: one sub's scatter plan
-  std::vector<ScatterEntry> entries_;       // scratch: one sub's frags over all sockets
-  std::vector<const OffsetTable*> tables_;  // scratch: one sub's tables (unpack publish)
+  std::shared_ptr<RxRegion> region_;
+  // Who reads held frags: the plugin's kernel (GPU region) or the CPU (host region); NCCL's
+  // unpack takes the SIMPLE steps where it is on. The plain path has neither.
+  std::unique_ptr<FragConsumer> consumer_;
+  std::unique_ptr<NcclUnpackConsumer> unpack_;
+  std::vector<const OffsetTable*> tables_;  // scratch: one sub's tables
   std::unique_ptr<PagePool> pool_pages_;
   uint64_t next_seq_ = 0;
   std::vector<bool> released_;  // ring over message sequence numbers

@@ -11,6 +11,7 @@
 
 #include "plugin/core/log.h"
 #include "plugin/cuda/cuda_driver.h"
+#include "plugin/devmem/rx_arena.h"
 #include "plugin/setup/rx_setup.h"
 
 namespace devmem {
@@ -314,34 +315,58 @@ int ProxyGpu() {
 Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
   RxPath path;
   path.unpack = config_.unpack;
-  if (config_.emulate_devmem) {
-    path.mode = RxPath::Mode::kEmulatedDevmem;
-    path.region_bytes = config_.rx_region_bytes;
-    path.mix.split_percent = config_.emulate_split_percent;
-    path.mix.linear_percent = config_.emulate_linear_percent;
-    path.gpu = ProxyGpu();  // on a GPU host the region is GPU memory, like a NIC's
-    return path;
-  }
+  // NCCL keeps NCCL_STEPS (8) receives in flight, each of up to maxRecvs messages.
+  path.scatter_slots = 8 * static_cast<size_t>(config_.max_recvs);
+  // A fallback to plain TCP is per connection and logged by the comm; under
+  // NCCL_DEVMEM_REQUIRE=1 it is an error instead.
+  auto fall_back = [&](const Status& why, const char* step) -> Result<RxPath> {
+    if (config_.require_devmem) {
+      return why.WithContext(std::string("NCCL_DEVMEM_REQUIRE=1 and ") + step + " failed for " +
+                             connection.peer);
+    }
+    RxPath plain;
+    plain.unpack = config_.unpack;
+    plain.plain_reason = std::string(step) + " failed: " + why.message();
+    return plain;
+  };
   if (!plan_.plain_reason.empty()) {
     path.plain_reason = plan_.plain_reason;
+    return path;
+  }
+  if (config_.emulate_devmem) {
+    path.mode = RxPath::Mode::kEmulatedDevmem;
+    path.mix.split_percent = config_.emulate_split_percent;
+    path.mix.linear_percent = config_.emulate_linear_percent;
+    // On a GPU host the region is GPU memory, like a NIC's; every comm of the GPU takes its
+    // slice from the GPU's one arena, so NCCL's unpack sees one bounce buffer per GPU.
+    const int gpu = ProxyGpu();
+    Result<std::shared_ptr<RxArena>> arena = RxArena::Of(gpu, plan_.arena_bytes);
+    if (!arena.ok()) return fall_back(arena.status(), "emulated devmem RX arena");
+    Result<std::unique_ptr<RxRegion>> slice =
+        arena.value()->Carve(plan_.region_bytes, /*writable=*/true);
+    if (!slice.ok()) return fall_back(slice.status(), "emulated devmem RX region");
+    path.region = std::move(slice).value();
     return path;
   }
   DevmemRxRequest request;
   request.nic = &device_;
   request.queues = plan_.queues;
-  request.gpu = std::max(ProxyGpu(), 0);
-  request.region_bytes = config_.rx_region_bytes;
+  // The GPU whose memory receives: the one NCCL's proxy thread works for. Without a current
+  // context nothing says which, and guessing GPU 0 would put another rank's payload there.
+  request.gpu = ProxyGpu();
+  if (request.gpu < 0) {
+    return fall_back(Status::Error(ErrorKind::kSystem,
+                                   "the accepting thread has no current CUDA context, so the "
+                                   "GPU to receive into is unknown"),
+                     "devmem RX setup");
+  }
+  request.region_bytes = plan_.region_bytes;
+  request.arena_bytes = plan_.arena_bytes;
+  request.budget = plan_.budget;
   for (const UniqueFd& fd : connection.data) request.data_fds.push_back(fd.get());
   Status prepared = PrepareDevmemRx(request, &path);
   if (prepared.ok()) return path;
-  if (config_.require_devmem) {
-    return prepared.WithContext("NCCL_DEVMEM_REQUIRE=1 and devmem RX setup failed for " +
-                                connection.peer);
-  }
-  RxPath plain;
-  plain.unpack = config_.unpack;
-  plain.plain_reason = "devmem RX setup failed: " + prepared.message();
-  return plain;
+  return fall_back(prepared, "devmem RX setup");
 }
 
 // ---------------------------------------------------------------------------------------------

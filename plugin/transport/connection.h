@@ -26,11 +26,6 @@ Result<UniqueFd> OpenStreamSocket(int family);
 std::string PeerName(int fd);
 
 // How a NIC's receive connections run, decided once at init by the readiness checks.
-struct RxPlan {
-  std::string plain_reason;      // non-empty: plain TCP, and why
-  std::vector<uint32_t> queues;  // devmem: the RX queues bound to the GPU region
-};
-
 class ListenComm final {
  public:
   static constexpr uint32_t kMagic = 0x4c4e5344;  // "DSNL"

@@ -2,9 +2,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "plugin/core/log.h"
 #include "plugin/core/nccl_contract.h"
+#include "plugin/consumers/host_scatter_consumer.h"
 #include "plugin/cuda/cuda_driver.h"
 #include "plugin/transport/comm.h"
 
@@ -21,15 +23,8 @@ constexpr size_t kSeqRing = 1024;
 static_assert(kSeqRing > nccl::kNetMaxRequests * kMaxRecvsLimit);
 
 const char* RecvComm::consumer_name() const {
-  switch (consumer_) {
-    case Consumer::kHostScatter:
-      return "host scatter";
-    case Consumer::kEngine:
-      return "plugin scatter kernel";
-    case Consumer::kNcclUnpack:
-      return "NCCL device unpack";
-  }
-  return "?";
+  if (unpack_ != nullptr) return "NCCL device unpack (SIMPLE) + plugin consumer (LL)";
+  return consumer_ != nullptr ? consumer_->name() : "none (plain TCP)";
 }
 
 Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector<UniqueFd> data,
@@ -48,60 +43,50 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
     return comm;
   }
 
-  // The region frags land in.
+  // The region frags land in: a slice of its GPU's arena, set up by the listener.
+  if (path.region == nullptr) {
+    return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without a region",
+                         name.c_str());
+  }
+  comm->region_ = path.region;
   if (path.mode == RxPath::Mode::kDevmem) {
-    if (path.bound_region == nullptr || path.receivers.size() != comm->data_sockets_.size()) {
-      return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without region/receivers",
+    if (path.receivers.size() != comm->data_sockets_.size()) {
+      return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without receivers",
                            name.c_str());
     }
-    comm->region_ = std::move(path.bound_region);
     for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
       comm->data_sockets_[s]->receiver = std::move(path.receivers[s]);
     }
   } else {
-    if (path.gpu >= 0) {
-      Result<std::unique_ptr<RxRegion>> region =
-          CreateEmulatedGpuRxRegion(path.gpu, path.region_bytes);
-      if (!region.ok()) return region.status().WithContext(name + ": emulated GPU RX region");
-      comm->region_ = std::move(region).value();
-    } else {
-      Result<std::unique_ptr<HostRegion>> region = HostRegion::Create(path.region_bytes);
-      if (!region.ok()) return region.status().WithContext(name);
-      comm->region_ = std::move(region).value();
-    }
     comm->pool_pages_ = std::make_unique<PagePool>(comm->region_->bytes());
     for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
-      comm->data_sockets_[s]->receiver = std::make_unique<EmulatedFragReceiver>(
+      Result<std::unique_ptr<EmulatedFragReceiver>> receiver = EmulatedFragReceiver::Create(
           comm->region_.get(), comm->pool_pages_.get(), path.mix, 0x9e3779b97f4a7c15ull * (s + 1));
+      if (!receiver.ok()) return receiver.status().WithContext(name);
+      comm->data_sockets_[s]->receiver = std::move(receiver).value();
     }
   }
   comm->released_.assign(kSeqRing, false);
 
   // Who consumes the frags. A GPU region needs a GPU consumer; NCCL's unpack handles SIMPLE
-  // steps and the plugin's own consumer the rest (LL/LL128 receives).
+  // steps and the comm's own consumer the rest (LL/LL128 receives).
   const bool gpu_region = comm->region_->host_base() == nullptr;
   if (gpu_region || path.engine_factory) {
     ScatterEngineFactory factory = path.engine_factory
                                        ? path.engine_factory
                                        : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
-    // A held message uses at most a quarter of the region; frags are >= 2 KiB except at chunk
-    // edges, and ops split at 64 KiB: this bounds the ops of one submission.
-    const size_t max_ops = static_cast<size_t>(comm->region_->bytes() / 4 / 2048) + 4096;
-    Result<std::unique_ptr<gpu::ScatterEngine>> engine = factory(comm->region_->gpu(), max_ops);
-    if (!engine.ok()) return engine.status().WithContext(name + ": GPU scatter engine");
-    comm->engine_ = std::move(engine).value();
-    comm->consumer_ = Consumer::kEngine;
+    Result<std::unique_ptr<KernelScatterConsumer>> consumer =
+        KernelScatterConsumer::Create(comm->region_.get(), factory, path.scatter_slots);
+    if (!consumer.ok()) return consumer.status().WithContext(name);
+    comm->consumer_ = std::move(consumer).value();
+  } else {
+    comm->consumer_ = std::make_unique<HostScatterConsumer>(comm->region_.get());
   }
   if (path.unpack == UnpackMode::kNccl) {
-    if (gpu_region) {
-      // The metadata is pinned host memory mapped for the region's GPU: its context first.
-      DEVMEM_RETURN_IF_ERROR(CudaDriver::Get().value()->UseDevice(comm->region_->gpu()));
-    }
-    Result<std::unique_ptr<unpack::UnpackQueue>> queue =
-        unpack::UnpackQueue::Create(comm->region_->device_base(), comm->region_->bytes());
-    if (!queue.ok()) return queue.status().WithContext(name + ": NCCL unpack metadata");
-    comm->unpack_ = std::move(queue).value();
-    comm->consumer_ = Consumer::kNcclUnpack;
+    Result<std::unique_ptr<NcclUnpackConsumer>> unpack =
+        NcclUnpackConsumer::Create(comm->region_.get());
+    if (!unpack.ok()) return unpack.status().WithContext(name);
+    comm->unpack_ = std::move(unpack).value();
   }
   const char* region_kind = gpu_region ? "GPU" : "host";
   if (path.mode == RxPath::Mode::kDevmem) {
@@ -118,7 +103,7 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
               name.c_str(), static_cast<unsigned long long>(comm->region_->bytes()), region_kind,
               comm->region_->gpu(), comm->pool_pages_->total_pages(), path.mix.split_percent,
               path.mix.linear_percent, comm->consumer_name(),
-              comm->unpack_ && !comm->unpack_->device_visible()
+              comm->unpack_ != nullptr && !comm->unpack_->device_visible()
                   ? " (no CUDA driver: metadata in plain host memory, host readers only)"
                   : "");
   }
@@ -131,9 +116,9 @@ RecvComm::~RecvComm() {
   // Workers write into the region and the requests: stop them before our members go. Kernels
   // still reading the region finish before the region goes (the engine synchronizes).
   workers_.clear();
-  if (engine_) {
-    Status synced = engine_->Synchronize();
-    if (!synced.ok()) log::Warn("%s: %s", description_.c_str(), synced.message().c_str());
+  if (consumer_ != nullptr) {
+    Status drained = consumer_->Drain();
+    if (!drained.ok()) log::Warn("%s: %s", description_.c_str(), drained.message().c_str());
   }
   LogClose();
   if (path_.mode != RxPath::Mode::kPlain) {
@@ -210,102 +195,50 @@ Status RecvComm::ReleaseFrags(Request* request) {
   return result;
 }
 
-Status RecvComm::FinishFrags(Request* request) {
-  const size_t sockets = data_sockets_.size();
-  Status result;
-  for (int i = 0; i < request->count && result.ok(); ++i) {
-    SubRequest& sub = request->subs[i];
-    if (!sub.holds_frags) continue;
-    const bool deliver = request->error.ok() && sub.data != nullptr && sub.size <= sub.capacity;
-    for (size_t s = 0; s < sockets && deliver && result.ok(); ++s) {
-      const FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
-      if (!frags.used) continue;
-      result =
-          HostScatter(frags.table, region_->host_base(), region_->bytes(), sub.data, sub.capacity);
-    }
-  }
-  // Tokens go back only now that the consumer (the scatter) is done with their frags.
-  Status released = ReleaseFrags(request);
-  if (result.ok()) result = released;
-  if (!result.ok()) health_.Fail(result);
-  return result;
+bool RecvComm::NeedsConsumer(const Request* request, int index) const {
+  const SubRequest& sub = request->subs[index];
+  if (request->consumer == nullptr) return false;
+  // NCCL's kernel reads every SIMPLE step's slot: an empty or failed step publishes cnt 0.
+  if (request->consumer->kind() == FragConsumer::Kind::kNcclUnpack) return index == 0;
+  return request->error.ok() && sub.holds_frags && sub.size <= sub.capacity &&
+         sub.data != nullptr;
 }
 
-Status RecvComm::SubmitScatter(Request* request) {
+Result<bool> RecvComm::RunConsumer(Request* request) {
+  FragConsumer* consumer = request->consumer;
   const size_t sockets = data_sockets_.size();
   for (int i = 0; i < request->count; ++i) {
     SubRequest& sub = request->subs[i];
-    sub.ticketed = false;
-    const bool deliver = request->error.ok() && sub.holds_frags && sub.device_target != nullptr &&
-                         sub.size <= sub.capacity;
-    if (!deliver) continue;
-    entries_.clear();
-    for (size_t s = 0; s < sockets; ++s) {
+    if (sub.job.started || !NeedsConsumer(request, i)) continue;
+    tables_.clear();
+    const bool deliver = request->error.ok() && sub.holds_frags && sub.size <= sub.capacity;
+    for (size_t s = 0; s < sockets && deliver; ++s) {
       const FragResult& frags = request->frag_results[static_cast<size_t>(i) * sockets + s];
-      if (frags.used) {
-        entries_.insert(entries_.end(), frags.table.entries().begin(), frags.table.entries().end());
-      }
+      if (frags.used) tables_.push_back(&frags.table);
     }
-    if (entries_.empty()) continue;
-    for (const ScatterEntry& e : entries_) {
-      if (e.region_offset + e.length > region_->bytes() || e.dst_offset + e.length > sub.size) {
-        Status status = Status::Error(
-            ErrorKind::kInternal, "%s: frag [%llu, +%u) -> %llu outside region or message",
-            description_.c_str(), static_cast<unsigned long long>(e.region_offset), e.length,
-            static_cast<unsigned long long>(e.dst_offset));
-        health_.Fail(status);
-        return status;
-      }
-    }
-    ops_.clear();
-    gpu::BuildScatterPlan(entries_, &ops_);
-    Result<gpu::ScatterTicket> ticket = engine_->Submit(
-        ops_.data(), ops_.size(),
-        reinterpret_cast<const void*>(static_cast<uintptr_t>(region_->device_base())),
-        sub.device_target);
-    if (!ticket.ok()) {
-      health_.Fail(ticket.status());
-      return ticket.status();
-    }
-    sub.ticket = ticket.value();
-    sub.ticketed = true;
+    HeldMessage message;
+    message.tables = tables_.data();
+    message.table_count = tables_.size();
+    message.size = sub.size;
+    message.host_dst = sub.data;
+    message.device_dst = sub.device_target;
+    Result<bool> started = consumer->Start(message, &sub.job);
+    if (!started.ok()) return started.status().WithContext(description_);
+    if (!started.value()) return false;  // busy: the next test() tries again
   }
-  request->scattering = true;
-  return Status::Ok();
-}
-
-Result<bool> RecvComm::ScatterDone(Request* request) {
   for (int i = 0; i < request->count; ++i) {
     SubRequest& sub = request->subs[i];
-    if (!sub.ticketed) continue;
-    Result<bool> done = engine_->Done(sub.ticket);
-    if (!done.ok()) {
-      health_.Fail(done.status());
-      return done.status();
-    }
-    if (!done.value()) return false;
-    sub.ticketed = false;
+    if (!sub.job.started) continue;
+    Result<bool> finished = consumer->Finished(&sub.job);
+    if (!finished.ok()) return finished.status().WithContext(description_);
+    if (!finished.value()) return false;
   }
   return true;
 }
 
-Status RecvComm::PublishUnpack(Request* request) {
-  // NCCL unpack runs with maxRecvs = 1: one sub, one step, one slot.
-  const size_t sockets = data_sockets_.size();
-  SubRequest& sub = request->subs[0];
-  tables_.clear();
-  const bool deliver = request->error.ok() && sub.holds_frags && sub.size <= sub.capacity;
-  for (size_t s = 0; s < sockets && deliver; ++s) {
-    const FragResult& frags = request->frag_results[s];
-    if (frags.used) tables_.push_back(&frags.table);
-  }
-  Status published = unpack_->Publish(request->unpack_slot, tables_.data(), tables_.size());
-  if (!published.ok()) health_.Fail(published);
-  return published;
-}
-
 Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) {
   const CudaDriver* cuda = nullptr;
+  std::optional<ScopedDeviceContext> context;
   const size_t sockets = data_sockets_.size();
   for (int i = 0; i < request->count; ++i) {
     SubRequest& sub = request->subs[i];
@@ -319,8 +252,12 @@ Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) 
       Result<const CudaDriver*> driver = CudaDriver::Get();
       if (!driver.ok()) return driver.status();
       cuda = driver.value();
+      // In the region's GPU context, leaving NCCL's thread as it was; without a GPU region the
+      // destination belongs to the caller's current context.
       if (region_ != nullptr && region_->gpu() >= 0) {
-        DEVMEM_RETURN_IF_ERROR(cuda->UseDevice(region_->gpu()));
+        Result<ScopedDeviceContext> entered = cuda->EnterDevice(region_->gpu());
+        if (!entered.ok()) return entered.status();
+        context.emplace(std::move(entered).value());
       }
     }
     char* device = static_cast<char*>(sub.user_data);
@@ -358,9 +295,10 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
     return Status::Error(ErrorKind::kInvalidUsage,
                          "irecv of %d buffers on an NCCL-unpack comm (maxRecvs is 1)", n);
   }
-  const Consumer consumer = unpack_step ? Consumer::kNcclUnpack
-                            : engine_   ? Consumer::kEngine
-                                        : Consumer::kHostScatter;
+  FragConsumer* consumer = unpack_step ? unpack_.get() : consumer_.get();
+  // The plain path has no consumer; its CUDA buffers are staged whole like a host scatter's.
+  const FragConsumer::Kind kind =
+      consumer != nullptr ? consumer->kind() : FragConsumer::Kind::kHostScatter;
   const bool gpu_region = region_ != nullptr && region_->host_base() == nullptr;
   size_t staged_total = 0;
   for (int i = 0; i < n; ++i) {
@@ -376,25 +314,29 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
     const bool cuda = region != nullptr && region->is_cuda();
     // Host bytes need a host landing place when the destination is GPU memory; the engine
     // needs a device-reachable target when the destination is unpinned host memory.
-    if (cuda || (consumer == Consumer::kEngine && gpu_region)) staged_total += sizes[i];
+    if (cuda || (kind == FragConsumer::Kind::kScatterKernel && gpu_region)) {
+      staged_total += sizes[i];
+    }
   }
   Request* request = pool_.Acquire(this, Request::Kind::kRecv);
   if (request == nullptr) return static_cast<Request*>(nullptr);
-  if (unpack_step) {
-    Result<uint32_t> slot = unpack_->Claim();
-    if (!slot.ok()) {
-      pool_.Release(request);
-      return slot.status();
-    }
-    request->unpack_slot = slot.value();
-  }
   request->consumer = consumer;
+  // NCCL unpack: the step's slot, in posting order (which is NCCL's step order).
+  ConsumerJob job;
+  if (consumer != nullptr) {
+    Status reserved = consumer->Reserve(&job);
+    if (!reserved.ok()) {
+      pool_.Release(request);
+      return reserved;
+    }
+  }
 
   char* staging = nullptr;
   if (staged_total > 0) {
     Result<char*> reserved = request->staging.Reserve(staged_total);
     if (!reserved.ok()) {
-      if (unpack_step) unpack_->Consumed(request->unpack_slot);
+      // Give the slot back so the next SIMPLE receive gets the one NCCL will read for it.
+      if (consumer != nullptr) consumer->Unreserve(&job);
       pool_.Release(request);
       return reserved.status().WithContext("staging a receive buffer on " + description_);
     }
@@ -412,7 +354,8 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
     sub.region = region;
     sub.user_data = data[i];
     sub.device_target = data[i];
-    if (consumer == Consumer::kHostScatter) {
+    if (i == 0) sub.job = job;
+    if (kind == FragConsumer::Kind::kHostScatter) {
       if (cuda) {
         sub.data = staging;
         sub.delivery = HostDelivery::kWholeToDevice;
@@ -420,7 +363,7 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
     } else if (cuda) {
       sub.data = staging;  // host bytes only; frags go straight to the GPU buffer
       sub.delivery = HostDelivery::kRangesToDevice;
-    } else if (consumer == Consumer::kEngine && gpu_region) {
+    } else if (kind == FragConsumer::Kind::kScatterKernel && gpu_region) {
       sub.data = staging;  // mapped pinned: the kernel writes it, then one memcpy
       sub.device_target = staging;
       sub.delivery = HostDelivery::kWholeToHost;
@@ -529,7 +472,8 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
     sub->seq = next_seq_++;
     // Host destinations (staging included) of a host region are scattered by the workers as
     // frags arrive; every other receive holds its frags until its consumer has run.
-    const bool scatter_now = request->consumer == Consumer::kHostScatter &&
+    const bool scatter_now = (request->consumer == nullptr ||
+                              request->consumer->kind() == FragConsumer::Kind::kHostScatter) &&
                              (sub->region == nullptr || !sub->region->is_cuda());
     sub->holds_frags = !scatter_now;
     if (!scatter_now) {
@@ -613,38 +557,31 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
                          "test() on a receive that already completed and waits for "
                          "irecvConsumed");
   }
-  if (!request->scattering) {
+  if (!request->consuming) {
     if (!Complete(request)) {
       DEVMEM_RETURN_IF_ERROR(ProgressControl());
       if (!Complete(request)) return Status::Ok();
     }
-    if (request->consumer == Consumer::kEngine) {
-      DEVMEM_RETURN_IF_ERROR(SubmitScatter(request));
+    request->consuming = true;  // every byte is in: from here on only the consumer runs
+  }
+  FragConsumer* consumer = request->consumer;
+  if (consumer != nullptr && path_.mode != RxPath::Mode::kPlain) {
+    // Done only when the consumer is (the kernel's event completed); the tokens go back only
+    // after that, or, for NCCL's unpack, at irecvConsumed.
+    Result<bool> finished = RunConsumer(request);
+    if (!finished.ok()) {
+      health_.Fail(finished.status());
+      return finished.status();
     }
+    if (!finished.value()) return Status::Ok();
   }
   Status result = request->error;
-  if (request->consumer == Consumer::kEngine) {
-    // Done only when the kernel's event completed; the tokens go back only after that.
-    Result<bool> scattered = ScatterDone(request);
-    if (!scattered.ok()) return scattered.status();
-    if (!scattered.value()) return Status::Ok();
-    request->scattering = false;
-    Status delivered = DeliverHostBytes(request, /*after_device_consumer=*/true);
-    Status released = ReleaseFrags(request);
-    if (result.ok()) result = !delivered.ok() ? delivered : released;
-  } else if (request->consumer == Consumer::kNcclUnpack) {
-    // Host bytes go to the step buffer now; NCCL's kernels copy the frags after test() says
-    // done, and the tokens wait for irecvConsumed.
-    Status delivered = DeliverHostBytes(request, /*after_device_consumer=*/false);
-    Status published = PublishUnpack(request);
-    if (result.ok()) result = !delivered.ok() ? delivered : published;
-  } else {
-    if (path_.mode != RxPath::Mode::kPlain) {
-      Status finished = FinishFrags(request);
-      if (result.ok()) result = finished;
-    }
-    if (result.ok()) result = DeliverHostBytes(request, /*after_device_consumer=*/true);
-  }
+  const bool tokens_wait = consumer != nullptr && consumer->HoldsTokensUntilConsumed();
+  // Host bytes (inline payload, linear bytes) go to the destination now: for NCCL's unpack
+  // before test() says done, NCCL's kernels copy the frags afterwards.
+  Status delivered = DeliverHostBytes(request, /*after_device_consumer=*/!tokens_wait);
+  Status released = tokens_wait ? Status::Ok() : ReleaseFrags(request);
+  if (result.ok()) result = !delivered.ok() ? delivered : released;
   if (!result.ok() && request->error.ok() && !health_.failed()) health_.Fail(result);
   if (sizes != nullptr) {
     for (int i = 0; i < request->count; ++i) sizes[i] = static_cast<int>(request->subs[i].size);
@@ -652,13 +589,13 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
   *done = true;
   if (unpack_ != nullptr && result.ok()) {
     // NCCL keeps every receive pointer of an unpack comm until it calls irecvConsumed (LL
-    // receives included): the slot must not be reused before, or that call would hit a newer
-    // receive.
+    // receives included): the request must not be reused before, or that call would hit a
+    // newer receive.
     request->awaiting_consumed = true;
   } else {
-    if (request->consumer == Consumer::kNcclUnpack) {
+    if (tokens_wait) {
       (void)ReleaseFrags(request);  // the comm failed; its first error is what is reported
-      unpack_->Consumed(request->unpack_slot);
+      consumer->Retire(&request->subs[0].job);
     }
     pool_.Release(request);
   }
@@ -673,7 +610,9 @@ Status RecvComm::Consumed(Request* request) {
   }
   request->awaiting_consumed = false;
   Status released = ReleaseFrags(request);  // nothing left for receives the plugin consumed
-  if (request->consumer == Consumer::kNcclUnpack) unpack_->Consumed(request->unpack_slot);
+  if (request->consumer != nullptr && request->consumer->HoldsTokensUntilConsumed()) {
+    request->consumer->Retire(&request->subs[0].job);
+  }
   pool_.Release(request);
   if (!released.ok()) health_.Fail(released);
   return released;

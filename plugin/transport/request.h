@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "gpu/scatter_engine.h"
+#include "plugin/consumers/frag_consumer.h"
 #include "plugin/core/config.h"
 #include "plugin/core/nccl_contract.h"
 #include "plugin/core/status.h"
@@ -18,13 +18,6 @@
 namespace devmem {
 
 class Comm;
-
-// Who reads a receive's frags out of the RX region.
-enum class Consumer : uint8_t {
-  kHostScatter,  // the CPU (host region): workers for host buffers, test() for staged ones
-  kEngine,       // the scatter engine (our CUDA kernel); test() waits for its event
-  kNcclUnpack,   // NCCL's device unpack: test() publishes metadata, irecvConsumed releases
-};
 
 // What happens to bytes that arrived as host data after the frags' consumer ran.
 enum class HostDelivery : uint8_t {
@@ -47,8 +40,7 @@ struct SubRequest {
   void* device_target = nullptr;  // where a GPU consumer writes the frags
   HostDelivery delivery = HostDelivery::kNone;
   bool inline_payload = false;  // arrived on the control connection (all host bytes)
-  bool ticketed = false;        // a scatter was submitted for this sub
-  gpu::ScatterTicket ticket;
+  ConsumerJob job;              // recv: the consumer's state for this sub's frags
 };
 
 struct Request {
@@ -68,10 +60,10 @@ struct Request {
   // Devmem modes: per sub-request x data socket, what the frag receivers recorded. Sized on
   // first use and reused, so the steady state allocates nothing.
   std::vector<FragResult> frag_results;
-  Consumer consumer = Consumer::kHostScatter;
-  bool scattering = false;         // recv, engine: submitted, waiting for the kernel
+  // recv: who reads the held frags (nullptr: plain path, nothing held).
+  FragConsumer* consumer = nullptr;
+  bool consuming = false;          // recv: every byte arrived, the consumer runs
   bool awaiting_consumed = false;  // recv, NCCL unpack: reported done, tokens wait for NCCL
-  uint32_t unpack_slot = 0;
 
   void Reset(Comm* owner, Kind k) {
     comm = owner;
@@ -83,12 +75,14 @@ struct Request {
     control_end = 0;
     pending_tasks.store(0, std::memory_order_relaxed);
     error = Status::Ok();
-    consumer = Consumer::kHostScatter;
-    scattering = false;
+    consumer = nullptr;
+    consuming = false;
     awaiting_consumed = false;
-    unpack_slot = 0;
   }
 };
+
+// Requests NCCL keeps in flight per connection (NCCL_STEPS).
+inline constexpr size_t kStagedInFlight = 8;
 
 class RequestPool {
  public:
@@ -103,6 +97,15 @@ class RequestPool {
     return nullptr;
   }
   void Release(Request* request) { request->in_use = false; }
+  // Gives the staging of the first `count` requests (the ones Acquire hands out first) at least
+  // `bytes`, so the data path finds it allocated.
+  Status PresizeStaging(size_t count, size_t bytes) {
+    for (size_t i = 0; i < count && i < requests_.size(); ++i) {
+      Result<char*> reserved = requests_[i].staging.Reserve(bytes);
+      if (!reserved.ok()) return reserved.status();
+    }
+    return Status::Ok();
+  }
   bool Owns(const Request* request) const {
     return request >= requests_.data() && request < requests_.data() + requests_.size();
   }

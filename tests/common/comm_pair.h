@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "plugin/devmem/rx_arena.h"
 #include "plugin/transport/comm.h"
 #include "tests/common/tcp_pair.h"
 
@@ -21,13 +22,19 @@ inline ConnectionParams TestParams(int sockets, int threads, uint64_t chunk_byte
 }
 
 // Emulated devmem with a heavy frag mix: 30% half-page frags, 20% of receives with linear bytes.
+// The region is the whole of a fresh arena on `gpu` (-1: host memory); without one (no GPU),
+// path.region stays empty and RecvComm::Create says why.
 inline RxPath EmulatedPath(uint64_t region_bytes, int gpu) {
   RxPath path;
   path.mode = RxPath::Mode::kEmulatedDevmem;
-  path.region_bytes = region_bytes;
   path.mix.split_percent = 30;
   path.mix.linear_percent = 20;
-  path.gpu = gpu;
+  path.scatter_slots = 8 * kMaxRecvsLimit;
+  Result<std::shared_ptr<RxArena>> arena = RxArena::CreateForTest(gpu, region_bytes);
+  if (arena.ok()) {
+    Result<std::unique_ptr<RxRegion>> region = arena.value()->Carve(region_bytes, true);
+    if (region.ok()) path.region = std::move(region).value();
+  }
   return path;
 }
 

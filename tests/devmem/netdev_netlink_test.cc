@@ -116,16 +116,17 @@ TEST(DevmemRxSetupTest, FailsWithTheFirstStepsReasonAndLeavesNothingBehind) {
   request.queues = {0};
   request.gpu = 0;
   request.region_bytes = 4 << 20;
+  request.arena_bytes = 4 << 20;
   request.data_fds = {server.get()};
   RxPath path;
   Status status = PrepareDevmemRx(request, &path);
   ASSERT_FALSE(status.ok());
-  EXPECT_NE(status.message().find("devmem RX region on GPU 0"), std::string::npos)
+  EXPECT_NE(status.message().find("RX arena on GPU 0"), std::string::npos)
       << status.message();
   EXPECT_EQ(path.mode, RxPath::Mode::kPlain);
   EXPECT_TRUE(path.receivers.empty());
   EXPECT_TRUE(path.keep_alive.empty());
-  EXPECT_EQ(path.bound_region, nullptr);
+  EXPECT_EQ(path.region, nullptr);
 
   DevmemRxRequest no_queues = request;
   no_queues.queues.clear();

@@ -35,7 +35,7 @@ TEST(UnpackQueueTest, PublishedStepsUnpackToTheReferenceScatter) {
   std::mt19937_64 rng(7);
   for (char& c : region) c = static_cast<char>(rng());
   Result<std::unique_ptr<UnpackQueue>> queue =
-      UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), region.size());
+      UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), 0, region.size());
   ASSERT_TRUE(queue.ok()) << queue.status().message();
   auto* handle = static_cast<UnpackDeviceHandle*>(queue.value()->device_handle());
   EXPECT_EQ(handle->bounce_buf, region.data());
@@ -78,7 +78,7 @@ TEST(UnpackQueueTest, PublishedStepsUnpackToTheReferenceScatter) {
 
 TEST(UnpackQueueTest, ASlotIsNotReusedBeforeItsStepWasConsumed) {
   std::vector<char> region(1 << 20);
-  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), region.size());
+  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), 0, region.size());
   ASSERT_TRUE(queue.ok());
   for (uint32_t i = 0; i < kQueueDepth; ++i) ASSERT_TRUE(queue.value()->Claim().ok());
   Result<uint32_t> overflow = queue.value()->Claim();
@@ -92,7 +92,7 @@ TEST(UnpackQueueTest, ASlotIsNotReusedBeforeItsStepWasConsumed) {
 
 TEST(UnpackQueueTest, MoreEntriesThanNcclReadsPerStepIsAnError) {
   std::vector<char> region(16 << 20);
-  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), region.size());
+  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), 0, region.size());
   ASSERT_TRUE(queue.ok());
   OffsetTable table;
   for (uint32_t i = 0; i <= kMaxMetasPerSlot; ++i) {
@@ -109,7 +109,7 @@ TEST(UnpackQueueTest, MoreEntriesThanNcclReadsPerStepIsAnError) {
 
 TEST(UnpackQueueTest, FragsOutsideTheRegionAreRefused) {
   std::vector<char> region(1 << 20);
-  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), region.size());
+  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), 0, region.size());
   ASSERT_TRUE(queue.ok());
   OffsetTable table;
   StreamSegment s = Region(region.size() - 10, 100);
@@ -122,9 +122,59 @@ TEST(UnpackQueueTest, FragsOutsideTheRegionAreRefused) {
 }
 
 TEST(UnpackQueueTest, RegionsBeyondThirtyTwoBitOffsetsAreRefused) {
-  Result<std::unique_ptr<UnpackQueue>> queue = UnpackQueue::Create(0x1000, (4ull << 30) + 4096);
+  Result<std::unique_ptr<UnpackQueue>> queue = UnpackQueue::Create(0x1000, 0, (4ull << 30) + 4096);
   ASSERT_FALSE(queue.ok());
   EXPECT_NE(queue.status().message().find("32-bit"), std::string::npos);
+}
+
+TEST(UnpackQueueTest, SrcOffIsRelativeToTheSharedArenaBase) {
+  // NCCL keeps one bounce_buf per block (src/device/common.h) and the unpack setup of every
+  // receive connection it loads overwrites it: src_off must be from the GPU's arena base, which
+  // every comm hands NCCL, not from the comm's own region.
+  std::vector<char> arena(1 << 20);
+  std::mt19937_64 rng(11);
+  for (char& c : arena) c = static_cast<char>(rng());
+  constexpr uint64_t kRegionOffset = 256 << 10;
+  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(arena.data()), kRegionOffset,
+                                   128 << 10);
+  ASSERT_TRUE(queue.ok()) << queue.status().message();
+  auto* handle = static_cast<UnpackDeviceHandle*>(queue.value()->device_handle());
+  EXPECT_EQ(handle->bounce_buf, arena.data());
+  OffsetTable table;
+  StreamSegment s = Region(4096, 3000);  // offset 4096 inside the comm's region
+  table.Append(&s, 1, 0);
+  Result<uint32_t> slot = queue.value()->Claim();
+  const OffsetTable* tables[] = {&table};
+  ASSERT_TRUE(queue.value()->Publish(slot.value(), tables, 1).ok());
+  EXPECT_EQ(queue.value()->meta().mem[slot.value()][0].src_off, kRegionOffset + 4096);
+  std::vector<char> dst(3000);
+  ASSERT_TRUE(ExecuteOnHost(queue.value()->meta(), slot.value(), arena.data(), arena.size(),
+                            dst.data(), dst.size())
+                  .ok());
+  EXPECT_TRUE(std::equal(dst.begin(), dst.end(), arena.begin() + kRegionOffset + 4096));
+  // Beyond the comm's region is refused even where the arena goes on.
+  StreamSegment outside = Region((128 << 10) - 100, 200);
+  OffsetTable bad;
+  bad.Append(&outside, 1, 0);
+  const OffsetTable* bad_tables[] = {&bad};
+  Result<uint32_t> next = queue.value()->Claim();
+  EXPECT_FALSE(queue.value()->Publish(next.value(), bad_tables, 1).ok());
+}
+
+TEST(UnpackQueueTest, UnclaimGivesTheNextReceiveTheSameSlot) {
+  std::vector<char> region(1 << 20);
+  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), 0, region.size());
+  ASSERT_TRUE(queue.ok());
+  Result<uint32_t> first = queue.value()->Claim();
+  ASSERT_EQ(first.value(), 0u);
+  Result<uint32_t> second = queue.value()->Claim();
+  ASSERT_EQ(second.value(), 1u);
+  // The receive of slot 1 was never posted (e.g. its staging failed): NCCL's kernel will read
+  // slot 1 for the next SIMPLE step, so that step must get it.
+  ASSERT_TRUE(queue.value()->Unclaim(second.value()).ok());
+  EXPECT_EQ(queue.value()->Claim().value(), 1u);
+  // Only the latest claim can be taken back.
+  EXPECT_FALSE(queue.value()->Unclaim(first.value()).ok());
 }
 
 TEST(UnpackQueueTest, TheHostReferenceRejectsCorruptMetadata) {

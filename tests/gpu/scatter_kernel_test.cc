@@ -1,10 +1,20 @@
-// The scatter kernel on a real GPU against the host reference: random tables of 1 to 100k
-// frags, unaligned offsets and lengths, receives from 1 B to 64 MiB. Skips without a GPU.
+// The scatter kernel engine on a real GPU: the kernel against the host reference (random tables
+// of 1 to 100k frags, unaligned offsets and lengths, receives from 1 B to 64 MiB); a busy
+// result, not a failure, when every slot is in flight; an error, not a reallocation, past
+// max_ops; and every call leaving the calling thread's CUDA context and stream capture mode as
+// it found them (no context, an own context as under NCCL_CREATE_THREAD_CONTEXT=1, a global
+// graph capture on another thread). Skips without a GPU.
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
+#include <optional>
 #include <random>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "gpu/scatter_engine.h"
@@ -12,6 +22,38 @@
 
 namespace devmem::gpu {
 namespace {
+
+constexpr size_t kMaxOps = 1 << 17;
+constexpr size_t kSlots = 4;
+
+// Device memory owned by a test.
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) {
+    if (cudaMalloc(&ptr_, bytes) != cudaSuccess) ptr_ = nullptr;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) (void)cudaFree(ptr_);
+  }
+  char* get() const { return static_cast<char*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+// Submits, waiting out back-pressure: after Synchronize every slot is free.
+Result<ScatterTicket> SubmitWaiting(ScatterEngine& engine, const ScatterOp* ops, size_t count,
+                                    const void* region, void* dst) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Result<std::optional<ScatterTicket>> ticket = engine.Submit(ops, count, region, dst);
+    if (!ticket.ok()) return ticket.status();
+    if (ticket.value().has_value()) return *ticket.value();
+    DEVMEM_RETURN_IF_ERROR(engine.Synchronize());
+  }
+  return Status::Error(ErrorKind::kInternal, "busy right after Synchronize");
+}
 
 class ScatterKernelTest : public ::testing::Test {
  protected:
@@ -21,7 +63,8 @@ class ScatterKernelTest : public ::testing::Test {
     if (err != cudaSuccess || count == 0) {
       GTEST_SKIP() << "no CUDA device: " << (err != cudaSuccess ? cudaGetErrorString(err) : "0");
     }
-    Result<std::unique_ptr<ScatterEngine>> engine = CreateCudaScatterEngine(0, 1 << 20);
+    devices_ = count;
+    Result<std::unique_ptr<ScatterEngine>> engine = CreateCudaScatterEngine(0, kMaxOps, kSlots);
     ASSERT_TRUE(engine.ok()) << engine.status().message();
     engine_ = std::move(engine).value();
   }
@@ -46,29 +89,28 @@ class ScatterKernelTest : public ::testing::Test {
     std::vector<char> expected(total), actual(total);
     ExecuteScatterPlanOnHost(ops.data(), ops.size(), region.data(), expected.data());
 
-    void* d_region = nullptr;
-    void* d_dst = nullptr;
-    ASSERT_EQ(cudaMalloc(&d_region, region_bytes), cudaSuccess);
-    ASSERT_EQ(cudaMalloc(&d_dst, total + 1), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(d_region, region.data(), region_bytes, cudaMemcpyHostToDevice),
+    DeviceBuffer d_region(region_bytes);
+    DeviceBuffer d_dst(total + 1);
+    ASSERT_NE(d_region.get(), nullptr);
+    ASSERT_NE(d_dst.get(), nullptr);
+    ASSERT_EQ(cudaMemcpy(d_region.get(), region.data(), region_bytes, cudaMemcpyHostToDevice),
               cudaSuccess);
-    ASSERT_EQ(cudaMemset(d_dst, 0, total + 1), cudaSuccess);
-    for (size_t first = 0; first < ops.size(); first += 1 << 20) {
-      const size_t n = std::min<size_t>(1 << 20, ops.size() - first);
-      Result<ScatterTicket> ticket = engine_->Submit(ops.data() + first, n, d_region, d_dst);
+    ASSERT_EQ(cudaMemset(d_dst.get(), 0, total + 1), cudaSuccess);
+    for (size_t first = 0; first < ops.size(); first += kMaxOps) {
+      const size_t n = std::min(kMaxOps, ops.size() - first);
+      Result<ScatterTicket> ticket =
+          SubmitWaiting(*engine_, ops.data() + first, n, d_region.get(), d_dst.get());
       ASSERT_TRUE(ticket.ok()) << ticket.status().message();
     }
     ASSERT_TRUE(engine_->Synchronize().ok());
-    ASSERT_EQ(cudaMemcpy(actual.data(), d_dst, total, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(actual.data(), d_dst.get(), total, cudaMemcpyDeviceToHost), cudaSuccess);
     char guard = 1;
-    ASSERT_EQ(cudaMemcpy(&guard, static_cast<char*>(d_dst) + total, 1, cudaMemcpyDeviceToHost),
-              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(&guard, d_dst.get() + total, 1, cudaMemcpyDeviceToHost), cudaSuccess);
     EXPECT_EQ(guard, 0) << "wrote past the destination";
     EXPECT_TRUE(actual == expected) << "total " << total << " frags " << entries.size();
-    cudaFree(d_region);
-    cudaFree(d_dst);
   }
 
+  int devices_ = 0;
   std::unique_ptr<ScatterEngine> engine_;
 };
 
@@ -80,26 +122,224 @@ TEST_F(ScatterKernelTest, SixtyFourMiBWithMegabyteFrags) { RunRandom(64 << 20, 3
 
 TEST_F(ScatterKernelTest, DoneTurnsTrueOnlyAfterTheKernel) {
   const size_t bytes = 256 << 20;
-  void* d_region = nullptr;
-  void* d_dst = nullptr;
-  ASSERT_EQ(cudaMalloc(&d_region, bytes), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&d_dst, bytes), cudaSuccess);
+  DeviceBuffer d_region(bytes);
+  DeviceBuffer d_dst(bytes);
+  ASSERT_NE(d_region.get(), nullptr);
+  ASSERT_NE(d_dst.get(), nullptr);
   std::vector<ScatterEntry> entries = {{0, 0, static_cast<uint32_t>(bytes - 1)}};
   std::vector<ScatterOp> ops;
   BuildScatterPlan(entries, &ops);
-  Result<ScatterTicket> ticket = engine_->Submit(ops.data(), ops.size(), d_region, d_dst);
+  Result<std::optional<ScatterTicket>> ticket =
+      engine_->Submit(ops.data(), ops.size(), d_region.get(), d_dst.get());
   ASSERT_TRUE(ticket.ok()) << ticket.status().message();
+  ASSERT_TRUE(ticket.value().has_value()) << "a fresh engine has free slots";
   // Wait through Done() only; once it says true the stream has passed the kernel.
   Result<bool> done = false;
-  while ((done = engine_->Done(ticket.value())).ok() && !done.value()) {
+  while ((done = engine_->Done(*ticket.value())).ok() && !done.value()) {
   }
   ASSERT_TRUE(done.ok()) << done.status().message();
   cudaStream_t probe;
   ASSERT_EQ(cudaStreamCreate(&probe), cudaSuccess);
   EXPECT_EQ(cudaStreamQuery(probe), cudaSuccess);
   cudaStreamDestroy(probe);
-  cudaFree(d_region);
-  cudaFree(d_dst);
+}
+
+TEST_F(ScatterKernelTest, AllSlotsInFlightIsBusyNotAFailureAndClearsAsTheyFinish) {
+  // Two slots, each submission a 256 MiB byte-wise copy (source odd, destination 16-aligned):
+  // milliseconds of kernel against microseconds between submissions.
+  constexpr size_t kBytes = 256 << 20;
+  constexpr uint32_t kOpBytes = 64 << 10;
+  Result<std::unique_ptr<ScatterEngine>> created = CreateCudaScatterEngine(0, 4096, 2);
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  std::unique_ptr<ScatterEngine> engine = std::move(created).value();
+  std::vector<char> region(kBytes + 16);
+  std::mt19937_64 rng(7);
+  for (char& c : region) c = static_cast<char>(rng());
+  DeviceBuffer d_region(region.size());
+  DeviceBuffer d_dst(kBytes);
+  ASSERT_NE(d_region.get(), nullptr);
+  ASSERT_NE(d_dst.get(), nullptr);
+  ASSERT_EQ(cudaMemcpy(d_region.get(), region.data(), region.size(), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  std::vector<ScatterOp> ops;
+  for (uint64_t at = 0; at < kBytes; at += kOpBytes) ops.push_back({at + 1, at, kOpBytes, 0});
+
+  std::vector<ScatterTicket> tickets;
+  bool busy = false;
+  for (int i = 0; i < 100 && !busy; ++i) {
+    Result<std::optional<ScatterTicket>> ticket =
+        engine->Submit(ops.data(), ops.size(), d_region.get(), d_dst.get());
+    ASSERT_TRUE(ticket.ok()) << "busy must not be an error: " << ticket.status().message();
+    if (ticket.value().has_value()) {
+      tickets.push_back(*ticket.value());
+    } else {
+      ASSERT_GE(tickets.size(), 2u) << "busy with a free slot";
+      busy = true;
+    }
+  }
+  ASSERT_TRUE(busy) << "100 submissions never found both slots in flight";
+  // The next slot holds the oldest submission still in flight; once Done says it finished,
+  // Submit takes that slot again.
+  const ScatterTicket oldest = tickets[tickets.size() - 2];
+  Result<bool> done = false;
+  while ((done = engine->Done(oldest)).ok() && !done.value()) {
+  }
+  ASSERT_TRUE(done.ok()) << done.status().message();
+  Result<std::optional<ScatterTicket>> again =
+      engine->Submit(ops.data(), ops.size(), d_region.get(), d_dst.get());
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_TRUE(again.value().has_value());
+  ASSERT_TRUE(engine->Synchronize().ok());
+  std::vector<char> actual(kBytes);
+  ASSERT_EQ(cudaMemcpy(actual.data(), d_dst.get(), kBytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_TRUE(std::equal(actual.begin(), actual.end(), region.begin() + 1));
+}
+
+TEST_F(ScatterKernelTest, MoreOpsThanMaxOpsIsAnInvalidUsageError) {
+  Result<std::unique_ptr<ScatterEngine>> created = CreateCudaScatterEngine(0, 16, 2);
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  std::unique_ptr<ScatterEngine> engine = std::move(created).value();
+  DeviceBuffer d_region(4096);
+  DeviceBuffer d_dst(4096);
+  ASSERT_NE(d_region.get(), nullptr);
+  ASSERT_NE(d_dst.get(), nullptr);
+  std::vector<ScatterOp> ops;
+  for (uint64_t i = 0; i < 17; ++i) ops.push_back({i * 64, i * 64, 64, 0});
+  Result<std::optional<ScatterTicket>> over =
+      engine->Submit(ops.data(), ops.size(), d_region.get(), d_dst.get());
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().kind(), ErrorKind::kInvalidUsage);
+  EXPECT_NE(over.status().message().find("max_ops"), std::string::npos) << over.status().message();
+  // Nothing changed: the engine still takes max_ops ops.
+  Result<std::optional<ScatterTicket>> at_max =
+      engine->Submit(ops.data(), 16, d_region.get(), d_dst.get());
+  ASSERT_TRUE(at_max.ok()) << at_max.status().message();
+  EXPECT_TRUE(at_max.value().has_value());
+  EXPECT_TRUE(engine->Synchronize().ok());
+}
+
+TEST_F(ScatterKernelTest, CreateRejectsADeviceThisProcessDoesNotSee) {
+  for (int device : {-1, devices_}) {
+    Result<std::unique_ptr<ScatterEngine>> engine = CreateCudaScatterEngine(device, 16, 2);
+    ASSERT_FALSE(engine.ok()) << "GPU " << device;
+    EXPECT_EQ(engine.status().kind(), ErrorKind::kInvalidArgument);
+  }
+}
+
+// The driver calls the context tests observe and set up with (resolved the way the engine does).
+struct Driver {
+  PFN_cuCtxGetCurrent_v4000 get_current = nullptr;
+  PFN_cuCtxCreate_v3020 create = nullptr;
+  PFN_cuCtxDestroy_v4000 destroy = nullptr;
+  PFN_cuDeviceGet_v2000 device_get = nullptr;
+};
+
+template <typename Fn>
+bool Resolve(const char* symbol, Fn* fn) {
+  void* address = nullptr;
+  cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+  if (cudaGetDriverEntryPointByVersion(symbol, &address, 12000, cudaEnableDefault, &found) !=
+          cudaSuccess ||
+      found != cudaDriverEntryPointSuccess) {
+    return false;
+  }
+  *fn = reinterpret_cast<Fn>(address);
+  return true;
+}
+
+std::optional<Driver> ResolveDriver() {
+  Driver driver;
+  if (!Resolve("cuCtxGetCurrent", &driver.get_current) || !Resolve("cuCtxCreate", &driver.create) ||
+      !Resolve("cuCtxDestroy", &driver.destroy) || !Resolve("cuDeviceGet", &driver.device_get)) {
+    return std::nullopt;
+  }
+  return driver;
+}
+
+CUcontext CurrentContext(const Driver& driver) {
+  CUcontext context = nullptr;
+  EXPECT_EQ(driver.get_current(&context), CUDA_SUCCESS);
+  return context;
+}
+
+cudaStreamCaptureMode CurrentCaptureMode() {
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  EXPECT_EQ(cudaThreadExchangeStreamCaptureMode(&mode), cudaSuccess);  // mode: the old one
+  cudaStreamCaptureMode restore = mode;
+  EXPECT_EQ(cudaThreadExchangeStreamCaptureMode(&restore), cudaSuccess);
+  return mode;
+}
+
+// Every engine entry point on this thread, calling `check(step)` after each.
+void ExerciseEngine(char* region, char* dst, const std::function<void(const char*)>& check) {
+  Result<std::unique_ptr<ScatterEngine>> created = CreateCudaScatterEngine(0, 64, 2);
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  std::unique_ptr<ScatterEngine> engine = std::move(created).value();
+  check("create");
+  std::vector<ScatterOp> ops = {{3, 0, 4000, 0}, {5000, 4000, 96, 0}};
+  Result<std::optional<ScatterTicket>> ticket = engine->Submit(ops.data(), ops.size(), region, dst);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().message();
+  ASSERT_TRUE(ticket.value().has_value());
+  check("submit");
+  Result<bool> done = false;
+  while ((done = engine->Done(*ticket.value())).ok() && !done.value()) {
+  }
+  ASSERT_TRUE(done.ok()) << done.status().message();
+  check("done");
+  ASSERT_TRUE(engine->Synchronize().ok());
+  check("synchronize");
+  engine.reset();
+  check("destroy");
+}
+
+TEST_F(ScatterKernelTest, EveryCallLeavesTheThreadsContextAndCaptureModeAsItFoundThem) {
+  std::optional<Driver> driver = ResolveDriver();
+  ASSERT_TRUE(driver.has_value()) << "the CUDA driver lacks the context calls this test uses";
+  DeviceBuffer region(8192);
+  DeviceBuffer dst(8192);
+  ASSERT_NE(region.get(), nullptr);
+  ASSERT_NE(dst.get(), nullptr);
+
+  // A thread with no context current: it must still have none (no fallback to device 0).
+  std::thread([&] {
+    ASSERT_EQ(CurrentContext(*driver), nullptr) << "a new thread starts with no context";
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeThreadLocal;
+    ASSERT_EQ(cudaThreadExchangeStreamCaptureMode(&mode), cudaSuccess);
+    ASSERT_EQ(CurrentContext(*driver), nullptr) << "setting the capture mode made one current";
+    ExerciseEngine(region.get(), dst.get(), [&](const char* step) {
+      EXPECT_EQ(CurrentContext(*driver), nullptr) << step;
+      EXPECT_EQ(CurrentCaptureMode(), cudaStreamCaptureModeThreadLocal) << step;
+    });
+  }).join();
+
+  // A thread in a context of its own, as NCCL's proxy thread with NCCL_CREATE_THREAD_CONTEXT=1.
+  std::thread([&] {
+    CUdevice device = 0;
+    ASSERT_EQ(driver->device_get(&device, 0), CUDA_SUCCESS);
+    CUcontext own = nullptr;
+    ASSERT_EQ(driver->create(&own, 0, device), CUDA_SUCCESS);  // and makes it current
+    ExerciseEngine(region.get(), dst.get(), [&](const char* step) {
+      EXPECT_EQ(CurrentContext(*driver), own) << step;
+      EXPECT_EQ(CurrentCaptureMode(), cudaStreamCaptureModeGlobal) << step;
+    });
+    EXPECT_EQ(driver->destroy(own), CUDA_SUCCESS);
+  }).join();
+}
+
+TEST_F(ScatterKernelTest, AGlobalGraphCaptureOnAnotherThreadDoesNotFailTheEngine) {
+  DeviceBuffer region(8192);
+  DeviceBuffer dst(8192);
+  ASSERT_NE(region.get(), nullptr);
+  ASSERT_NE(dst.get(), nullptr);
+  cudaStream_t capturing = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&capturing, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(capturing, cudaStreamCaptureModeGlobal), cudaSuccess);
+  // Allocation, stream creation and frees of the engine, while the capture goes on.
+  std::thread([&] { ExerciseEngine(region.get(), dst.get(), [](const char*) {}); }).join();
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(capturing, &graph), cudaSuccess);
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  cudaStreamDestroy(capturing);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 namespace devmem::gpu {
@@ -47,9 +48,20 @@ TEST(ScatterPlanTest, HostExecutionMatchesTheOffsetTableScatter) {
 }
 
 TEST(ScatterEngineTest, CreateFailsCleanlyWithoutAGpu) {
-  Result<std::unique_ptr<ScatterEngine>> engine = CreateCudaScatterEngine(0, 1024);
+  Result<std::unique_ptr<ScatterEngine>> engine = CreateCudaScatterEngine(0, 1024, 8);
   if (engine.ok()) GTEST_SKIP() << "a GPU is present; the gpu-labelled tests cover the engine";
   EXPECT_FALSE(engine.status().message().empty());
+}
+
+TEST(ScatterEngineTest, CreateRejectsNoDeviceNoOpsOrNoSlotsBeforeLookingForAGpu) {
+  if (!BuiltWithCudaKernels()) GTEST_SKIP() << "built without nvcc: every creation fails alike";
+  for (auto [device, max_ops, slots] :
+       {std::tuple<int, size_t, size_t>{-1, 1024, 8}, {0, 0, 8}, {0, 1024, 0}}) {
+    Result<std::unique_ptr<ScatterEngine>> engine = CreateCudaScatterEngine(device, max_ops, slots);
+    ASSERT_FALSE(engine.ok());
+    EXPECT_EQ(engine.status().kind(), ErrorKind::kInvalidArgument)
+        << device << " " << max_ops << " " << slots << ": " << engine.status().message();
+  }
 }
 
 }  // namespace

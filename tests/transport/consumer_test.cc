@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -22,12 +23,16 @@ using Clock = std::chrono::steady_clock;
 // still running on a busy GPU. It executes the same plan the CUDA kernel would.
 class GatedHostEngine final : public gpu::ScatterEngine {
  public:
-  Result<gpu::ScatterTicket> Submit(const gpu::ScatterOp* ops, size_t count,
-                                    const void* region_dptr, void* dst_dptr) override {
+  Result<std::optional<gpu::ScatterTicket>> Submit(const gpu::ScatterOp* ops, size_t count,
+                                                   const void* region_dptr,
+                                                   void* dst_dptr) override {
+    if (pending() >= slots_) return std::optional<gpu::ScatterTicket>();  // busy, like CUDA's
     jobs_.push_back(Job{std::vector<gpu::ScatterOp>(ops, ops + count),
                         static_cast<const char*>(region_dptr), static_cast<char*>(dst_dptr), false});
-    return gpu::ScatterTicket{static_cast<uint32_t>(jobs_.size() - 1), 1};
+    return std::optional<gpu::ScatterTicket>(
+        gpu::ScatterTicket{static_cast<uint32_t>(jobs_.size() - 1), 1});
   }
+  void set_slots(size_t slots) { slots_ = slots; }
   Result<bool> Done(const gpu::ScatterTicket& ticket) override {
     ++done_queries_;
     return jobs_.at(ticket.slot).done;
@@ -59,6 +64,7 @@ class GatedHostEngine final : public gpu::ScatterEngine {
   };
   std::vector<Job> jobs_;
   int done_queries_ = 0;
+  size_t slots_ = 64;
 };
 
 using testing::CreateCommPair;
@@ -68,7 +74,8 @@ class ConsumerGatingTest : public ::testing::Test {
   void SetUp() override {
     // Host region; linear bytes in every few receives exercise the host ranges.
     RxPath path = testing::EmulatedPath(16 << 20, /*gpu=*/-1);
-    path.engine_factory = [this](int, size_t) -> Result<std::unique_ptr<gpu::ScatterEngine>> {
+    path.engine_factory = [this](int, size_t,
+                                 size_t) -> Result<std::unique_ptr<gpu::ScatterEngine>> {
       auto engine = std::make_unique<GatedHostEngine>();
       engine_ = engine.get();
       return std::unique_ptr<gpu::ScatterEngine>(std::move(engine));

@@ -1,0 +1,49 @@
+// The plugin's GPU consumer: our CUDA scatter kernel copies a message's frags out of the GPU RX
+// region (gpu/scatter_kernel.cu). Done only when the submission's CUDA event completed; only
+// then may the frags' tokens go back to the kernel.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "gpu/scatter_engine.h"
+#include "plugin/consumers/frag_consumer.h"
+#include "plugin/devmem/rx_region.h"
+
+namespace devmem {
+
+// Makes the engine for a GPU: CUDA's in the product, tests pass their own.
+using ScatterEngineFactory = std::function<Result<std::unique_ptr<gpu::ScatterEngine>>(
+    int gpu, size_t max_ops, size_t slots)>;
+
+class KernelScatterConsumer final : public FragConsumer {
+ public:
+  // Everything the data path needs is sized here, once: `slots` submissions in flight (NCCL
+  // keeps NCCL_STEPS = 8 receives of up to maxRecvs messages each), the ops of the largest
+  // message the region may hold (a quarter of it).
+  static Result<std::unique_ptr<KernelScatterConsumer>> Create(const RxRegion* region,
+                                                               const ScatterEngineFactory& factory,
+                                                               size_t slots);
+  ~KernelScatterConsumer() override;
+  Kind kind() const override { return Kind::kScatterKernel; }
+  const char* name() const override { return "plugin scatter kernel"; }
+  Result<bool> Start(const HeldMessage& message, ConsumerJob* job) override;
+  Result<bool> Finished(ConsumerJob* job) override;
+  Status Drain() override;
+
+ private:
+  KernelScatterConsumer(const RxRegion* region, std::unique_ptr<gpu::ScatterEngine> engine,
+                        size_t max_ops);
+  const RxRegion* region_;
+  std::unique_ptr<gpu::ScatterEngine> engine_;
+  size_t max_ops_;
+  std::vector<ScatterEntry> entries_;  // scratch: one message's frags over all sockets
+  std::vector<gpu::ScatterOp> ops_;    // scratch: its scatter plan
+};
+
+// Ops one message of at most `message_bytes` can need: frags are >= 2 KiB except at chunk
+// edges, and the plan splits ops at 64 KiB.
+size_t MaxScatterOps(uint64_t message_bytes);
+
+}  // namespace devmem

@@ -1,0 +1,27 @@
+// Mode selection, once per process at init: for every NIC, devmem RX (real or emulated) or
+// plain TCP and why, how large its RX region is, and whether NCCL's step sizes fit the
+// consumer that was asked for. The readiness checks are the ones devmem-doctor runs.
+#pragma once
+
+#include <vector>
+
+#include "plugin/core/config.h"
+#include "plugin/core/net_device.h"
+#include "plugin/setup/rx_path.h"
+
+namespace devmem {
+
+// Emulation: each receive comm takes a slice of NCCL_DEVMEM_RX_REGION_BYTES from its GPU's
+// arena, which holds this many (as far as NCCL's 32-bit unpack offsets reach).
+inline constexpr uint64_t kEmulatedCommsPerArena = 32;
+
+// One plan per device, in order. May turn `config->unpack` to kPlugin (with a WARN) where
+// NCCL's unpack cannot take NCCL's step size or the arena is beyond its 32-bit reach.
+std::vector<RxPlan> PlanReceivePaths(Config* config, const std::vector<NetDevice>& devices,
+                                     bool gpu_present);
+
+// Frags of one receive of `step_bytes` at most: every frag holds at least `min_frag_bytes`
+// except the two at each end of each data socket's chunks.
+uint64_t WorstCaseFrags(uint64_t step_bytes, uint64_t min_frag_bytes, int data_sockets);
+
+}  // namespace devmem
