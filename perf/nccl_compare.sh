@@ -1,47 +1,348 @@
 #!/usr/bin/env bash
 # NCCL busbw through our plugin vs NCCL's built-in Socket transport, in the same run, on one
 # GPU host: two ranks (processes) on one GPU with different NCCL_HOSTID, so every byte crosses
-# the network layer (loopback). Ours runs the emulated devmem RX path on the GPU (payload placed
-# in a GPU RX region, consumed by NCCL_DEVMEM_UNPACK's choice). Prints both nccl-tests tables,
-# the busbw ratio per size, and writes busbw PNGs.
+# the network layer (loopback). The two ranks share the GPU under MPS (started here when it is
+# not running): without it they time-slice the GPU and busbw measures context switches more
+# than the network path (review F15). Prints both nccl-tests tables, a per-run verdict table,
+# the busbw ratio per op and size, and writes busbw PNGs.
 #
-#   perf/nccl_compare.sh OUT_DIR [PLUGIN_SO] [BENCH] [-- extra bench args]
-# Environment: NCCL_DEVMEM_UNPACK (plugin|nccl), NCCL lib path in LD_LIBRARY_PATH.
-set -euo pipefail
-out=${1:?usage: nccl_compare.sh OUT_DIR [PLUGIN_SO] [BENCH]}
-plugin=${2:-$(dirname "$0")/../lib/libnccl-net-devmem.so}
-bench=${3:-$(dirname "$0")/devmem-nccl-bench}
-shift $(( $# < 3 ? $# : 3 ))
-[[ "${1:-}" == "--" ]] && shift
-mkdir -p "$out"
-json="$out/nccl_busbw.jsonl"
-: > "$json"
-common=(NCCL_SOCKET_IFNAME=lo NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_NET_GDR_LEVEL=SYS
-        NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET)
-for round in 1 2; do  # interleaved: noise hits both
-  env "${common[@]}" NCCL_NET=Socket NCCL_NSOCKS_PERTHREAD=4 NCCL_SOCKET_NTHREADS=1 \
-    "$bench" --label socket --json "$json" "$@" >"$out/socket.$round.txt" 2>"$out/socket.$round.log"
-  env "${common[@]}" NCCL_NET_PLUGIN="$(realpath "$plugin")" NCCL_NET=devmem \
-    NCCL_DEVMEM_EMULATE=1 "$bench" --label devmem --json "$json" "$@" \
-    >"$out/devmem.$round.txt" 2>"$out/devmem.$round.log"
-done
-cat "$out/socket.2.txt" "$out/devmem.2.txt"
-echo "# evidence that NCCL used the plugin and which mode:"
-grep -m3 -E "Loaded net plugin|Using network|via NET/devmem" "$out/devmem.2.log" || true
-grep -m2 -E "EMULATED devmem RX" "$out/devmem.2.log" || true
-python3 - "$json" <<'PY'
-import json, sys, collections
+#   perf/nccl_compare.sh [options] OUT_DIR [PLUGIN_SO] [BENCH] [-- extra bench args]
+#
+#   --op OP           all_reduce (default), all_gather, sendrecv or all
+#   -b SIZE -e SIZE   message sizes, default 8 .. 64M (factor -f, default 2)
+#   -w N -n N         warmup and timed iterations per size (default 5 and 20)
+#   --rounds N        interleaved Socket/ours rounds, best busbw kept (default 2)
+#   --mode MODE       ours as `emulated` devmem RX (NCCL_DEVMEM_EMULATE=1, default) or `host`
+#                     (the plugin's plain-TCP path, NCCL_DEVMEM_EMULATE unset)
+#   --label NAME      label of our runs in the tables, JSON and plots (default devmem)
+#   --timeout SECS    limit per bench run (default $NCCL_COMPARE_TIMEOUT or 240)
+#   --mps auto|off    auto (default, or $NCCL_COMPARE_MPS): use a running MPS or start one
+#
+# Environment: NCCL_DEVMEM_UNPACK (plugin|nccl) reaches our runs; the NCCL library comes from
+# LD_LIBRARY_PATH (on the GPU host: the pip nvidia-nccl-cu13 lib directory).
+#
+# OUT_DIR gets, per run, LABEL.ROUND.txt (the table) and LABEL.ROUND.log (NCCL's log); also
+# nccl_busbw.jsonl (every measured size), compare.json (runs, verdicts, evidence, ratios) and
+# busbw_OP.png. A failed, timed-out or wrong run is recorded and the summary still printed.
+# Exit status: 0 every run PASS with the evidence found; 3 some run WRONG and none failed;
+# 1 otherwise; 2 bad usage.
+#
+# gpu_verify.sh sources this file for the MPS helpers (mps_start, mps_stop) only.
+set -u
+
+# --- MPS -----------------------------------------------------------------------------------
+# MPS_STATE after mps_start: running (someone else's daemon, left alone), started (ours,
+# stopped by mps_stop), unavailable (could not start; runs go on without MPS) or off.
+MPS_STATE=off
+MPS_NOTE=""
+_mps_tmp=""
+
+# Does a control daemon answer on CUDA_MPS_PIPE_DIRECTORY (default /tmp/nvidia-mps)?
+mps_answers() {
+  command -v nvidia-cuda-mps-control >/dev/null 2>&1 || return 1
+  echo get_server_list | timeout 5 nvidia-cuda-mps-control >/dev/null 2>&1
+}
+
+mps_start() {
+  if ! command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
+    MPS_STATE=unavailable
+    MPS_NOTE="nvidia-cuda-mps-control not found"
+  elif mps_answers; then
+    MPS_STATE=running
+    MPS_NOTE="MPS already running (pipe dir ${CUDA_MPS_PIPE_DIRECTORY:-/tmp/nvidia-mps})"
+  else
+    # Our own pipe and log directories: never touch a daemon that another user configured.
+    _mps_tmp=$(mktemp -d "${TMPDIR:-/tmp}/devmem-mps.XXXXXX")
+    mkdir -p "$_mps_tmp/pipe" "$_mps_tmp/log"
+    export CUDA_MPS_PIPE_DIRECTORY="$_mps_tmp/pipe" CUDA_MPS_LOG_DIRECTORY="$_mps_tmp/log"
+    if timeout 15 nvidia-cuda-mps-control -d >/dev/null 2>&1; then
+      local _
+      for _ in 1 2 3 4 5 6; do  # the daemon needs a moment before it answers
+        if mps_answers; then
+          MPS_STATE=started
+          MPS_NOTE="MPS started (pipe dir $CUDA_MPS_PIPE_DIRECTORY)"
+          break
+        fi
+        sleep 0.5
+      done
+    fi
+    if [[ "$MPS_STATE" != started ]]; then
+      MPS_STATE=unavailable
+      local why
+      why=$(tail -n 3 "$_mps_tmp/log/control.log" 2>/dev/null | tr '\n' ' ')
+      MPS_NOTE="MPS did not start${why:+ (control.log: $why)}"
+      # Clients must not look for a daemon that is not there.
+      unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+      rm -rf "$_mps_tmp"
+      _mps_tmp=""
+    fi
+  fi
+  echo "# MPS: $MPS_STATE: $MPS_NOTE"
+  [[ "$MPS_STATE" == unavailable ]] && echo "# continuing without MPS: the two ranks time-slice the GPU"
+  return 0
+}
+
+# Stops only a daemon that mps_start started; safe to call twice (EXIT traps).
+mps_stop() {
+  if [[ "$MPS_STATE" == started ]]; then
+    echo quit | timeout 20 nvidia-cuda-mps-control >/dev/null 2>&1 ||
+      echo "# warning: MPS quit did not answer; daemon may still run ($MPS_NOTE)" >&2
+    MPS_STATE=stopped
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+  fi
+  if [[ -n "$_mps_tmp" ]]; then
+    rm -rf "$_mps_tmp"
+    _mps_tmp=""
+  fi
+  return 0
+}
+
+# Microseconds since the epoch, from bash itself (no date fork; any decimal separator).
+now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
+
+# --- the comparison ------------------------------------------------------------------------
+usage() {  # the header comment, from the usage line to the environment notes
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" |
+    sed -n '/^  perf\/nccl_compare.sh/,/^LD_LIBRARY_PATH/p' >&2
+  exit 2
+}
+
+main() {
+  local op=all_reduce min=8 max=64M factor=2 warmup=5 iters=20 rounds=2 mode=emulated
+  local label=devmem limit=${NCCL_COMPARE_TIMEOUT:-240} mps=${NCCL_COMPARE_MPS:-auto}
+  local positional=()
+  while (($# > 0)); do
+    case "$1" in
+      --op) op=${2:?--op needs a value}; shift 2 ;;
+      -b) min=${2:?-b needs a value}; shift 2 ;;
+      -e) max=${2:?-e needs a value}; shift 2 ;;
+      -f) factor=${2:?-f needs a value}; shift 2 ;;
+      -w) warmup=${2:?-w needs a value}; shift 2 ;;
+      -n) iters=${2:?-n needs a value}; shift 2 ;;
+      --rounds) rounds=${2:?--rounds needs a value}; shift 2 ;;
+      --mode) mode=${2:?--mode needs a value}; shift 2 ;;
+      --label) label=${2:?--label needs a value}; shift 2 ;;
+      --timeout) limit=${2:?--timeout needs a value}; shift 2 ;;
+      --mps) mps=${2:?--mps needs a value}; shift 2 ;;
+      --) shift; break ;;
+      -h|--help) usage ;;
+      -*) echo "nccl_compare.sh: unknown option $1" >&2; usage ;;
+      *) positional+=("$1"); shift ;;
+    esac
+  done
+  local extra=("$@")  # after --: passed to every bench run, last (so they override)
+  ((${#positional[@]} >= 1 && ${#positional[@]} <= 3)) || usage
+  [[ "$mode" == emulated || "$mode" == host ]] || { echo "--mode: emulated or host" >&2; exit 2; }
+  [[ "$mps" == auto || "$mps" == off ]] || { echo "--mps: auto or off" >&2; exit 2; }
+  [[ "$rounds" =~ ^[1-9][0-9]*$ && "$limit" =~ ^[1-9][0-9]*$ ]] ||
+    { echo "--rounds and --timeout: positive integers" >&2; exit 2; }
+  [[ "$label" != socket ]] || { echo "--label socket is the baseline's" >&2; exit 2; }
+  local here out plugin bench
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  out=${positional[0]}
+  plugin=${positional[1]:-$here/../lib/libnccl-net-devmem.so}
+  bench=${positional[2]:-$here/devmem-nccl-bench}
+  mkdir -p "$out" || exit 1
+  local missing=""
+  [[ -f "$plugin" ]] || missing+=" plugin $plugin"
+  [[ -x "$bench" ]] || missing+=" bench $bench"
+  if [[ -n "$missing" ]]; then
+    echo "nccl_compare.sh: not found:$missing" >&2
+    printf '{"verdict":"FAIL","error":"not found:%s","runs":[],"ratios":[]}\n' "$missing" \
+      >"$out/compare.json"
+    exit 1
+  fi
+  plugin=$(realpath "$plugin")
+
+  if [[ "$mps" == auto ]]; then
+    mps_start
+    trap 'mps_stop' EXIT
+    trap 'exit 130' INT TERM  # runs the EXIT trap: a started MPS daemon is always stopped
+  fi
+
+  local json="$out/nccl_busbw.jsonl" runs="$out/runs.tsv"
+  : >"$json"
+  : >"$runs"
+  # shellcheck disable=SC2054  # INIT,NET is one value
+  local common=(NCCL_SOCKET_IFNAME=lo NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1
+                NCCL_NET_GDR_LEVEL=SYS NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET)
+  local bench_args=(-b "$min" -e "$max" -f "$factor" -w "$warmup" -n "$iters" --op "$op")
+  local ours_env=(NCCL_NET_PLUGIN="$plugin" NCCL_NET=devmem)
+  local ours_unset=()
+  if [[ "$mode" == emulated ]]; then
+    ours_env+=(NCCL_DEVMEM_EMULATE=1)
+  else
+    ours_unset=(-u NCCL_DEVMEM_EMULATE)
+  fi
+  echo "# nccl_compare: op $op, sizes $min..$max x$factor, -w $warmup -n $iters, $rounds" \
+       "round(s), ours: $label ($mode, NCCL_DEVMEM_UNPACK=${NCCL_DEVMEM_UNPACK:-default})," \
+       "timeout ${limit}s per run, MPS $MPS_STATE"
+
+  # One bench run under `timeout`; its verdict goes to runs.tsv, never aborts the script.
+  run_one() {
+    local who=$1 round=$2
+    shift 2
+    local base="$out/$who.$round" t0 rc verdict
+    t0=$(now_us)
+    # --foreground: the bench stays in this script's process group, so whoever times out this
+    # script takes the bench down too; on its own expiry timeout kills the bench's parent,
+    # whose ranks die with it (PR_SET_PDEATHSIG).
+    timeout --foreground -k 10 "$limit" "$@" --label "$who" --json "$json" "${bench_args[@]}" \
+      ${extra[@]+"${extra[@]}"} >"$base.txt" 2>"$base.log"
+    rc=$?
+    case $rc in
+      0) verdict=PASS ;;
+      3) verdict=WRONG ;;
+      124|137) verdict=TIMEOUT ;;
+      *) verdict=FAIL ;;
+    esac
+    local ms=$((($(now_us) - t0) / 1000))
+    printf '%s\t%s\t%s\t%s\t%s\n' "$who" "$round" "$verdict" "$rc" "$ms" >>"$runs"
+    printf '# run %-8s round %d: %-7s (exit %d, %d.%03d s)\n' "$who" "$round" "$verdict" "$rc" \
+      $((ms / 1000)) $((ms % 1000))
+    if [[ "$verdict" != PASS ]]; then
+      # The reason, where a reader looks first.
+      grep -E "failed|error|Error|WARN|killed|EOF|wrong" "$base.log" | tail -n 5 | sed 's/^/#   /'
+    fi
+  }
+
+  local round
+  for ((round = 1; round <= rounds; round++)); do  # interleaved: noise hits both
+    run_one socket "$round" env -u NCCL_NET_PLUGIN "${common[@]}" NCCL_NET=Socket \
+      NCCL_NSOCKS_PERTHREAD=4 NCCL_SOCKET_NTHREADS=1 "$bench"
+    run_one "$label" "$round" env ${ours_unset[@]+"${ours_unset[@]}"} "${common[@]}" \
+      "${ours_env[@]}" "$bench"
+  done
+  cat "$out/socket.$rounds.txt" "$out/$label.$rounds.txt" 2>/dev/null
+
+  # Evidence from our last round's NCCL log: which net NCCL used and which mode the plugin ran.
+  local log="$out/$label.$rounds.log"
+  echo "# evidence that NCCL used the plugin and which mode ($log):"
+  grep -m3 -E "Loaded net plugin|Using network|via NET/devmem" "$log" | sed 's/^/#   /'
+  grep -m2 -E "EMULATED devmem RX|plain-TCP data path|data path plain TCP" "$log" | sed 's/^/#   /'
+
+  python3 - "$out" "$label" "$mode" "$MPS_STATE" "$rounds" <<'PY'
+import collections, json, os, re, sys
+out, label, mode, mps, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+def reason(log):
+    """The first error a failed run printed: the bench's own lines name the failing call."""
+    lines = log.splitlines()
+    for pattern in (r"^rank \d+: ", r"error while loading shared libraries|NCCL WARN",
+                    r"[Ee]rror|failed"):
+        hits = [l.strip() for l in lines if re.search(pattern, l)]
+        if hits:
+            return hits[0][:300]
+    return lines[-1].strip()[:300] if lines else "no output"
+
+runs = []
+for line in read(os.path.join(out, "runs.tsv")).splitlines():
+    who, rnd, verdict, rc, ms = line.split("\t")
+    run = {"label": who, "round": int(rnd), "verdict": verdict, "rc": int(rc),
+           "seconds": int(ms) / 1000.0}
+    if verdict == "WRONG":
+        # Where: the bench's #wrong column, as JSON lines (rounds share the file; any round).
+        bad = []
+        for line in read(os.path.join(out, "nccl_busbw.jsonl")).splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r["label"] == who and r.get("wrong", 0) > 0:
+                bad.append("%s %d B: %d wrong" % (r["op"], r["bytes"], r["wrong"]))
+        run["reason"] = "wrong results: " + ("; ".join(bad[:6]) or "see the #wrong column")
+    elif verdict == "TIMEOUT":
+        run["reason"] = "no exit within the --timeout limit; last log line: " + reason(
+            read(os.path.join(out, "%s.%s.log" % (who, rnd))))
+    elif verdict != "PASS":
+        run["reason"] = reason(read(os.path.join(out, "%s.%s.log" % (who, rnd))))
+    runs.append(run)
+
+# What the NCCL logs prove: the baseline used NCCL's Socket net, ours went through NET/devmem,
+# and the plugin ran the requested mode (an EMULATED RX line only in emulated mode).
+ours_log = read(os.path.join(out, "%s.%d.log" % (label, rounds)))
+socket_log = read(os.path.join(out, "socket.%d.log" % rounds))
+evidence = {
+    "ours_via_net_devmem": "via NET/devmem" in ours_log,
+    "ours_emulated_rx_line": "EMULATED devmem RX" in ours_log,
+    "socket_via_net_socket": "via NET/Socket" in socket_log,
+}
+m = re.search(r"frags consumed by ([^\n;(]*)", ours_log)
+evidence["ours_consumer"] = m.group(1).strip() if m else None
+problems = []
+if not evidence["ours_via_net_devmem"]:
+    problems.append("no 'via NET/devmem' in %s.%d.log" % (label, rounds))
+if mode == "emulated" and not evidence["ours_emulated_rx_line"]:
+    problems.append("no 'EMULATED devmem RX' line in %s.%d.log" % (label, rounds))
+if mode == "host" and evidence["ours_emulated_rx_line"]:
+    problems.append("host mode but the plugin logged EMULATED devmem RX")
+if not evidence["socket_via_net_socket"]:
+    problems.append("no 'via NET/Socket' in socket.%d.log" % rounds)
+
 best = collections.defaultdict(dict)
-for line in open(sys.argv[1]):
-    r = json.loads(line)
+for line in read(os.path.join(out, "nccl_busbw.jsonl")).splitlines():
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
     key = (r["op"], r["bytes"])
-    best[key][r["label"]] = max(best[key].get(r["label"], 0), r["busbw"])
-print("# busbw ratio devmem/socket (best of 2 interleaved rounds)")
-print("%-11s %12s %10s %10s %7s" % ("op", "bytes", "socket", "devmem", "ratio"))
+    best[key][r["label"]] = max(best[key].get(r["label"], 0.0), r["busbw"])
+ratios = []
 for (op, size), v in sorted(best.items()):
-    if "socket" in v and "devmem" in v and v["socket"] > 0:
-        print("%-11s %12d %10.2f %10.2f %7.2f" % (op, size, v["socket"], v["devmem"], v["devmem"] / v["socket"]))
+    if "socket" in v and label in v:
+        ratios.append({"op": op, "bytes": size, "socket_busbw": v["socket"],
+                       "ours_busbw": v[label],
+                       "ratio": round(v[label] / v["socket"], 4) if v["socket"] > 0 else None})
+
+verdicts = [r["verdict"] for r in runs]
+if any(v in ("FAIL", "TIMEOUT") for v in verdicts):
+    verdict = "TIMEOUT" if "TIMEOUT" in verdicts and "FAIL" not in verdicts else "FAIL"
+elif "WRONG" in verdicts:
+    verdict = "WRONG"
+elif problems:
+    verdict = "FAIL"
+else:
+    verdict = "PASS"
+
+print("# run summary")
+print("%-24s %5s %-8s %4s %9s" % ("label", "round", "verdict", "rc", "seconds"))
+for r in runs:
+    print("%-24s %5d %-8s %4d %9.1f  %s" % (r["label"], r["round"], r["verdict"], r["rc"],
+                                             r["seconds"], r.get("reason", "")))
+for p in problems:
+    print("# evidence missing: " + p)
+print("# busbw ratio %s/socket (best of %d interleaved round(s))" % (label, rounds))
+print("%-11s %12s %10s %10s %7s" % ("op", "bytes", "socket", label[:10], "ratio"))
+for r in ratios:
+    print("%-11s %12d %10.2f %10.2f %7s" % (r["op"], r["bytes"], r["socket_busbw"], r["ours_busbw"],
+                                           "%.2f" % r["ratio"] if r["ratio"] is not None else "-"))
+if not ratios:
+    print("# (no size measured by both)")
+print("# compare verdict: %s" % verdict)
+with open(os.path.join(out, "compare.json"), "w") as f:
+    json.dump({"verdict": verdict, "label": label, "mode": mode, "mps": mps,
+               "unpack": os.environ.get("NCCL_DEVMEM_UNPACK", "default"), "runs": runs,
+               "evidence": evidence, "problems": problems, "ratios": ratios}, f, indent=1)
+sys.exit({"PASS": 0, "WRONG": 3}.get(verdict, 1))
 PY
-for op in all_reduce all_gather; do
-  python3 "$(dirname "$0")/plot_busbw.py" "$json" "$op" "$out/busbw_$op.png" || true
-done
+  local rc=$?
+  local plot_op
+  for plot_op in all_reduce all_gather sendrecv; do
+    grep -q "\"op\":\"$plot_op\"" "$json" 2>/dev/null || continue
+    python3 "$here/plot_busbw.py" "$json" "$plot_op" "$out/busbw_$plot_op.png" ||
+      echo "# plot of $plot_op failed (numbers are in $json)"
+  done
+  return "$rc"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+  exit $?
+fi

@@ -3,9 +3,15 @@
 two processes on one GPU with different NCCL_HOSTID, so NCCL routes every byte through the
 network plugin. Verifies the sums and prints bus bandwidth per size.
 
-  NCCL_NET_PLUGIN=/path/libnccl-net-devmem.so NCCL_NET=devmem NCCL_DEVMEM_EMULATE=1 \
-  NCCL_SOCKET_IFNAME=lo python3 perf/torch_allreduce.py
+  NCCL_NET_PLUGIN=/path/libnccl-net-devmem.so NCCL_NET=devmem NCCL_DEVMEM_EMULATE=1 \\
+  NCCL_SOCKET_IFNAME=lo NCCL_NET_GDR_LEVEL=SYS python3 perf/torch_allreduce.py \\
+      [--min-bytes 4K] [--max-bytes 256M] [--iters 10] [--warmup 3] [--json FILE]
+
+Run two ranks on one GPU under MPS (perf/nccl_compare.sh explains why). Exit status: 0 every
+sum correct; 3 some sum wrong; 1 a rank failed (its traceback is printed).
 """
+import argparse
+import json
 import os
 import sys
 import time
@@ -14,8 +20,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+WRONG_EXIT = 3
 
-def worker(rank, world, port, sizes, results):
+
+def parse_size(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper()
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def worker(rank, world, port, sizes, warmup, iters, results):
     os.environ["NCCL_HOSTID"] = "torch-devmem-rank%d" % rank  # before NCCL initializes
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -28,11 +44,10 @@ def worker(rank, world, port, sizes, results):
         x = torch.arange(n, device=device, dtype=torch.float32).remainder_(97).add_(rank + 1)
         expected = torch.arange(n, device=device, dtype=torch.float32).remainder_(97) * world + sum(
             r + 1 for r in range(world))
-        for _ in range(3):
+        for _ in range(warmup):
             y = x.clone()
             dist.all_reduce(y)
         torch.cuda.synchronize()
-        iters = 10
         start = time.perf_counter()
         for _ in range(iters):
             y = x.clone()
@@ -46,24 +61,66 @@ def worker(rank, world, port, sizes, results):
             results.append((nbytes, seconds * 1e6, busbw, good))
     dist.destroy_process_group()
     if not ok:
-        sys.exit(3)
+        sys.exit(WRONG_EXIT)
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--min-bytes", default="4K", type=parse_size)
+    parser.add_argument("--max-bytes", default="256M", type=parse_size)
+    parser.add_argument("--factor", default=4, type=int)
+    parser.add_argument("--iters", default=10, type=int)
+    parser.add_argument("--warmup", default=3, type=int)
+    parser.add_argument("--json", help="write the results (one object) to this file")
+    args = parser.parse_args()
+    if args.min_bytes < 4 or args.max_bytes < args.min_bytes or args.factor < 2 or args.iters < 1:
+        parser.error("need 4 <= --min-bytes <= --max-bytes, --factor >= 2, --iters >= 1")
+    if not torch.cuda.is_available():
+        print("torch_allreduce: torch sees no CUDA device (torch %s)" % torch.__version__,
+              file=sys.stderr)
+        return 1
     world = 2
-    sizes = [1 << s for s in range(12, 29, 2)]
+    sizes = []
+    nbytes = args.min_bytes
+    while nbytes <= args.max_bytes:
+        sizes.append(nbytes)
+        nbytes *= args.factor
     port = 29500 + os.getpid() % 1000
+    rc = 0
     with mp.Manager() as manager:
         results = manager.list()
-        mp.spawn(worker, args=(world, port, sizes, results), nprocs=world, join=True)
-        print("# torch %s, NCCL %s, NCCL_NET=%s" % (torch.__version__, ".".join(map(str, torch.cuda.nccl.version())),
-                                                    os.environ.get("NCCL_NET", "(unset)")))
-        print("%12s %10s %8s %s" % ("size(B)", "time(us)", "busbw", "correct"))
-        for nbytes, us, busbw, good in results:
-            print("%12d %10.1f %8.2f %s" % (nbytes, us, busbw, good))
-        if not all(r[3] for r in results):
-            sys.exit(3)
+        try:
+            mp.spawn(worker, args=(world, port, sizes, args.warmup, args.iters, results),
+                     nprocs=world, join=True)
+        except mp.ProcessExitedException as e:
+            # A rank that found a wrong sum exits 3; anything else is a failure.
+            rc = WRONG_EXIT if e.exit_code == WRONG_EXIT else 1
+            print("torch_allreduce: %s" % e, file=sys.stderr)
+        except mp.ProcessRaisedException as e:
+            rc = 1
+            print("torch_allreduce: a rank raised:\n%s" % e, file=sys.stderr)
+        rows = list(results)
+    nccl = ".".join(map(str, torch.cuda.nccl.version()))
+    print("# torch %s, NCCL %s, NCCL_NET=%s" % (torch.__version__, nccl,
+                                                 os.environ.get("NCCL_NET", "(unset)")))
+    print("%12s %10s %8s %s" % ("size(B)", "time(us)", "busbw", "correct"))
+    for nbytes, us, busbw, good in rows:
+        print("%12d %10.1f %8.2f %s" % (nbytes, us, busbw, good))
+    if rc == 0 and not all(r[3] for r in rows):
+        rc = WRONG_EXIT
+    if rc == 0 and len(rows) != len(sizes):
+        print("torch_allreduce: %d of %d sizes reported" % (len(rows), len(sizes)), file=sys.stderr)
+        rc = 1
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "nccl": nccl,
+                       "net": os.environ.get("NCCL_NET"), "exit": rc,
+                       "rows": [{"bytes": b, "time_us": round(us, 3), "busbw": round(bw, 4),
+                                 "correct": bool(g)} for b, us, bw, g in rows]}, f, indent=1)
+    if rc == WRONG_EXIT:
+        print("torch_allreduce: WRONG sums", file=sys.stderr)
+    return rc
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,7 @@
 #include <net/if.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -34,15 +35,55 @@ TEST_F(GpuRegionTest, ExportsADmabufOfTheRoundedSize) {
   EXPECT_NE(region.value()->device_ptr(), 0u);
 }
 
+// A veth pair for one test, deleted when the test ends (also when an ASSERT returns early).
+// Create() says why it could not make one, so the caller skips with that reason: the GPU host
+// may have no `ip` binary or a kernel without the veth module (review F21).
+class ScopedVeth {
+ public:
+  ~ScopedVeth() {
+    if (created_) {
+      const int rc = system(("ip link del " + name_ + " 2>/dev/null").c_str());
+      (void)rc;  // best effort: the peer goes with it, and a failure here changes no result
+    }
+  }
+  // Empty on success, else the reason.
+  std::string Create(const std::string& name) {
+    if (system("command -v ip >/dev/null 2>&1") != 0) {
+      return "no `ip` command (iproute2) to create a veth pair";
+    }
+    name_ = name;
+    const std::string command = "ip link add " + name + " type veth peer name " + name + "p";
+    FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+    if (pipe == nullptr) return "popen(\"" + command + "\") failed";
+    std::string output;
+    char buffer[256];
+    while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+    const int status = pclose(pipe);
+    if (status != 0) {
+      while (!output.empty() && output.back() == '\n') output.pop_back();
+      return "`" + command + "` failed (" + (output.empty() ? "no output" : output) +
+             "); the kernel may lack the veth module";
+    }
+    created_ = true;
+    return "";
+  }
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+  bool created_ = false;
+};
+
 TEST_F(GpuRegionTest, BindingAGpuDmabufToAVethFailsClearly) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to create a veth";
-  const std::string name = "dmgr" + std::to_string(getpid() % 100000);
-  ASSERT_EQ(system(("ip link add " + name + " type veth peer name " + name + "p").c_str()), 0);
+  ScopedVeth veth;
+  const std::string why_not = veth.Create("dmgr" + std::to_string(getpid() % 100000));
+  if (!why_not.empty()) GTEST_SKIP() << why_not;
+  const int ifindex = static_cast<int>(if_nametoindex(veth.name().c_str()));
+  ASSERT_GT(ifindex, 0) << veth.name() << " has no ifindex right after `ip link add`";
   Result<std::unique_ptr<GpuRegion>> region = GpuRegion::Create(0, 4 << 20);
   ASSERT_TRUE(region.ok()) << region.status().message();
-  Result<RxQueueBinding> binding = RxQueueBinding::Bind(
-      static_cast<int>(if_nametoindex(name.c_str())), region.value()->dmabuf_fd(), {0});
-  system(("ip link del " + name).c_str());
+  Result<RxQueueBinding> binding = RxQueueBinding::Bind(ifindex, region.value()->dmabuf_fd(), {0});
   ASSERT_FALSE(binding.ok());
   EXPECT_NE(binding.status().message().find("bind-rx"), std::string::npos)
       << binding.status().message();

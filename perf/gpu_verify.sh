@@ -1,0 +1,599 @@
+#!/usr/bin/env bash
+# The GPU verification in one command, for a GPU host that has no package registry and runs a
+# command for at most 10 minutes. Everything it runs comes from the bundle that
+# perf/gpu_host_bundle.sh built on a development machine.
+#
+#   timeout 590 perf/gpu_verify.sh [BUNDLE_DIR]     (from the repository root; default .carry)
+#
+# Steps, each under its own `timeout`, each ending in a verdict line (PASS, FAIL, WRONG, SKIP or
+# TIMEOUT); a failing step never stops the ones after it:
+#   env                   GPUs and driver (nvidia-smi), the pip nvidia-nccl-cu13 NCCL and its
+#                         version, torch, kernel, CPUs, glibc against the bundle's need; also
+#                         devmem-doctor's report (information only: loopback is never devmem)
+#   gtest.<executable>    each GPU test executable of the bundle (devmem_gpu_*)
+#   scatter               devmem-scatter-bench: scatter kernel vs cudaMemcpy D2D
+#   nccl.emulated-plugin  nccl_compare.sh: all_reduce, all_gather, sendrecv, 8 B .. 64 MiB, two
+#   nccl.emulated-nccl      ranks on one GPU (distinct NCCL_HOSTID) under MPS, ours vs
+#   nccl.host               NCCL_NET=Socket in the same run; ours as emulated devmem RX with
+#                           NCCL_DEVMEM_UNPACK=plugin, with =nccl, and the plain host path;
+#                           results verified, the NCCL log must show "via NET/devmem" (and
+#                           "EMULATED devmem RX" for the emulated runs)
+#   torch                 perf/torch_allreduce.py through the plugin (emulated), 2 ranks, MPS
+#
+# Output under ${OUT:-./gpu_verify_out}: STEP.log per step, summary.json (verdict, seconds,
+# key numbers per step: test counts, scatter ratios, busbw ours/Socket per op and size),
+# busbw_OP.png (Socket and the three modes of ours), nccl-MODE/ (every run's table and log).
+# Exit status 0 only when every step passed.
+#
+# Environment knobs: GPU_VERIFY_BUDGET (seconds for the whole script, default 510: the step
+# limits shrink to fit it), GPU_VERIFY_STEPS (comma list of gtest,scatter,nccl,torch; env
+# always runs), GPU_VERIFY_ITERS / GPU_VERIFY_WARMUP (bench iterations, default 10 / 3),
+# GPU_VERIFY_MAX_BYTES (default 64M), GPU_VERIFY_MPS=off (two ranks time-slice the GPU instead:
+# for a rerun when MPS itself is the suspect), GPU_VERIFY_FORCE=1 (run the GPU steps even when
+# nvidia-smi lists no GPU: exercises their failure paths on a machine without one).
+#
+# Plain `set -u` on purpose: with `set -e` the first failing step would end the run before the
+# verdicts are printed.
+set -u
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bundle=${1:-.carry}
+out=${OUT:-./gpu_verify_out}
+budget=${GPU_VERIFY_BUDGET:-510}
+steps_wanted=${GPU_VERIFY_STEPS:-gtest,scatter,nccl,torch}
+iters=${GPU_VERIFY_ITERS:-10}
+warmup=${GPU_VERIFY_WARMUP:-3}
+max_bytes=${GPU_VERIFY_MAX_BYTES:-64M}
+force=${GPU_VERIFY_FORCE:-0}
+use_mps=${GPU_VERIFY_MPS:-auto}
+reserve=20  # seconds kept back for plots, summary and stopping MPS
+
+for n in "$budget" "$iters" "$warmup"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { echo "gpu_verify.sh: GPU_VERIFY_BUDGET/ITERS/WARMUP must be integers" >&2; exit 2; }
+done
+if [[ ! -f "$here/nccl_compare.sh" ]]; then
+  echo "gpu_verify.sh: $here/nccl_compare.sh missing (run perf/gpu_verify.sh from the repository)" >&2
+  exit 2
+fi
+# mps_start, mps_stop, now_us (sourcing runs nothing else).
+# shellcheck source=perf/nccl_compare.sh
+source "$here/nccl_compare.sh"
+
+bundle=$(cd "$bundle" 2>/dev/null && pwd) || bundle=${1:-.carry}  # absolute when it exists
+mkdir -p "$out" || { echo "gpu_verify.sh: cannot create $out" >&2; exit 2; }
+out=$(cd "$out" && pwd)
+# Only what an earlier run of this script wrote: OUT may be a directory with other files.
+rm -rf "$out"/*.log "$out"/*.details.json "$out"/*.gtest.json "$out"/busbw_*.png \
+  "$out/busbw_all.jsonl" "$out/summary.json" "$out/env.json" "$out/torch.json" "$out"/nccl-*/
+: >"$out/steps.tsv"
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_verify.XXXXXX") || exit 2
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+  mps_stop
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+t_start=$(now_us)
+deadline_us=$((t_start + budget * 1000000))
+export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# --- helpers ---------------------------------------------------------------------------------
+# The verdict classifiers and the summary are small python programs (python3 is on the host;
+# json parsing in bash would be guesswork).
+cat >"$work/helper.py" <<'PY'
+import json, os, re, sys
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+def emit(verdict, note, details, details_path):
+    with open(details_path, "w") as f:
+        json.dump(details, f, indent=1)
+    print("%s\t%s" % (verdict, note.replace("\t", " ").replace("\n", " ")))
+
+def gtest(rc, log_path, json_path, details_path):
+    """PASS: some test ran and none failed; SKIP: every test skipped itself (no GPU...)."""
+    rc = int(rc)
+    try:
+        report = json.load(open(json_path))
+    except (OSError, ValueError):
+        report = None
+    if report is None:
+        tail = " | ".join(read(log_path).strip().splitlines()[-3:])
+        return emit("FAIL", "exit %d, no gtest report (crashed or did not start): %s" % (rc, tail),
+                    {"rc": rc}, details_path)
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    failed = []
+    for suite in report.get("testsuites", []):
+        for t in suite.get("testsuite", []):
+            if t.get("status") != "RUN":
+                continue
+            if t.get("failures"):
+                counts["failed"] += 1
+                failed.append("%s.%s" % (suite["name"], t["name"]))
+            elif t.get("result") == "SKIPPED":
+                counts["skipped"] += 1
+            else:
+                counts["passed"] += 1
+    details = dict(counts, rc=rc, failed_tests=failed)
+    reasons = re.findall(r": Skipped\n(.*)", read(log_path))
+    if counts["failed"] or rc != 0:
+        note = "%d failed (%s), %d passed, %d skipped, exit %d" % (
+            counts["failed"], ", ".join(failed[:4]), counts["passed"], counts["skipped"], rc)
+        return emit("FAIL", note, details, details_path)
+    if counts["passed"] == 0:
+        reason = reasons[0] if reasons else "no test ran"
+        return emit("SKIP", "all %d tests skipped: %s" % (counts["skipped"], reason), details,
+                    details_path)
+    note = "%d passed, %d skipped" % (counts["passed"], counts["skipped"])
+    if reasons:
+        note += " (%s)" % reasons[0]
+    return emit("PASS", note, details, details_path)
+
+def scatter(rc, log_path, details_path):
+    rc = int(rc)
+    text = read(log_path)
+    rows = [{"frag_bytes": int(f), "kernel_gbps": float(k), "memcpy_gbps": float(m),
+             "ratio": round(float(k) / float(m), 4) if float(m) > 0 else None}
+            for f, k, m in re.findall(
+                r"frag\s+(\d+) B: scatter kernel\s+([\d.]+) GB/s\s+cudaMemcpy D2D\s+([\d.]+) GB/s", text)]
+    details = {"rc": rc, "rows": rows}
+    if rc == 0 and "no CUDA device" in text:
+        return emit("SKIP", "no CUDA device: nothing measured", details, details_path)
+    if rc != 0 or not rows:
+        tail = " | ".join(text.strip().splitlines()[-2:])
+        return emit("FAIL", "exit %d, %d ratio line(s): %s" % (rc, len(rows), tail), details,
+                    details_path)
+    return emit("PASS", ", ".join("frag %d B: kernel/memcpy %.2f" % (r["frag_bytes"], r["ratio"] or 0)
+                                  for r in rows), details, details_path)
+
+def nccl(rc, out_dir, details_path):
+    rc = int(rc)
+    try:
+        compare = json.load(open(os.path.join(out_dir, "compare.json")))
+    except (OSError, ValueError):
+        compare = None
+    if compare is None:
+        verdict = "TIMEOUT" if rc in (124, 137) else "FAIL"
+        return emit(verdict, "exit %d, no compare.json (see the step log)" % rc, {"rc": rc},
+                    details_path)
+    verdict = compare.get("verdict", "FAIL")
+    if rc in (124, 137):
+        verdict = "TIMEOUT"  # the whole comparison ran out of time, whatever the runs said
+    runs = ", ".join("%s %s" % (r["label"], r["verdict"]) for r in compare.get("runs", []))
+    ratios = {}
+    for r in compare.get("ratios", []):
+        if r.get("ratio") is not None:
+            ratios.setdefault(r["op"], {})[str(r["bytes"])] = r["ratio"]
+    parts = [runs or "no run"]
+    for op, by_size in sorted(ratios.items()):
+        largest = max(by_size, key=int)
+        parts.append("%s ours/Socket %.2f at %s" % (op, by_size[largest], size_label(int(largest))))
+    failed = [r for r in compare.get("runs", []) if r["verdict"] != "PASS"]
+    if failed:
+        # The root cause, not its consequences (a run that failed leaves no evidence either).
+        parts.append("first error (%s): %s" % (failed[0]["label"], failed[0].get("reason", "?")))
+    else:
+        parts += ["evidence missing: " + p for p in compare.get("problems", [])]
+    if compare.get("mps") in ("unavailable", "off"):
+        parts.append("no MPS")
+    # The NCCL each bench actually loaded (its table header): the pip one, as torch uses.
+    loaded = sorted(set(re.findall(r"^# devmem-nccl-bench \[[^]]*\]: NCCL (\d+)", "".join(
+        read(os.path.join(out_dir, f)) for f in sorted(os.listdir(out_dir)) if f.endswith(".txt")),
+        re.M)))
+    if loaded:
+        parts.append("NCCL " + "/".join(loaded))
+    compare["nccl_loaded"] = loaded
+    compare["ratio_by_op_and_bytes"] = ratios
+    compare["rc"] = rc
+    return emit(verdict, "; ".join(parts), compare, details_path)
+
+def torch_step(rc, log_path, json_path, details_path):
+    rc = int(rc)
+    text = read(log_path)
+    try:
+        report = json.load(open(json_path))
+    except (OSError, ValueError):
+        report = {}
+    evidence = {"via_net_devmem": "via NET/devmem" in text,
+                "emulated_rx_line": "EMULATED devmem RX" in text}
+    details = dict(report, rc=rc, evidence=evidence)
+    rows = report.get("rows", [])
+    if rc in (124, 137):
+        return emit("TIMEOUT", "timed out after %d size(s)" % len(rows), details, details_path)
+    if rc == 3:
+        bad = [r["bytes"] for r in rows if not r["correct"]]
+        return emit("WRONG", "wrong sums at %s B" % bad, details, details_path)
+    if rc != 0:
+        tail = " | ".join(l for l in text.strip().splitlines()
+                          if re.search(r"Error|error|failed|WARN", l))[-300:]
+        return emit("FAIL", "exit %d: %s" % (rc, tail or "see torch.log"), details, details_path)
+    missing = [k for k, v in evidence.items() if not v]
+    if missing:
+        return emit("FAIL", "sums correct but the NCCL log lacks %s" % ", ".join(missing), details,
+                    details_path)
+    best = max(rows, key=lambda r: r["bytes"]) if rows else None
+    note = "%d sizes correct (torch %s, NCCL %s)" % (len(rows), report.get("torch"), report.get("nccl"))
+    if best:
+        note += ", busbw %.2f GB/s at %d B" % (best["busbw"], best["bytes"])
+    return emit("PASS", note, details, details_path)
+
+def summary(out_dir, started_us, now_us, budget, bundle):
+    steps = []
+    for line in read(os.path.join(out_dir, "steps.tsv")).splitlines():
+        name, verdict, ms, note = line.split("\t", 3)
+        step = {"name": name, "verdict": verdict, "seconds": int(ms) / 1000.0, "note": note,
+                "log": name + ".log"}
+        details = read(os.path.join(out_dir, name + ".details.json"))
+        if details:
+            step["details"] = json.loads(details)
+        steps.append(step)
+    ratios = {}
+    for s in steps:
+        by_op = s.get("details", {}).get("ratio_by_op_and_bytes")
+        if by_op:
+            ratios[s["name"].split(".", 1)[1]] = by_op
+    env = read(os.path.join(out_dir, "env.json"))
+    mps = read(os.path.join(out_dir, "mps.log")).strip().splitlines()
+    verdict = "PASS" if steps and all(s["verdict"] == "PASS" for s in steps) else "FAIL"
+    result = {"verdict": verdict, "bundle": bundle, "budget_seconds": int(budget),
+              "seconds": round((int(now_us) - int(started_us)) / 1e6, 1),
+              "environment": json.loads(env) if env else None,
+              "mps": mps[0].lstrip("# ") if mps else "not used",
+              "busbw_ratio_ours_over_socket": ratios, "steps": steps}
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print("# summary (%s, %.0f s)" % (verdict, result["seconds"]))
+    print("%-32s %-8s %8s  %s" % ("step", "verdict", "seconds", "note"))
+    for s in steps:
+        note = s["note"] if len(s["note"]) <= 150 else s["note"][:147] + "..."
+        print("%-32s %-8s %8.1f  %s" % (s["name"], s["verdict"], s["seconds"], note))
+    for mode, by_op in sorted(ratios.items()):
+        for op, by_size in sorted(by_op.items()):
+            sizes = sorted(by_size, key=int)
+            print("# busbw ours/Socket, %s, %s: %s" % (mode, op, " ".join(
+                "%s:%.2f" % (size_label(int(b)), by_size[b]) for b in sizes)))
+    print("# OVERALL: %s  (details: %s)" % (verdict, os.path.join(out_dir, "summary.json")))
+
+def size_label(n):
+    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= div and n % div == 0:
+            return "%d%s" % (n // div, unit)
+    return str(n)
+
+def combine(out_dir, modes):
+    """One JSON-lines file for the plots: the first Socket baseline and every mode of ours."""
+    lines, socket_done = [], False
+    for mode in modes.split(","):
+        rows = [json.loads(l) for l in read(os.path.join(out_dir, "nccl-" + mode,
+                                                         "nccl_busbw.jsonl")).splitlines() if l.strip()]
+        has_socket = any(r["label"] == "socket" for r in rows)
+        for r in rows:
+            if r["label"] == "socket" and socket_done:
+                continue
+            lines.append(json.dumps(r))
+        socket_done = socket_done or has_socket
+    with open(os.path.join(out_dir, "busbw_all.jsonl"), "w") as f:
+        f.write("\n".join(lines) + ("\n" if lines else ""))
+    ops = sorted({json.loads(l)["op"] for l in lines})
+    print(" ".join(ops))
+
+if __name__ == "__main__":
+    globals()[sys.argv[1].replace("-", "_")](*sys.argv[2:])
+PY
+py() { python3 "$work/helper.py" "$@"; }
+
+# Seconds a step may take: its own limit, cut to what the budget has left (less the reserve).
+step_limit() {
+  local want=$1 left
+  left=$(((deadline_us - $(now_us)) / 1000000 - reserve))
+  ((left < want)) && want=$left
+  echo "$want"
+}
+
+# verdict NAME VERDICT MILLISECONDS NOTE: the line a reader looks for, and a row for the summary.
+verdict() {
+  local name=$1 v=$2 ms=$3 note=$4
+  printf '%s\t%s\t%s\t%s\n' "$name" "$v" "$ms" "$note" >>"$out/steps.tsv"
+  printf '[gpu_verify] %-8s %-32s %5d.%01d s  %s\n' "$v" "$name" $((ms / 1000)) \
+    $((ms % 1000 / 100)) "$note"
+}
+
+# run_step NAME LIMIT CMD...: CMD under `timeout` with its output in NAME.log. Sets STEP_RC,
+# STEP_MS and STEP_LIMIT; returns 1 (after a SKIP verdict) when the budget has no time left.
+# The step runs in the background and is waited for: bash runs a trap during `wait`, not
+# during a foreground command, so a SIGTERM to this script is handled at once (on_signal).
+STEP_NAME=""
+STEP_PID=""
+run_step() {
+  local name=$1 t0
+  STEP_LIMIT=$(step_limit "$2")
+  shift 2
+  if ((STEP_LIMIT < 10)); then
+    verdict "$name" SKIP 0 "no time left in GPU_VERIFY_BUDGET=${budget}s"
+    return 1
+  fi
+  echo "[gpu_verify] running  $name (limit ${STEP_LIMIT}s): $*"
+  t0=$(now_us)
+  STEP_NAME=$name
+  timeout -k 10 "$STEP_LIMIT" "$@" </dev/null >"$out/$name.log" 2>&1 &
+  STEP_PID=$!
+  wait "$STEP_PID"
+  STEP_RC=$?
+  STEP_PID=""
+  STEP_NAME=""
+  STEP_MS=$((($(now_us) - t0) / 1000))
+  return 0
+}
+
+# classify NAME KIND ARGS...: the helper's verdict for a finished step, and a TIMEOUT verdict
+# whenever `timeout` ended it (the helper may not know).
+classify() {
+  local name=$1 kind=$2 line v note
+  shift 2
+  line=$(py "$kind" "$STEP_RC" "$@" "$out/$name.details.json" 2>"$work/helper.err") ||
+    line=$'FAIL\tverdict helper failed: '"$(tail -n 1 "$work/helper.err")"
+  v=${line%%$'\t'*}
+  note=${line#*$'\t'}
+  if ((STEP_RC == 124 || STEP_RC == 137)) && [[ "$v" != TIMEOUT ]]; then
+    v=TIMEOUT
+    note="killed at the ${STEP_LIMIT}s limit; $note"
+  fi
+  verdict "$name" "$v" "$STEP_MS" "$note"
+}
+
+wanted() { [[ ",$steps_wanted," == *",$1,"* ]]; }
+
+# --- f. plots, summary and the exit status (also on SIGTERM: the verdicts so far still count).
+nccl_modes="emulated-plugin,emulated-nccl,host"
+finish() {
+  trap - INT TERM
+  mps_stop
+  local ops op v status=0
+  if [[ -z "${interrupted:-}" ]] && ls "$out"/nccl-*/nccl_busbw.jsonl >/dev/null 2>&1; then
+    ops=$(py combine "$out" "$nccl_modes" 2>>"$out/plots.log")
+    for op in $ops; do
+      timeout 30 python3 "$here/plot_busbw.py" "$out/busbw_all.jsonl" "$op" "$out/busbw_$op.png" \
+        >>"$out/plots.log" 2>&1 || echo "[gpu_verify] plot of $op failed (see plots.log)"
+    done
+  fi
+  py summary "$out" "$t_start" "$(now_us)" "$budget" "$bundle" ||
+    echo "[gpu_verify] writing summary.json failed; the verdict lines above stand" >&2
+  # Exit 0 only when every step recorded PASS (also when the summary helper failed).
+  while IFS=$'\t' read -r _ v _; do
+    [[ "$v" == PASS ]] || status=1
+  done <"$out/steps.tsv"
+  [[ -s "$out/steps.tsv" && -z "${interrupted:-}" ]] || status=1
+  exit "$status"
+}
+
+# Interrupted (the device's own limit, ^C): the running step is stopped, no further step runs,
+# and the summary is still written.
+# shellcheck disable=SC2317  # called by the INT/TERM trap
+on_signal() {
+  interrupted=1
+  echo "[gpu_verify] interrupted: writing the summary of the steps so far" >&2
+  if [[ -n "$STEP_PID" ]]; then
+    # `timeout` leads the step's own process group and passes the signal on to all of it.
+    kill -TERM "$STEP_PID" 2>/dev/null
+    verdict "$STEP_NAME" FAIL 0 "interrupted by a signal while running"
+  fi
+  verdict interrupted FAIL 0 "signal received; later steps did not run"
+  finish
+}
+trap on_signal INT TERM
+
+# --- a. environment ---------------------------------------------------------------------------
+echo "[gpu_verify] bundle $bundle, output $out, budget ${budget}s, steps env,$steps_wanted"
+gpu_count=0
+nccl_lib_dir=""
+cat >"$work/env.py" <<'PY'
+import ctypes, json, os, platform, re, subprocess, sys
+bundle, json_path, vars_path = sys.argv[1:4]
+facts, problems = {}, []
+
+def sh(args, timeout=20):
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        return p.returncode, (p.stdout + p.stderr).strip()
+    except FileNotFoundError:
+        return 127, "%s: not found" % args[0]
+    except subprocess.TimeoutExpired:
+        return 124, "%s: timed out after %d s" % (args[0], timeout)
+
+def write_vars(gpus, nccl_dir):
+    # Written as soon as known: a later hang (torch import) must not hide the GPU count.
+    with open(vars_path, "w") as f:
+        f.write("gpu_count %d\nnccl_lib_dir %s\n" % (len(gpus), nccl_dir or ""))
+
+rc, text = sh(["nvidia-smi", "-L"], timeout=10)
+gpus = [l for l in text.splitlines() if l.startswith("GPU ")] if rc == 0 else []
+facts["gpus"] = gpus
+if not gpus:
+    problems.append("no GPU (nvidia-smi -L: %s)" % (text.splitlines()[0] if text else "rc %d" % rc))
+rc, text = sh(["nvidia-smi", "--query-gpu=driver_version,memory.total,compute_mode",
+               "--format=csv,noheader"], timeout=10)
+facts["driver"] = text.splitlines()[0] if rc == 0 and text else None
+write_vars(gpus, None)
+
+# NCCL of the pip package nvidia-nccl-cu13: the one torch uses and the benches must use.
+nccl_dir = None
+try:
+    import nvidia.nccl
+    nccl_dir = os.path.join(list(nvidia.nccl.__path__)[0], "lib")
+    lib = ctypes.CDLL(os.path.join(nccl_dir, "libnccl.so.2"))
+    code = ctypes.c_int(0)
+    lib.ncclGetVersion(ctypes.byref(code))
+    v = code.value
+    facts["nccl"] = "%d.%d.%d" % (v // 10000, v // 100 % 100, v % 100) if v >= 10000 else str(v)
+    facts["nccl_lib_dir"] = nccl_dir
+except Exception as e:  # any failure here is a fact to report, not a crash
+    facts["nccl"] = None
+    problems.append("pip NCCL (nvidia.nccl): %s" % e)
+write_vars(gpus, facts.get("nccl_lib_dir"))
+try:
+    from importlib import metadata
+    facts["nccl_pip"] = metadata.version("nvidia-nccl-cu13")
+except Exception:
+    facts["nccl_pip"] = None
+
+rc, text = sh([sys.executable, "-c",
+               "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())"],
+              timeout=45)
+facts["torch"] = text.splitlines()[-1] if rc == 0 and text else None
+if rc != 0:
+    problems.append("torch: %s" % (text.splitlines()[-1] if text else "rc %d" % rc))
+
+facts["kernel"] = platform.release()
+facts["nproc"] = os.cpu_count()
+facts["python"] = platform.python_version()
+facts["glibc"] = platform.libc_ver()[1]
+facts["mps_control"] = subprocess.run(["sh", "-c", "command -v nvidia-cuda-mps-control"],
+                                      capture_output=True, text=True).stdout.strip() or None
+try:
+    manifest = open(os.path.join(bundle, "MANIFEST.txt")).read()
+    facts["bundle_commit"] = re.search(r"^commit: (.*)$", manifest, re.M).group(1)
+    need = re.search(r"^needs glibc >= ([\d.]+)", manifest, re.M)
+    facts["bundle_needs_glibc"] = need.group(1) if need else None
+    as_tuple = lambda s: tuple(int(x) for x in s.split("."))
+    if need and facts["glibc"] and as_tuple(facts["glibc"]) < as_tuple(need.group(1)):
+        problems.append("host glibc %s < %s needed by the bundle" % (facts["glibc"], need.group(1)))
+except (OSError, AttributeError):
+    problems.append("no bundle manifest at %s/MANIFEST.txt (run perf/gpu_host_bundle.sh)" % bundle)
+
+doctor = os.path.join(bundle, "bin", "devmem-doctor")
+if os.access(doctor, os.X_OK):
+    rc, text = sh([doctor], timeout=15)
+    facts["devmem_doctor"] = {0: "ready", 1: "not ready (expected without a devmem NIC)"}.get(
+        rc, "error rc %d" % rc)
+    print("--- devmem-doctor (information only) ---\n" + text + "\n---")
+
+facts["problems"] = problems
+json.dump(facts, open(json_path, "w"), indent=1)
+for k, v in facts.items():
+    print("%-18s %s" % (k, v))
+sys.exit(1 if problems else 0)
+PY
+if run_step env 90 python3 "$work/env.py" "$bundle" "$out/env.json" "$work/env.vars"; then
+  if [[ -f "$work/env.vars" ]]; then
+    while read -r key value; do
+      case "$key" in
+        gpu_count) [[ "$value" =~ ^[0-9]+$ ]] && gpu_count=$value ;;
+        nccl_lib_dir) nccl_lib_dir=$value ;;
+      esac
+    done <"$work/env.vars"
+  fi
+  env_note=$(python3 -c '
+import json, sys
+f = json.load(open(sys.argv[1]))
+parts = ["%d GPU(s)%s" % (len(f["gpus"]), (": " + f["gpus"][0].split(" (UUID")[0]) if f["gpus"] else ""),
+         "driver %s" % (f["driver"] or "?").split(",")[0], "NCCL %s" % f["nccl"],
+         "torch %s" % f["torch"], "kernel %s" % f["kernel"], "%s CPUs" % f["nproc"]]
+print(", ".join(parts) + "".join("; " + p for p in f["problems"]))' "$out/env.json" 2>/dev/null) ||
+    env_note="no env.json: $(tail -n 1 "$out/env.log")"
+  if ((STEP_RC == 0)); then
+    verdict env PASS "$STEP_MS" "$env_note"
+  elif ((STEP_RC == 124 || STEP_RC == 137)); then
+    verdict env TIMEOUT "$STEP_MS" "killed at the ${STEP_LIMIT}s limit; $env_note"
+  else
+    verdict env FAIL "$STEP_MS" "$env_note"
+  fi
+fi
+cat "$out/env.log"
+
+# GPU steps without a GPU would only fail for that one reason: say it once per step instead.
+no_gpu_reason=""
+if ((gpu_count == 0)) && [[ "$force" != 1 ]]; then
+  no_gpu_reason="no GPU (nvidia-smi -L lists none; GPU_VERIFY_FORCE=1 runs the step anyway)"
+fi
+
+# --- b. GPU test executables ------------------------------------------------------------------
+if wanted gtest; then
+  found=0
+  for test in "$bundle"/tests/devmem_gpu_*; do
+    [[ -f "$test" && "$test" != *.cmake ]] || continue
+    found=1
+    name="gtest.$(basename "$test")"
+    [[ -x "$test" ]] || chmod u+x "$test" 2>/dev/null
+    # Run even without a GPU: each test skips with its reason, and the run proves the
+    # executable loads with the carried libraries.
+    run_step "$name" 90 "$test" --gtest_brief=1 --gtest_output="json:$out/$name.gtest.json" &&
+      classify "$name" gtest "$out/$name.log" "$out/$name.gtest.json"
+  done
+  ((found)) || verdict gtest FAIL 0 "no test executables at $bundle/tests/devmem_gpu_* (run perf/gpu_host_bundle.sh)"
+fi
+
+# --- c. scatter kernel benchmark --------------------------------------------------------------
+if wanted scatter; then
+  scatter_bin="$bundle/bin/devmem-scatter-bench"
+  if [[ -n "$no_gpu_reason" ]]; then
+    verdict scatter SKIP 0 "$no_gpu_reason"
+  elif [[ ! -f "$scatter_bin" ]]; then
+    verdict scatter FAIL 0 "$scatter_bin not in the bundle"
+  else
+    # 64 MiB per copy, 10 iterations: a few seconds, enough for a stable ratio.
+    run_step scatter 60 "$scatter_bin" --bytes $((64 << 20)) --iters 10 &&
+      classify scatter scatter "$out/scatter.log"
+  fi
+fi
+
+# --- d, e. NCCL and PyTorch through the plugin, two ranks on one GPU under MPS -----------------
+if { wanted nccl || wanted torch; } && [[ -z "$no_gpu_reason" ]]; then
+  if [[ "$use_mps" == off ]]; then
+    echo "# MPS: off (GPU_VERIFY_MPS=off): the two ranks time-slice the GPU" >"$out/mps.log"
+  else
+    mps_start >"$out/mps.log" 2>&1
+  fi
+  cat "$out/mps.log"
+fi
+compare_mps=auto
+[[ "$MPS_STATE" == started || "$MPS_STATE" == running ]] || compare_mps=off
+# The bundle's libraries are already first in LD_LIBRARY_PATH; the pip NCCL right after them
+# (the bench's RUNPATH names the build machine's CUDA directory, which comes after both).
+nccl_ld_path="$LD_LIBRARY_PATH${nccl_lib_dir:+:$nccl_lib_dir}"
+
+if wanted nccl; then
+  for mode in ${nccl_modes//,/ }; do
+    name="nccl.$mode"
+    if [[ -n "$no_gpu_reason" ]]; then
+      verdict "$name" SKIP 0 "$no_gpu_reason"
+      continue
+    fi
+    case "$mode" in
+      emulated-plugin) mode_args=(--mode emulated); unpack=plugin ;;
+      emulated-nccl) mode_args=(--mode emulated); unpack=nccl ;;
+      host) mode_args=(--mode host); unpack=plugin ;;
+    esac
+    limit=$(step_limit 150)
+    # Two bench runs (Socket, ours) share the step's time; 15 s for the summary and plots.
+    per_run=$(((limit - 15) / 2))
+    ((per_run < 10)) && per_run=10
+    rm -rf "$out/nccl-$mode"
+    run_step "$name" "$limit" env LD_LIBRARY_PATH="$nccl_ld_path" NCCL_DEVMEM_UNPACK="$unpack" \
+        bash "$here/nccl_compare.sh" "${mode_args[@]}" --label "$mode" --op all --rounds 1 \
+        -b 8 -e "$max_bytes" -f 2 -w "$warmup" -n "$iters" --timeout "$per_run" \
+        --mps "$compare_mps" "$out/nccl-$mode" "$bundle/lib/libnccl-net-devmem.so" \
+        "$bundle/bin/devmem-nccl-bench" &&
+      classify "$name" nccl "$out/nccl-$mode"
+  done
+fi
+
+if wanted torch; then
+  if [[ -n "$no_gpu_reason" ]]; then
+    verdict torch SKIP 0 "$no_gpu_reason"
+  else
+    # torch loads the pip NCCL itself; the plugin comes from the bundle.
+    run_step torch 120 env NCCL_NET_PLUGIN="$bundle/lib/libnccl-net-devmem.so" NCCL_NET=devmem \
+        NCCL_DEVMEM_EMULATE=1 NCCL_SOCKET_IFNAME=lo NCCL_NET_GDR_LEVEL=SYS NCCL_P2P_DISABLE=1 \
+        NCCL_SHM_DISABLE=1 NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET \
+        python3 "$here/torch_allreduce.py" --max-bytes "$max_bytes" --iters "$iters" \
+        --warmup "$warmup" --json "$out/torch.json" &&
+      classify torch torch_step "$out/torch.log" "$out/torch.json"
+  fi
+fi
+finish
