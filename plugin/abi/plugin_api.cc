@@ -127,10 +127,11 @@ abi::Result Init(abi::DebugLogger logger, int table_version) {
   // NCCL_NET_OPTIONAL_RECV_COMPLETION (it first appears in src/transport/net.cc of 2.24.3, which
   // loads v9+): every LL receive would claim an unpack slot NCCL's kernel never reads.
   if (config->unpack == UnpackMode::kNccl && table_version < 9) {
-    log::Warn("NCCL_DEVMEM_UNPACK=nccl: NCCL loaded the plugin through ncclNetPlugin_v%d "
-              "(NCCL < 2.24), which does not mark LL receives; NCCL's device unpack would read "
-              "the wrong steps, so the plugin's scatter kernel consumes every receive instead",
-              table_version);
+    log::Warn(
+        "NCCL_DEVMEM_UNPACK=nccl: NCCL loaded the plugin through ncclNetPlugin_v%d "
+        "(NCCL < 2.24), which does not mark LL receives; NCCL's device unpack would read "
+        "the wrong steps, so the plugin's scatter kernel consumes every receive instead",
+        table_version);
     config->unpack = UnpackMode::kPlugin;
   }
   // Without this hint NCCL's LL/LL128 receives cannot be told from SIMPLE steps, and only the

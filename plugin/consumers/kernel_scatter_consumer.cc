@@ -67,10 +67,10 @@ Result<bool> KernelScatterConsumer::Start(const HeldMessage& message, ConsumerJo
                          "creation",
                          static_cast<unsigned long long>(message.size), ops_.size(), max_ops_);
   }
-  Result<std::optional<gpu::ScatterTicket>> ticket = engine_->Submit(
-      ops_.data(), ops_.size(),
-      reinterpret_cast<const void*>(static_cast<uintptr_t>(region_->device_base())),
-      message.device_dst);
+  Result<std::optional<gpu::ScatterTicket>> ticket =
+      engine_->Submit(ops_.data(), ops_.size(),
+                      reinterpret_cast<const void*>(static_cast<uintptr_t>(region_->device_base())),
+                      message.device_dst);
   if (!ticket.ok()) return ticket.status();
   if (!ticket.value().has_value()) return false;  // every slot in flight: try again later
   job->ticket = *ticket.value();

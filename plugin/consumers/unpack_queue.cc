@@ -93,8 +93,8 @@ Status UnpackQueue::Publish(uint32_t slot, const OffsetTable* const* tables, siz
                              static_cast<unsigned long long>(region_bytes_));
       }
       // src_off is from bounce_buf, the arena's base (Create checked it fits 32 bits).
-      out[n++] = LoadMeta{static_cast<uint32_t>(region_offset_ + e.region_offset), e.length,
-                          e.dst_offset};
+      out[n++] =
+          LoadMeta{static_cast<uint32_t>(region_offset_ + e.region_offset), e.length, e.dst_offset};
     }
   }
   // NCCL's kernel reads cnt with a relaxed load after the proxy's seq_cst fence and tail

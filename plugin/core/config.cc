@@ -161,8 +161,9 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
 
   // NCCL's variables, parsed the way NCCL parses them (strtoll, base 0, no suffix); NCCL
   // rejects what it cannot read, so a value we cannot read keeps NCCL's default with a WARN.
-  for (auto [name, out] : {std::pair<const char*, uint64_t*>{"NCCL_BUFFSIZE", &config.nccl_buffsize},
-                           {"NCCL_P2P_NET_CHUNKSIZE", &config.nccl_p2p_net_chunk}}) {
+  for (auto [name, out] :
+       {std::pair<const char*, uint64_t*>{"NCCL_BUFFSIZE", &config.nccl_buffsize},
+        {"NCCL_P2P_NET_CHUNKSIZE", &config.nccl_p2p_net_chunk}}) {
     const char* text = getenv_fn(name);
     if (text == nullptr) continue;
     char* end = nullptr;
@@ -254,8 +255,10 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
     log::Info(log::kEnv, "%s=%llu (%s)", kRegion, static_cast<unsigned long long>(rx_region_bytes),
               origin(kRegion));
   } else {
-    log::Info(log::kEnv, "%s unset: each devmem NIC's RX region is sized from NCCL's in-flight "
-              "bytes at the first bind", kRegion);
+    log::Info(log::kEnv,
+              "%s unset: each devmem NIC's RX region is sized from NCCL's in-flight "
+              "bytes at the first bind",
+              kRegion);
   }
   log::Info(log::kEnv, "%s=%d (%s)", kSplit, emulate_split_percent, origin(kSplit));
   log::Info(log::kEnv, "%s=%d (%s)", kLinear, emulate_linear_percent, origin(kLinear));

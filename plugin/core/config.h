@@ -39,8 +39,8 @@ struct Config {
   std::string socket_ifname;                // NCCL_SOCKET_IFNAME (NCCL's own syntax)
   int socket_family = 0;                    // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
   // NCCL's own settings that bound the size of one receive (read, never set, here).
-  uint64_t nccl_buffsize = 4ull << 20;       // NCCL_BUFFSIZE (NCCL's default: 4 MiB)
-  uint64_t nccl_p2p_net_chunk = 128 << 10;   // NCCL_P2P_NET_CHUNKSIZE (NCCL's default: 128 KiB)
+  uint64_t nccl_buffsize = 4ull << 20;      // NCCL_BUFFSIZE (NCCL's default: 4 MiB)
+  uint64_t nccl_p2p_net_chunk = 128 << 10;  // NCCL_P2P_NET_CHUNKSIZE (NCCL's default: 128 KiB)
 
   // The largest receive NCCL's net transport posts: a collective step is stepSize x
   // sliceSteps = NCCL_BUFFSIZE / NCCL_STEPS(8) x 2 (ring SIMPLE, src/transport/net.cc

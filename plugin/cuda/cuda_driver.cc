@@ -30,25 +30,25 @@ Result<const CudaDriver*> CudaDriver::Get() {
       return;
     }
     auto* candidate = new CudaDriver();  // NOLINT: process lifetime, intentionally leaked
-    bool ok = Resolve(lib, "cuInit", &candidate->init_) &&
-              Resolve(lib, "cuMemHostAlloc", &candidate->mem_host_alloc_) &&
-              Resolve(lib, "cuMemFreeHost", &candidate->mem_free_host_) &&
-              Resolve(lib, "cuMemcpyDtoH_v2", &candidate->memcpy_dtoh_) &&
-              Resolve(lib, "cuMemcpyHtoD_v2", &candidate->memcpy_htod_) &&
-              Resolve(lib, "cuGetErrorString", &candidate->get_error_string_) &&
-              Resolve(lib, "cuDeviceGetCount", &candidate->device_get_count_) &&
-              Resolve(lib, "cuDeviceGet", &candidate->device_get_) &&
-              Resolve(lib, "cuDeviceGetAttribute", &candidate->device_get_attribute_) &&
-              Resolve(lib, "cuDeviceGetPCIBusId", &candidate->device_get_pci_bus_id_) &&
-              Resolve(lib, "cuDevicePrimaryCtxRetain", &candidate->primary_ctx_retain_) &&
-              Resolve(lib, "cuCtxPushCurrent_v2", &candidate->ctx_push_current_) &&
-              Resolve(lib, "cuCtxPopCurrent_v2", &candidate->ctx_pop_current_) &&
-              Resolve(lib, "cuThreadExchangeStreamCaptureMode",
-                      &candidate->exchange_capture_mode_) &&
-              Resolve(lib, "cuCtxGetCurrent", &candidate->ctx_get_current_) &&
-              Resolve(lib, "cuCtxGetDevice", &candidate->ctx_get_device_) &&
-              Resolve(lib, "cuMemAlloc_v2", &candidate->mem_alloc_) &&
-              Resolve(lib, "cuMemFree_v2", &candidate->mem_free_);
+    bool ok =
+        Resolve(lib, "cuInit", &candidate->init_) &&
+        Resolve(lib, "cuMemHostAlloc", &candidate->mem_host_alloc_) &&
+        Resolve(lib, "cuMemFreeHost", &candidate->mem_free_host_) &&
+        Resolve(lib, "cuMemcpyDtoH_v2", &candidate->memcpy_dtoh_) &&
+        Resolve(lib, "cuMemcpyHtoD_v2", &candidate->memcpy_htod_) &&
+        Resolve(lib, "cuGetErrorString", &candidate->get_error_string_) &&
+        Resolve(lib, "cuDeviceGetCount", &candidate->device_get_count_) &&
+        Resolve(lib, "cuDeviceGet", &candidate->device_get_) &&
+        Resolve(lib, "cuDeviceGetAttribute", &candidate->device_get_attribute_) &&
+        Resolve(lib, "cuDeviceGetPCIBusId", &candidate->device_get_pci_bus_id_) &&
+        Resolve(lib, "cuDevicePrimaryCtxRetain", &candidate->primary_ctx_retain_) &&
+        Resolve(lib, "cuCtxPushCurrent_v2", &candidate->ctx_push_current_) &&
+        Resolve(lib, "cuCtxPopCurrent_v2", &candidate->ctx_pop_current_) &&
+        Resolve(lib, "cuThreadExchangeStreamCaptureMode", &candidate->exchange_capture_mode_) &&
+        Resolve(lib, "cuCtxGetCurrent", &candidate->ctx_get_current_) &&
+        Resolve(lib, "cuCtxGetDevice", &candidate->ctx_get_device_) &&
+        Resolve(lib, "cuMemAlloc_v2", &candidate->mem_alloc_) &&
+        Resolve(lib, "cuMemFree_v2", &candidate->mem_free_);
     Resolve(lib, "cuMemGetHandleForAddressRange", &candidate->get_handle_for_address_range_);
     if (!ok) {
       failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");

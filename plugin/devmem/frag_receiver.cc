@@ -107,8 +107,8 @@ Result<std::unique_ptr<EmulatedFragReceiver>> EmulatedFragReceiver::Create(RxReg
   return receiver;
 }
 
-Status EmulatedFragReceiver::CopyRunsToRegion(const StreamSegment* plan, const iovec* iov,
-                                              size_t n, uint64_t bytes) {
+Status EmulatedFragReceiver::CopyRunsToRegion(const StreamSegment* plan, const iovec* iov, size_t n,
+                                              uint64_t bytes) {
   // Frags whose region offsets and bounce addresses both continue the previous one form one
   // run, one copy (fresh pools hand out consecutive pages, so most receives are one run).
   uint64_t left = bytes;

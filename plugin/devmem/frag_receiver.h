@@ -106,7 +106,7 @@ class EmulatedFragReceiver final : public FragReceiver {
   // synchronous, so the bytes are in the region before the frag is described to any consumer
   // (a pageable copy may return before its DMA completed).
   static Result<std::unique_ptr<EmulatedFragReceiver>> Create(RxRegion* region, PagePool* pool,
-                                                             EmulationMix mix, uint64_t seed);
+                                                              EmulationMix mix, uint64_t seed);
   // Host regions only (tests): no bounce is needed.
   EmulatedFragReceiver(RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,

@@ -67,9 +67,8 @@ NcclEnvPlan PlanNcclEnvGuards(const NcclEnvNeeds& needs, const EnvGetter& getenv
     if (proto == nullptr) {
       plan.to_set.push_back({"NCCL_PROTO", "^LL128", reason});
     } else if (ProtoEnablesLl128(proto)) {
-      plan.warnings.push_back(std::string("NCCL_PROTO=") + proto +
-                              " leaves LL128 enabled: " + reason +
-                              "; LL128 data may be corrupted (set NCCL_PROTO=^LL128)");
+      plan.warnings.push_back(std::string("NCCL_PROTO=") + proto + " leaves LL128 enabled: " +
+                              reason + "; LL128 data may be corrupted (set NCCL_PROTO=^LL128)");
     }
   }
   if (needs.cuda_pointers && !needs.devmem_tx) {
@@ -85,8 +84,8 @@ void ApplyNcclEnvGuards(const NcclEnvPlan& plan) {
   for (const NcclEnvSetting& s : plan.to_set) {
     // overwrite = 0: a value that appeared since the plan was made still wins.
     if (setenv(s.name.c_str(), s.value.c_str(), 0) != 0) {  // NOLINT(concurrency-mt-unsafe)
-      log::Warn("could not set %s=%s in the environment (%s): %s", s.name.c_str(),
-                s.value.c_str(), strerror(errno), s.reason.c_str());
+      log::Warn("could not set %s=%s in the environment (%s): %s", s.name.c_str(), s.value.c_str(),
+                strerror(errno), s.reason.c_str());
       continue;
     }
     log::Info(log::kInit, "set %s=%s (it was unset): %s", s.name.c_str(), s.value.c_str(),

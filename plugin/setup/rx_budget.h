@@ -20,7 +20,7 @@ struct RxBudget {
   uint64_t in_flight = 0;     // receive comms x NCCL_BUFFSIZE x margin
   uint64_t region_bytes = 0;  // what the region gets (the user's value when set)
   bool from_user = false;
-  std::string text;           // one line for the log
+  std::string text;  // one line for the log
 };
 
 // Receive connections per NIC the default plans for: NCCL's MAXCHANNELS (32) receive comms,

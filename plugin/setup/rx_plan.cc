@@ -37,19 +37,21 @@ const char* ConsumerText(UnpackMode unpack) {
 std::string UnpackRefusal(const Config& config, uint64_t min_frag) {
   const uint64_t step = config.MaxNcclStepBytes();
   if (step > unpack::kMaxSliceBytes) {
-    return Format("NCCL's largest receive is %llu bytes (NCCL_BUFFSIZE=%llu / 4, "
-                  "NCCL_P2P_NET_CHUNKSIZE=%llu), above the %llu bytes one unpack step holds",
-                  static_cast<unsigned long long>(step),
-                  static_cast<unsigned long long>(config.nccl_buffsize),
-                  static_cast<unsigned long long>(config.nccl_p2p_net_chunk),
-                  static_cast<unsigned long long>(unpack::kMaxSliceBytes));
+    return Format(
+        "NCCL's largest receive is %llu bytes (NCCL_BUFFSIZE=%llu / 4, "
+        "NCCL_P2P_NET_CHUNKSIZE=%llu), above the %llu bytes one unpack step holds",
+        static_cast<unsigned long long>(step),
+        static_cast<unsigned long long>(config.nccl_buffsize),
+        static_cast<unsigned long long>(config.nccl_p2p_net_chunk),
+        static_cast<unsigned long long>(unpack::kMaxSliceBytes));
   }
   const uint64_t frags = WorstCaseFrags(step, min_frag, config.data_sockets);
   if (frags > unpack::kMaxMetasPerSlot) {
-    return Format("NCCL's largest receive (%llu bytes) can take %llu frags of %llu bytes, "
-                  "above the %u one unpack step holds",
-                  static_cast<unsigned long long>(step), static_cast<unsigned long long>(frags),
-                  static_cast<unsigned long long>(min_frag), unpack::kMaxMetasPerSlot);
+    return Format(
+        "NCCL's largest receive (%llu bytes) can take %llu frags of %llu bytes, "
+        "above the %u one unpack step holds",
+        static_cast<unsigned long long>(step), static_cast<unsigned long long>(frags),
+        static_cast<unsigned long long>(min_frag), unpack::kMaxMetasPerSlot);
   }
   return "";
 }
@@ -106,15 +108,17 @@ std::vector<RxPlan> PlanReceivePaths(Config* config, const std::vector<NetDevice
     for (RxPlan& plan : plans) plan.arena_bytes = arena_bytes;
     if (config->unpack == UnpackMode::kNccl && unpack_refusal.empty() &&
         arena_bytes > RxArena::kMaxUnpackBytes) {
-      unpack_refusal = Format("the RX regions of this process's devmem NICs take %llu bytes of "
-                              "one GPU, beyond the 4 GiB NCCL's 32-bit unpack offsets reach",
-                              static_cast<unsigned long long>(arena_bytes));
+      unpack_refusal = Format(
+          "the RX regions of this process's devmem NICs take %llu bytes of "
+          "one GPU, beyond the 4 GiB NCCL's 32-bit unpack offsets reach",
+          static_cast<unsigned long long>(arena_bytes));
     }
   }
   if (!unpack_refusal.empty()) {
-    log::Warn("NCCL_DEVMEM_UNPACK=nccl cannot be used: %s; the plugin's scatter kernel "
-              "consumes every receive instead",
-              unpack_refusal.c_str());
+    log::Warn(
+        "NCCL_DEVMEM_UNPACK=nccl cannot be used: %s; the plugin's scatter kernel "
+        "consumes every receive instead",
+        unpack_refusal.c_str());
     config->unpack = UnpackMode::kPlugin;
   }
   // A receive the consumer holds whole must fit a quarter of the region (the emulated pool

@@ -32,9 +32,9 @@ std::string InChild(const std::map<std::string, std::string>& env,
   pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
-    for (const char* name : {"NCCL_PAT_ENABLE", "NCCL_GRAPH_REGISTER", "NCCL_LOCAL_REGISTER",
-                             "NCCL_PROTO", "NCCL_NET_GDR_READ", "NCCL_DEVMEM_EMULATE",
-                             "NCCL_DEVMEM_UNPACK"}) {
+    for (const char* name :
+         {"NCCL_PAT_ENABLE", "NCCL_GRAPH_REGISTER", "NCCL_LOCAL_REGISTER", "NCCL_PROTO",
+          "NCCL_NET_GDR_READ", "NCCL_DEVMEM_EMULATE", "NCCL_DEVMEM_UNPACK"}) {
       unsetenv(name);
     }
     setenv("NCCL_SOCKET_IFNAME", "lo", 1);
@@ -67,7 +67,8 @@ std::string DeviceTypeThrough(const std::string& table) {
   if (table == "v8") {
     const auto* net = plugin.Symbol<abi::NetV8>("ncclNetPlugin_v8");
     abi::PropertiesV8 props{};
-    if (net->init(StderrLogger) != abi::kSuccess || net->getProperties(0, &props) != abi::kSuccess) {
+    if (net->init(StderrLogger) != abi::kSuccess ||
+        net->getProperties(0, &props) != abi::kSuccess) {
       return "v8 init/getProperties failed";
     }
     return std::to_string(props.netDeviceType);
@@ -75,7 +76,8 @@ std::string DeviceTypeThrough(const std::string& table) {
   if (table == "v9") {
     const auto* net = plugin.Symbol<abi::NetV9>("ncclNetPlugin_v9");
     abi::PropertiesV9 props{};
-    if (net->init(StderrLogger) != abi::kSuccess || net->getProperties(0, &props) != abi::kSuccess) {
+    if (net->init(StderrLogger) != abi::kSuccess ||
+        net->getProperties(0, &props) != abi::kSuccess) {
       return "v9 init/getProperties failed";
     }
     return std::to_string(props.netDeviceType);

@@ -52,12 +52,11 @@ inline Result<CommPair> CreateCommPair(const ConnectionParams& params, RxPath pa
     recv_data.push_back(std::move(pair.second));
   }
   CommPair pair;
-  auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params,
-                               "test recv", std::move(path));
+  auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params, "test recv",
+                               std::move(path));
   if (!recv.ok()) return recv.status();
   pair.recv = std::move(recv).value();
-  auto send =
-      SendComm::Create(std::move(control.first), std::move(send_data), params, "test send");
+  auto send = SendComm::Create(std::move(control.first), std::move(send_data), params, "test send");
   if (!send.ok()) return send.status();
   pair.send = std::move(send).value();
   return pair;

@@ -135,8 +135,8 @@ TEST(UnpackQueueTest, SrcOffIsRelativeToTheSharedArenaBase) {
   std::mt19937_64 rng(11);
   for (char& c : arena) c = static_cast<char>(rng());
   constexpr uint64_t kRegionOffset = 256 << 10;
-  auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(arena.data()), kRegionOffset,
-                                   128 << 10);
+  auto queue =
+      UnpackQueue::Create(reinterpret_cast<uintptr_t>(arena.data()), kRegionOffset, 128 << 10);
   ASSERT_TRUE(queue.ok()) << queue.status().message();
   auto* handle = static_cast<UnpackDeviceHandle*>(queue.value()->device_handle());
   EXPECT_EQ(handle->bounce_buf, arena.data());

@@ -28,7 +28,8 @@ class GatedHostEngine final : public gpu::ScatterEngine {
                                                    void* dst_dptr) override {
     if (pending() >= slots_) return std::optional<gpu::ScatterTicket>();  // busy, like CUDA's
     jobs_.push_back(Job{std::vector<gpu::ScatterOp>(ops, ops + count),
-                        static_cast<const char*>(region_dptr), static_cast<char*>(dst_dptr), false});
+                        static_cast<const char*>(region_dptr), static_cast<char*>(dst_dptr),
+                        false});
     return std::optional<gpu::ScatterTicket>(
         gpu::ScatterTicket{static_cast<uint32_t>(jobs_.size() - 1), 1});
   }

@@ -211,8 +211,8 @@ TEST_F(NcclUnpackModelTest, StepsPostedEightAheadWrapTheSlotsAcrossKernelLaunche
       ASSERT_TRUE(Wait(sends[consumed], static_cast<int>(sizes[consumed])));
       ASSERT_TRUE(Wait(recvs[consumed], static_cast<int>(sizes[consumed]))) << consumed;
       ASSERT_TRUE(block.Slice(&peers[0], sinks[consumed].data(), sizes[consumed]));
-      ASSERT_TRUE(std::equal(sources[consumed].begin(), sources[consumed].end(),
-                             sinks[consumed].begin()))
+      ASSERT_TRUE(
+          std::equal(sources[consumed].begin(), sources[consumed].end(), sinks[consumed].begin()))
           << "step " << consumed << " of " << sizes[consumed] << " bytes";
       for (size_t i = sizes[consumed]; i < sinks[consumed].size(); ++i) {
         ASSERT_EQ(sinks[consumed][i], '\x5a') << "step " << consumed;

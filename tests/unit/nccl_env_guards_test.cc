@@ -29,15 +29,14 @@ std::map<std::string, std::string> Settings(const NcclEnvPlan& plan) {
 
 TEST(NcclEnvGuardsTest, UnpackTurnsOffPatRegistrationAndLl128WhenUnset) {
   FakeEnv env;
-  NcclEnvPlan plan = PlanNcclEnvGuards({.unpack = true, .gpu_rx_region = true,
-                                        .cuda_pointers = true, .devmem_tx = false},
-                                       env.getter());
-  EXPECT_EQ(Settings(plan), (std::map<std::string, std::string>{
-                                {"NCCL_PAT_ENABLE", "0"},
-                                {"NCCL_GRAPH_REGISTER", "0"},
-                                {"NCCL_LOCAL_REGISTER", "0"},
-                                {"NCCL_PROTO", "^LL128"},
-                                {"NCCL_NET_GDR_READ", "0"}}));
+  NcclEnvPlan plan = PlanNcclEnvGuards(
+      {.unpack = true, .gpu_rx_region = true, .cuda_pointers = true, .devmem_tx = false},
+      env.getter());
+  EXPECT_EQ(Settings(plan), (std::map<std::string, std::string>{{"NCCL_PAT_ENABLE", "0"},
+                                                                {"NCCL_GRAPH_REGISTER", "0"},
+                                                                {"NCCL_LOCAL_REGISTER", "0"},
+                                                                {"NCCL_PROTO", "^LL128"},
+                                                                {"NCCL_NET_GDR_READ", "0"}}));
   EXPECT_TRUE(plan.warnings.empty());
   EXPECT_FALSE(plan.unpack_unsafe);
   for (const NcclEnvSetting& s : plan.to_set) EXPECT_FALSE(s.reason.empty()) << s.name;
@@ -45,11 +44,11 @@ TEST(NcclEnvGuardsTest, UnpackTurnsOffPatRegistrationAndLl128WhenUnset) {
 
 TEST(NcclEnvGuardsTest, PluginConsumerNeedsOnlyLl128AndGdrRead) {
   FakeEnv env;
-  NcclEnvPlan plan = PlanNcclEnvGuards({.unpack = false, .gpu_rx_region = true,
-                                        .cuda_pointers = true, .devmem_tx = false},
-                                       env.getter());
-  EXPECT_EQ(Settings(plan), (std::map<std::string, std::string>{
-                                {"NCCL_PROTO", "^LL128"}, {"NCCL_NET_GDR_READ", "0"}}));
+  NcclEnvPlan plan = PlanNcclEnvGuards(
+      {.unpack = false, .gpu_rx_region = true, .cuda_pointers = true, .devmem_tx = false},
+      env.getter());
+  EXPECT_EQ(Settings(plan), (std::map<std::string, std::string>{{"NCCL_PROTO", "^LL128"},
+                                                                {"NCCL_NET_GDR_READ", "0"}}));
 }
 
 TEST(NcclEnvGuardsTest, PlainTcpHostsChangeNothing) {
@@ -61,18 +60,18 @@ TEST(NcclEnvGuardsTest, PlainTcpHostsChangeNothing) {
 
 TEST(NcclEnvGuardsTest, DevmemTxLiftsTheGdrReadGuard) {
   FakeEnv env;
-  NcclEnvPlan plan = PlanNcclEnvGuards({.unpack = false, .gpu_rx_region = true,
-                                        .cuda_pointers = true, .devmem_tx = true},
-                                       env.getter());
+  NcclEnvPlan plan = PlanNcclEnvGuards(
+      {.unpack = false, .gpu_rx_region = true, .cuda_pointers = true, .devmem_tx = true},
+      env.getter());
   EXPECT_EQ(Settings(plan).count("NCCL_NET_GDR_READ"), 0u);
 }
 
 TEST(NcclEnvGuardsTest, UserValuesAreKeptAndConflictsMakeUnpackUnsafe) {
   FakeEnv env;
   env.values = {{"NCCL_PAT_ENABLE", "1"}, {"NCCL_GRAPH_REGISTER", "0"}};
-  NcclEnvPlan plan = PlanNcclEnvGuards({.unpack = true, .gpu_rx_region = true,
-                                        .cuda_pointers = true, .devmem_tx = false},
-                                       env.getter());
+  NcclEnvPlan plan = PlanNcclEnvGuards(
+      {.unpack = true, .gpu_rx_region = true, .cuda_pointers = true, .devmem_tx = false},
+      env.getter());
   std::map<std::string, std::string> set = Settings(plan);
   EXPECT_EQ(set.count("NCCL_PAT_ENABLE"), 0u);      // the user's 1 stays
   EXPECT_EQ(set.count("NCCL_GRAPH_REGISTER"), 0u);  // the user's 0 stays, no conflict
@@ -85,9 +84,9 @@ TEST(NcclEnvGuardsTest, UserValuesAreKeptAndConflictsMakeUnpackUnsafe) {
 TEST(NcclEnvGuardsTest, UserGdrReadIsKeptWithAWarningButUnpackStaysSafe) {
   FakeEnv env;
   env.values = {{"NCCL_NET_GDR_READ", "1"}};
-  NcclEnvPlan plan = PlanNcclEnvGuards({.unpack = true, .gpu_rx_region = true,
-                                        .cuda_pointers = true, .devmem_tx = false},
-                                       env.getter());
+  NcclEnvPlan plan = PlanNcclEnvGuards(
+      {.unpack = true, .gpu_rx_region = true, .cuda_pointers = true, .devmem_tx = false},
+      env.getter());
   EXPECT_EQ(Settings(plan).count("NCCL_NET_GDR_READ"), 0u);
   EXPECT_FALSE(plan.unpack_unsafe);
   EXPECT_EQ(plan.warnings.size(), 1u);
@@ -101,8 +100,8 @@ TEST(NcclEnvGuardsTest, ProtoThatKeepsLl128IsWarnedAbout) {
   ASSERT_EQ(plan.warnings.size(), 1u);
   EXPECT_NE(plan.warnings[0].find("LL128"), std::string::npos);
   env.values = {{"NCCL_PROTO", "Simple"}};
-  EXPECT_TRUE(PlanNcclEnvGuards({.unpack = false, .gpu_rx_region = true}, env.getter())
-                  .warnings.empty());
+  EXPECT_TRUE(
+      PlanNcclEnvGuards({.unpack = false, .gpu_rx_region = true}, env.getter()).warnings.empty());
 }
 
 TEST(NcclEnvGuardsTest, ProtoSyntaxFollowsNcclsParseList) {

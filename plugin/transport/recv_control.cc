@@ -1,0 +1,181 @@
+// RecvComm's control stream: message headers (and inline payload) from the sender, matched to
+// posted receives by tag in posting order; each matched message is queued on the data sockets.
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "plugin/core/log.h"
+#include "plugin/transport/comm.h"
+
+namespace devmem {
+
+Status RecvComm::ReadControl() {
+  if (rx_begin_ > 0) {
+    memmove(rx_buffer_.data(), rx_buffer_.data() + rx_begin_, rx_end_ - rx_begin_);
+    rx_end_ -= rx_begin_;
+    rx_begin_ = 0;
+  }
+  while (rx_end_ < rx_buffer_.size()) {
+    ssize_t n = recv(control_.get(), rx_buffer_.data() + rx_end_, rx_buffer_.size() - rx_end_,
+                     MSG_DONTWAIT);
+    if (n > 0) {
+      rx_end_ += static_cast<size_t>(n);
+      return Status::Ok();
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::Ok();
+    Status status = n == 0 ? Status::Error(ErrorKind::kRemote,
+                                           "peer closed the control connection while receives "
+                                           "were posted")
+                           : Status::Errno(errno, "recv on the control connection");
+    health_.Fail(status);
+    return status;
+  }
+  return Status::Ok();
+}
+
+void RecvComm::ConsumeInline() {
+  const size_t available = rx_end_ - rx_begin_;
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(inline_left_, available));
+  if (inline_dst_ != nullptr && n > 0) {
+    memcpy(inline_dst_, rx_buffer_.data() + rx_begin_, n);
+    inline_dst_ += n;
+  }
+  rx_begin_ += n;
+  inline_left_ -= n;
+  if (inline_left_ == 0 && inline_request_ != nullptr) {
+    --inline_request_->inline_pending;
+    inline_request_ = nullptr;
+  }
+}
+
+Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
+  Request* request = nullptr;
+  SubRequest* sub = nullptr;
+  for (size_t r = 0; r < posted_.size() && sub == nullptr; ++r) {
+    for (int i = 0; i < posted_[r]->count; ++i) {
+      SubRequest& candidate = posted_[r]->subs[i];
+      if (!candidate.matched && candidate.tag == header.tag) {
+        request = posted_[r];
+        sub = &candidate;
+        break;
+      }
+    }
+  }
+  if (sub == nullptr) return false;  // the matching irecv is not posted yet
+
+  const bool is_inline = header.kind == wire::MessageHeader::kInline;
+  if (is_inline && header.size > params_.inline_bytes) {
+    Status status =
+        Status::Error(ErrorKind::kRemote, "peer sent %llu inline bytes, above the negotiated %u",
+                      static_cast<unsigned long long>(header.size), params_.inline_bytes);
+    health_.Fail(status);
+    return status;
+  }
+  sub->matched = true;
+  --request->unmatched;
+  sub->size = header.size;
+  char* destination = sub->data;
+  if (header.size > sub->capacity) {
+    // Drain the payload so the connection stays in step; report on this request only.
+    request->error = Status::Error(
+        ErrorKind::kInvalidUsage,
+        "message truncated: peer sent %llu bytes with tag %d, the posted buffer holds %llu",
+        static_cast<unsigned long long>(header.size), header.tag,
+        static_cast<unsigned long long>(sub->capacity));
+    destination = nullptr;
+  }
+  sub->inline_payload = is_inline;
+  if (is_inline) {
+    if (header.size > 0) {
+      ++request->inline_pending;
+      inline_request_ = request;
+      inline_dst_ = destination;
+      inline_left_ = header.size;
+      ConsumeInline();
+    }
+  } else if (header.size > 0 && path_.mode == RxPath::Mode::kPlain) {
+    QueueStripes(request, destination, header.size);
+  } else if (header.size > 0) {
+    const size_t sockets = data_sockets_.size();
+    const size_t index = static_cast<size_t>(sub - request->subs.data());
+    if (request->frag_results.size() < static_cast<size_t>(kMaxRecvsLimit) * sockets) {
+      request->frag_results.resize(static_cast<size_t>(kMaxRecvsLimit) * sockets);
+    }
+    sub->seq = next_seq_++;
+    // Host destinations (staging included) of a host region are scattered by the workers as
+    // frags arrive; every other receive holds its frags until its consumer has run.
+    const bool scatter_now = (request->consumer == nullptr ||
+                              request->consumer->kind() == FragConsumer::Kind::kHostScatter) &&
+                             (sub->region == nullptr || !sub->region->is_cuda());
+    sub->holds_frags = !scatter_now;
+    if (!scatter_now) {
+      // Held whole in the region until the consumer runs: more than a quarter of it could
+      // deadlock the pool (half is reserved for the oldest message; split frags use half pages).
+      if (header.size > region_->bytes() / 4) {
+        Status status = Status::Error(
+            ErrorKind::kInvalidUsage,
+            "a %llu-byte message cannot be received through a %llu-byte devmem RX region (limit: "
+            "a quarter of it); raise NCCL_DEVMEM_RX_REGION_BYTES",
+            static_cast<unsigned long long>(header.size),
+            static_cast<unsigned long long>(region_->bytes()));
+        health_.Fail(status);
+        return status;
+      }
+    }
+    if (scatter_now) MarkReleased(sub->seq);  // it never holds pages beyond one receive
+    QueueStripes(request, destination, header.size, &request->frag_results[index * sockets],
+                 sub->seq, scatter_now);
+  }
+  if (request->unmatched == 0) {
+    for (size_t r = 0; r < posted_.size(); ++r) {
+      if (posted_[r] == request) {
+        posted_.erase(posted_.begin() + static_cast<std::ptrdiff_t>(r));
+        break;
+      }
+    }
+  }
+  ++counters_.messages;
+  counters_.inline_messages += is_inline ? 1 : 0;
+  counters_.payload_bytes += header.size;
+  return true;
+}
+
+Status RecvComm::ProgressControl() {
+  while (true) {
+    if (inline_left_ > 0) {
+      ConsumeInline();
+      if (inline_left_ > 0) {
+        const size_t before = rx_end_ - rx_begin_;
+        DEVMEM_RETURN_IF_ERROR(ReadControl());
+        if (rx_end_ - rx_begin_ == before) return Status::Ok();
+        continue;
+      }
+    }
+    if (!header_waiting_) {
+      if (rx_end_ - rx_begin_ < wire::MessageHeader::kSize) {
+        if (posted_.empty()) return Status::Ok();  // nobody waits: leave bytes in the kernel
+        const size_t before = rx_end_ - rx_begin_;
+        DEVMEM_RETURN_IF_ERROR(ReadControl());
+        if (rx_end_ - rx_begin_ == before) return Status::Ok();
+        continue;
+      }
+      Result<wire::MessageHeader> header =
+          wire::MessageHeader::Decode(rx_buffer_.data() + rx_begin_);
+      if (!header.ok()) {
+        health_.Fail(header.status());
+        return header.status();
+      }
+      rx_begin_ += wire::MessageHeader::kSize;
+      waiting_header_ = header.value();
+      header_waiting_ = true;
+    }
+    Result<bool> dispatched = Dispatch(waiting_header_);
+    if (!dispatched.ok()) return dispatched.status();
+    if (!dispatched.value()) return Status::Ok();
+    header_waiting_ = false;
+  }
+}
+
+}  // namespace devmem
