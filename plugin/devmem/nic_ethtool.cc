@@ -12,12 +12,15 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 
 #include "plugin/core/log.h"
 #include "plugin/core/unique_fd.h"
+#include "plugin/devmem/flow_rule_location.h"
 #include "plugin/devmem/netdev_netlink.h"
 
 namespace devmem {
@@ -35,8 +38,11 @@ Status IoctlError(int err, const std::string& ifname, const char* what) {
   return Status::Errno(err, "%s on %s", what, ifname.c_str());
 }
 
-// Runs one SIOCETHTOOL command with `data` as ifr_data.
-Status EthtoolIoctl(const std::string& ifname, void* data, const char* what) {
+// Runs one SIOCETHTOOL command with `data` as ifr_data. `failed_errno`, when given, receives the
+// ioctl's errno (0 when it succeeded or never ran).
+Status EthtoolIoctl(const std::string& ifname, void* data, const char* what,
+                    int* failed_errno = nullptr) {
+  if (failed_errno != nullptr) *failed_errno = 0;
   UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::Errno(errno, "socket for %s", what);
   ifreq ifr{};
@@ -45,7 +51,11 @@ Status EthtoolIoctl(const std::string& ifname, void* data, const char* what) {
   }
   memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());
   ifr.ifr_data = static_cast<char*>(data);
-  if (ioctl(fd.get(), SIOCETHTOOL, &ifr) != 0) return IoctlError(errno, ifname, what);
+  if (ioctl(fd.get(), SIOCETHTOOL, &ifr) != 0) {
+    const int err = errno;
+    if (failed_errno != nullptr) *failed_errno = err;
+    return IoctlError(err, ifname, what);
+  }
   return Status::Ok();
 }
 
@@ -142,16 +152,101 @@ Result<std::vector<uint32_t>> QueryRssIndirection(const std::string& ifname) {
   return std::vector<uint32_t>(table->ring_index, table->ring_index + table->size);
 }
 
+Result<FlowRuleTable> QueryFlowRuleTable(const std::string& ifname) {
+  // A rank tearing down a connection deletes its rule without the lock (a delete only frees a
+  // slot), so the count can drop between the two ioctls. mlx5 then fails GRXCLSRLALL with EINVAL
+  // (mlx5e_ethtool_get_all_flows walks past the table looking for the missing rule) and other
+  // drivers refuse a too-small buffer with EMSGSIZE: read both again.
+  constexpr int kAttempts = 5;
+  constexpr uint32_t kMaxRules = 1u << 20;  // far above any NIC's table; bounds the buffer
+  for (int attempt = 1;; ++attempt) {
+    ethtool_rxnfc count{};
+    count.cmd = ETHTOOL_GRXCLSRLCNT;
+    DEVMEM_RETURN_IF_ERROR(EthtoolIoctl(ifname, &count, "ETHTOOL_GRXCLSRLCNT (flow rule count)"));
+    FlowRuleTable table;
+    // uapi ethtool.h: GRXCLSRLCNT's data, when non-zero, is the table size plus the flag
+    // RX_CLS_LOC_SPECIAL if the driver takes special locations (bnxt: max_fltr | the flag; mlx5
+    // leaves it 0). ethtool's rmgr_init then skips reading the table.
+    const uint64_t count_size = count.data & ~static_cast<uint64_t>(RX_CLS_LOC_SPECIAL);
+    table.size = static_cast<uint32_t>(std::min<uint64_t>(count_size, UINT32_MAX));
+    if ((count.data & RX_CLS_LOC_SPECIAL) != 0) {
+      table.driver_selects = true;
+      return table;
+    }
+    const uint32_t rule_cnt = count.rule_cnt;
+    if (rule_cnt > kMaxRules) {
+      return Status::Error(ErrorKind::kSystem,
+                           "ETHTOOL_GRXCLSRLCNT (flow rule count) on %s: implausible %u rules",
+                           ifname.c_str(), rule_cnt);
+    }
+    // ethtool_rxnfc followed by rule_cnt locations; uint64_t keeps the struct's alignment.
+    std::vector<uint64_t> buffer(
+        (sizeof(ethtool_rxnfc) + rule_cnt * sizeof(uint32_t) + sizeof(uint64_t) - 1) /
+        sizeof(uint64_t));
+    auto* all = reinterpret_cast<ethtool_rxnfc*>(buffer.data());
+    all->cmd = ETHTOOL_GRXCLSRLALL;
+    all->rule_cnt = rule_cnt;
+    int err = 0;
+    Status status = EthtoolIoctl(ifname, all, "ETHTOOL_GRXCLSRLALL (flow rule locations)", &err);
+    if (!status.ok()) {
+      if ((err == EINVAL || err == EMSGSIZE) && attempt < kAttempts) continue;
+      return status;
+    }
+    // GRXCLSRLALL's data is the table size (ethtool's rmgr_init reads it from here; mlx5 sets
+    // MAX_NUM_OF_ETHTOOL_RULES only here).
+    if (all->data != 0) {
+      table.size = static_cast<uint32_t>(std::min<uint64_t>(all->data, UINT32_MAX));
+    }
+    // mlx5 leaves rule_cnt as given; others set it to the rules they reported.
+    const uint32_t reported = std::min(all->rule_cnt, rule_cnt);
+    table.used.assign(all->rule_locs, all->rule_locs + reported);
+    return table;
+  }
+}
+
+namespace {
+
+// Chooses the location and inserts `rule` there, under the host-wide lock; returns where the
+// rule went. The lock is released on return: it guards the choice, not the rule's lifetime.
+Result<uint32_t> InsertWithChosenLocation(const std::string& ifname, ethtool_rxnfc* rule,
+                                          const FlowRuleLockOptions& locking) {
+  Result<FlowRuleLock> lock = FlowRuleLock::Acquire(ifname, locking);
+  if (!lock.ok()) return lock.status();
+  Result<FlowRuleTable> table = QueryFlowRuleTable(ifname);
+  if (!table.ok()) return table.status();
+  Result<uint32_t> location = ChooseRuleLocation(table->size, table->driver_selects, table->used);
+  if (!location.ok()) {
+    return location.status().WithContext("choosing a flow rule location on " + ifname);
+  }
+  rule->cmd = ETHTOOL_SRXCLSRLINS;
+  rule->fs.location = location.value();
+  const std::string what =
+      location.value() == kRuleLocationAny
+          ? std::string("ETHTOOL_SRXCLSRLINS (flow steering rule, location chosen by driver)")
+          : Format("ETHTOOL_SRXCLSRLINS (flow steering rule at location %u of %u)",
+                   location.value(), table->size);
+  DEVMEM_RETURN_IF_ERROR(EthtoolIoctl(ifname, rule, what.c_str()));
+  // The kernel copies the rule back: fs.location is where the driver put it.
+  return rule->fs.location;
+}
+
+}  // namespace
+
 Result<FlowSteeringRule> FlowSteeringRule::Install(const std::string& ifname,
                                                    const SocketAddress& local,
                                                    const SocketAddress& remote, uint32_t queue) {
+  return Install(ifname, local, remote, queue, FlowRuleLockOptions{});
+}
+
+Result<FlowSteeringRule> FlowSteeringRule::Install(const std::string& ifname,
+                                                   const SocketAddress& local,
+                                                   const SocketAddress& remote, uint32_t queue,
+                                                   const FlowRuleLockOptions& locking) {
   if (local.family() != remote.family()) {
     return Status::Error(ErrorKind::kInvalidArgument, "flow rule with mixed address families");
   }
   ethtool_rxnfc rule{};
-  rule.cmd = ETHTOOL_SRXCLSRLINS;
   rule.fs.ring_cookie = queue;
-  rule.fs.location = RX_CLS_LOC_ANY;
   // Match the flow as the NIC sees it arriving: source = the peer, destination = us.
   if (local.family() == AF_INET) {
     auto* l = reinterpret_cast<const sockaddr_in*>(local.get());
@@ -178,12 +273,13 @@ Result<FlowSteeringRule> FlowSteeringRule::Install(const std::string& ifname,
     rule.fs.m_u.tcp_ip6_spec.psrc = 0xffff;
     rule.fs.m_u.tcp_ip6_spec.pdst = 0xffff;
   }
-  Status status = EthtoolIoctl(ifname, &rule, "ETHTOOL_SRXCLSRLINS (flow steering rule)");
-  if (!status.ok()) {
-    return status.WithContext(Format("steering %s -> %s to RX queue %u", remote.ToString().c_str(),
-                                     local.ToString().c_str(), queue));
-  }
-  return FlowSteeringRule(ifname, rule.fs.location);
+  const std::string steering = Format("steering %s -> %s to RX queue %u", remote.ToString().c_str(),
+                                      local.ToString().c_str(), queue);
+  Result<uint32_t> location = InsertWithChosenLocation(ifname, &rule, locking);
+  if (!location.ok()) return location.status().WithContext(steering);
+  log::Info(log::kNet, "flow rule %u on %s: %s", location.value(), ifname.c_str(),
+            steering.c_str());
+  return FlowSteeringRule(ifname, location.value());
 }
 
 FlowSteeringRule::FlowSteeringRule(FlowSteeringRule&& other) noexcept

@@ -10,6 +10,7 @@
 
 #include "plugin/core/socket_address.h"
 #include "plugin/core/status.h"
+#include "plugin/devmem/flow_rule_lock.h"
 
 namespace devmem {
 
@@ -29,11 +30,26 @@ Result<bool> QueryNtupleEnabled(const std::string& ifname);
 // ETHTOOL_GRXFHINDIR: the RX queue of every RSS indirection entry.
 Result<std::vector<uint32_t>> QueryRssIndirection(const std::string& ifname);
 
-// An ntuple rule steering one TCP 4-tuple to an RX queue, deleted when destroyed.
+// What ETHTOOL_GRXCLSRLCNT and ETHTOOL_GRXCLSRLALL say about the ntuple rule table.
+struct FlowRuleTable {
+  bool driver_selects = false;  // RX_CLS_LOC_SPECIAL: insert with RX_CLS_LOC_ANY (bnxt)
+  uint32_t size = 0;            // number of locations (0 when the driver does not say)
+  std::vector<uint32_t> used;   // locations in use; read only when !driver_selects
+};
+// ETHTOOL_GRXCLSRLCNT, then (unless the driver selects locations) ETHTOOL_GRXCLSRLALL.
+Result<FlowRuleTable> QueryFlowRuleTable(const std::string& ifname);
+
+// An ntuple rule steering one TCP 4-tuple to an RX queue, deleted when destroyed. Its location
+// is chosen like ethtool's rule manager does: by the driver where it reports RX_CLS_LOC_SPECIAL,
+// else the first free one, chosen and inserted under the host-wide FlowRuleLock.
 class FlowSteeringRule final {
  public:
   static Result<FlowSteeringRule> Install(const std::string& ifname, const SocketAddress& local,
                                           const SocketAddress& remote, uint32_t queue);
+  // The same, with the lock somewhere else (tests).
+  static Result<FlowSteeringRule> Install(const std::string& ifname, const SocketAddress& local,
+                                          const SocketAddress& remote, uint32_t queue,
+                                          const FlowRuleLockOptions& locking);
   FlowSteeringRule(FlowSteeringRule&& other) noexcept;
   FlowSteeringRule& operator=(FlowSteeringRule&&) = delete;
   FlowSteeringRule(const FlowSteeringRule&) = delete;

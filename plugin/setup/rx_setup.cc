@@ -90,10 +90,7 @@ Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path) {
     const uint32_t queue = request.queues[i % request.queues.size()];
     Result<FlowSteeringRule> rule =
         FlowSteeringRule::Install(request.nic->name, local.value(), remote.value(), queue);
-    if (!rule.ok()) {
-      return rule.status().WithContext("steering " + remote->ToString() + " -> " +
-                                       local->ToString() + " to RX queue " + std::to_string(queue));
-    }
+    if (!rule.ok()) return rule.status();  // names the flow, the queue and the ioctl
     rules.push_back(std::make_shared<FlowSteeringRule>(std::move(rule).value()));
     RegionBinding region_binding;
     region_binding.dmabuf_id = binding.value()->binding.dmabuf_id();

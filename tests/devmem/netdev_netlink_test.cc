@@ -52,7 +52,11 @@ class VethTest : public ::testing::Test {
     ASSERT_GT(ifindex_, 0);
   }
   void TearDown() override {
-    if (!name_.empty()) system(("ip link del " + name_ + " 2>/dev/null").c_str());
+    if (!name_.empty()) {
+      system(("ip link del " + name_ + " 2>/dev/null").c_str());
+      // The host-wide flow-rule lock file of this test's interface (flow_rule_lock.h).
+      unlink(("/run/nccl-net-devmem/flowrules." + name_ + ".lock").c_str());
+    }
   }
   std::string name_;
   int ifindex_ = 0;
