@@ -4,27 +4,58 @@
 //
 //   devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]
 //
-// NICs: --ifname (exact names), else NCCL_SOCKET_IFNAME, else the plugin's default selection.
-// Queues: --queues, else NCCL_DEVMEM_RX_QUEUES, else each NIC's last RX queue.
-// Exit status: 0 ready, 1 not ready, 2 error.
-#include <cstdio>
-#include <cstdlib>
+// The environment is read and validated by the plugin's own Config::FromEnvironment, so a
+// value init rejects is rejected here with the same message; --queues stands in for
+// NCCL_DEVMEM_RX_QUEUES.
+// NICs: --ifname (exact names), else NCCL_SOCKET_IFNAME and NCCL_SOCKET_FAMILY, else the
+// plugin's default selection. Queues: --queues, else NCCL_DEVMEM_RX_QUEUES, else each NIC's
+// last RX queue.
+// Exit status: 0 ready, 1 not ready, 2 error (bad argument or environment, no such NIC). With
+// --json, stdout always holds one JSON object: the report, or {"ready": false, "error": "..."}.
 #include <strings.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "plugin/setup/readiness.h"
+#include "plugin/core/config.h"
 #include "plugin/core/net_device.h"
+#include "plugin/setup/readiness.h"
 
 namespace {
 
-int Usage(const char* why) {
-  fprintf(stderr,
-          "devmem-doctor: %s\nusage: devmem-doctor [--json] [--ifname NAME[,NAME...]] "
-          "[--queues ID[,ID...]]\n",
-          why);
+constexpr const char* kUsage =
+    "usage: devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]";
+
+// A JSON string body. Bytes outside printable ASCII are escaped one by one, so a message that
+// echoes any environment value is still valid JSON.
+std::string JsonString(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (byte < 0x20 || byte >= 0x7f) {
+      constexpr char kHex[] = "0123456789abcdef";
+      out += "\\u00";
+      out += kHex[byte >> 4];
+      out += kHex[byte & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// Exit status 2: the message on stderr and, with --json, as an error object on stdout.
+int Fail(bool json, const std::string& message, bool usage = false) {
+  fprintf(stderr, "devmem-doctor: %s\n", message.c_str());
+  if (usage) fprintf(stderr, "%s\n", kUsage);
+  if (json) printf("{\"ready\": false, \"error\": \"%s\"}\n", JsonString(message).c_str());
   return 2;
 }
 
@@ -58,13 +89,9 @@ devmem::Result<std::vector<devmem::NetDevice>> NamedDevices(const std::vector<st
 
 int main(int argc, char** argv) {
   bool json = false;
-  std::string ifname_spec;
   std::vector<std::string> named;  // --ifname: checked even without an IP address
-  const char* env_ifname = getenv("NCCL_SOCKET_IFNAME");
-  if (env_ifname != nullptr) ifname_spec = env_ifname;
-  std::string queue_text;
-  const char* env_queues = getenv("NCCL_DEVMEM_RX_QUEUES");
-  if (env_queues != nullptr) queue_text = env_queues;
+  std::optional<std::string> queue_arg;
+  std::string bad_argument;  // reported once --json has been seen wherever it stands
   for (int i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--json") == 0) {
       json = true;
@@ -78,33 +105,45 @@ int main(int argc, char** argv) {
         pos = comma + 1;
       }
     } else if (strcmp(argv[i], "--queues") == 0 && i + 1 < argc) {
-      queue_text = argv[++i];
+      queue_arg = argv[++i];
     } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      Usage("checks devmem TCP readiness");
+      printf("devmem-doctor: checks devmem TCP readiness\n%s\n", kUsage);
       return 0;
-    } else {
-      return Usage((std::string("unknown argument ") + argv[i]).c_str());
+    } else if (bad_argument.empty()) {
+      bad_argument = strcmp(argv[i], "--ifname") == 0 || strcmp(argv[i], "--queues") == 0
+                         ? std::string(argv[i]) + " needs a value"
+                         : std::string("unknown argument ") + argv[i];
     }
   }
-  devmem::Result<std::vector<uint32_t>> queues = devmem::ParseQueueList(queue_text);
-  if (!queues.ok()) return Usage(queues.status().message().c_str());
-  devmem::Result<std::vector<devmem::NetDevice>> devices =
-      named.empty() ? devmem::DiscoverDevices(ifname_spec, 0) : NamedDevices(named);
-  if (!devices.ok()) {
-    fprintf(stderr, "devmem-doctor: %s\n", devices.status().message().c_str());
-    return 2;
+  if (!bad_argument.empty()) return Fail(json, bad_argument, /*usage=*/true);
+
+  // The plugin's configuration, read exactly as init reads it.
+  auto lookup = [&](const char* name) -> const char* {
+    if (queue_arg.has_value() && strcmp(name, "NCCL_DEVMEM_RX_QUEUES") == 0) {
+      return queue_arg->c_str();
+    }
+    return getenv(name);  // NOLINT(concurrency-mt-unsafe)
+  };
+  devmem::Result<devmem::Config> config = devmem::Config::FromEnvironment(lookup);
+  if (!config.ok()) {
+    std::string message = config.status().message();
+    if (queue_arg.has_value() && message.find("NCCL_DEVMEM_RX_QUEUES") != std::string::npos) {
+      message += "; read from --queues";
+    }
+    return Fail(json, message);
   }
+  devmem::Result<std::vector<devmem::NetDevice>> devices =
+      named.empty() ? devmem::DiscoverDevices(config->socket_ifname, config->socket_family)
+                    : NamedDevices(named);
+  if (!devices.ok()) return Fail(json, devices.status().message());
 
   devmem::ReadinessReport report = devmem::CheckKernel();
   report.Append(devmem::CheckPrivileges());
   for (const devmem::NetDevice& device : devices.value()) {
-    report.Append(devmem::CheckNic(device, queues.value()));
+    report.Append(devmem::CheckNic(device, config->rx_queues));
   }
   report.Append(devmem::CheckGpus(devices->front().pci_path));
-  const char* unpack = getenv("NCCL_DEVMEM_UNPACK");  // NOLINT(concurrency-mt-unsafe)
-  report.Append(devmem::CheckGpuConsumer(unpack != nullptr && strcasecmp(unpack, "nccl") == 0
-                                             ? devmem::UnpackMode::kNccl
-                                             : devmem::UnpackMode::kPlugin));
+  report.Append(devmem::CheckGpuConsumer(config->unpack));
 
   if (json) {
     printf("%s\n", report.ToJson().c_str());

@@ -4,10 +4,11 @@
 #include <cstdarg>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
-#include <unordered_set>
 #include <vector>
 
+#include "plugin/abi/handles.h"
 #include "plugin/consumers/unpack_queue.h"
 #include "plugin/core/config.h"
 #include "plugin/core/log.h"
@@ -31,8 +32,6 @@ struct PluginState {
   std::vector<RxPlan> plans;
   // Receive buffers may be CUDA memory (a GPU consumer reads the RX region).
   bool gpu_present = false;
-  // Connectors whose pointer sits in a handle buffer; a handle slot is trusted only if listed.
-  std::unordered_set<Connector*> connectors;
 };
 
 PluginState& State() {
@@ -83,26 +82,6 @@ const NetDevice* DeviceAt(int dev) {
   if (!state.ready || dev < 0 || dev >= static_cast<int>(state.devices.size())) return nullptr;
   return &state.devices[static_cast<size_t>(dev)];
 }
-
-template <typename T>
-T* CommAs(void* comm, uint32_t magic) {
-  if (comm == nullptr) return nullptr;
-  auto* typed = static_cast<T*>(comm);
-  return typed->magic() == magic ? typed : nullptr;
-}
-
-Comm* AnyComm(void* comm) {
-  if (comm == nullptr) return nullptr;
-  auto* typed = static_cast<Comm*>(comm);
-  return typed->magic() == Comm::kSendMagic || typed->magic() == Comm::kRecvMagic ? typed : nullptr;
-}
-
-struct PluginContext {
-  static constexpr uint32_t kMagic = 0x58544344;  // "DCTX"
-  uint32_t magic = kMagic;
-  uint64_t comm_id = 0;
-  int traffic_class = -1;
-};
 
 }  // namespace
 
@@ -188,26 +167,25 @@ abi::Result InitContext(void** ctx, uint64_t comm_id, const abi::CommConfigV10* 
                         abi::DebugLogger logger) {
   if (ctx == nullptr) return Invalid("init", "ctx output pointer is NULL");
   if (abi::Result r = Init(logger, 11); r != abi::kSuccess) return r;
-  auto* context = new PluginContext();
+  auto context = std::make_unique<PluginContext>();
   context->comm_id = comm_id;
   context->traffic_class = config != nullptr ? config->trafficClass : -1;
-  *ctx = context;
+  Result<void*> handle = Publish(std::move(context));
+  if (!handle.ok()) return Report("init", handle.status());
+  *ctx = handle.value();
   return abi::kSuccess;
 }
 
 abi::Result FinalizeContext(void* ctx) {
-  auto* context = static_cast<PluginContext*>(ctx);
-  if (context == nullptr || context->magic != PluginContext::kMagic) {
-    return Invalid("finalize", "unknown context %p", ctx);
+  if (Withdraw<PluginContext>(ctx) == nullptr) {
+    return Invalid("finalize", "unknown context %p (finalized already, or not a context)", ctx);
   }
-  context->magic = 0;
-  delete context;
   return abi::kSuccess;
 }
 
 abi::Result SetNetAttr(void* ctx, abi::NetAttrV11* attr) {
-  auto* context = static_cast<PluginContext*>(ctx);
-  if (context == nullptr || context->magic != PluginContext::kMagic || attr == nullptr) {
+  const PluginContext* context = Find<PluginContext>(ctx);
+  if (context == nullptr || attr == nullptr) {
     return Invalid("setNetAttr", "unknown context %p or NULL attributes", ctx);
   }
   // Hints only: our socket and thread counts come from NCCL_DEVMEM_* and stay fixed per comm.
@@ -284,7 +262,9 @@ abi::Result Listen(int dev, void* handle, void** listen_comm) {
   Result<std::unique_ptr<ListenComm>> comm =
       ListenComm::Create(*device, State().config, static_cast<uint8_t*>(handle), plan);
   if (!comm.ok()) return Report("listen", comm.status());
-  *listen_comm = comm.value().release();
+  Result<void*> published = Publish(std::move(comm).value());
+  if (!published.ok()) return Report("listen", published.status());
+  *listen_comm = published.value();
   return abi::kSuccess;
 }
 
@@ -297,50 +277,52 @@ abi::Result Connect(int dev, void* handle, void** send_comm, abi::DeviceHandleV7
   Result<wire::ListenHandle> decoded = wire::ListenHandle::Decode(bytes);
   if (!decoded.ok()) return Report("connect", decoded.status());
 
-  PluginState& state = State();
-  Connector* raw = nullptr;
-  memcpy(&raw, bytes + wire::ListenHandle::kConnectorSlotOffset, sizeof(raw));
-  {
-    std::lock_guard<std::mutex> lock(state.mutex);
-    if (raw != nullptr && state.connectors.count(raw) == 0) raw = nullptr;  // not ours
-  }
-  std::unique_ptr<Connector> connector(raw);
+  // A connect still in progress parks its Connector in the handle NCCL calls us again with; a
+  // slot that names no live connector (zeroed, copied from an old handle) starts a new one.
+  void* parked = nullptr;
+  memcpy(&parked, bytes + wire::ListenHandle::kConnectorSlotOffset, sizeof(parked));
+  std::unique_ptr<Connector> connector = Withdraw<Connector>(parked);
+  void* none = nullptr;
+  memcpy(bytes + wire::ListenHandle::kConnectorSlotOffset, &none, sizeof(none));
   if (!connector) {
-    Result<std::unique_ptr<Connector>> started = Connector::Start(decoded.value(), state.config);
+    Result<std::unique_ptr<Connector>> started = Connector::Start(decoded.value(), State().config);
     if (!started.ok()) return Report("connect", started.status());
     connector = std::move(started).value();
   }
   Result<std::unique_ptr<SendComm>> comm = connector->Progress();
-  Connector* keep = comm.ok() && !comm.value() ? connector.release() : nullptr;
-  {
-    std::lock_guard<std::mutex> lock(state.mutex);
-    if (raw != nullptr && keep == nullptr) state.connectors.erase(raw);
-    if (keep != nullptr) state.connectors.insert(keep);
-  }
-  memcpy(bytes + wire::ListenHandle::kConnectorSlotOffset, &keep, sizeof(keep));
   if (!comm.ok()) return Report("connect", comm.status());
-  *send_comm = comm.value().release();
+  if (comm.value() == nullptr) {
+    Result<void*> handle = Publish(std::move(connector));
+    if (!handle.ok()) return Report("connect", handle.status());
+    memcpy(bytes + wire::ListenHandle::kConnectorSlotOffset, &handle.value(), sizeof(void*));
+    return abi::kSuccess;
+  }
+  Result<void*> published = Publish(std::move(comm).value());
+  if (!published.ok()) return Report("connect", published.status());
+  *send_comm = published.value();
   return abi::kSuccess;
 }
 
 abi::Result Accept(void* listen_comm, void** recv_comm, abi::DeviceHandleV7** dev_comm) {
-  auto* listener = static_cast<ListenComm*>(listen_comm);
-  if (listener == nullptr || listener->magic() != ListenComm::kMagic || recv_comm == nullptr) {
+  ListenComm* listener = Find<ListenComm>(listen_comm);
+  if (listener == nullptr || recv_comm == nullptr) {
     return Invalid("accept", "unknown listen comm %p or NULL recvComm", listen_comm);
   }
   *recv_comm = nullptr;
   Result<std::unique_ptr<RecvComm>> comm = listener->Accept();
   if (!comm.ok()) return Report("accept", comm.status());
-  if (comm.value() != nullptr && dev_comm != nullptr && *dev_comm != nullptr) {
+  if (comm.value() == nullptr) return abi::kSuccess;  // no connection complete yet
+  const RecvComm& accepted = *comm.value();
+  if (dev_comm != nullptr && *dev_comm != nullptr) {
     // NCCL asks for device offload (we advertised UNPACK). NCCL copies this struct into the
-    // channel by value once accept returns, so it is final here.
+    // channel by value once accept returns success, so it is final here.
     abi::DeviceHandleV7* handle = *dev_comm;
     handle->needsProxyProgress = 1;  // NCCL's proxy still posts irecv/test for us
-    if (comm.value()->unpack_device_handle() != nullptr) {
+    if (accepted.unpack_device_handle() != nullptr) {
       handle->netDeviceType = abi::kDeviceUnpack;
       handle->netDeviceVersion = abi::kDeviceUnpackVersion;
-      handle->handle = comm.value()->unpack_device_handle();
-      handle->size = comm.value()->unpack_device_handle_bytes();
+      handle->handle = accepted.unpack_device_handle();
+      handle->size = accepted.unpack_device_handle_bytes();
     } else {
       // This connection fell back to plain TCP: its data lands in NCCL's buffer itself, so
       // NCCL's kernels must treat it as a host-type connection.
@@ -349,10 +331,12 @@ abi::Result Accept(void* listen_comm, void** recv_comm, abi::DeviceHandleV7** de
       handle->handle = nullptr;
       handle->size = 0;
       log::Info(log::kNet, "%s: no device unpack on this connection (plain TCP)",
-                comm.value()->description().c_str());
+                accepted.description().c_str());
     }
   }
-  *recv_comm = comm.value().release();
+  Result<void*> published = Publish(std::move(comm).value());
+  if (!published.ok()) return Report("accept", published.status());
+  *recv_comm = published.value();
   return abi::kSuccess;
 }
 
@@ -363,7 +347,10 @@ abi::Result RegMr(void* comm, void* data, size_t size, int type, void** mhandle)
   }
   Result<MemoryRegion*> region = owner->Register(data, size, type);
   if (!region.ok()) return Report("regMr", region.status());
-  *mhandle = region.value();
+  // The comm's handle owns the registration: closing the comm removes it too.
+  Result<void*> handle = Publish(std::unique_ptr<MemoryRegion>(region.value()), comm);
+  if (!handle.ok()) return Report("regMr", handle.status());
+  *mhandle = handle.value();
   return abi::kSuccess;
 }
 
@@ -375,51 +362,70 @@ abi::Result RegMrDmaBuf(void* comm, void* data, size_t size, int type, uint64_t 
 }
 
 abi::Result DeregMr(void* comm, void* mhandle) {
-  auto* region = static_cast<MemoryRegion*>(mhandle);
-  if (AnyComm(comm) == nullptr || region == nullptr || region->magic != MemoryRegion::kMagic) {
-    return Invalid("deregMr", "unknown comm %p or mhandle %p", comm, mhandle);
+  if (AnyComm(comm) == nullptr) return Invalid("deregMr", "unknown comm %p", comm);
+  // NCCL's deregister path (net.cc *ProxyDeregBuffer) forwards the handle of a registration that
+  // failed, NULL, like free(NULL).
+  if (mhandle == nullptr) return abi::kSuccess;
+  auto* region = static_cast<MemoryRegion*>(Handles().Remove(mhandle, HandleKind::kMemory, comm));
+  if (region == nullptr) {
+    return Invalid("deregMr",
+                   "mhandle %p is not a live registration of comm %p (deregistered already, "
+                   "another comm's, or not an mhandle)",
+                   mhandle, comm);
   }
-  region->magic = 0;
   delete region;
   return abi::kSuccess;
 }
 
 abi::Result Isend(void* send_comm, void* data, size_t size, int tag, void* mhandle,
                   void** request) {
-  auto* comm = CommAs<SendComm>(send_comm, Comm::kSendMagic);
+  SendComm* comm = Find<SendComm>(send_comm);
   if (comm == nullptr || request == nullptr) {
     return Invalid("isend", "unknown send comm %p or NULL request", send_comm);
   }
   *request = nullptr;
-  Result<Request*> posted =
-      comm->PostSend(data, size, tag, static_cast<const MemoryRegion*>(mhandle));
+  const MemoryRegion* region = Find<MemoryRegion>(mhandle);
+  if (mhandle != nullptr && region == nullptr) {
+    return Invalid("isend", "unknown mhandle %p on send comm %p", mhandle, send_comm);
+  }
+  Result<Request*> posted = comm->PostSend(data, size, tag, region);
   if (!posted.ok()) return Report("isend", posted.status());
-  *request = posted.value();
+  if (posted.value() != nullptr) *request = RequestHandle(send_comm, comm, posted.value());
   return abi::kSuccess;
 }
 
 abi::Result Irecv(void* recv_comm, int n, void** data, const size_t* sizes, int* tags,
                   void** mhandles, void** request) {
-  auto* comm = CommAs<RecvComm>(recv_comm, Comm::kRecvMagic);
+  RecvComm* comm = Find<RecvComm>(recv_comm);
   if (comm == nullptr || request == nullptr || data == nullptr || sizes == nullptr ||
       tags == nullptr) {
     return Invalid("irecv", "unknown recv comm %p or NULL argument arrays", recv_comm);
   }
+  if (n < 1 || n > kMaxRecvsLimit) {
+    return Invalid("irecv", "n=%d outside [1, %d] on recv comm %p", n, kMaxRecvsLimit, recv_comm);
+  }
+  MemoryRegion* regions[kMaxRecvsLimit] = {};
+  for (int i = 0; mhandles != nullptr && i < n; ++i) {
+    regions[i] = Find<MemoryRegion>(mhandles[i]);
+    if (mhandles[i] != nullptr && regions[i] == nullptr) {
+      return Invalid("irecv", "unknown mhandle %p (buffer %d) on recv comm %p", mhandles[i], i,
+                     recv_comm);
+    }
+  }
   // NCCL presets *request to 0x1 (NCCL_NET_OPTIONAL_RECV_COMPLETION) for LL/LL128 receives:
   // compared, never dereferenced. It tells NCCL-unpack comms which receives NCCL's unpack
   // kernels will not read.
-  const bool ll_hint = *request == reinterpret_cast<void*>(uintptr_t{1});
+  const bool ll_hint = *request == reinterpret_cast<void*>(abi::kOptionalRecvCompletion);
   *request = nullptr;
-  Result<Request*> posted = comm->PostRecv(
-      n, data, sizes, tags, reinterpret_cast<MemoryRegion* const*>(mhandles), ll_hint);
+  Result<Request*> posted = comm->PostRecv(n, data, sizes, tags, regions, ll_hint);
   if (!posted.ok()) return Report("irecv", posted.status());
-  *request = posted.value();
+  if (posted.value() != nullptr) *request = RequestHandle(recv_comm, comm, posted.value());
   return abi::kSuccess;
 }
 
 abi::Result Iflush(void* recv_comm, int /*n*/, void** /*data*/, int* /*sizes*/, void** /*mhandles*/,
                    void** request) {
-  if (CommAs<RecvComm>(recv_comm, Comm::kRecvMagic) == nullptr || request == nullptr) {
+  if (Find<RecvComm>(recv_comm) == nullptr || request == nullptr) {
     return Invalid("iflush", "unknown recv comm %p or NULL request", recv_comm);
   }
   // Data reaches CUDA buffers through a synchronous copy before test() reports it: nothing
@@ -429,65 +435,67 @@ abi::Result Iflush(void* recv_comm, int /*n*/, void** /*data*/, int* /*sizes*/, 
 }
 
 abi::Result Test(void* request, int* done, int* sizes) {
-  auto* req = static_cast<Request*>(request);
-  if (req == nullptr || req->magic != Request::kMagic || done == nullptr) {
-    return Invalid("test", "unknown request %p or NULL done", request);
+  LiveRequest live;
+  if (!FindRequest(request, &live) || done == nullptr) {
+    return Invalid("test",
+                   "unknown request %p (its comm is closed, or it is not a request) or NULL done",
+                   request);
   }
+  Request* req = live.request;
   if (!req->in_use) {
     return Report("test", Status::Error(ErrorKind::kInvalidUsage,
                                         "request %p was already completed", request));
   }
   bool finished = false;
-  Status status;
-  if (req->kind == Request::Kind::kSend) {
-    status = static_cast<SendComm*>(req->comm)->Test(req, &finished, sizes);
-  } else {
-    status = static_cast<RecvComm*>(req->comm)->Test(req, &finished, sizes);
-  }
+  Status status = live.send != nullptr ? live.send->Test(req, &finished, sizes)
+                                       : live.recv->Test(req, &finished, sizes);
   *done = finished ? 1 : 0;
   return Report("test", status);
 }
 
 abi::Result CloseSend(void* send_comm) {
-  auto* comm = CommAs<SendComm>(send_comm, Comm::kSendMagic);
-  if (comm == nullptr) return Invalid("closeSend", "unknown send comm %p", send_comm);
-  delete comm;
-  return abi::kSuccess;
+  if (Withdraw<SendComm>(send_comm) == nullptr) {
+    return Invalid("closeSend", "unknown send comm %p (closed already, or not a send comm)",
+                   send_comm);
+  }
+  return abi::kSuccess;  // the comm went with the unique_ptr, after its handle and requests
 }
 
 abi::Result CloseRecv(void* recv_comm) {
-  auto* comm = CommAs<RecvComm>(recv_comm, Comm::kRecvMagic);
-  if (comm == nullptr) return Invalid("closeRecv", "unknown recv comm %p", recv_comm);
-  delete comm;
+  if (Withdraw<RecvComm>(recv_comm) == nullptr) {
+    return Invalid("closeRecv", "unknown recv comm %p (closed already, or not a recv comm)",
+                   recv_comm);
+  }
   return abi::kSuccess;
 }
 
 abi::Result CloseListen(void* listen_comm) {
-  auto* listener = static_cast<ListenComm*>(listen_comm);
-  if (listener == nullptr || listener->magic() != ListenComm::kMagic) {
-    return Invalid("closeListen", "unknown listen comm %p", listen_comm);
+  if (Withdraw<ListenComm>(listen_comm) == nullptr) {
+    return Invalid("closeListen", "unknown listen comm %p (closed already, or not a listen comm)",
+                   listen_comm);
   }
-  delete listener;
   return abi::kSuccess;
 }
 
-abi::Result GetDeviceMr(void* comm, void* /*mhandle*/, void** dptr_mhandle) {
-  if (AnyComm(comm) == nullptr || dptr_mhandle == nullptr) {
-    return Invalid("getDeviceMr", "unknown comm %p", comm);
+abi::Result GetDeviceMr(void* comm, void* mhandle, void** dptr_mhandle) {
+  if (AnyComm(comm) == nullptr || dptr_mhandle == nullptr ||
+      (mhandle != nullptr && Find<MemoryRegion>(mhandle) == nullptr)) {
+    return Invalid("getDeviceMr", "unknown comm %p or mhandle %p, or NULL dptr_mhandle", comm,
+                   mhandle);
   }
   *dptr_mhandle = nullptr;  // host device type: NCCL's kernels never read it
   return abi::kSuccess;
 }
 
 abi::Result IrecvConsumed(void* recv_comm, int /*n*/, void* request) {
-  auto* comm = CommAs<RecvComm>(recv_comm, Comm::kRecvMagic);
+  RecvComm* comm = Find<RecvComm>(recv_comm);
   if (comm == nullptr) return Invalid("irecvConsumed", "unknown recv comm %p", recv_comm);
-  auto* req = static_cast<Request*>(request);
-  if (req == nullptr || !comm->pool().Owns(req)) {
+  LiveRequest live;
+  if (!FindRequest(request, &live) || live.recv != comm) {
     return Invalid("irecvConsumed", "request %p is not a receive of comm %p", request, recv_comm);
   }
   // Receives released in test() (every mode but NCCL unpack) make this a no-op.
-  return Report("irecvConsumed", comm->Consumed(req));
+  return Report("irecvConsumed", comm->Consumed(live.request));
 }
 
 abi::Result MakeVDevice(int* d, abi::VDeviceProps* props) {

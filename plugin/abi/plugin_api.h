@@ -1,6 +1,8 @@
 // The plugin's one implementation of the NCCL net API, version-neutral. Each function validates
 // its arguments, runs the C++ internals, and on failure logs one WARN naming the call and
 // returns the matching ncclResult_t. plugin/abi/ adapts it to every exported table version.
+// Every comm, request, context and mhandle it returns is a handle of the plugin's registry
+// (handle_registry.h), not a pointer: a stale, foreign or wrong-kind one is ncclInvalidArgument.
 #pragma once
 
 #include <cstddef>

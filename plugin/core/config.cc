@@ -4,12 +4,69 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 
 #include "plugin/core/log.h"
 
 namespace devmem {
+
+namespace {
+
+// K, M or G (either case): the binary multiplier, else 1.
+int64_t SizeSuffixMultiplier(char c) {
+  switch (c) {
+    case 'k':
+    case 'K':
+      return int64_t{1} << 10;
+    case 'm':
+    case 'M':
+      return int64_t{1} << 20;
+    case 'g':
+    case 'G':
+      return int64_t{1} << 30;
+    default:
+      return 1;
+  }
+}
+
+// One integer of the grammar ParseBoundedInteger documents, into *value. Returns nullptr, or
+// why the text is not such an integer.
+const char* ReadIntegerText(const char* text, IntegerUnit unit, int64_t* value) {
+  if (text == nullptr || text[0] == '\0') return "empty";
+  // strtoll, and so NCCL, skips leading blanks; here they are a quoting slip, not a number.
+  if (isspace(static_cast<unsigned char>(text[0])) != 0) return "leading blank";
+  const char* digits = text + (text[0] == '+' || text[0] == '-' ? 1 : 0);
+  if (digits[0] == '0' && (digits[1] == 'b' || digits[1] == 'B')) {
+    // glibc >= 2.38 reads 0b binary in C++ builds, older ones stop at the b: NCCL builds
+    // disagree on such a value.
+    return "0b binary, which not every NCCL build reads";
+  }
+  errno = 0;
+  char* end = nullptr;
+  const long long parsed = strtoll(text, &end, 0);
+  if (end == text) return "not an integer";
+  if (errno == ERANGE) return "out of range";
+  const int64_t multiplier = SizeSuffixMultiplier(*end);
+  if (multiplier != 1) {
+    if (unit != IntegerUnit::kBytes) return "a size suffix, on a variable that is not a size";
+    ++end;
+  }
+  if (*end != '\0') {
+    // Base 0 reads "08" as octal 0 followed by an 8.
+    if (digits[0] == '0' && isdigit(static_cast<unsigned char>(*end)) != 0) {
+      return "a leading 0 means octal, as in NCCL's own variables";
+    }
+    return "trailing characters";
+  }
+  if (parsed > INT64_MAX / multiplier || parsed < INT64_MIN / multiplier) return "out of range";
+  *value = static_cast<int64_t>(parsed) * multiplier;
+  return nullptr;
+}
+
+}  // namespace
 
 Result<std::vector<uint32_t>> ParseQueueList(const std::string& text) {
   std::vector<uint32_t> queues;
@@ -19,18 +76,19 @@ Result<std::vector<uint32_t>> ParseQueueList(const std::string& text) {
     size_t comma = text.find(',', pos);
     if (comma == std::string::npos) comma = text.size();
     const std::string item = text.substr(pos, comma - pos);
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long value = strtoul(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || errno != 0 || value > 65535 || item[0] == '-') {
+    int64_t value = 0;
+    const char* why = ReadIntegerText(item.c_str(), IntegerUnit::kPlain, &value);
+    if (why == nullptr && (value < 0 || value > 65535)) why = "out of range";
+    if (why != nullptr) {
       return Status::Error(ErrorKind::kInvalidArgument,
-                           "NCCL_DEVMEM_RX_QUEUES=\"%s\": \"%s\" is not a queue id in [0, 65535]",
-                           text.c_str(), item.c_str());
+                           "NCCL_DEVMEM_RX_QUEUES=\"%s\": \"%s\" is not a queue id in [0, 65535] "
+                           "(%s)",
+                           text.c_str(), item.c_str(), why);
     }
     if (std::find(queues.begin(), queues.end(), value) != queues.end()) {
       return Status::Error(ErrorKind::kInvalidArgument,
-                           "NCCL_DEVMEM_RX_QUEUES=\"%s\" lists queue %lu twice", text.c_str(),
-                           value);
+                           "NCCL_DEVMEM_RX_QUEUES=\"%s\" lists queue %lld twice", text.c_str(),
+                           static_cast<long long>(value));
     }
     queues.push_back(static_cast<uint32_t>(value));
     pos = comma + 1;
@@ -59,38 +117,62 @@ constexpr const char* kFamily = "NCCL_SOCKET_FAMILY";
 
 // Reads one bounded integer variable into *out when it is set.
 Status ReadInteger(const std::function<const char*(const char*)>& getenv_fn, const char* name,
-                   int64_t min, int64_t max, int64_t* out) {
+                   int64_t min, int64_t max, int64_t* out, IntegerUnit unit = IntegerUnit::kPlain) {
   const char* text = getenv_fn(name);
   if (text == nullptr) return Status::Ok();
-  Result<int64_t> parsed = ParseBoundedInteger(name, text, min, max);
+  Result<int64_t> parsed = ParseBoundedInteger(name, text, min, max, unit);
   if (!parsed.ok()) return parsed.status();
   *out = parsed.value();
   return Status::Ok();
 }
 
-}  // namespace
-
-Result<int64_t> ParseBoundedInteger(const char* name, const char* text, int64_t min, int64_t max) {
-  auto invalid = [&](const char* why) {
-    return Status::Error(ErrorKind::kInvalidArgument,
-                         "%s=\"%s\" is invalid (%s); accepted range is [%lld, %lld]", name, text,
-                         why, static_cast<long long>(min), static_cast<long long>(max));
-  };
-  if (text[0] == '\0') return invalid("empty");
+// NCCL's own integers (NCCL_BUFFSIZE, ...) hold what NCCL itself will use: ncclLoadParam
+// (src/misc/param.cc) takes strtoll(value, nullptr, 0) and keeps its default only when errno
+// is set, so "8M" is 8 to NCCL. Sizing follows NCCL's reading; a value NCCL cannot have meant
+// gets a WARN saying how NCCL reads it.
+void ReadNcclSize(const std::function<const char*(const char*)>& getenv_fn, const char* name,
+                  uint64_t* out) {
+  const char* text = getenv_fn(name);
+  if (text == nullptr || text[0] == '\0') return;  // NCCL treats an empty value as unset
   errno = 0;
   char* end = nullptr;
-  long long value = strtoll(text, &end, 10);
-  if (end == text || errno == ERANGE) return invalid("not an integer");
-  int64_t multiplier = 1;
-  if (*end == 'k' || *end == 'K') multiplier = int64_t{1} << 10;
-  if (*end == 'm' || *end == 'M') multiplier = int64_t{1} << 20;
-  if (*end == 'g' || *end == 'G') multiplier = int64_t{1} << 30;
-  if (multiplier != 1) ++end;
-  if (*end != '\0') return invalid("trailing characters");
-  if (value > max / multiplier || value < min / multiplier - 1) return invalid("out of range");
-  int64_t scaled = static_cast<int64_t>(value) * multiplier;
-  if (scaled < min || scaled > max) return invalid("out of range");
-  return scaled;
+  const long long parsed = strtoll(text, &end, 0);
+  if (errno != 0) {  // ERANGE: glibc sets nothing else for base 0
+    log::Warn(
+        "%s=\"%s\" is out of range; NCCL ignores it, so devmem RX is sized for NCCL's "
+        "default %llu",
+        name, text, static_cast<unsigned long long>(*out));
+    return;
+  }
+  if (parsed <= 0) {
+    log::Warn("%s=\"%s\" is %lld to NCCL, not a size; devmem RX is sized for NCCL's default %llu",
+              name, text, parsed, static_cast<unsigned long long>(*out));
+    return;
+  }
+  if (*end != '\0') {
+    log::Warn(
+        "%s=\"%s\" is %lld to NCCL (it reads the leading integer and takes no suffix); "
+        "devmem RX is sized for that",
+        name, text, parsed);
+  }
+  *out = static_cast<uint64_t>(parsed);
+}
+
+}  // namespace
+
+Result<int64_t> ParseBoundedInteger(const char* name, const char* text, int64_t min, int64_t max,
+                                    IntegerUnit unit) {
+  int64_t value = 0;
+  const char* why = ReadIntegerText(text, unit, &value);
+  if (why == nullptr && (value < min || value > max)) why = "out of range";
+  if (why != nullptr) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "%s=\"%s\" is invalid (%s); accepted range is [%lld, %lld]%s", name,
+                         text == nullptr ? "" : text, why, static_cast<long long>(min),
+                         static_cast<long long>(max),
+                         unit == IntegerUnit::kBytes ? ", with an optional K, M or G suffix" : "");
+  }
+  return value;
 }
 
 uint64_t Config::MaxNcclStepBytes() const {
@@ -108,11 +190,13 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   config.worker_threads = static_cast<int>(value);
 
   value = static_cast<int64_t>(config.chunk_bytes);
-  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kChunk, kMinChunkBytes, kMaxChunkBytes, &value));
+  DEVMEM_RETURN_IF_ERROR(
+      ReadInteger(getenv_fn, kChunk, kMinChunkBytes, kMaxChunkBytes, &value, IntegerUnit::kBytes));
   config.chunk_bytes = static_cast<uint64_t>(value);
 
   value = config.inline_bytes;
-  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kInline, 0, kMaxInlineBytes, &value));
+  DEVMEM_RETURN_IF_ERROR(
+      ReadInteger(getenv_fn, kInline, 0, kMaxInlineBytes, &value, IntegerUnit::kBytes));
   config.inline_bytes = static_cast<uint32_t>(value);
 
   value = config.max_recvs;
@@ -146,8 +230,8 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   }
 
   value = static_cast<int64_t>(config.rx_region_bytes);
-  DEVMEM_RETURN_IF_ERROR(
-      ReadInteger(getenv_fn, kRegion, kMinRxRegionBytes, kMaxRxRegionBytes, &value));
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kRegion, kMinRxRegionBytes, kMaxRxRegionBytes,
+                                     &value, IntegerUnit::kBytes));
   if (value % 4096 != 0) {
     return Status::Error(ErrorKind::kInvalidArgument,
                          "%s=%lld is not a multiple of the 4096-byte page; accepted range is "
@@ -159,23 +243,8 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   config.rx_region_bytes = static_cast<uint64_t>(value);
   config.rx_region_bytes_set = getenv_fn(kRegion) != nullptr;
 
-  // NCCL's variables, parsed the way NCCL parses them (strtoll, base 0, no suffix); NCCL
-  // rejects what it cannot read, so a value we cannot read keeps NCCL's default with a WARN.
-  for (auto [name, out] :
-       {std::pair<const char*, uint64_t*>{"NCCL_BUFFSIZE", &config.nccl_buffsize},
-        {"NCCL_P2P_NET_CHUNKSIZE", &config.nccl_p2p_net_chunk}}) {
-    const char* text = getenv_fn(name);
-    if (text == nullptr) continue;
-    char* end = nullptr;
-    errno = 0;
-    const long long parsed = strtoll(text, &end, 0);
-    if (errno != 0 || end == text || *end != '\0' || parsed <= 0) {
-      log::Warn("%s=\"%s\" is not a positive integer; sizing devmem RX for NCCL's default %llu",
-                name, text, static_cast<unsigned long long>(*out));
-      continue;
-    }
-    *out = static_cast<uint64_t>(parsed);
-  }
+  ReadNcclSize(getenv_fn, "NCCL_BUFFSIZE", &config.nccl_buffsize);
+  ReadNcclSize(getenv_fn, "NCCL_P2P_NET_CHUNKSIZE", &config.nccl_p2p_net_chunk);
 
   value = config.emulate_split_percent;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kSplit, 0, 100, &value));

@@ -53,8 +53,18 @@ struct Config {
   void LogValues(const std::function<const char*(const char*)>& getenv_fn) const;
 };
 
-// Integers with an optional K/M/G (binary) suffix, e.g. "512K". Range-checked, inclusive.
-Result<int64_t> ParseBoundedInteger(const char* name, const char* text, int64_t min, int64_t max);
+// What an integer variable measures: only byte sizes take a K/M/G suffix.
+enum class IntegerUnit {
+  kPlain,  // counts, milliseconds, percentages, 0/1 switches
+  kBytes,  // sizes: an optional binary K, M or G suffix, e.g. "512K"
+};
+
+// An integer read the way NCCL reads its own variables (strtoll, base 0: "0x10" is 16 and
+// "010" is 8), with an optional sign, and nothing else: leading blanks, trailing characters
+// and a suffix on a kPlain variable are errors, as is a value outside [min, max] (inclusive).
+// The error names the variable, the value and the accepted range.
+Result<int64_t> ParseBoundedInteger(const char* name, const char* text, int64_t min, int64_t max,
+                                    IntegerUnit unit = IntegerUnit::kPlain);
 
 // The limits, shared with tests and README.
 inline constexpr int kMaxDataSockets = 64;
@@ -66,7 +76,8 @@ inline constexpr int kMaxRecvsLimit = 8;
 inline constexpr uint64_t kMinRxRegionBytes = 1ull << 20;
 inline constexpr uint64_t kMaxRxRegionBytes = 64ull << 30;
 
-// NCCL_DEVMEM_RX_QUEUES: a comma-separated list of RX queue ids ("" = default).
+// NCCL_DEVMEM_RX_QUEUES: a comma-separated list of RX queue ids ("" = default), each an integer
+// as ParseBoundedInteger reads one (no blanks around the commas).
 Result<std::vector<uint32_t>> ParseQueueList(const std::string& text);
 
 }  // namespace devmem

@@ -1,5 +1,6 @@
 #include "plugin/devmem/frag_parser.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "plugin/devmem/uapi.h"
@@ -20,36 +21,61 @@ Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
                          "devmem recvmsg control data truncated (MSG_CTRUNC): frag list lost; "
                          "enlarge the control buffer");
   }
+  if (msg.msg_control == nullptr && msg.msg_controllen != 0) {
+    return Status::Error(ErrorKind::kInternal, "%zu bytes of control data without a buffer",
+                         static_cast<size_t>(msg.msg_controllen));
+  }
   const size_t first_segment = segments->size();
+  auto fail = [&](Status status) {
+    segments->resize(first_segment);
+    return status;
+  };
+  // The cmsgs are walked by hand: CMSG_FIRSTHDR does not check the first cmsg's length against
+  // msg_controllen, and CMSG_NXTHDR silently ends the walk at a cmsg that runs past it. Each
+  // cmsg must fit in what is left of the control data before any of its payload is read.
+  const auto* control = static_cast<const unsigned char*>(msg.msg_control);
+  const size_t control_bytes = msg.msg_controllen;
   uint64_t host_cursor = 0;
-  for (cmsghdr* cm = CMSG_FIRSTHDR(const_cast<msghdr*>(&msg)); cm != nullptr;
-       cm = CMSG_NXTHDR(const_cast<msghdr*>(&msg), cm)) {
-    if (cm->cmsg_level != SOL_SOCKET ||
-        (cm->cmsg_type != uapi::kScmDevmemDmabuf && cm->cmsg_type != uapi::kScmDevmemLinear)) {
-      segments->resize(first_segment);
-      return Status::Error(ErrorKind::kSystem,
-                           "unexpected cmsg level %d type %d on a devmem socket", cm->cmsg_level,
-                           cm->cmsg_type);
+  for (size_t at = 0; at < control_bytes;) {
+    const size_t left = control_bytes - at;
+    if (left < sizeof(cmsghdr)) {
+      return fail(Status::Error(ErrorKind::kSystem,
+                                "devmem control data ends %zu bytes into a cmsg header (%zu of "
+                                "%zu bytes parsed)",
+                                left, at, control_bytes));
     }
-    if (cm->cmsg_len < CMSG_LEN(sizeof(uapi::DmabufCmsg))) {
-      segments->resize(first_segment);
-      return Status::Error(ErrorKind::kSystem, "devmem cmsg of %zu bytes, expected %zu",
-                           static_cast<size_t>(cm->cmsg_len), CMSG_LEN(sizeof(uapi::DmabufCmsg)));
+    cmsghdr header;
+    memcpy(&header, control + at, sizeof(header));
+    const size_t cmsg_bytes = header.cmsg_len;
+    if (cmsg_bytes > left) {
+      return fail(Status::Error(ErrorKind::kSystem,
+                                "devmem cmsg of %zu bytes at byte %zu runs past the %zu-byte "
+                                "control data",
+                                cmsg_bytes, at, control_bytes));
+    }
+    if (header.cmsg_level != SOL_SOCKET || (header.cmsg_type != uapi::kScmDevmemDmabuf &&
+                                            header.cmsg_type != uapi::kScmDevmemLinear)) {
+      return fail(Status::Error(ErrorKind::kSystem,
+                                "unexpected cmsg level %d type %d on a devmem socket",
+                                header.cmsg_level, header.cmsg_type));
+    }
+    if (cmsg_bytes < CMSG_LEN(sizeof(uapi::DmabufCmsg))) {
+      return fail(Status::Error(ErrorKind::kSystem, "devmem cmsg of %zu bytes, expected %zu",
+                                cmsg_bytes, CMSG_LEN(sizeof(uapi::DmabufCmsg))));
     }
     uapi::DmabufCmsg frag;
-    memcpy(&frag, CMSG_DATA(cm), sizeof(frag));
+    memcpy(&frag, control + at + CMSG_LEN(0), sizeof(frag));
+    at += CMSG_ALIGN(cmsg_bytes);
     if (frag.frag_size == 0) {
-      segments->resize(first_segment);
-      return Status::Error(ErrorKind::kSystem, "devmem frag of 0 bytes");
+      return fail(Status::Error(ErrorKind::kSystem, "devmem frag of 0 bytes"));
     }
     StreamSegment segment;
     segment.length = frag.frag_size;
-    if (cm->cmsg_type == uapi::kScmDevmemLinear) {
+    if (header.cmsg_type == uapi::kScmDevmemLinear) {
       if (host_cursor + frag.frag_size > host_capacity) {
-        segments->resize(first_segment);
-        return Status::Error(
+        return fail(Status::Error(
             ErrorKind::kSystem, "%u linear bytes at %llu overflow the %zu-byte bounce buffer",
-            frag.frag_size, static_cast<unsigned long long>(host_cursor), host_capacity);
+            frag.frag_size, static_cast<unsigned long long>(host_cursor), host_capacity));
       }
       segment.kind = StreamSegment::Kind::kHost;
       segment.source_offset = host_cursor;
@@ -57,18 +83,17 @@ Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
       out.host_bytes += frag.frag_size;
     } else {
       if (frag.dmabuf_id != binding.dmabuf_id) {
-        segments->resize(first_segment);
-        return Status::Error(ErrorKind::kSystem,
-                             "frag from dmabuf %u, this connection is bound to %u (flow steered "
-                             "to another queue's binding?)",
-                             frag.dmabuf_id, binding.dmabuf_id);
+        return fail(Status::Error(ErrorKind::kSystem,
+                                  "frag from dmabuf %u, this connection is bound to %u (flow "
+                                  "steered to another queue's binding?)",
+                                  frag.dmabuf_id, binding.dmabuf_id));
       }
       if (frag.frag_offset > binding.region_bytes ||
           frag.frag_size > binding.region_bytes - frag.frag_offset) {
-        segments->resize(first_segment);
-        return Status::Error(ErrorKind::kSystem, "frag [%llu, +%u) outside the %llu-byte region",
-                             static_cast<unsigned long long>(frag.frag_offset), frag.frag_size,
-                             static_cast<unsigned long long>(binding.region_bytes));
+        return fail(Status::Error(ErrorKind::kSystem,
+                                  "frag [%llu, +%u) outside the %llu-byte region",
+                                  static_cast<unsigned long long>(frag.frag_offset), frag.frag_size,
+                                  static_cast<unsigned long long>(binding.region_bytes)));
       }
       segment.kind = StreamSegment::Kind::kRegion;
       segment.source_offset = frag.frag_offset;
@@ -83,19 +108,24 @@ Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
     if (static_cast<uint64_t>(received) > host_capacity) {
       return Status::Error(ErrorKind::kInternal, "plain read larger than its buffer");
     }
-    StreamSegment segment;
-    segment.kind = StreamSegment::Kind::kHost;
-    segment.length = static_cast<uint32_t>(received);
-    segments->push_back(segment);
+    // Segment lengths are 32-bit: a larger read is described in consecutive pieces.
+    for (uint64_t offset = 0; offset < static_cast<uint64_t>(received);) {
+      StreamSegment segment;
+      segment.kind = StreamSegment::Kind::kHost;
+      segment.source_offset = offset;
+      segment.length = static_cast<uint32_t>(
+          std::min<uint64_t>(static_cast<uint64_t>(received) - offset, kMaxSegmentBytes));
+      segments->push_back(segment);
+      offset += segment.length;
+    }
     out.plain = true;
     out.host_bytes = static_cast<uint64_t>(received);
     return out;
   }
   if (out.region_bytes + out.host_bytes != static_cast<uint64_t>(received)) {
-    segments->resize(first_segment);
-    return Status::Error(
+    return fail(Status::Error(
         ErrorKind::kSystem, "devmem frags describe %llu bytes but recvmsg returned %zd",
-        static_cast<unsigned long long>(out.region_bytes + out.host_bytes), received);
+        static_cast<unsigned long long>(out.region_bytes + out.host_bytes), received));
   }
   return out;
 }

@@ -22,6 +22,10 @@ struct StreamSegment {
   uint32_t token = 0;  // kRegion only
 };
 
+// Plain data longer than this is described as several consecutive kHost segments (lengths are
+// 32-bit; 2 GiB keeps every piece page-aligned).
+inline constexpr uint32_t kMaxSegmentBytes = uint32_t{1} << 31;
+
 struct RegionBinding {
   uint32_t dmabuf_id = 0;     // what bind-rx returned
   uint64_t region_bytes = 0;  // size of the bound region
@@ -35,7 +39,9 @@ struct ParsedReceive {
 };
 
 // Appends the segments of one recvmsg() that returned `received` bytes to *segments.
-// `host_capacity` is the bounce buffer's length (linear bytes must fit in it).
+// `host_capacity` is the bounce buffer's length (linear bytes must fit in it). Only the
+// msg_controllen bytes at msg_control are read; a cmsg that runs past them, or is too short
+// for a dmabuf_cmsg, is an error. On any error *segments is left as it was.
 Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
                                          const RegionBinding& binding, size_t host_capacity,
                                          std::vector<StreamSegment>* segments);

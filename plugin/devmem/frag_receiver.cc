@@ -267,8 +267,11 @@ Status EmulatedFragReceiver::Release(int /*fd*/, const uint32_t* tokens, size_t 
 
 // ---------------------------------------------------------------------------------------------
 
-DevmemFragReceiver::DevmemFragReceiver(RegionBinding binding)
-    : binding_(binding), bounce_(kDevmemBounceBytes), control_(kDevmemControlBytes) {}
+DevmemFragReceiver::DevmemFragReceiver(RegionBinding binding, TokenBatch::ReleaseFn release)
+    : binding_(binding),
+      bounce_(kDevmemBounceBytes),
+      control_(kDevmemControlBytes),
+      release_(release) {}
 
 Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_bytes, bool /*oldest*/,
                                                         char* host_dst,
@@ -318,8 +321,14 @@ Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_byt
 Status DevmemFragReceiver::Release(int fd, const uint32_t* tokens, size_t count) {
   std::lock_guard<std::mutex> lock(release_mutex_);  // worker and proxy thread both release
   for (size_t i = 0; i < count; ++i) batch_.Add(tokens[i]);
-  Status status = batch_.Release(fd, &counters_.release);
-  if (status.ok()) outstanding_.fetch_sub(count, std::memory_order_relaxed);
+  // A failed SO_DEVMEM_DONTNEED freed none of its tokens (sock_devmem_dontneed returns every
+  // error before it touches the socket's tokens): they stay pinned, stay in the batch and go
+  // back with the next release. So what is no longer outstanding is exactly what left the
+  // batch, this call's tokens and earlier failed ones alike; tokens a successful call did not
+  // free were not the kernel's to free (counted in tokens_not_freed) and are gone too.
+  const size_t pending = batch_.tokens();
+  Status status = batch_.Release(fd, &counters_.release, release_);
+  outstanding_.fetch_sub(pending - batch_.tokens(), std::memory_order_relaxed);
   return status;
 }
 

@@ -137,7 +137,9 @@ class EmulatedFragReceiver final : public FragReceiver {
 
 class DevmemFragReceiver final : public FragReceiver {
  public:
-  explicit DevmemFragReceiver(RegionBinding binding);
+  // `release` returns tokens to the kernel (SO_DEVMEM_DONTNEED; tests pass a fake).
+  explicit DevmemFragReceiver(RegionBinding binding,
+                              TokenBatch::ReleaseFn release = TokenBatch::KernelRelease);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
                         std::vector<StreamSegment>* segments, uint64_t* consumed) override;
   Status Release(int fd, const uint32_t* tokens, size_t count) override;
@@ -151,7 +153,8 @@ class DevmemFragReceiver final : public FragReceiver {
   std::vector<char> bounce_;   // linear bytes / plain data land here first
   std::vector<char> control_;  // cmsgs: 40 bytes per 4 KiB frag
   std::mutex release_mutex_;
-  TokenBatch batch_;
+  TokenBatch batch_;  // tokens not yet back in the kernel, a failed call's included
+  TokenBatch::ReleaseFn release_;
 };
 
 }  // namespace devmem

@@ -40,7 +40,8 @@ class TokenBatch {
   size_t tokens() const { return tokens_; }
   bool empty() const { return tokens_ == 0; }
 
-  // Returns every pending token on `fd`. On a syscall error the tokens stay pending.
+  // Returns every pending token on `fd`. On a syscall error the tokens of the failed call and
+  // of those after it stay pending (the kernel freed none of them); earlier calls' are gone.
   Status Release(int fd, TokenReleaseStats* stats, ReleaseFn release = KernelRelease);
 
  private:

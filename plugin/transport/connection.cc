@@ -17,9 +17,6 @@
 namespace devmem {
 namespace {
 
-// Bounds the memory a port scanner or a flood of strays can make us hold.
-constexpr size_t kMaxPendingSockets = 1024;
-
 uint64_t RandomNonZero() {
   uint64_t value = 0;
   while (value == 0) {
@@ -65,26 +62,26 @@ Result<UniqueFd> OpenStreamSocket(int family) {
   return fd;
 }
 
-std::string PeerName(int fd) {
-  sockaddr_storage storage{};
-  socklen_t len = sizeof(storage);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &len) != 0) return "<unknown peer>";
-  Result<SocketAddress> address =
-      SocketAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
-  return address.ok() ? address.value().ToString() : "<unknown peer>";
-}
-
 // ---------------------------------------------------------------------------------------------
 
-ListenComm::ListenComm(UniqueFd fd, const NetDevice& device, const Config& config, uint64_t nonce)
-    : fd_(std::move(fd)), device_name_(device.name), config_(config), nonce_(nonce) {}
+ListenComm::ListenComm(UniqueFd fd, const NetDevice& device, const Config& config, uint64_t nonce,
+                       const SocketAddress& address)
+    : fd_(std::move(fd)),
+      device_name_(device.name),
+      device_(device),
+      address_(address),
+      config_(config),
+      nonce_(nonce),
+      drops_(address.ToString(), [](const std::string& line) { log::Warn("%s", line.c_str()); }) {}
 
 ListenComm::~ListenComm() {
-  if (!pending_.empty() || !connections_.empty()) {
+  drops_.Flush(Clock::now());
+  const size_t unidentified = admission_ != nullptr ? admission_->unidentified() : 0;
+  if (unidentified > 0 || !connections_.empty()) {
     log::Info(log::kNet,
               "listen comm on %s closed with %zu unidentified sockets and %zu partial "
               "connections",
-              address_.ToString().c_str(), pending_.size(), connections_.size());
+              address_.ToString().c_str(), unidentified, connections_.size());
   }
 }
 
@@ -113,105 +110,24 @@ Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
   if (!bound.ok()) return bound.status();
 
   std::unique_ptr<ListenComm> comm(
-      new ListenComm(std::move(fd).value(), device, config, RandomNonZero()));
-  comm->address_ = bound.value();
+      new ListenComm(std::move(fd).value(), device, config, RandomNonZero(), bound.value()));
   comm->plan_ = std::move(plan);
-  comm->device_ = device;
+  Admission::Limits limits;
+  limits.max_unidentified = Admission::MaxUnidentifiedForThisProcess();
+  limits.handshake_timeout = std::chrono::milliseconds(config.handshake_timeout_ms);
+  comm->admission_ = Admission::Create(comm->fd_.get(), comm->nonce_, limits, &comm->drops_);
   wire::ListenHandle handle;
   handle.address = comm->address_;
   handle.nonce = comm->nonce_;
   handle.Encode(handle128);
-  log::Info(log::kNet, "listening on %s (%s)", comm->address_.ToString().c_str(),
-            device.name.c_str());
+  log::Info(log::kNet, "listening on %s (%s); at most %zu unidentified connections held",
+            comm->address_.ToString().c_str(), device.name.c_str(),
+            comm->admission_->max_unidentified());
   return comm;
 }
 
-void ListenComm::AcceptNewSockets() {
-  while (true) {
-    UniqueFd fd(accept4(fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd.valid()) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        char text[128];
-        log::Warn("accept on %s: %s (errno %d); will retry", address_.ToString().c_str(),
-                  strerror_r(errno, text, sizeof(text)), errno);
-      }
-      return;
-    }
-    SetNoDelay(fd.get());
-    SetLiveness(fd.get(), config_);
-    if (pending_.size() >= kMaxPendingSockets) {
-      log::Warn(
-          "listen comm on %s: %zu sockets have not finished their handshake; dropping the "
-          "oldest (%s)",
-          address_.ToString().c_str(), pending_.size(), pending_.front().peer.c_str());
-      pending_.erase(pending_.begin());
-    }
-    PendingSocket socket;
-    socket.peer = PeerName(fd.get());
-    socket.fd = std::move(fd);
-    socket.deadline = Clock::now() + std::chrono::milliseconds(config_.handshake_timeout_ms);
-    pending_.push_back(std::move(socket));
-  }
-}
-
-void ListenComm::Reject(PendingSocket* socket, const wire::Hello* hello, const std::string& why) {
-  log::Warn("rejected connection from %s to %s: %s", socket->peer.c_str(),
-            address_.ToString().c_str(), why.c_str());
-  if (hello != nullptr && hello->role == wire::SocketRole::kControl) {
-    // Tell a real (but stale) peer why, so it fails at connect time instead of later.
-    wire::HelloReply reply;
-    reply.code = wire::HelloReply::kRejected;
-    reply.nonce = hello->nonce;
-    uint8_t bytes[wire::HelloReply::kSize];
-    reply.Encode(bytes);
-    [[maybe_unused]] ssize_t ignored =
-        send(socket->fd.get(), bytes, sizeof(bytes), MSG_DONTWAIT | MSG_NOSIGNAL);
-  }
-}
-
-void ListenComm::ReadHellos() {
-  const Clock::time_point now = Clock::now();
-  for (size_t i = 0; i < pending_.size();) {
-    PendingSocket& socket = pending_[i];
-    ssize_t n = recv(socket.fd.get(), socket.hello + socket.received,
-                     sizeof(socket.hello) - socket.received, MSG_DONTWAIT);
-    if (n > 0) socket.received += static_cast<size_t>(n);
-    std::string problem;
-    bool complete = socket.received == sizeof(socket.hello);
-    if (n == 0) {
-      problem =
-          Format("closed after %zu of %zu handshake bytes", socket.received, sizeof(socket.hello));
-    } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      problem = Status::Errno(errno, "recv of the handshake").message();
-    } else if (!complete && now > socket.deadline) {
-      problem = Format("sent %zu of %zu handshake bytes within %d ms", socket.received,
-                       sizeof(socket.hello), config_.handshake_timeout_ms);
-    }
-    if (!problem.empty()) {
-      Reject(&socket, nullptr, problem);
-      pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
-      continue;
-    }
-    if (!complete) {
-      ++i;
-      continue;
-    }
-    PendingSocket ready = std::move(socket);
-    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
-    Result<wire::Hello> hello = wire::Hello::Decode(ready.hello);
-    if (!hello.ok()) {
-      Reject(&ready, nullptr, hello.status().message());
-    } else if (hello->nonce != nonce_) {
-      Reject(&ready, &hello.value(),
-             "handshake nonce does not match this listener (a stale or foreign handle)");
-    } else {
-      Group(std::move(ready), hello.value());
-    }
-  }
-}
-
-void ListenComm::Group(PendingSocket socket, const wire::Hello& hello) {
+void ListenComm::Group(IdentifiedSocket socket) {
+  const wire::Hello& hello = socket.hello;
   auto it = std::find_if(connections_.begin(), connections_.end(),
                          [&](const auto& c) { return c.connection_id == hello.connection_id; });
   if (it == connections_.end()) {
@@ -220,25 +136,30 @@ void ListenComm::Group(PendingSocket socket, const wire::Hello& hello) {
     connection.first = hello;
     connection.data.resize(hello.data_sockets);
     connection.peer = socket.peer;
-    connection.deadline = socket.deadline;
+    connection.deadline = socket.accepted + std::chrono::milliseconds(config_.handshake_timeout_ms);
     connections_.push_back(std::move(connection));
     it = connections_.end() - 1;
   }
   const wire::Hello& first = it->first;
   if (hello.data_sockets != first.data_sockets || hello.chunk_bytes != first.chunk_bytes ||
       hello.inline_bytes != first.inline_bytes) {
-    Reject(&socket, nullptr, "socket parameters differ from the rest of its connection");
+    drops_.Dropped(DropReason::kInconsistent, socket.peer,
+                   "socket parameters differ from the rest of its connection", Clock::now());
     return;
   }
   UniqueFd* slot =
       hello.role == wire::SocketRole::kControl ? &it->control : &it->data[hello.socket_index];
   if (slot->valid()) {
-    Reject(
-        &socket, nullptr,
+    drops_.Dropped(
+        DropReason::kInconsistent, socket.peer,
         Format("duplicate %s socket %u in one connection",
-               hello.role == wire::SocketRole::kControl ? "control" : "data", hello.socket_index));
+               hello.role == wire::SocketRole::kControl ? "control" : "data", hello.socket_index),
+        Clock::now());
     return;
   }
+  // Only now is the socket worth configuring: strays never cost these syscalls.
+  SetNoDelay(socket.fd.get());
+  SetLiveness(socket.fd.get(), config_);
   *slot = std::move(socket.fd);
   ++it->arrived;
 }
@@ -250,8 +171,9 @@ void ListenComm::ExpireConnections() {
       log::Warn(
           "dropping a partial connection from %s to %s: %d of %u sockets arrived within "
           "%d ms",
-          connections_[i].peer.c_str(), address_.ToString().c_str(), connections_[i].arrived,
-          connections_[i].first.data_sockets + 1u, config_.handshake_timeout_ms);
+          connections_[i].peer.ToString().c_str(), address_.ToString().c_str(),
+          connections_[i].arrived, connections_[i].first.data_sockets + 1u,
+          config_.handshake_timeout_ms);
       connections_.erase(connections_.begin() + static_cast<std::ptrdiff_t>(i));
     } else {
       ++i;
@@ -260,8 +182,10 @@ void ListenComm::ExpireConnections() {
 }
 
 Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
-  AcceptNewSockets();
-  ReadHellos();
+  identified_.clear();
+  admission_->Poll(&identified_);
+  for (IdentifiedSocket& socket : identified_) Group(std::move(socket));
+  identified_.clear();
   ExpireConnections();
   for (size_t i = 0; i < connections_.size(); ++i) {
     PendingConnection& connection = connections_[i];
@@ -280,7 +204,8 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     // A fresh socket's send buffer always has room for 16 bytes.
     if (send(ready.control.get(), bytes, sizeof(bytes), MSG_DONTWAIT | MSG_NOSIGNAL) !=
         static_cast<ssize_t>(sizeof(bytes))) {
-      return Status::Errno(errno, "sending the handshake reply to %s", ready.peer.c_str());
+      return Status::Errno(errno, "sending the handshake reply to %s",
+                           ready.peer.ToString().c_str());
     }
     ConnectionParams params;
     params.data_sockets = ready.first.data_sockets;
@@ -289,7 +214,7 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     params.inline_bytes = ready.first.inline_bytes;
     std::string description =
         Format("recv comm %s<-%s (%d data sockets, %d threads, %llu-byte chunks)",
-               address_.ToString().c_str(), ready.peer.c_str(), params.data_sockets,
+               address_.ToString().c_str(), ready.peer.ToString().c_str(), params.data_sockets,
                params.worker_threads, static_cast<unsigned long long>(params.chunk_bytes));
     return RecvComm::Create(std::move(ready.control), std::move(ready.data), params,
                             std::move(description), std::move(path).value());
@@ -322,7 +247,7 @@ Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
   auto fall_back = [&](const Status& why, const char* step) -> Result<RxPath> {
     if (config_.require_devmem) {
       return why.WithContext(std::string("NCCL_DEVMEM_REQUIRE=1 and ") + step + " failed for " +
-                             connection.peer);
+                             connection.peer.ToString());
     }
     RxPath plain;
     plain.unpack = config_.unpack;

@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,15 +14,14 @@
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/transport/comm.h"
+#include "plugin/transport/listener_admission.h"
+#include "plugin/transport/listener_drop_log.h"
 #include "plugin/transport/wire.h"
 
 namespace devmem {
 
-using Clock = std::chrono::steady_clock;
-
 // Socket helpers shared by both sides.
 Result<UniqueFd> OpenStreamSocket(int family);
-std::string PeerName(int fd);
 
 // How a NIC's receive connections run, decided once at init by the readiness checks.
 class ListenComm final {
@@ -38,37 +36,29 @@ class ListenComm final {
   ~ListenComm();
 
   // A RecvComm once every socket of one connection arrived and passed the handshake;
-  // nullptr while none is complete. Stray or invalid sockets are dropped with a WARN.
+  // nullptr while none is complete. Sockets that do not identify themselves are dropped (see
+  // listener_admission.h) and reported through a rate-limited log (listener_drop_log.h).
   Result<std::unique_ptr<RecvComm>> Accept();
 
   uint32_t magic() const { return magic_; }
   const SocketAddress& address() const { return address_; }
-  size_t pending_sockets() const { return pending_.size(); }
+  size_t unidentified_sockets() const { return admission_->unidentified(); }
 
  private:
-  struct PendingSocket {
-    UniqueFd fd;
-    std::string peer;
-    uint8_t hello[wire::Hello::kSize] = {};
-    size_t received = 0;
-    Clock::time_point deadline;
-  };
   struct PendingConnection {
     uint64_t connection_id = 0;
     wire::Hello first;  // parameters every socket of the group must repeat
     UniqueFd control;
     std::vector<UniqueFd> data;
     int arrived = 0;
-    std::string peer;
+    SocketAddress peer;
     Clock::time_point deadline;
   };
 
-  ListenComm(UniqueFd fd, const NetDevice& device, const Config& config, uint64_t nonce);
-  void AcceptNewSockets();
-  void ReadHellos();
-  // Moves a validated socket into its connection group; false (with WARN) if inconsistent.
-  void Group(PendingSocket socket, const wire::Hello& hello);
-  void Reject(PendingSocket* socket, const wire::Hello* hello, const std::string& why);
+  ListenComm(UniqueFd fd, const NetDevice& device, const Config& config, uint64_t nonce,
+             const SocketAddress& address);
+  // Moves an identified socket into its connection group; dropped (logged) if inconsistent.
+  void Group(IdentifiedSocket socket);
   void ExpireConnections();
   // The receive path of an accepted connection: emulated, devmem (binding + flow rules), or
   // plain TCP with the reason. Fails only when NCCL_DEVMEM_REQUIRE=1 forbids the fallback.
@@ -82,7 +72,9 @@ class ListenComm final {
   Config config_;
   uint64_t nonce_;
   RxPlan plan_;
-  std::vector<PendingSocket> pending_;
+  DropLog drops_;
+  std::unique_ptr<Admission> admission_;      // borrows fd_ and drops_
+  std::vector<IdentifiedSocket> identified_;  // reused by Accept
   std::vector<PendingConnection> connections_;
 };
 

@@ -44,8 +44,6 @@ struct SubRequest {
 };
 
 struct Request {
-  static constexpr uint32_t kMagic = 0x52514452;  // "RQDR"
-  uint32_t magic = kMagic;
   enum class Kind : uint8_t { kSend, kRecv } kind = Kind::kSend;
   Comm* comm = nullptr;
   bool in_use = false;
@@ -106,9 +104,12 @@ class RequestPool {
     }
     return Status::Ok();
   }
-  bool Owns(const Request* request) const {
-    return request >= requests_.data() && request < requests_.data() + requests_.size();
+  // The ABI names a request by its comm and its index here (never by its address).
+  static constexpr size_t kSize = nccl::kNetMaxRequests;
+  size_t IndexOf(const Request* request) const {
+    return static_cast<size_t>(request - requests_.data());
   }
+  Request* At(size_t index) { return index < requests_.size() ? &requests_[index] : nullptr; }
   int InUse() const {
     int n = 0;
     for (const Request& request : requests_) n += request.in_use ? 1 : 0;

@@ -1,5 +1,7 @@
 #include "plugin/transport/wire.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "plugin/core/config.h"
@@ -40,13 +42,33 @@ void Hello::Encode(uint8_t* out) const {
   memset(out, 0, kSize);
   PutU32(out, kMagic);
   PutU16(out + 4, version);
-  out[6] = static_cast<uint8_t>(role);
+  out[kRoleOffset] = static_cast<uint8_t>(role);
   PutU16(out + 8, socket_index);
   PutU16(out + 10, data_sockets);
   PutU32(out + 12, chunk_bytes);
   PutU32(out + 16, inline_bytes);
-  PutU64(out + 20, nonce);
+  PutU64(out + kNonceOffset, nonce);
   PutU64(out + 28, connection_id);
+}
+
+Status Hello::CheckPrefix(const uint8_t* in, size_t length) {
+  uint8_t magic[4];
+  PutU32(magic, kMagic);
+  const size_t shown = std::min(length, sizeof(magic));
+  if (memcmp(in, magic, shown) != 0) {
+    char hex[3 * sizeof(magic) + 1] = {};
+    for (size_t i = 0; i < shown; ++i) snprintf(hex + 3 * i, 4, " %02x", in[i]);
+    return Status::Error(ErrorKind::kRemote,
+                         "first bytes%s do not start a hello (not a devmem peer)", hex);
+  }
+  if (length >= 4 + sizeof(uint16_t) && GetU16(in + 4) != kProtocolVersion) {
+    return Status::Error(ErrorKind::kRemote, "peer speaks protocol version %u, we speak %u",
+                         GetU16(in + 4), kProtocolVersion);
+  }
+  if (length > kRoleOffset && in[kRoleOffset] > static_cast<uint8_t>(SocketRole::kData)) {
+    return Status::Error(ErrorKind::kRemote, "bad socket role %u in hello", in[kRoleOffset]);
+  }
+  return Status::Ok();
 }
 
 Result<Hello> Hello::Decode(const uint8_t* in) {
@@ -60,15 +82,15 @@ Result<Hello> Hello::Decode(const uint8_t* in) {
     return Status::Error(ErrorKind::kRemote, "peer speaks protocol version %u, we speak %u",
                          out.version, kProtocolVersion);
   }
-  if (in[6] > static_cast<uint8_t>(SocketRole::kData)) {
-    return Status::Error(ErrorKind::kRemote, "bad socket role %u in hello", in[6]);
+  if (in[kRoleOffset] > static_cast<uint8_t>(SocketRole::kData)) {
+    return Status::Error(ErrorKind::kRemote, "bad socket role %u in hello", in[kRoleOffset]);
   }
-  out.role = static_cast<SocketRole>(in[6]);
+  out.role = static_cast<SocketRole>(in[kRoleOffset]);
   out.socket_index = GetU16(in + 8);
   out.data_sockets = GetU16(in + 10);
   out.chunk_bytes = GetU32(in + 12);
   out.inline_bytes = GetU32(in + 16);
-  out.nonce = GetU64(in + 20);
+  out.nonce = GetU64(in + kNonceOffset);
   out.connection_id = GetU64(in + 28);
   if (out.data_sockets < 1 || out.data_sockets > kMaxDataSockets) {
     return Status::Error(ErrorKind::kRemote, "peer announced %u data sockets, accepted [1, %d]",

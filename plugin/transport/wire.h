@@ -54,6 +54,8 @@ enum class SocketRole : uint8_t { kControl = 0, kData = 1 };
 struct Hello {
   static constexpr uint32_t kMagic = 0x4d444c48;  // "HLDM"
   static constexpr size_t kSize = 40;
+  static constexpr size_t kRoleOffset = 6;
+  static constexpr size_t kNonceOffset = 20;
   uint16_t version = kProtocolVersion;
   SocketRole role = SocketRole::kControl;
   uint16_t socket_index = 0;  // data sockets: 0..data_sockets-1
@@ -66,6 +68,10 @@ struct Hello {
   void Encode(uint8_t* out) const;
   // Checks magic, version and field ranges (limits from config.h).
   static Result<Hello> Decode(const uint8_t* in);
+  // The first `length` (<= kSize) bytes of a hello in flight: an error as soon as they
+  // cannot begin a valid one (magic, version, role), so a listener drops junk on its first
+  // bytes instead of holding the socket until a full hello or the timeout.
+  static Status CheckPrefix(const uint8_t* in, size_t length);
 };
 
 // Receiver -> sender on the control socket once all sockets of a connection are in.

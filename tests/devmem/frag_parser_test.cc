@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <ostream>
@@ -26,6 +27,7 @@ class ControlBuilder {
   ControlBuilder& Add(int type, uapi::DmabufCmsg frag, int level = SOL_SOCKET,
                       size_t data_len = sizeof(uapi::DmabufCmsg)) {
     const size_t at = buffer_.size();
+    last_ = at;
     buffer_.resize(at + CMSG_SPACE(data_len), 0);
     auto* cm = reinterpret_cast<cmsghdr*>(buffer_.data() + at);
     cm->cmsg_level = level;
@@ -34,16 +36,29 @@ class ControlBuilder {
     memcpy(CMSG_DATA(cm), &frag, std::min(data_len, sizeof(frag)));
     return *this;
   }
+  // Rewrites the last cmsg's cmsg_len (its bytes stay where they are).
+  ControlBuilder& LastCmsgLen(size_t cmsg_len) {
+    reinterpret_cast<cmsghdr*>(buffer_.data() + last_)->cmsg_len = cmsg_len;
+    return *this;
+  }
+  // msg_controllen says fewer bytes than were written: what follows must never be read.
+  ControlBuilder& DeclareBytes(size_t bytes) {
+    declared_ = bytes;
+    return *this;
+  }
   msghdr Message(int flags = 0) {
     msghdr msg{};
     msg.msg_control = buffer_.empty() ? nullptr : buffer_.data();
-    msg.msg_controllen = buffer_.size();
+    msg.msg_controllen = declared_ != kAll ? declared_ : buffer_.size();
     msg.msg_flags = flags;
     return msg;
   }
 
  private:
+  static constexpr size_t kAll = SIZE_MAX;
   alignas(cmsghdr) std::vector<uint8_t> buffer_;
+  size_t last_ = 0;
+  size_t declared_ = kAll;
 };
 
 TEST(FragParserTest, LinearThenFragsInStreamOrder) {
@@ -142,12 +157,68 @@ INSTANTIATE_TEST_SUITE_P(
                 [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1).Dmabuf(4096, 4096, 2); }, 4096, 0,
                 "describe 8192"},
         BadCase{"linear overflows bounce buffer", [](ControlBuilder* b) { b->Linear(5000); }, 5000,
-                0, "overflow"}),
+                0, "overflow"},
+        // The bytes past msg_controllen hold a valid frag: reading them would accept it.
+        BadCase{"only cmsg runs past controllen",
+                [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1).DeclareBytes(sizeof(cmsghdr) + 4); },
+                4096, 0, "runs past the 20-byte control data"},
+        BadCase{"second cmsg runs past controllen",
+                [](ControlBuilder* b) {
+                  b->Dmabuf(0, 4096, 1)
+                      .Dmabuf(4096, 4096, 2)
+                      .DeclareBytes(CMSG_SPACE(sizeof(uapi::DmabufCmsg)) + sizeof(cmsghdr) + 8);
+                },
+                4096, 0, "runs past"},
+        BadCase{"cmsg_len past controllen",
+                [](ControlBuilder* b) {
+                  b->Dmabuf(0, 4096, 1).LastCmsgLen(CMSG_LEN(sizeof(uapi::DmabufCmsg)) + 64);
+                },
+                4096, 0, "runs past"},
+        BadCase{"controllen ends inside a header",
+                [](ControlBuilder* b) {
+                  b->Dmabuf(0, 4096, 1)
+                      .Dmabuf(4096, 4096, 2)
+                      .DeclareBytes(CMSG_SPACE(sizeof(uapi::DmabufCmsg)) + 8);
+                },
+                4096, 0, "ends 8 bytes into a cmsg header"},
+        BadCase{"controllen shorter than one header",
+                [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1).DeclareBytes(8); }, 4096, 0,
+                "ends 8 bytes into a cmsg header"},
+        BadCase{"cmsg_len zero", [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1).LastCmsgLen(0); },
+                4096, 0, "devmem cmsg of 0 bytes"},
+        BadCase{"cmsg_len shorter than header and payload",
+                [](ControlBuilder* b) {
+                  b->Dmabuf(0, 4096, 1).LastCmsgLen(CMSG_LEN(sizeof(uapi::DmabufCmsg)) - 1);
+                },
+                4096, 0, "expected"}),
     [](const ::testing::TestParamInfo<BadCase>& info) {
       std::string name = info.param.name;
       for (char& ch : name) ch = isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
       return name;
     });
+
+TEST(FragParserTest, PlainReceiveOfFourGibOrMoreIsDescribedWhole) {
+  // Segment lengths are 32-bit; every byte of a plain read must still be described, in order.
+  for (const uint64_t received : {uint64_t{4} << 30, (uint64_t{4} << 30) + 5,
+                                  (uint64_t{9} << 30) + 4097, uint64_t{UINT32_MAX}}) {
+    ControlBuilder control;
+    msghdr msg = control.Message();
+    std::vector<StreamSegment> segments = {StreamSegment{}};
+    Result<ParsedReceive> parsed = ParseDevmemReceive(msg, static_cast<ssize_t>(received), kBinding,
+                                                      uint64_t{16} << 30, &segments);
+    ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+    EXPECT_TRUE(parsed->plain);
+    EXPECT_EQ(parsed->host_bytes, received);
+    uint64_t described = 0;
+    for (size_t i = 1; i < segments.size(); ++i) {
+      EXPECT_EQ(segments[i].kind, StreamSegment::Kind::kHost);
+      EXPECT_EQ(segments[i].source_offset, described) << "segment " << i;
+      EXPECT_GT(segments[i].length, 0u);
+      described += segments[i].length;
+    }
+    EXPECT_EQ(described, received);
+  }
+}
 
 TEST(FragParserTest, ThousandsOfCmsgsInOneReceive) {
   ControlBuilder control;

@@ -1,17 +1,82 @@
 // The emulated frag source behaves like the kernel: page-sized (and split) frags in a region,
 // linear bytes in host memory, unique per-socket tokens, unknown tokens skipped on release,
-// out-of-order release, and a limited pool that stalls receive until tokens come back.
+// out-of-order release, and a limited pool that stalls receive until tokens come back. The
+// devmem receiver's token accounting runs against a fake NIC and a fake SO_DEVMEM_DONTNEED.
 #include "plugin/devmem/frag_receiver.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <random>
 #include <set>
 #include <vector>
 
 #include "plugin/core/unique_fd.h"
+#include "plugin/devmem/uapi.h"
+
+namespace devmem {
+namespace {
+
+// A devmem NIC this machine does not have: recvmsg() on the one fd a test arms answers with
+// SCM_DEVMEM_DMABUF cmsgs for `frags`, as the kernel does for a flow on a bound queue. Every
+// other fd goes to the real syscall. (Linked into this test binary only; it replaces libc's
+// recvmsg for the plugin code linked in with it.)
+struct FakeDevmemNic {
+  static inline int fd = -1;
+  static inline std::vector<uapi::DmabufCmsg> frags;
+};
+
+// The kernel's answers to SO_DEVMEM_DONTNEED: fail the next `failures` calls with ENOMEM,
+// then free every token given.
+struct FakeDontneed {
+  static inline int failures = 0;
+  static inline uint64_t freed = 0;
+  static int Release(int /*fd*/, const uapi::DmabufToken* entries, size_t count) {
+    if (failures > 0) {
+      --failures;
+      errno = ENOMEM;
+      return -1;
+    }
+    int frags = 0;
+    for (size_t i = 0; i < count; ++i) frags += static_cast<int>(entries[i].token_count);
+    freed += static_cast<uint64_t>(frags);
+    return frags;
+  }
+};
+
+}  // namespace
+}  // namespace devmem
+
+extern "C" ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  using devmem::FakeDevmemNic;
+  if (fd != FakeDevmemNic::fd) return syscall(SYS_recvmsg, fd, msg, flags);
+  auto* control = static_cast<unsigned char*>(msg->msg_control);
+  size_t used = 0;
+  ssize_t bytes = 0;
+  for (const devmem::uapi::DmabufCmsg& frag : FakeDevmemNic::frags) {
+    if (used + CMSG_SPACE(sizeof(frag)) > msg->msg_controllen) break;
+    cmsghdr header{};
+    header.cmsg_len = CMSG_LEN(sizeof(frag));
+    header.cmsg_level = SOL_SOCKET;
+    header.cmsg_type = devmem::uapi::kScmDevmemDmabuf;
+    memcpy(control + used, &header, sizeof(header));
+    memcpy(control + used + CMSG_LEN(0), &frag, sizeof(frag));
+    used += CMSG_SPACE(sizeof(frag));
+    bytes += frag.frag_size;
+  }
+  FakeDevmemNic::frags.clear();
+  msg->msg_controllen = used;
+  msg->msg_flags = 0;
+  if (bytes == 0) {
+    errno = EAGAIN;
+    return -1;
+  }
+  return bytes;
+}
 
 namespace devmem {
 namespace {
@@ -199,6 +264,42 @@ TEST(DevmemReceiverTest, UnboundSocketDeliversPlainBytesThroughTheDevmemPath) {
   EXPECT_EQ(consumed, sizeof(payload));
   EXPECT_EQ(memcmp(dst, payload, sizeof(payload)), 0);
   EXPECT_EQ(receiver.counters().host_bytes, sizeof(payload));
+  EXPECT_EQ(receiver.outstanding(), 0u);
+}
+
+TEST(DevmemReceiverTest, OutstandingReturnsToZeroAfterAFailedDontneed) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  UniqueFd writer(fds[0]), reader(fds[1]);
+  FakeDevmemNic::fd = reader.get();
+  for (uint32_t i = 0; i < 8; ++i)
+    FakeDevmemNic::frags.push_back({i * 4096ull, 4096, 100 + i, 3, 0});
+  DevmemFragReceiver receiver(RegionBinding{3, 1 << 20}, FakeDontneed::Release);
+  std::vector<StreamSegment> segments;
+  uint64_t consumed = 0;
+  Result<FragReceiver::State> state =
+      receiver.Receive(reader.get(), 1 << 20, true, nullptr, &segments, &consumed);
+  FakeDevmemNic::fd = -1;
+  ASSERT_TRUE(state.ok()) << state.status().message();
+  ASSERT_EQ(segments.size(), 8u);
+  ASSERT_EQ(receiver.outstanding(), 8u);
+  std::vector<uint32_t> tokens;
+  for (const StreamSegment& s : segments) tokens.push_back(s.token);
+
+  // The kernel refuses the first release: it freed nothing, so all 8 are still outstanding.
+  FakeDontneed::failures = 1;
+  FakeDontneed::freed = 0;
+  Status failed = receiver.Release(reader.get(), tokens.data(), 5);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.message().find("SO_DEVMEM_DONTNEED"), std::string::npos) << failed.message();
+  EXPECT_EQ(receiver.outstanding(), 8u);
+  EXPECT_EQ(receiver.counters().release.tokens_returned, 0u);
+
+  // The next release carries the refused tokens with its own: nothing is left outstanding.
+  ASSERT_TRUE(receiver.Release(reader.get(), tokens.data() + 5, 3).ok());
+  EXPECT_EQ(FakeDontneed::freed, 8u);
+  EXPECT_EQ(receiver.counters().release.tokens_returned, 8u);
+  EXPECT_EQ(receiver.counters().release.tokens_not_freed, 0u);
   EXPECT_EQ(receiver.outstanding(), 0u);
 }
 

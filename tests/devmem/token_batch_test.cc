@@ -13,8 +13,9 @@ struct FakeKernel {
   static inline std::vector<std::vector<uapi::DmabufToken>> calls;
   static inline int percent = 100;
   static inline bool fail = false;
+  static inline int fail_call = -1;  // index of the one call that fails, -1: none
   static int Release(int /*fd*/, const uapi::DmabufToken* entries, size_t count) {
-    if (fail) {
+    if (fail || fail_call-- == 0) {
       errno = ENOMEM;
       return -1;
     }
@@ -27,6 +28,7 @@ struct FakeKernel {
     calls.clear();
     percent = 100;
     fail = false;
+    fail_call = -1;
   }
 };
 
@@ -105,6 +107,25 @@ TEST(TokenBatchTest, ErrorKeepsTokensPending) {
   FakeKernel::fail = false;
   ASSERT_TRUE(batch.Release(3, &stats, FakeKernel::Release).ok());
   EXPECT_TRUE(batch.empty());
+}
+
+TEST(TokenBatchTest, FailedCallKeepsItsTokensAndLaterOnesButNotEarlierOnes) {
+  // The kernel frees nothing of a call it fails, and everything of the calls before it: the
+  // batch keeps exactly the tokens still pinned, so the receiver can count what left it.
+  FakeKernel::Reset();
+  FakeKernel::fail_call = 1;
+  TokenBatch batch;
+  for (uint32_t t = 0; t < 300; ++t) batch.Add(2 * t);  // 3 calls: 128 + 128 + 44 entries
+  TokenReleaseStats stats;
+  ASSERT_FALSE(batch.Release(3, &stats, FakeKernel::Release).ok());
+  EXPECT_EQ(stats.calls, 1u);
+  EXPECT_EQ(stats.tokens_returned, 128u);
+  EXPECT_EQ(batch.tokens(), 172u);
+  ASSERT_TRUE(batch.Release(3, &stats, FakeKernel::Release).ok());
+  EXPECT_TRUE(batch.empty());
+  EXPECT_EQ(stats.tokens_returned, 300u);
+  ASSERT_EQ(FakeKernel::calls.size(), 3u);
+  EXPECT_EQ(FakeKernel::calls[1].front().token_start, 256u);  // the refused call, retried
 }
 
 }  // namespace

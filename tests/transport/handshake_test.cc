@@ -1,6 +1,8 @@
 // Handshake hardening against the real kernel: strays, garbage, wrong nonces, early
-// disconnects and silent sockets are rejected with a WARN, never matched to a comm, and a
-// legitimate connection on the same listener still succeeds afterwards.
+// disconnects and silent sockets are rejected with a WARN that says why (junk and wrong nonces
+// as soon as their bytes arrive, not after a full hello or the timeout), never matched to a
+// comm, and a legitimate connection on the same listener still succeeds afterwards. Floods and
+// descriptor limits: listener_flood_test.cc.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -14,18 +16,21 @@
 #include "plugin/abi/net_abi.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/transport/wire.h"
+#include "tests/transport/captured_log.h"
 
 namespace devmem {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using testing::CapturedLog;
 
 class HandshakeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(plugin_.Open(DEVMEM_PLUGIN_PATH)) << plugin_.error();
     net_ = plugin_.v11();
-    ASSERT_EQ(net_->init(&ctx_, 1, nullptr, testing::StderrLogger, nullptr), abi::kSuccess);
+    CapturedLog::Clear();
+    ASSERT_EQ(net_->init(&ctx_, 1, nullptr, CapturedLog::Logger, nullptr), abi::kSuccess);
     ASSERT_EQ(net_->listen(ctx_, 0, handle_, &listen_comm_), abi::kSuccess);
     Result<wire::ListenHandle> decoded = wire::ListenHandle::Decode(handle_);
     ASSERT_TRUE(decoded.ok());
@@ -86,6 +91,13 @@ class HandshakeTest : public ::testing::Test {
     EXPECT_EQ(net_->closeRecv(recv_comm), abi::kSuccess);
   }
 
+  // The one WARN about a dropped connection, which must say `why`.
+  void ExpectDroppedBecause(const std::string& why) {
+    std::vector<std::string> drops = CapturedLog::WarningsWith("dropped a connection from");
+    ASSERT_EQ(drops.size(), 1u);
+    EXPECT_NE(drops[0].find(why), std::string::npos) << drops[0];
+  }
+
   wire::Hello ValidHello() const {
     wire::Hello hello;
     hello.role = wire::SocketRole::kControl;
@@ -111,7 +123,70 @@ TEST_F(HandshakeTest, GarbageBytesAreRejected) {
   const char garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789abcdef";
   ASSERT_GT(send(fd.get(), garbage, sizeof(garbage), 0), 0);
   AcceptUntilClosed(fd.get());
+  ExpectDroppedBecause("first bytes 47 45 54 20 do not start a hello");
   ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, JunkIsDroppedOnItsFirstBytesWithoutWaitingForAFullHello) {
+  UniqueFd fd = RawConnect();
+  ASSERT_EQ(send(fd.get(), "SSH-", 4, 0), 4);  // and then nothing: the socket stays open
+  AcceptUntilClosed(fd.get());
+  ExpectDroppedBecause("first bytes 53 53 48 2d do not start a hello");
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, WrongNonceIsRejectedAsSoonAsTheNonceArrives) {
+  UniqueFd fd = RawConnect();
+  wire::Hello hello = ValidHello();
+  hello.nonce ^= 1;
+  uint8_t bytes[wire::Hello::kSize];
+  hello.Encode(bytes);
+  const size_t through_nonce = wire::Hello::kNonceOffset + sizeof(uint64_t);
+  ASSERT_EQ(send(fd.get(), bytes, through_nonce, 0), static_cast<ssize_t>(through_nonce));
+  std::vector<uint8_t> reply = AcceptUntilClosed(fd.get());
+  ASSERT_EQ(reply.size(), wire::HelloReply::kSize);
+  Result<wire::HelloReply> decoded = wire::HelloReply::Decode(reply.data());
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->code, wire::HelloReply::kRejected);
+  ExpectDroppedBecause("hello for another listener");
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, HelloArrivingInPiecesIsStillIdentified) {
+  // A peer whose hellos trickle in (a slow network) is read piece by piece and becomes a comm.
+  UniqueFd control = RawConnect();
+  UniqueFd data = RawConnect();
+  uint8_t control_hello[wire::Hello::kSize];
+  uint8_t data_hello[wire::Hello::kSize];
+  wire::Hello hello = ValidHello();
+  hello.Encode(control_hello);
+  hello.role = wire::SocketRole::kData;
+  hello.Encode(data_hello);
+  void* comm = nullptr;
+  abi::DeviceHandleV7* dev = nullptr;
+  for (size_t sent = 0; sent < wire::Hello::kSize; sent += 8) {
+    ASSERT_EQ(send(control.get(), control_hello + sent, 8, 0), 8);
+    ASSERT_EQ(send(data.get(), data_hello + sent, 8, 0), 8);
+    for (int i = 0; i < 5 && comm == nullptr; ++i) {
+      ASSERT_EQ(net_->accept(listen_comm_, &comm, &dev), abi::kSuccess);
+      if (sent + 8 < wire::Hello::kSize) {
+        ASSERT_EQ(comm, nullptr) << "a comm before its hellos";
+      }
+    }
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (comm == nullptr && Clock::now() < deadline) {
+    ASSERT_EQ(net_->accept(listen_comm_, &comm, &dev), abi::kSuccess);
+  }
+  ASSERT_NE(comm, nullptr);
+  uint8_t reply[wire::HelloReply::kSize];
+  ASSERT_EQ(recv(control.get(), reply, sizeof(reply), MSG_WAITALL),
+            static_cast<ssize_t>(sizeof(reply)));
+  Result<wire::HelloReply> decoded = wire::HelloReply::Decode(reply);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->code, wire::HelloReply::kAccepted);
+  EXPECT_EQ(net_->closeRecv(comm), abi::kSuccess);
+  EXPECT_TRUE(CapturedLog::Warnings().empty());
 }
 
 TEST_F(HandshakeTest, WrongNonceIsRejectedWithAReply) {
@@ -136,12 +211,14 @@ TEST_F(HandshakeTest, EarlyDisconnectIsDropped) {
     ValidHello().Encode(bytes);
     ASSERT_EQ(send(fd.get(), bytes, 10, 0), 10);
   }  // closed after 10 of 40 bytes
-  for (int i = 0; i < 50; ++i) {
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (CapturedLog::Warnings().empty() && Clock::now() < deadline) {
     void* comm = nullptr;
     abi::DeviceHandleV7* dev = nullptr;
     ASSERT_EQ(net_->accept(listen_comm_, &comm, &dev), abi::kSuccess);
     ASSERT_EQ(comm, nullptr);
   }
+  ExpectDroppedBecause("closed after 10 of 40 hello bytes");
   ExpectLegitimateConnectionWorks();
 }
 
@@ -149,6 +226,17 @@ TEST_F(HandshakeTest, SilentSocketTimesOut) {
   // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS=300 in this test's environment.
   UniqueFd fd = RawConnect();
   AcceptUntilClosed(fd.get());
+  ExpectDroppedBecause("sent 0 of 40 hello bytes within 300 ms");
+  ExpectLegitimateConnectionWorks();
+}
+
+TEST_F(HandshakeTest, PartialHelloWaitsUntilTheTimeout) {
+  UniqueFd fd = RawConnect();
+  uint8_t bytes[wire::Hello::kSize];
+  ValidHello().Encode(bytes);
+  ASSERT_EQ(send(fd.get(), bytes, 10, 0), 10);  // a valid start, then silence
+  AcceptUntilClosed(fd.get());
+  ExpectDroppedBecause("sent 10 of 40 hello bytes within 300 ms");
   ExpectLegitimateConnectionWorks();
 }
 
@@ -209,6 +297,14 @@ TEST_F(HandshakeTest, PortScanStormLeavesTheListenerWorking) {
     ASSERT_EQ(comm, nullptr);
   }
   ExpectLegitimateConnectionWorks();
+  // 200 strays: a few detailed WARNs, then one summary when the listener closes.
+  EXPECT_LE(CapturedLog::WarningsWith("dropped a connection from").size(), 5u);
+  ASSERT_EQ(net_->closeListen(listen_comm_), abi::kSuccess);
+  listen_comm_ = nullptr;
+  std::vector<std::string> summary = CapturedLog::WarningsWith("unidentified connections in the");
+  ASSERT_EQ(summary.size(), 1u);
+  EXPECT_NE(summary[0].find("dropped 200 unidentified connections"), std::string::npos)
+      << summary[0];
 }
 
 }  // namespace

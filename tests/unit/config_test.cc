@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -86,7 +87,20 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_DEVMEM_NSOCKS", "two", "not an integer"},
                       BadValue{"NCCL_DEVMEM_NSOCKS", "4x", "trailing characters"},
                       BadValue{"NCCL_DEVMEM_NSOCKS", "", "empty"},
-                      BadValue{"NCCL_DEVMEM_NSOCKS", "99999999999999999999", "not an integer"},
+                      BadValue{"NCCL_DEVMEM_NSOCKS", "99999999999999999999", "out of range"},
+                      BadValue{"NCCL_DEVMEM_NSOCKS", " 4", "leading blank"},
+                      BadValue{"NCCL_DEVMEM_NSOCKS", "4 ", "trailing characters"},
+                      BadValue{"NCCL_DEVMEM_NSOCKS", "08", "a leading 0 means octal"},
+                      BadValue{"NCCL_DEVMEM_NSOCKS", "0x", "trailing characters"},
+                      BadValue{"NCCL_DEVMEM_NSOCKS", "4K", "not a size"},
+                      BadValue{"NCCL_DEVMEM_NTHREADS", "1k", "not a size"},
+                      BadValue{"NCCL_DEVMEM_MAX_RECVS", "1M", "not a size"},
+                      BadValue{"NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS", "1K", "[100, 3600000]"},
+                      BadValue{"NCCL_DEVMEM_TCP_USER_TIMEOUT_MS", "1G", "not a size"},
+                      BadValue{"NCCL_DEVMEM_EMULATE_SPLIT_PERCENT", "0K", "not a size"},
+                      BadValue{"NCCL_DEVMEM_REQUIRE", "1K", "not a size"},
+                      BadValue{"NCCL_DEVMEM_CHUNK_SIZE", " 1M", "leading blank"},
+                      BadValue{"NCCL_DEVMEM_CHUNK_SIZE", "1MB", "trailing characters"},
                       BadValue{"NCCL_DEVMEM_NTHREADS", "17", "[1, 16]"},
                       BadValue{"NCCL_DEVMEM_NTHREADS", "-1", "[1, 16]"},
                       BadValue{"NCCL_DEVMEM_CHUNK_SIZE", "1K", "[4096, 67108864]"},
@@ -119,12 +133,55 @@ TEST(ConfigTest, RejectsMoreThreadsThanSockets) {
       << config.status().message();
 }
 
-TEST(ParseBoundedIntegerTest, AcceptsBinarySuffixes) {
-  EXPECT_EQ(ParseBoundedInteger("X", "4k", 0, 1 << 30).value(), 4096);
-  EXPECT_EQ(ParseBoundedInteger("X", "2M", 0, 1 << 30).value(), 2 << 20);
-  EXPECT_EQ(ParseBoundedInteger("X", "1G", 0, int64_t{1} << 31).value(), int64_t{1} << 30);
-  EXPECT_FALSE(ParseBoundedInteger("X", "8G", 0, int64_t{1} << 31).ok());
-  EXPECT_FALSE(ParseBoundedInteger("X", "1T", 0, int64_t{1} << 31).ok());
+TEST(ParseBoundedIntegerTest, SizesAcceptBinarySuffixes) {
+  constexpr IntegerUnit kBytes = IntegerUnit::kBytes;
+  EXPECT_EQ(ParseBoundedInteger("X", "4k", 0, 1 << 30, kBytes).value(), 4096);
+  EXPECT_EQ(ParseBoundedInteger("X", "2M", 0, 1 << 30, kBytes).value(), 2 << 20);
+  EXPECT_EQ(ParseBoundedInteger("X", "1G", 0, int64_t{1} << 31, kBytes).value(), int64_t{1} << 30);
+  EXPECT_EQ(ParseBoundedInteger("X", "0x10K", 0, 1 << 30, kBytes).value(), 16 << 10);
+  EXPECT_FALSE(ParseBoundedInteger("X", "8G", 0, int64_t{1} << 31, kBytes).ok());
+  EXPECT_FALSE(ParseBoundedInteger("X", "1T", 0, int64_t{1} << 31, kBytes).ok());
+  EXPECT_FALSE(ParseBoundedInteger("X", "9223372036854775807K", 0, INT64_MAX, kBytes).ok());
+}
+
+TEST(ParseBoundedIntegerTest, OnlySizesAcceptSuffixes) {
+  Result<int64_t> parsed = ParseBoundedInteger("NCCL_X_MS", "4K", 0, 1 << 30);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().message(),
+            "NCCL_X_MS=\"4K\" is invalid (a size suffix, on a variable that is not a size); "
+            "accepted range is [0, 1073741824]");
+}
+
+TEST(ParseBoundedIntegerTest, ReadsIntegersLikeNcclReadsItsOwn) {
+  // NCCL's ncclLoadParam: strtoll(value, nullptr, 0). A leading 0 is octal, 0x is hex, and a
+  // sign is part of the number.
+  EXPECT_EQ(ParseBoundedInteger("X", "010", -100, 100).value(), 8);
+  EXPECT_EQ(ParseBoundedInteger("X", "0x10", -100, 100).value(), 16);
+  EXPECT_EQ(ParseBoundedInteger("X", "0X1f", -100, 100).value(), 31);
+  EXPECT_EQ(ParseBoundedInteger("X", "+4", -100, 100).value(), 4);
+  EXPECT_EQ(ParseBoundedInteger("X", "-0x10", -100, 100).value(), -16);
+  EXPECT_EQ(ParseBoundedInteger("X", "0", -100, 100).value(), 0);
+  EXPECT_EQ(ParseBoundedInteger("X", "010K", 0, 1 << 20, IntegerUnit::kBytes).value(), 8 << 10);
+  // What strtoll would skip or stop at is an error here, never a silently different number.
+  for (const char* bad : {" 4", "\t4", "\n4", "4 ", "4\n", "+ 4", "--4", "1e3", "09", "0x", "0b101",
+                          "-0B1", "4.0", "\xd9\xa4"}) {
+    EXPECT_FALSE(ParseBoundedInteger("X", bad, -100, 100).ok()) << "\"" << bad << "\"";
+  }
+}
+
+TEST(ParseBoundedIntegerTest, RangesNearInt64MinDoNotOverflow) {
+  EXPECT_EQ(ParseBoundedInteger("X", "-9223372036854775808", INT64_MIN, INT64_MAX).value(),
+            INT64_MIN);
+  EXPECT_EQ(ParseBoundedInteger("X", "-1", INT64_MIN, 0).value(), -1);
+  EXPECT_EQ(ParseBoundedInteger("X", "-8G", INT64_MIN, 0, IntegerUnit::kBytes).value(),
+            -(int64_t{8} << 30));
+  EXPECT_EQ(ParseBoundedInteger("X", "-8589934592G", INT64_MIN, 0, IntegerUnit::kBytes).value(),
+            INT64_MIN);
+  EXPECT_FALSE(ParseBoundedInteger("X", "-8589934593G", INT64_MIN, 0, IntegerUnit::kBytes).ok());
+  EXPECT_FALSE(ParseBoundedInteger("X", "-9223372036854775809", INT64_MIN, 0).ok());
+  EXPECT_FALSE(ParseBoundedInteger("X", "0", INT64_MIN, INT64_MIN + 5).ok());
+  EXPECT_EQ(ParseBoundedInteger("X", "9223372036854775807", INT64_MIN, INT64_MAX).value(),
+            INT64_MAX);
 }
 
 }  // namespace
@@ -132,6 +189,40 @@ TEST(ParseBoundedIntegerTest, AcceptsBinarySuffixes) {
 
 namespace devmem {
 namespace {
+
+TEST(ConfigTest, IntegersAndSizesUseNcclsSyntax) {
+  Result<Config> config = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NSOCKS", "010"},
+                                                       {"NCCL_DEVMEM_NTHREADS", "+2"},
+                                                       {"NCCL_DEVMEM_CHUNK_SIZE", "0x10000"},
+                                                       {"NCCL_DEVMEM_INLINE_BYTES", "4k"},
+                                                       {"NCCL_DEVMEM_RX_REGION_BYTES", "2G"}}));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  EXPECT_EQ(config->data_sockets, 8);
+  EXPECT_EQ(config->worker_threads, 2);
+  EXPECT_EQ(config->chunk_bytes, 64u << 10);
+  EXPECT_EQ(config->inline_bytes, 4096u);
+  EXPECT_EQ(config->rx_region_bytes, 2ull << 30);
+}
+
+TEST(ConfigTest, NcclsOwnSizesAreReadAsNcclReadsThem) {
+  // ncclLoadParam takes strtoll(value, nullptr, 0) unless errno is set: blanks are skipped,
+  // hex is hex, and a suffix ends the number.
+  const uint64_t kDefault = Config{}.nccl_buffsize;
+  const std::pair<const char*, uint64_t> cases[] = {{"8388608", 8u << 20},
+                                                    {"0x800000", 8u << 20},
+                                                    {" 8388608", 8u << 20},
+                                                    {"8M", 8},
+                                                    {"", kDefault},
+                                                    {"0", kDefault},
+                                                    {"-4", kDefault},
+                                                    {"nope", kDefault},
+                                                    {"99999999999999999999", kDefault}};
+  for (const auto& [text, expect] : cases) {
+    Result<Config> config = Config::FromEnvironment(Env({{"NCCL_BUFFSIZE", text}}));
+    ASSERT_TRUE(config.ok()) << text << ": " << config.status().message();
+    EXPECT_EQ(config->nccl_buffsize, expect) << "NCCL_BUFFSIZE=\"" << text << "\"";
+  }
+}
 
 TEST(ConfigTest, DefaultThreadCountNeverExceedsTheSocketCount) {
   for (const char* sockets : {"1", "2", "64"}) {
