@@ -1,10 +1,19 @@
-// nccl-net-devmem-bench: drives the plugin through its exported ncclNetPlugin_v11 table between
-// two processes (fork; optionally each in its own network namespace), like NCCL's proxy does:
-// a window of outstanding isend/irecv, polled with test(), yielding when idle.
+// nccl-net-devmem-bench: drives a network plugin through its exported ncclNetPlugin_v11 table
+// between two processes (fork; optionally each in its own network namespace), like NCCL's proxy
+// does: per connection a window of outstanding isend/irecv of which only the oldest is tested,
+// connections progressed round-robin by one thread per side, yielding when a pass made no
+// progress. Any plugin loads (--plugin), e.g. NCCL's own socket transport (perf/peers/).
 //
 //   nccl-net-devmem-bench [--plugin PATH] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
-//                         [--window W] [--latency] [--check] [--json] [--mode host|emulated-devmem]
-//                         [--netns-send NS --netns-recv NS] [--verbose]
+//                         [--window W] [--comms N] [--test-any] [--latency] [--check] [--json]
+//                         [--mode host|emulated-devmem] [--netns-send NS --netns-recv NS]
+//                         [--verbose]
+//
+//   --comms N     N connections carrying the stream (each -n ITERS messages), one proxy thread
+//                 per side progressing them in turn, as NCCL's proxy progresses its channels
+//   --test-any    post into every free slot and test every request in flight, not only the
+//                 oldest: a stricter contract than NCCL's (NCCL's own socket transport fails it)
+//   --check       byte-exact payload check of every message (stream and ping-pong; slower)
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -35,9 +44,11 @@ struct Options {
   uint64_t min_bytes = 8;
   uint64_t max_bytes = 64ull << 20;
   double factor = 2;
-  int iters = 0;  // 0: enough for ~512 MiB (or 1000 round trips) per size, at least 5
+  int iters = 0;  // 0: per connection ~512 MiB / comms per size (5 to 2000 messages); see ItersFor
   int warmup = 2;
   int window = 8;  // NCCL keeps NCCL_STEPS = 8 requests in flight per connection
+  int comms = 1;
+  bool test_any = false;  // default: test only the oldest request of a connection, as NCCL does
   bool latency = false;
   bool check = false;
   bool json = false;
@@ -98,6 +109,10 @@ Options ParseOptions(int argc, char** argv) {
       o.warmup = atoi(next());
     else if (a == "--window")
       o.window = atoi(next());
+    else if (a == "--comms")
+      o.comms = atoi(next());
+    else if (a == "--test-any")
+      o.test_any = true;
     else if (a == "--latency")
       o.latency = true;
     else if (a == "--check")
@@ -124,6 +139,8 @@ Options ParseOptions(int argc, char** argv) {
   if (o.factor <= 1.0 || o.window < 1 || o.window > 32 || o.min_bytes > o.max_bytes) {
     Die("need factor > 1, 1 <= window <= 32, min <= max");
   }
+  if (o.comms < 1 || o.comms > 64) Die("need 1 <= comms <= 64");
+  if (o.latency && o.comms > 1) Die("--comms applies to the stream test, not to --latency");
   return o;
 }
 
@@ -138,8 +155,10 @@ std::vector<uint64_t> Sizes(const Options& o) {
 
 int ItersFor(const Options& o, uint64_t size) {
   if (o.iters > 0) return o.iters;
-  if (o.latency) return 2000;
-  uint64_t n = (512ull << 20) / std::max<uint64_t>(size, 1);
+  const uint64_t bytes = std::max<uint64_t>(size, 1);
+  // Round trips: 2000, or ~512 MiB each way for large messages (64 MiB: 20 round trips).
+  if (o.latency) return static_cast<int>(std::clamp<uint64_t>((512ull << 20) / bytes, 20, 2000));
+  const uint64_t n = (512ull << 20) / static_cast<uint64_t>(o.comms) / bytes;
   return static_cast<int>(std::clamp<uint64_t>(n, 5, 2000));
 }
 
@@ -211,99 +230,178 @@ class HostBuffer {
   uint64_t size_ = 0;
 };
 
-uint8_t Pattern(uint64_t i, uint64_t salt) { return static_cast<uint8_t>((i * 131 + salt) >> 3); }
+// Payload of message `salt` (connection << 32 | message index): a per-message offset that
+// neighbouring messages and other connections do not share, so a swapped, crossed or stale
+// message fails the check in almost every byte, even a 1-byte one.
+uint64_t PatternSeed(uint64_t salt) { return ((salt + 1) * 0x9E3779B97F4A7C15ull) >> 40; }
 
-// Streams `iters` messages of `size` bytes with up to `window` outstanding requests.
-// The receiver returns the elapsed time from "go" to its last completion.
-double Stream(NetPeer& peer, bool sender, std::vector<HostBuffer>& buffers,
-              std::vector<void*>& mhandles, uint64_t size, int iters, int window, bool check,
-              int to_peer, int from_peer) {
-  const devmem::abi::NetV11* net = peer.net();
-  window = std::min<int>(window, static_cast<int>(buffers.size()));
-  std::vector<void*> inflight(static_cast<size_t>(window), nullptr);
-  std::vector<uint64_t> sequence(static_cast<size_t>(window), 0);  // message index per slot
-  char go = 'g';
-  if (sender) {
-    ReadAll(from_peer, &go, 1);
+void FillPattern(char* data, uint64_t size, uint64_t salt) {
+  const uint64_t seed = PatternSeed(salt);
+  for (uint64_t i = 0; i < size; ++i) data[i] = static_cast<char>((i * 131 + seed) >> 3);
+}
+
+void CheckPattern(const char* data, uint64_t size, uint64_t salt, const char* what) {
+  const uint64_t seed = PatternSeed(salt);
+  for (uint64_t i = 0; i < size; ++i) {
+    if (static_cast<uint8_t>(data[i]) != static_cast<uint8_t>((i * 131 + seed) >> 3)) {
+      Die("payload mismatch at byte %" PRIu64 " of %" PRIu64 " (%s, connection %" PRIu64
+          ", message %" PRIu64 ")",
+          i, size, what, salt >> 32, salt & 0xffffffffu);
+    }
   }
-  Clock::time_point start = Clock::now();
-  if (!sender) WriteAll(to_peer, &go, 1);
+}
+
+// One connection's side of a stream: a buffer per window slot and the request in flight in
+// each. Message k uses slot k % window in the default (in-order) mode.
+struct Lane {
+  void* comm = nullptr;
+  std::vector<HostBuffer> buffers;
+  std::vector<void*> mhandles;
+  std::vector<void*> requests;  // per slot; nullptr when free
+  std::vector<uint64_t> salts;  // per slot: the payload of the message it carries
   int posted = 0;
   int completed = 0;
-  while (completed < iters) {
+};
+
+struct StreamStep {
+  const devmem::abi::NetV11* net;
+  bool sender;
+  uint64_t size;
+  int iters;  // per connection
+  int window;
+  bool check;
+};
+
+// Posts the next message of `lane` in `slot`; false when the plugin had no request free
+// (it returned NULL: NCCL retries on a later pass).
+bool Post(const StreamStep& s, Lane& lane, uint64_t lane_index, int slot) {
+  void* request = nullptr;
+  void* data = lane.buffers[static_cast<size_t>(slot)].data();
+  void* mhandle = lane.mhandles[static_cast<size_t>(slot)];
+  const uint64_t salt = lane_index << 32 | static_cast<uint64_t>(lane.posted);
+  if (s.sender) {
+    if (s.check) FillPattern(static_cast<char*>(data), s.size, salt);
+    if (s.net->isend(lane.comm, data, s.size, 1, mhandle, nullptr, &request) !=
+        devmem::abi::kSuccess) {
+      Die("isend failed");
+    }
+  } else {
+    size_t capacity = s.size;
+    int tag = 1;
+    if (s.net->irecv(lane.comm, 1, &data, &capacity, &tag, &mhandle, nullptr, &request) !=
+        devmem::abi::kSuccess) {
+      Die("irecv failed");
+    }
+  }
+  if (request == nullptr) return false;
+  lane.requests[static_cast<size_t>(slot)] = request;
+  lane.salts[static_cast<size_t>(slot)] = salt;
+  ++lane.posted;
+  return true;
+}
+
+// Tests the request in `slot` once; true when it completed.
+bool Complete(const StreamStep& s, Lane& lane, int slot) {
+  int done = 0;
+  int got = 0;
+  if (s.net->test(lane.requests[static_cast<size_t>(slot)], &done, &got) != devmem::abi::kSuccess) {
+    Die("test failed");
+  }
+  if (!done) return false;
+  if (!s.sender && static_cast<uint64_t>(got) != s.size) Die("short receive %d", got);
+  if (!s.sender && s.check) {
+    CheckPattern(lane.buffers[static_cast<size_t>(slot)].data(), s.size,
+                 lane.salts[static_cast<size_t>(slot)], "stream");
+  }
+  lane.requests[static_cast<size_t>(slot)] = nullptr;
+  ++lane.completed;
+  return true;
+}
+
+// NCCL's proxy (src/transport/net.cc): on each pass over a connection it posts at most one
+// request and tests only the oldest one in flight.
+bool ProgressInOrder(const StreamStep& s, Lane& lane, uint64_t lane_index) {
+  bool progressed = false;
+  if (lane.posted < s.iters && lane.posted - lane.completed < s.window) {
+    progressed = Post(s, lane, lane_index, lane.posted % s.window);
+  }
+  if (lane.completed < lane.posted && Complete(s, lane, lane.completed % s.window)) {
+    progressed = true;
+  }
+  return progressed;
+}
+
+// --test-any: fills every free slot and tests every request in flight, in slot order, so
+// requests complete out of posting order.
+bool ProgressAnySlot(const StreamStep& s, Lane& lane, uint64_t lane_index) {
+  bool progressed = false;
+  for (int slot = 0; slot < s.window; ++slot) {
+    if (lane.requests[static_cast<size_t>(slot)] == nullptr && lane.posted < s.iters &&
+        lane.posted - lane.completed < s.window && Post(s, lane, lane_index, slot)) {
+      progressed = true;
+    }
+    if (lane.requests[static_cast<size_t>(slot)] != nullptr && Complete(s, lane, slot)) {
+      progressed = true;
+    }
+  }
+  return progressed;
+}
+
+// Streams `iters` messages of `size` bytes on every lane, up to `window` in flight per lane,
+// the lanes progressed round-robin by this one thread. The receiver's clock runs from its
+// "go" to its last completion.
+double Stream(const Options& o, const devmem::abi::NetV11* net, bool sender,
+              std::vector<Lane>& lanes, uint64_t size, int iters, bool check, int to_peer,
+              int from_peer) {
+  const StreamStep step{net, sender, size, iters, o.window, check};
+  for (Lane& lane : lanes) {
+    lane.posted = lane.completed = 0;
+    lane.requests.assign(static_cast<size_t>(o.window), nullptr);
+    lane.salts.assign(static_cast<size_t>(o.window), 0);
+  }
+  char go = 'g';
+  if (sender) ReadAll(from_peer, &go, 1);
+  Clock::time_point start = Clock::now();
+  if (!sender) WriteAll(to_peer, &go, 1);
+  const int64_t total = static_cast<int64_t>(iters) * static_cast<int64_t>(lanes.size());
+  int64_t completed = 0;
+  while (completed < total) {
     bool progressed = false;
-    for (int slot = 0; slot < window; ++slot) {
-      if (inflight[slot] == nullptr && posted < iters && posted - completed < window) {
-        void* request = nullptr;
-        void* data = buffers[static_cast<size_t>(slot)].data();
-        if (sender && check) {
-          for (uint64_t i = 0; i < size; ++i) {
-            buffers[static_cast<size_t>(slot)][i] = static_cast<char>(Pattern(i, posted));
-          }
-        }
-        if (sender) {
-          if (net->isend(peer.send_comm(), data, size, 1, mhandles[slot], nullptr, &request) !=
-              devmem::abi::kSuccess) {
-            Die("isend failed");
-          }
-        } else {
-          size_t capacity = size;
-          int tag = 1;
-          if (net->irecv(peer.recv_comm(), 1, &data, &capacity, &tag, &mhandles[slot], nullptr,
-                         &request) != devmem::abi::kSuccess) {
-            Die("irecv failed");
-          }
-        }
-        if (request != nullptr) {
-          inflight[slot] = request;
-          sequence[static_cast<size_t>(slot)] = static_cast<uint64_t>(posted);
-          ++posted;
-          progressed = true;
-        }
+    completed = 0;
+    for (size_t i = 0; i < lanes.size(); ++i) {
+      if (o.test_any ? ProgressAnySlot(step, lanes[i], i) : ProgressInOrder(step, lanes[i], i)) {
+        progressed = true;
       }
-      if (inflight[slot] != nullptr) {
-        int done = 0;
-        int got = 0;
-        if (net->test(inflight[slot], &done, &got) != devmem::abi::kSuccess) Die("test failed");
-        if (done) {
-          if (!sender && static_cast<uint64_t>(got) != size) Die("short receive %d", got);
-          if (!sender && check) {
-            auto& buffer = buffers[static_cast<size_t>(slot)];
-            for (uint64_t i = 0; i < size; ++i) {
-              if (static_cast<uint8_t>(buffer[i]) !=
-                  Pattern(i, sequence[static_cast<size_t>(slot)])) {
-                Die("payload mismatch at byte %" PRIu64 " of %" PRIu64, i, size);
-              }
-            }
-          }
-          inflight[slot] = nullptr;
-          ++completed;
-          progressed = true;
-        }
-      }
+      completed += lanes[i].completed;
     }
     if (!progressed) IdleWait();
   }
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-double PingPong(NetPeer& peer, bool initiator, void* buffer, void* send_mh, void* recv_mh,
-                uint64_t size, int iters) {
+// Round trips of `size` bytes on one connection pair; with `check` the initiator sends
+// message i's payload, the responder verifies it and echoes it, the initiator verifies the echo
+// (each clears its buffer before receiving).
+double PingPong(NetPeer& peer, bool initiator, HostBuffer& buffer, void* send_mh, void* recv_mh,
+                uint64_t size, int iters, bool check) {
   const devmem::abi::NetV11* net = peer.net();
+  void* data = buffer.data();
   Clock::time_point start = Clock::now();
   for (int i = 0; i < iters; ++i) {
     for (int step = 0; step < 2; ++step) {
       void* request = nullptr;
-      bool send_now = (step == 0) == initiator;
+      const bool send_now = (step == 0) == initiator;
+      if (check && send_now && initiator) FillPattern(buffer.data(), size, i);
+      if (check && !send_now) memset(buffer.data(), 0, size);
       while (request == nullptr) {
         if (send_now) {
-          if (net->isend(peer.send_comm(), buffer, size, 1, send_mh, nullptr, &request) != 0) {
+          if (net->isend(peer.send_comm(0), data, size, 1, send_mh, nullptr, &request) != 0) {
             Die("isend failed");
           }
         } else {
           size_t capacity = size;
           int tag = 1;
-          if (net->irecv(peer.recv_comm(), 1, &buffer, &capacity, &tag, &recv_mh, nullptr,
+          if (net->irecv(peer.recv_comm(0), 1, &data, &capacity, &tag, &recv_mh, nullptr,
                          &request) != 0) {
             Die("irecv failed");
           }
@@ -314,9 +412,24 @@ double PingPong(NetPeer& peer, bool initiator, void* buffer, void* send_mh, void
       while (!done) {
         if (net->test(request, &done, &got) != 0) Die("test failed");
       }
+      if (!send_now && static_cast<uint64_t>(got) != size) Die("short receive %d", got);
+      if (check && !send_now) CheckPattern(buffer.data(), size, i, "ping-pong");
     }
   }
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Buffers of the stream lanes: `window` per connection, each of the largest size, 2 MiB-rounded.
+void CheckBufferBudget(const Options& o, uint64_t largest) {
+  constexpr uint64_t kHuge = 2 << 20;
+  constexpr uint64_t kBudget = 4ull << 30;
+  const uint64_t slots = o.latency ? 1 : static_cast<uint64_t>(o.comms * o.window);
+  const uint64_t bytes = slots * ((std::max<uint64_t>(largest, 1) + kHuge - 1) / kHuge * kHuge);
+  if (bytes > kBudget) {
+    Die("--comms %d x --window %d buffers of %" PRIu64 " B need %.1f GiB per process, over %" PRIu64
+        " GiB: lower -e, --window or --comms",
+        o.comms, o.window, largest, static_cast<double>(bytes) / (1ull << 30), kBudget >> 30);
+  }
 }
 
 int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
@@ -327,55 +440,69 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
   if (net == nullptr) Die("%s exports no ncclNetPlugin_v11", o.plugin.c_str());
   NetPeer peer(net);
   std::string error;
-  uint8_t mine[devmem::abi::kNetHandleMaxSize];
-  uint8_t theirs[devmem::abi::kNetHandleMaxSize];
-  if (!peer.Init(&error) || !peer.Listen(mine, &error)) Die("%s", error.c_str());
-  WriteAll(to_peer, mine, sizeof(mine));
-  ReadAll(from_peer, theirs, sizeof(theirs));
+  const size_t handle_bytes = static_cast<size_t>(o.comms) * devmem::abi::kNetHandleMaxSize;
+  std::vector<uint8_t> mine(handle_bytes);
+  std::vector<uint8_t> theirs(handle_bytes);
+  if (!peer.Init(&error) || !peer.Listen(o.comms, mine.data(), &error)) Die("%s", error.c_str());
+  WriteAll(to_peer, mine.data(), handle_bytes);
+  ReadAll(from_peer, theirs.data(), handle_bytes);
   // Rank 1 sends bulk data to rank 0; latency mode uses both directions.
   const bool need_send = !rank0 || o.latency;
   const bool need_recv = rank0 || o.latency;
-  if (!peer.Establish(theirs, need_send, need_recv, 30000, &error)) Die("%s", error.c_str());
+  if (!peer.Establish(theirs.data(), need_send, need_recv, 30000, &error)) {
+    Die("%s", error.c_str());
+  }
 
   const std::vector<uint64_t> sizes = Sizes(o);
-  const uint64_t largest = sizes.empty() ? 0 : sizes.back();
-  const int slots = o.latency ? 1 : o.window;
-  std::vector<HostBuffer> buffers;
-  for (int s = 0; s < slots; ++s) buffers.emplace_back(std::max<uint64_t>(largest, 1));
-  std::vector<void*> send_mh(static_cast<size_t>(slots), nullptr);
-  std::vector<void*> recv_mh(static_cast<size_t>(slots), nullptr);
-  for (int s = 0; s < slots; ++s) {
-    if (need_send)
-      send_mh[s] = peer.Register(peer.send_comm(), buffers[s].data(), buffers[s].size());
-    if (need_recv)
-      recv_mh[s] = peer.Register(peer.recv_comm(), buffers[s].data(), buffers[s].size());
+  const uint64_t largest = std::max<uint64_t>(sizes.empty() ? 0 : sizes.back(), 1);
+  std::vector<Lane> lanes;  // stream: one per connection
+  std::vector<HostBuffer> pingpong_buffer;
+  void* pingpong_send_mh = nullptr;
+  void* pingpong_recv_mh = nullptr;
+  if (o.latency) {
+    HostBuffer& buffer = pingpong_buffer.emplace_back(largest);
+    pingpong_send_mh = peer.Register(peer.send_comm(0), buffer.data(), buffer.size());
+    pingpong_recv_mh = peer.Register(peer.recv_comm(0), buffer.data(), buffer.size());
+  } else {
+    for (int c = 0; c < o.comms; ++c) {
+      Lane& lane = lanes.emplace_back();
+      lane.comm = rank0 ? peer.recv_comm(c) : peer.send_comm(c);
+      for (int s = 0; s < o.window; ++s) {
+        HostBuffer& buffer = lane.buffers.emplace_back(largest);
+        lane.mhandles.push_back(peer.Register(lane.comm, buffer.data(), buffer.size()));
+      }
+    }
   }
+  const char* order = o.test_any ? "any" : "in-order";
   if (rank0 && !o.json) {
-    printf("# nccl-net-devmem-bench: mode %s, %s, window %d, plugin %s\n", o.mode.c_str(),
-           o.latency ? "ping-pong round trips" : "one-way stream", o.latency ? 1 : o.window,
-           o.plugin.c_str());
+    printf("# nccl-net-devmem-bench: mode %s, %s, window %d, comms %d, test %s, plugin %s\n",
+           o.mode.c_str(), o.latency ? "ping-pong round trips" : "one-way stream",
+           o.latency ? 1 : o.window, o.comms, order, o.plugin.c_str());
     printf("# %12s %8s %12s %10s\n", "size(B)", "iters", "time(us)", "GB/s");
   }
   for (uint64_t size : sizes) {
-    const int iters = ItersFor(o, size);
+    const int iters = ItersFor(o, size);  // per connection
     double seconds;
     if (o.latency) {
-      PingPong(peer, rank0, buffers[0].data(), send_mh[0], recv_mh[0], size, o.warmup + 10);
-      seconds = PingPong(peer, rank0, buffers[0].data(), send_mh[0], recv_mh[0], size, iters);
-    } else {
-      auto& mh = rank0 ? recv_mh : send_mh;
-      Stream(peer, !rank0, buffers, mh, size, o.warmup, o.window, false, to_peer, from_peer);
+      HostBuffer& buffer = pingpong_buffer[0];
+      PingPong(peer, rank0, buffer, pingpong_send_mh, pingpong_recv_mh, size, o.warmup + 10,
+               o.check);
       seconds =
-          Stream(peer, !rank0, buffers, mh, size, iters, o.window, o.check, to_peer, from_peer);
+          PingPong(peer, rank0, buffer, pingpong_send_mh, pingpong_recv_mh, size, iters, o.check);
+    } else {
+      Stream(o, net, !rank0, lanes, size, o.warmup, false, to_peer, from_peer);
+      seconds = Stream(o, net, !rank0, lanes, size, iters, o.check, to_peer, from_peer);
     }
     if (!rank0) continue;
-    const double usec = seconds * 1e6 / iters;  // per message, or per round trip
-    const double gbps = o.latency ? 0.0 : static_cast<double>(size) * iters / seconds / 1e9;
+    const double messages = static_cast<double>(iters) * o.comms;
+    const double usec = seconds * 1e6 / messages;  // per message (all connections), or round trip
+    const double gbps = o.latency ? 0.0 : static_cast<double>(size) * messages / seconds / 1e9;
     if (o.json) {
       printf("{\"size\": %" PRIu64
              ", \"usec\": %.3f, \"gbps\": %.4f, \"iters\": %d, "
-             "\"mode\": \"%s\", \"test\": \"%s\"}\n",
-             size, usec, gbps, iters, o.mode.c_str(), o.latency ? "pingpong" : "stream");
+             "\"mode\": \"%s\", \"test\": \"%s\", \"comms\": %d, \"order\": \"%s\"}\n",
+             size, usec, gbps, iters, o.mode.c_str(), o.latency ? "pingpong" : "stream", o.comms,
+             order);
     } else {
       printf("  %12" PRIu64 " %8d %12.2f %10.3f\n", size, iters, usec, gbps);
     }
@@ -389,6 +516,8 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
 
 int main(int argc, char** argv) {
   Options o = ParseOptions(argc, argv);
+  const std::vector<uint64_t> sizes = Sizes(o);
+  CheckBufferBudget(o, sizes.empty() ? 1 : sizes.back());
   int down[2];
   int up[2];
   if (pipe(down) != 0 || pipe(up) != 0) Die("pipe failed");

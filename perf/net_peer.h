@@ -1,6 +1,8 @@
-// One side of a plugin connection pair, driven through the exported v11 table exactly as
+// One side of a set of plugin connections, driven through the exported v11 table exactly as
 // NCCL's proxy drives it: non-blocking listen/connect/accept, regMr, isend/irecv, test.
-// Used by the benchmark and by the two-process tests.
+// Like NCCL, each connection has its own listen comm and handle (a channel's connection never
+// shares a listener), so accept() returns the connection whose handle the peer connected to.
+// Used by the benchmark.
 #pragma once
 
 #include <chrono>
@@ -25,6 +27,7 @@ class NetPeer {
       *error = "init failed";
       return false;
     }
+    initialized_ = true;  // NCCL's socket transport leaves ctx NULL: finalize all the same
     int ndev = 0;
     if (net_->devices(&ndev) != abi::kSuccess || ndev < 1) {
       *error = "no devices";
@@ -33,37 +36,54 @@ class NetPeer {
     return true;
   }
 
-  // Writes the 128-byte handle the peer needs.
-  bool Listen(uint8_t* handle, std::string* error) {
-    if (net_->listen(ctx_, 0, handle, &listen_comm_) != abi::kSuccess) {
-      *error = "listen failed";
-      return false;
+  // Listens `count` times on device 0; writes `count` handles of kNetHandleMaxSize bytes each.
+  bool Listen(int count, uint8_t* handles, std::string* error) {
+    listen_comms_.assign(static_cast<size_t>(count), nullptr);
+    for (int i = 0; i < count; ++i) {
+      if (net_->listen(ctx_, 0, handles + static_cast<size_t>(i) * abi::kNetHandleMaxSize,
+                       &listen_comms_[static_cast<size_t>(i)]) != abi::kSuccess) {
+        *error = "listen failed";
+        return false;
+      }
     }
     return true;
   }
 
-  // Connects to `peer_handle` and accepts from the peer, interleaved, until both are up.
-  bool Establish(uint8_t* peer_handle, bool want_send, bool want_recv, int timeout_ms,
+  // Connects send comm i to the peer's handle i and accepts recv comm i on listen comm i,
+  // all interleaved, until every wanted comm is up. `peer_handles` must stay in place: NCCL's
+  // transports keep their connection state inside the handle between connect() calls.
+  bool Establish(uint8_t* peer_handles, bool want_send, bool want_recv, int timeout_ms,
                  std::string* error) {
+    const size_t count = listen_comms_.size();
+    send_comms_.assign(want_send ? count : 0, nullptr);
+    recv_comms_.assign(want_recv ? count : 0, nullptr);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     abi::DeviceHandleV7* no_device = nullptr;
-    while ((want_send && send_comm_ == nullptr) || (want_recv && recv_comm_ == nullptr)) {
-      if (want_send && send_comm_ == nullptr &&
-          net_->connect(ctx_, 0, peer_handle, &send_comm_, &no_device) != abi::kSuccess) {
-        *error = "connect failed";
-        return false;
+    for (;;) {
+      bool all_up = true;
+      for (size_t i = 0; i < send_comms_.size(); ++i) {
+        if (send_comms_[i] != nullptr) continue;
+        if (net_->connect(ctx_, 0, peer_handles + i * abi::kNetHandleMaxSize, &send_comms_[i],
+                          &no_device) != abi::kSuccess) {
+          *error = "connect failed";
+          return false;
+        }
+        all_up = all_up && send_comms_[i] != nullptr;
       }
-      if (want_recv && recv_comm_ == nullptr &&
-          net_->accept(listen_comm_, &recv_comm_, &no_device) != abi::kSuccess) {
-        *error = "accept failed";
-        return false;
+      for (size_t i = 0; i < recv_comms_.size(); ++i) {
+        if (recv_comms_[i] != nullptr) continue;
+        if (net_->accept(listen_comms_[i], &recv_comms_[i], &no_device) != abi::kSuccess) {
+          *error = "accept failed";
+          return false;
+        }
+        all_up = all_up && recv_comms_[i] != nullptr;
       }
+      if (all_up) return true;
       if (std::chrono::steady_clock::now() > deadline) {
         *error = "connection setup timed out";
         return false;
       }
     }
-    return true;
   }
 
   void* Register(void* comm, void* data, size_t size) {
@@ -76,23 +96,34 @@ class NetPeer {
   void Close() {
     for (auto& [comm, mhandle] : registrations_) net_->deregMr(comm, mhandle);
     registrations_.clear();
-    if (send_comm_ != nullptr) net_->closeSend(send_comm_);
-    if (recv_comm_ != nullptr) net_->closeRecv(recv_comm_);
-    if (listen_comm_ != nullptr) net_->closeListen(listen_comm_);
-    if (ctx_ != nullptr) net_->finalize(ctx_);
-    send_comm_ = recv_comm_ = listen_comm_ = ctx_ = nullptr;
+    for (void* comm : send_comms_) {
+      if (comm != nullptr) net_->closeSend(comm);
+    }
+    for (void* comm : recv_comms_) {
+      if (comm != nullptr) net_->closeRecv(comm);
+    }
+    for (void* comm : listen_comms_) {
+      if (comm != nullptr) net_->closeListen(comm);
+    }
+    send_comms_.clear();
+    recv_comms_.clear();
+    listen_comms_.clear();
+    if (initialized_) net_->finalize(ctx_);
+    initialized_ = false;
+    ctx_ = nullptr;
   }
 
   const abi::NetV11* net() const { return net_; }
-  void* send_comm() const { return send_comm_; }
-  void* recv_comm() const { return recv_comm_; }
+  void* send_comm(int i) const { return send_comms_[static_cast<size_t>(i)]; }
+  void* recv_comm(int i) const { return recv_comms_[static_cast<size_t>(i)]; }
 
  private:
   const abi::NetV11* net_;
   void* ctx_ = nullptr;
-  void* listen_comm_ = nullptr;
-  void* send_comm_ = nullptr;
-  void* recv_comm_ = nullptr;
+  bool initialized_ = false;
+  std::vector<void*> listen_comms_;
+  std::vector<void*> send_comms_;
+  std::vector<void*> recv_comms_;
   std::vector<std::pair<void*, void*>> registrations_;
 };
 

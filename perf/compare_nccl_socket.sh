@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Our host path vs NCCL's own socket transport (NCCL_NET=Socket), both loaded as plugins by
+# nccl-net-devmem-bench and driven the same way (in-order test, one proxy thread per side), on
+# loopback, interleaved in one run.
+#
+#   NCCL_SRC=/path/to/nccl perf/compare_nccl_socket.sh [ROUNDS]        (default 5)
+#
+# Settings: ours (its defaults) and NCCL's socket transport at its default, at 1x4 and at 2x2
+# (NCCL_SOCKET_NTHREADS x NCCL_NSOCKS_PERTHREAD; both are set, each auto-detects separately).
+# Tests: one-way stream (window 8) and ping-pong, sizes MIN..MAX by FACTOR (8 B..64 MiB by 2).
+# Each round runs every test of every setting once, the settings' order rotating per round;
+# medians over rounds. Prints a Markdown table, ours / the best NCCL setting per size as a rate
+# (above 1: ours faster), and as its last line `min ratio R`; writes runs.jsonl, table.md,
+# stream_gbps.png and pingpong_rtt.png under OUT.
+#
+# Environment: BUILD (build dir, default build), BENCH (default $BUILD/bin/nccl-net-devmem-bench),
+# PLUGIN (ours; default the bench's own), YARDSTICK (NCCL's transport as a plugin, default
+# $BUILD/peers/nccl_socket/libnccl-net-ncclsocket.so: built from NCCL_SRC by
+# perf/peers/nccl_socket/build.sh when missing or older than its shim), OUT (default
+# perf/results/nccl_socket), MIN / MAX / FACTOR (bench -b / -e / -f), RUN_TIMEOUT (seconds per
+# bench run, default 600).
+set -euo pipefail
+rounds=${1:-5}
+here=$(cd "$(dirname "$0")" && pwd)
+build=${BUILD:-build}
+bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
+yardstick=${YARDSTICK:-$build/peers/nccl_socket/libnccl-net-ncclsocket.so}
+out=${OUT:-$here/results/nccl_socket}
+sizes=(-b "${MIN:-8}" -e "${MAX:-64M}" -f "${FACTOR:-2}")
+run_timeout=${RUN_TIMEOUT:-600}
+
+die() { echo "compare_nccl_socket.sh: $*" >&2; exit 2; }
+[[ -x "$bench" ]] || die "no bench binary at $bench (cmake --build $build, or set BENCH)"
+peer_dir="$here/peers/nccl_socket"
+stale=0
+[[ -z "${YARDSTICK:-}" && ("$peer_dir/nccl_core_shim.cc" -nt "$yardstick" ||
+   "$peer_dir/build.sh" -nt "$yardstick") ]] && stale=1
+if [[ ! -f "$yardstick" || $stale == 1 ]]; then
+  [[ -n "${NCCL_SRC:-}" ]] || die "no NCCL socket plugin at $yardstick (or older than its shim):" \
+    "set NCCL_SRC to an NCCL v2.28.9-1 source tree to build it, or YARDSTICK to a built one"
+  "$peer_dir/build.sh" "$(dirname "$yardstick")" >&2
+  [[ -f "$yardstick" ]] || die "build.sh did not produce $yardstick (set YARDSTICK to its output)"
+fi
+ours_args=()
+[[ -n "${PLUGIN:-}" ]] && ours_args=(--plugin "$PLUGIN")
+
+# label | environment | plugin arguments
+labels=("ours" "nccl default" "nccl 1x4" "nccl 2x2")
+envs=("" "" "NCCL_SOCKET_NTHREADS=1 NCCL_NSOCKS_PERTHREAD=4"
+      "NCCL_SOCKET_NTHREADS=2 NCCL_NSOCKS_PERTHREAD=2")
+
+mkdir -p "$out"
+runs="$out/runs.jsonl"
+: >"$runs"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+count=${#labels[@]}
+for ((r = 1; r <= rounds; r++)); do
+  for test in stream pingpong; do
+    test_args=()
+    [[ $test == pingpong ]] && test_args=(--latency)
+    for ((k = 0; k < count; k++)); do
+      i=$(((k + r - 1) % count))  # rotate who runs first: no setting always follows the same one
+      label=${labels[$i]}
+      plugin_args=("${ours_args[@]}")
+      [[ $label != ours ]] && plugin_args=(--plugin "$yardstick")
+      # Output to a file first: a parser running beside the bench would steal one of the cores.
+      # NCCL's thread/socket variables are cleared so that "default" means NCCL's default.
+      # shellcheck disable=SC2086  # envs[i] is a list of VAR=value words
+      if ! env -u NCCL_SOCKET_NTHREADS -u NCCL_NSOCKS_PERTHREAD NCCL_SOCKET_IFNAME=lo ${envs[$i]} \
+          timeout "$run_timeout" "$bench" "${plugin_args[@]}" "${test_args[@]}" "${sizes[@]}" \
+          --json >"$tmp/run.json" 2>"$tmp/run.err"; then
+        cat "$tmp/run.err" >&2
+        die "round $r, $test, $label failed (command: ${envs[$i]} $bench ${plugin_args[*]}" \
+          "${test_args[*]} ${sizes[*]} --json)"
+      fi
+      python3 -c '
+import json, sys
+label, rnd = sys.argv[1], int(sys.argv[2])
+for line in open(sys.argv[3]):
+    if line.startswith("{"):
+        r = json.loads(line)
+        r.update(label=label, round=rnd)
+        print(json.dumps(r))' "$label" "$r" "$tmp/run.json" >>"$runs"
+      echo "round $r/$rounds: $test $label done" >&2
+    done
+  done
+done
+python3 "$peer_dir/report.py" "$runs" "$out" | tee "$tmp/report.txt"
+grep '^|' "$tmp/report.txt" >"$out/table.md"

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Ratio table and plots of perf/compare_nccl_socket.sh, from its runs.jsonl.
+
+    report.py RUNS.jsonl OUT_DIR
+
+RUNS.jsonl: the bench's --json lines, each with "label" (ours, nccl default, nccl 1x4, ...) and
+"round" added. For every size and test the median over rounds is taken per label; the ratio is
+ours / the best NCCL setting at that size, as a rate, so above 1 means ours is faster:
+stream GB/s(ours) / GB/s(best NCCL), ping-pong RTT(best NCCL) / RTT(ours). Prints a Markdown
+table and, last, `min ratio R` over every size of both tests; writes stream_gbps.png and
+pingpong_rtt.png (log-log, one curve per label) into OUT_DIR. Standard library only.
+"""
+import json
+import math
+import os
+import statistics
+import sys
+
+sys.dont_write_bytecode = True  # no perf/__pycache__ from importing the plot writer
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from plot_busbw import COLORS, Canvas, size_label  # noqa: E402  (perf/: its PNG writer)
+
+OURS = "ours"
+
+
+def load(path):
+    """{test: {label: {size: [values over rounds]}}}; stream in GB/s, ping-pong RTT in us."""
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            value = r["gbps"] if r["test"] == "stream" else r["usec"]
+            runs.setdefault(r["test"], {}).setdefault(r["label"], {}).setdefault(
+                r["size"], []).append(value)
+    return runs
+
+
+def medians(runs):
+    return {test: {label: {size: statistics.median(v) for size, v in by_size.items()}
+                   for label, by_size in by_label.items()}
+            for test, by_label in runs.items()}
+
+
+def best_nccl(by_label, size, higher_is_better):
+    """(label, value) of the best NCCL setting measured at `size`."""
+    candidates = [(label, values[size]) for label, values in by_label.items()
+                  if label != OURS and size in values]
+    if not candidates:
+        return None, None
+    pick = max if higher_is_better else min
+    return pick(candidates, key=lambda c: c[1])
+
+
+def table(med):
+    """Markdown rows and the list of every ratio."""
+    stream = med.get("stream", {})
+    pingpong = med.get("pingpong", {})
+    sizes = sorted(set(stream.get(OURS, {})) | set(pingpong.get(OURS, {})))
+    rows = ["| size | stream ours GB/s | best NCCL GB/s | ratio | "
+            "ping-pong ours RTT us | best NCCL RTT us | ratio |",
+            "|---|---|---|---|---|---|---|"]
+    ratios = []
+    for size in sizes:
+        cells = [size_label(size) + ("B" if size < 1024 else "iB")]
+        ours = stream.get(OURS, {}).get(size)
+        label, best = best_nccl(stream, size, True)
+        if ours is not None and best:
+            ratios.append(ours / best)
+            cells += ["%.3f" % ours, "%.3f (%s)" % (best, label), "**%.2f**" % (ours / best)]
+        else:
+            cells += ["-", "-", "-"]
+        ours = pingpong.get(OURS, {}).get(size)
+        label, best = best_nccl(pingpong, size, False)
+        if ours:
+            ratios.append(best / ours)
+            cells += ["%.1f" % ours, "%.1f (%s)" % (best, label), "**%.2f**" % (best / ours)]
+        else:
+            cells += ["-", "-", "-"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows, ratios
+
+
+def decades(lo, hi):
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    if last == first:
+        last += 1
+    return first, last
+
+
+def plot(by_label, title, out):
+    """Log-log curves of value vs size, one per label (ours first)."""
+    W, H, L, R, T, B = 900, 560, 110, 50, 60, 80
+    cv = Canvas(W, H)
+    points = {label: sorted((s, v) for s, v in values.items() if v > 0)
+              for label, values in by_label.items()}
+    points = {label: pts for label, pts in points.items() if pts}
+    if not points:
+        return False
+    xs = [s for pts in points.values() for s, _ in pts]
+    ys = [v for pts in points.values() for _, v in pts]
+    lx0, lx1 = math.log2(min(xs)), math.log2(max(xs))
+    if lx1 == lx0:
+        lx1 += 1
+    ly0, ly1 = decades(min(ys), max(ys))
+
+    def X(s):
+        return L + (math.log2(s) - lx0) / (lx1 - lx0) * (W - L - R)
+
+    def Y(v):
+        return H - B - (math.log10(v) - ly0) / (ly1 - ly0) * (H - T - B)
+    cv.line(L, H - B, W - R, H - B, (0, 0, 0), 2)
+    cv.line(L, T, L, H - B, (0, 0, 0), 2)
+    for k in range(ly0, ly1 + 1):
+        v = 10.0 ** k
+        cv.line(L - 5, Y(v), W - R, Y(v), (225, 225, 225))
+        cv.text(8, Y(v) - 7, ("%d" % v) if k >= 0 else ("%." + str(-k) + "f") % v)
+    ticks = sorted(set(xs))
+    stride = max(1, (len(ticks) + 7) // 8)
+    for s in ticks[::-1][::stride]:
+        cv.line(X(s), H - B, X(s), H - B + 6, (0, 0, 0))
+        cv.text(X(s) - 12, H - B + 12, size_label(s))
+    cv.text(L, 15, title)
+    cv.text(W // 2 - 60, H - 30, "SIZE (BYTES)")
+    labels = sorted(points, key=lambda label: (label != OURS, label))
+    for idx, label in enumerate(labels):
+        c = COLORS[idx % len(COLORS)]
+        pts = points[label]
+        for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
+            cv.line(X(s0), Y(v0), X(s1), Y(v1), c, 3)
+        for s, v in pts:
+            cv.box(X(s) - 3, Y(v) - 3, 7, 7, c)
+        cv.box(L + 20, T + 10 + idx * 24, 14, 14, c)
+        cv.text(L + 42, T + 10 + idx * 24, label)
+    cv.png(out)
+    return True
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    path, out_dir = sys.argv[1:]
+    med = medians(load(path))
+    rows, ratios = table(med)
+    print("\n".join(rows))
+    for test, title, name in (("stream", "STREAM (WINDOW 8) GB/S VS SIZE", "stream_gbps.png"),
+                              ("pingpong", "PING-PONG RTT (US) VS SIZE", "pingpong_rtt.png")):
+        if test in med and plot(med[test], title, os.path.join(out_dir, name)):
+            print("wrote %s" % os.path.join(out_dir, name))
+    if not ratios:
+        sys.exit("no size has both ours and an NCCL setting in %s" % path)
+    print("min ratio %.2f" % min(ratios))
+
+
+if __name__ == "__main__":
+    main()
