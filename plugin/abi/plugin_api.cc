@@ -136,24 +136,16 @@ abi::Result Init(abi::DebugLogger logger, int table_version) {
   std::vector<RxPlan> plans = PlanReceivePaths(&config.value(), devices.value(), gpu_present);
   // NCCL settings the GPU receive path cannot live with (see plugin/setup/nccl_env_guards.h).
   NcclEnvNeeds needs;
+  const bool gpu_rx = !config->emulate_devmem || gpu_present;
   for (const RxPlan& plan : plans) {
     if (!plan.plain_reason.empty()) continue;
-    const bool gpu_rx = !config->emulate_devmem || gpu_present;
     needs.gpu_rx_region |= gpu_rx;
     needs.cuda_pointers |= gpu_rx;
     needs.unpack |= config->unpack == UnpackMode::kNccl;
   }
-  NcclEnvPlan env_plan = PlanNcclEnvGuards(needs, EnvLookup);
-  if (env_plan.unpack_unsafe) {
-    // Only the variables that NCCL's unpack needs were in conflict: the plugin's consumer is
-    // correct under them, so the unpack-only settings are not needed any more.
-    config->unpack = UnpackMode::kPlugin;
-    needs.unpack = false;
-    std::vector<std::string> warnings = std::move(env_plan.warnings);
-    env_plan = PlanNcclEnvGuards(needs, EnvLookup);
-    env_plan.warnings = std::move(warnings);
-    env_plan.unpack_unsafe = true;
-  }
+  const NcclEnvPlan env_plan = PlanNcclEnvGuards(needs, EnvLookup);
+  // A user value NCCL's unpack cannot live with: the plugin's consumer takes every receive.
+  if (env_plan.unpack_unsafe) config->unpack = UnpackMode::kPlugin;
   ApplyNcclEnvGuards(env_plan);
   state.config = config.value();
   state.devices = std::move(devices).value();

@@ -58,8 +58,12 @@ NcclEnvPlan PlanNcclEnvGuards(const NcclEnvNeeds& needs, const EnvGetter& getenv
                "registered buffers put NCCL on NetRegMode, where the unpack writes through a "
                "NULL step buffer",
                true);
+    // A conflict moves every receive to the plugin's consumer, which is correct under all of
+    // them: then none of the unpack-only settings is forced on the job.
+    if (plan.unpack_unsafe) plan.to_set.clear();
   }
-  if (needs.gpu_rx_region || needs.unpack) {
+  const bool unpack_stays = needs.unpack && !plan.unpack_unsafe;
+  if (needs.gpu_rx_region || unpack_stays) {
     const char* proto = getenv_fn("NCCL_PROTO");
     const char* reason =
         "NCCL's LL128 reader trusts a 128-byte line once its flag word landed, and receive "

@@ -39,7 +39,8 @@ struct NcclEnvSetting {
 struct NcclEnvPlan {
   std::vector<NcclEnvSetting> to_set;  // unset variables to set, with why
   std::vector<std::string> warnings;   // user values that conflict
-  // A user value makes NCCL's device unpack unsafe: use the plugin's consumer instead.
+  // A user value makes NCCL's device unpack unsafe: use the plugin's consumer instead (the plan
+  // then sets none of the unpack-only variables).
   bool unpack_unsafe = false;
 };
 

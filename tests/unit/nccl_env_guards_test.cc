@@ -75,7 +75,11 @@ TEST(NcclEnvGuardsTest, UserValuesAreKeptAndConflictsMakeUnpackUnsafe) {
   std::map<std::string, std::string> set = Settings(plan);
   EXPECT_EQ(set.count("NCCL_PAT_ENABLE"), 0u);      // the user's 1 stays
   EXPECT_EQ(set.count("NCCL_GRAPH_REGISTER"), 0u);  // the user's 0 stays, no conflict
-  EXPECT_EQ(set["NCCL_LOCAL_REGISTER"], "0");
+  // The plugin's consumer takes over, so no unpack-only setting is forced on the job; the
+  // GPU region's own guards stay.
+  EXPECT_EQ(set.count("NCCL_LOCAL_REGISTER"), 0u);
+  EXPECT_EQ(set["NCCL_PROTO"], "^LL128");
+  EXPECT_EQ(set["NCCL_NET_GDR_READ"], "0");
   EXPECT_TRUE(plan.unpack_unsafe);
   ASSERT_EQ(plan.warnings.size(), 1u);
   EXPECT_NE(plan.warnings[0].find("NCCL_PAT_ENABLE=1"), std::string::npos);
