@@ -46,26 +46,15 @@ PinnedBuffer::~PinnedBuffer() {
   if (driver.ok()) driver.value()->HostFree(data_);
 }
 
-StagingBuffer::~StagingBuffer() {
-  if (data_ == nullptr && retired_.empty()) return;
-  Result<const CudaDriver*> driver = CudaDriver::Get();
-  if (!driver.ok()) return;
-  if (data_ != nullptr) driver.value()->HostFree(data_);
-  for (char* old : retired_) driver.value()->HostFree(old);
-}
-
 Result<char*> StagingBuffer::Reserve(size_t bytes) {
-  if (bytes <= capacity_ && data_ != nullptr) return data_;
-  Result<const CudaDriver*> driver = CudaDriver::Get();
-  if (!driver.ok()) return driver.status();
+  if (bytes <= current_.bytes() && current_.data() != nullptr) return current_.data();
   // Double at least, from 1 MiB: a slowly growing message size allocates a few times only.
-  size_t want = std::max<size_t>({bytes, capacity_ * 2, size_t{1} << 20});
-  void* fresh = nullptr;
-  DEVMEM_RETURN_IF_ERROR(driver.value()->HostAlloc(want, &fresh));
-  if (data_ != nullptr) retired_.push_back(data_);  // freed at close, never here
-  data_ = static_cast<char*>(fresh);
-  capacity_ = want;
-  return data_;
+  const size_t want = std::max<size_t>({bytes, current_.bytes() * 2, size_t{1} << 20});
+  Result<PinnedBuffer> fresh = PinnedBuffer::Allocate(want, /*gpu=*/-1);
+  if (!fresh.ok()) return fresh.status();
+  if (current_.data() != nullptr) retired_.push_back(std::move(current_));  // freed at close
+  current_ = std::move(fresh).value();
+  return current_.data();
 }
 
 }  // namespace devmem

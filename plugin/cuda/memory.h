@@ -50,15 +50,14 @@ class StagingBuffer final {
   StagingBuffer() = default;
   StagingBuffer(const StagingBuffer&) = delete;
   StagingBuffer& operator=(const StagingBuffer&) = delete;
-  ~StagingBuffer();
-  // Ensures at least `bytes` of capacity; returns the buffer.
+  // Ensures at least `bytes` of capacity (allocated in the caller's CUDA context); returns the
+  // buffer.
   Result<char*> Reserve(size_t bytes);
-  size_t capacity() const { return capacity_; }
+  size_t capacity() const { return current_.bytes(); }
 
  private:
-  char* data_ = nullptr;
-  size_t capacity_ = 0;
-  std::vector<char*> retired_;  // outgrown buffers, freed with the owner
+  PinnedBuffer current_;
+  std::vector<PinnedBuffer> retired_;  // outgrown buffers, freed with the owner
 };
 
 }  // namespace devmem
