@@ -512,6 +512,17 @@ if ((gpu_count == 0)) && [[ "$force" != 1 ]]; then
   no_gpu_reason="no GPU (nvidia-smi -L lists none; GPU_VERIFY_FORCE=1 runs the step anyway)"
 fi
 
+# --- MPS, before any GPU work: the GPU tests then run as MPS clients too, the way the NCCL and
+# torch steps' ranks do (a plugin copy deadlocked only under MPS, 2026-11-26).
+if { wanted gtest || wanted nccl || wanted torch; } && [[ -z "$no_gpu_reason" ]]; then
+  if [[ "$use_mps" == off ]]; then
+    echo "# MPS: off (GPU_VERIFY_MPS=off): the two ranks time-slice the GPU" >"$out/mps.log"
+  else
+    mps_start >"$out/mps.log" 2>&1
+  fi
+  cat "$out/mps.log"
+fi
+
 # --- b. GPU test executables ------------------------------------------------------------------
 if wanted gtest; then
   found=0
@@ -543,14 +554,6 @@ if wanted scatter; then
 fi
 
 # --- d, e. NCCL and PyTorch through the plugin, two ranks on one GPU under MPS -----------------
-if { wanted nccl || wanted torch; } && [[ -z "$no_gpu_reason" ]]; then
-  if [[ "$use_mps" == off ]]; then
-    echo "# MPS: off (GPU_VERIFY_MPS=off): the two ranks time-slice the GPU" >"$out/mps.log"
-  else
-    mps_start >"$out/mps.log" 2>&1
-  fi
-  cat "$out/mps.log"
-fi
 compare_mps=auto
 [[ "$MPS_STATE" == started || "$MPS_STATE" == running ]] || compare_mps=off
 # The bundle's libraries are already first in LD_LIBRARY_PATH; the pip NCCL right after them

@@ -97,6 +97,31 @@ mps_stop() {
   return 0
 }
 
+# Where every thread of each PID waits, for a run that hung: the kernel's view from /proc
+# (state, wait channel, the system call it sits in) always, and the user stacks from cuda-gdb
+# (or gdb) where one is installed. Each debugger attach is bounded; a process it cannot attach
+# to is reported and skipped.
+dump_stacks() {
+  local pid task debugger=""
+  command -v cuda-gdb >/dev/null 2>&1 && debugger=cuda-gdb
+  [[ -z "$debugger" ]] && command -v gdb >/dev/null 2>&1 && debugger=gdb
+  for pid in "$@"; do
+    [[ -d /proc/$pid ]] || continue
+    echo "=== pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)"
+    for task in /proc/"$pid"/task/*; do
+      printf '  tid %-8s %-16s state %s wchan %-24s syscall %s\n' "${task##*/}" \
+        "$(cat "$task/comm" 2>/dev/null)" \
+        "$(awk '/^State:/ {print $2}' "$task/status" 2>/dev/null)" \
+        "$(cat "$task/wchan" 2>/dev/null)" "$(cut -d' ' -f1-3 "$task/syscall" 2>/dev/null)"
+    done
+    if [[ -n "$debugger" ]]; then
+      echo "--- $debugger backtraces of pid $pid"
+      timeout -k 5 45 "$debugger" -q -batch -nx -p "$pid" -ex "set pagination off" \
+        -ex "thread apply all bt 25" </dev/null 2>&1 | grep -vE "^\[New LWP|^warning: " | head -n 600
+    fi
+  done
+}
+
 # Microseconds since the epoch, from bash itself (no date fork; any decimal separator).
 now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
 
@@ -184,18 +209,37 @@ main() {
     shift 2
     local base="$out/$who.$round" t0 rc verdict
     t0=$(now_us)
-    # --foreground: the bench stays in this script's process group, so whoever times out this
-    # script takes the bench down too; on its own expiry timeout kills the bench's parent,
-    # whose ranks die with it (PR_SET_PDEATHSIG).
-    timeout --foreground -k 10 "$limit" "$@" --label "$who" --json "$json" "${bench_args[@]}" \
-      ${extra[@]+"${extra[@]}"} >"$base.txt" 2>"$base.log"
-    rc=$?
+    # In the background of this script's process group, so whoever times out this script takes
+    # the bench down too. At our own limit the stacks of the bench and its ranks go to
+    # $base.stacks first (a hang is diagnosed from where every thread waits), then the bench's
+    # parent is killed and its ranks die with it (PR_SET_PDEATHSIG).
+    "$@" --label "$who" --json "$json" "${bench_args[@]}" ${extra[@]+"${extra[@]}"} \
+      >"$base.txt" 2>"$base.log" &
+    local pid=$! deadline_us=$((t0 + limit * 1000000))
+    while kill -0 "$pid" 2>/dev/null && (($(now_us) < deadline_us)); do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      # shellcheck disable=SC2046  # one PID a word
+      dump_stacks "$pid" $(pgrep -P "$pid" 2>/dev/null) >"$base.stacks" 2>&1
+      kill -KILL "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+      rc=124
+    else
+      wait "$pid"
+      rc=$?
+    fi
     case $rc in
       0) verdict=PASS ;;
       3) verdict=WRONG ;;
       124|137) verdict=TIMEOUT ;;
       *) verdict=FAIL ;;
     esac
+    if [[ "$verdict" == TIMEOUT && "$MPS_STATE" == started ]]; then
+      # A client killed with its kernels still spinning can leave our MPS daemon refusing the
+      # next run ("CUDA-capable device(s) is/are busy or unavailable"): start it afresh.
+      mps_stop
+      mps_start
+      echo "# MPS restarted after the timeout: $MPS_STATE ($MPS_NOTE)"
+    fi
     local ms=$((($(now_us) - t0) / 1000))
     printf '%s\t%s\t%s\t%s\t%s\n' "$who" "$round" "$verdict" "$rc" "$ms" >>"$runs"
     printf '# run %-8s round %d: %-7s (exit %d, %d.%03d s)\n' "$who" "$round" "$verdict" "$rc" \

@@ -34,8 +34,11 @@ Result<const CudaDriver*> CudaDriver::Get() {
         Resolve(lib, "cuInit", &candidate->init_) &&
         Resolve(lib, "cuMemHostAlloc", &candidate->mem_host_alloc_) &&
         Resolve(lib, "cuMemFreeHost", &candidate->mem_free_host_) &&
-        Resolve(lib, "cuMemcpyDtoH_v2", &candidate->memcpy_dtoh_) &&
-        Resolve(lib, "cuMemcpyHtoD_v2", &candidate->memcpy_htod_) &&
+        Resolve(lib, "cuMemcpyDtoHAsync_v2", &candidate->memcpy_dtoh_async_) &&
+        Resolve(lib, "cuMemcpyHtoDAsync_v2", &candidate->memcpy_htod_async_) &&
+        Resolve(lib, "cuStreamCreate", &candidate->stream_create_) &&
+        Resolve(lib, "cuStreamDestroy_v2", &candidate->stream_destroy_) &&
+        Resolve(lib, "cuStreamSynchronize", &candidate->stream_synchronize_) &&
         Resolve(lib, "cuGetErrorString", &candidate->get_error_string_) &&
         Resolve(lib, "cuDeviceGetCount", &candidate->device_get_count_) &&
         Resolve(lib, "cuDeviceGet", &candidate->device_get_) &&
@@ -83,13 +86,6 @@ Status CudaDriver::HostAlloc(size_t bytes, void** out) const {
 
 void CudaDriver::HostFree(void* ptr) const { mem_free_host_(ptr); }
 
-Status CudaDriver::CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const {
-  return Check(memcpy_dtoh_(dst, reinterpret_cast<CUdeviceptr>(src_device), bytes), "cuMemcpyDtoH");
-}
-
-Status CudaDriver::CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const {
-  return Check(memcpy_htod_(reinterpret_cast<CUdeviceptr>(dst_device), src, bytes), "cuMemcpyHtoD");
-}
 
 }  // namespace devmem
 
@@ -150,7 +146,11 @@ Result<void*> CudaDriver::PrimaryContext(int ordinal) const {
 Result<ScopedDeviceContext> CudaDriver::EnterDevice(int ordinal) const {
   Result<void*> context = PrimaryContext(ordinal);
   if (!context.ok()) return context.status();
-  DEVMEM_RETURN_IF_ERROR(Check(ctx_push_current_(context.value()), "cuCtxPushCurrent"));
+  return EnterContext(context.value());
+}
+
+Result<ScopedDeviceContext> CudaDriver::EnterContext(void* context) const {
+  DEVMEM_RETURN_IF_ERROR(Check(ctx_push_current_(context), "cuCtxPushCurrent"));
   constexpr int kCaptureModeRelaxed = 2;  // CU_STREAM_CAPTURE_MODE_RELAXED
   int mode = kCaptureModeRelaxed;
   if (exchange_capture_mode_(&mode) != 0) mode = -1;  // nothing to restore

@@ -47,8 +47,7 @@ class CudaDriver final {
   // pointer a kernel uses (staging, NCCL unpack metadata).
   Status HostAlloc(size_t bytes, void** out) const;
   void HostFree(void* ptr) const;
-  Status CopyDeviceToHost(void* dst, const void* src_device, size_t bytes) const;
-  Status CopyHostToDevice(void* dst_device, const void* src, size_t bytes) const;
+  // Host <-> device copies: plugin/cuda/copy_stream.h (never on the legacy default stream).
 
   // Device queries for readiness checks (devmem-doctor and mode selection).
   Result<int> DeviceCount() const;
@@ -61,6 +60,8 @@ class CudaDriver final {
   // guard goes; the context is retained once per process and device. Every plugin call that
   // allocates, copies or exports runs inside one.
   Result<ScopedDeviceContext> EnterDevice(int ordinal) const;
+  // The same for a given context (a CopyStream's).
+  Result<ScopedDeviceContext> EnterContext(void* context) const;
   // The device of the calling thread's current context (NCCL's proxy thread has its GPU's).
   Result<int> CurrentDevice() const;
   Status Allocate(size_t bytes, CUdeviceptr* out) const;
@@ -69,6 +70,7 @@ class CudaDriver final {
 
  private:
   friend class ScopedDeviceContext;
+  friend class CopyStream;
   CudaDriver() = default;
   Status Check(CUresult result, const char* call) const;
   Result<void*> PrimaryContext(int ordinal) const;
@@ -76,8 +78,11 @@ class CudaDriver final {
   CUresult (*init_)(unsigned int) = nullptr;
   CUresult (*mem_host_alloc_)(void**, size_t, unsigned int) = nullptr;
   CUresult (*mem_free_host_)(void*) = nullptr;
-  CUresult (*memcpy_dtoh_)(void*, CUdeviceptr, size_t) = nullptr;
-  CUresult (*memcpy_htod_)(CUdeviceptr, const void*, size_t) = nullptr;
+  CUresult (*memcpy_dtoh_async_)(void*, CUdeviceptr, size_t, void*) = nullptr;
+  CUresult (*memcpy_htod_async_)(CUdeviceptr, const void*, size_t, void*) = nullptr;
+  CUresult (*stream_create_)(void**, unsigned int) = nullptr;
+  CUresult (*stream_destroy_)(void*) = nullptr;
+  CUresult (*stream_synchronize_)(void*) = nullptr;
   CUresult (*get_error_string_)(CUresult, const char**) = nullptr;
   CUresult (*device_get_count_)(int*) = nullptr;
   CUresult (*device_get_)(int*, int) = nullptr;

@@ -48,7 +48,7 @@ HostRegion::~HostRegion() {
   if (data_ != nullptr) munmap(data_, bytes_);
 }
 
-Status HostRegion::Write(uint64_t offset, const char* src, size_t len) {
+Status HostRegion::Write(uint64_t offset, const char* src, size_t len, CopyStream* /*stream*/) {
   if (offset > bytes_ || len > bytes_ - offset) {
     return Status::Error(ErrorKind::kInternal, "write [%llu, +%zu) outside the %llu-byte region",
                          static_cast<unsigned long long>(offset), len,
@@ -103,6 +103,9 @@ Result<std::unique_ptr<EmulatedFragReceiver>> EmulatedFragReceiver::Create(RxReg
         PinnedBuffer::Allocate(kMaxPagesPerReceive * PagePool::kPageBytes, region->gpu());
     if (!bounce.ok()) return bounce.status().WithContext("pinned bounce of the emulated NIC");
     receiver->dma_bounce_ = std::move(bounce).value();
+    Result<CopyStream> stream = CopyStream::Create(region->gpu());
+    if (!stream.ok()) return stream.status().WithContext("copy stream of the emulated NIC");
+    receiver->copy_stream_.emplace(std::move(stream).value());
   }
   return receiver;
 }
@@ -113,6 +116,7 @@ Status EmulatedFragReceiver::CopyRunsToRegion(const StreamSegment* plan, const i
   // run, one copy (fresh pools hand out consecutive pages, so most receives are one run).
   uint64_t left = bytes;
   size_t i = 0;
+  bool queued = false;
   while (i < n && left > 0) {
     if (plan[i].kind != StreamSegment::Kind::kRegion) {
       left -= std::min<uint64_t>(plan[i].length, left);
@@ -131,9 +135,13 @@ Status EmulatedFragReceiver::CopyRunsToRegion(const StreamSegment* plan, const i
       ++i;
       if (len < plan[i - 1].length) break;  // the stream ended inside this frag
     }
-    DEVMEM_RETURN_IF_ERROR(region_->Write(start, source, run));
+    CopyStream* stream = copy_stream_ ? &*copy_stream_ : nullptr;
+    DEVMEM_RETURN_IF_ERROR(region_->Write(start, source, run, stream));
+    queued = queued || stream != nullptr;
   }
-  return Status::Ok();
+  // The bounce is reused by the next receive, and the frags go to a consumer: both need the
+  // bytes in the region now.
+  return queued ? copy_stream_->Wait() : Status::Ok();
 }
 
 uint64_t EmulatedFragReceiver::NextRandom() {

@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include <sys/uio.h>
 #include <vector>
 
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
+#include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/memory.h"
 #include "plugin/devmem/frag_parser.h"
 #include "plugin/devmem/rx_region.h"
@@ -35,7 +37,7 @@ class HostRegion final : public RxRegion {
   char* host_base() const override { return data_; }
   uint64_t device_base() const override { return reinterpret_cast<uintptr_t>(data_); }
   int gpu() const override { return -1; }
-  Status Write(uint64_t offset, const char* src, size_t len) override;
+  Status Write(uint64_t offset, const char* src, size_t len, CopyStream* stream) override;
 
  private:
   HostRegion() = default;
@@ -124,6 +126,7 @@ class EmulatedFragReceiver final : public FragReceiver {
   Status CopyRunsToRegion(const StreamSegment* plan, const iovec* iov, size_t n, uint64_t bytes);
 
   PinnedBuffer dma_bounce_;  // GPU regions: where recv() lands before the copy
+  std::optional<CopyStream> copy_stream_;  // GPU regions: the bounce -> region copies
   PagePool* pool_;
   EmulationMix mix_;
   uint64_t rng_;

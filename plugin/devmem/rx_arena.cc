@@ -3,6 +3,7 @@
 #include <cstring>
 #include <utility>
 
+#include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/cuda_driver.h"
 #include "plugin/cuda/gpu_region.h"
 #include "plugin/devmem/frag_receiver.h"
@@ -24,7 +25,7 @@ class ArenaSlice final : public RxRegion {
   uint64_t bounce_base() const override { return arena_->device_base(); }
   uint64_t bounce_offset() const override { return offset_; }
   int gpu() const override { return arena_->gpu(); }
-  Status Write(uint64_t offset, const char* src, size_t len) override {
+  Status Write(uint64_t offset, const char* src, size_t len, CopyStream* stream) override {
     if (!writable_) {
       return Status::Error(ErrorKind::kInternal,
                            "the RX region bound to the NIC is written by the NIC only");
@@ -38,10 +39,10 @@ class ArenaSlice final : public RxRegion {
       memcpy(host + offset, src, len);
       return Status::Ok();
     }
-    const CudaDriver* cuda = CudaDriver::Get().value();
-    Result<ScopedDeviceContext> context = cuda->EnterDevice(arena_->gpu());
-    if (!context.ok()) return context.status();
-    return cuda->CopyHostToDevice(reinterpret_cast<void*>(device_base() + offset), src, len);
+    if (stream == nullptr) {
+      return Status::Error(ErrorKind::kInternal, "a GPU region write without a copy stream");
+    }
+    return stream->EnqueueToDevice(reinterpret_cast<void*>(device_base() + offset), src, len);
   }
 
  private:

@@ -12,6 +12,8 @@
 
 namespace devmem {
 
+class CopyStream;
+
 class RxRegion {
  public:
   virtual ~RxRegion() = default;
@@ -28,8 +30,10 @@ class RxRegion {
   virtual uint64_t bounce_offset() const { return 0; }
   // CUDA device holding the region, or -1 for host memory.
   virtual int gpu() const = 0;
-  // Emulation: stores bytes the NIC would have written by DMA at `offset`.
-  virtual Status Write(uint64_t offset, const char* src, size_t len) = 0;
+  // Emulation: stores bytes the NIC would have written by DMA at `offset`. A GPU region queues
+  // the copy on `stream` (the writer's own; the caller waits on it before reusing `src`); a
+  // host region copies at once and ignores it.
+  virtual Status Write(uint64_t offset, const char* src, size_t len, CopyStream* stream) = 0;
 };
 
 }  // namespace devmem

@@ -108,10 +108,7 @@ Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
     DEVMEM_RETURN_IF_ERROR(pool_.PresizeStaging(kStagedInFlight, step));
     if (!logged_staging_) {
       logged_staging_ = true;
-      log::Info(log::kNet,
-                "%s: CUDA buffers go through pinned host staging (plain-TCP path: devmem RX "
-                "is not active on this connection)",
-                description_.c_str());
+      log::Info(log::kNet, "%s: %s", description_.c_str(), CudaBufferPath());
     }
   }
   auto* region = new MemoryRegion();  // owned by the caller until deregMr
@@ -119,6 +116,15 @@ Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
   region->size = size;
   region->type = type;
   return region;
+}
+
+Result<CopyStream*> Comm::StagingCopyStream(int device) {
+  if (!staging_stream_) {
+    Result<CopyStream> created = CopyStream::Create(device);
+    if (!created.ok()) return created.status().WithContext("staging copy stream of " + description_);
+    staging_stream_.emplace(std::move(created).value());
+  }
+  return &*staging_stream_;
 }
 
 void Comm::LogClose() const {
@@ -228,9 +234,10 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   char* source = static_cast<char*>(data);
   if (region != nullptr && region->is_cuda() && size > 0) {
     Result<char*> staging = request->staging.Reserve(size);
-    Status copied = staging.ok()
-                        ? CudaDriver::Get().value()->CopyDeviceToHost(staging.value(), data, size)
-                        : staging.status();
+    Result<CopyStream*> stream = StagingCopyStream(/*device=*/-1);
+    Status copied = !staging.ok()  ? staging.status()
+                    : !stream.ok() ? stream.status()
+                                   : stream.value()->ToHost(staging.value(), data, size);
     if (!copied.ok()) {
       pool_.Release(request);
       return copied.WithContext("staging a CUDA send buffer on " + description_);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "plugin/core/config.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
+#include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/memory.h"
 #include "plugin/setup/rx_path.h"
 #include "plugin/transport/data_socket.h"
@@ -56,6 +58,11 @@ class Comm {
   // Registers memory for this comm. CUDA buffers are staged through pinned host memory on the
   // plain-TCP path; the reason is logged once per comm.
   Result<MemoryRegion*> Register(void* data, size_t size, int type);
+  // How this comm's CUDA buffers get their bytes, for the one log line at the first regMr.
+  virtual const char* CudaBufferPath() const {
+    return "CUDA buffers go through pinned host staging (plain-TCP path: devmem RX is not "
+           "active on this connection)";
+  }
 
  protected:
   Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<UniqueFd> data,
@@ -68,6 +75,9 @@ class Comm {
   int QueueStripes(Request* request, char* base, uint64_t size, FragResult* results = nullptr,
                    uint64_t seq = 0, bool scatter_now = false);
   void LogClose() const;
+  // The comm's stream for staging copies, created on first use in GPU `device`'s primary
+  // context (device < 0: the calling thread's current context, NCCL's proxy thread's).
+  Result<CopyStream*> StagingCopyStream(int device);
 
   const uint32_t magic_;
   const Direction direction_;
@@ -82,6 +92,7 @@ class Comm {
   CommCounters counters_;
   uint32_t next_first_socket_ = 0;
   bool logged_staging_ = false;
+  std::optional<CopyStream> staging_stream_;
 };
 
 class SendComm final : public Comm {
@@ -122,6 +133,11 @@ class RecvComm final : public Comm {
                                                   std::string description, RxPath path = RxPath());
   RecvDevmemCounters DevmemCounters() const;
   ~RecvComm() override;
+  const char* CudaBufferPath() const override {
+    if (path_.mode == RxPath::Mode::kPlain) return Comm::CudaBufferPath();
+    return "frags are scattered into CUDA buffers on the GPU; inline and linear (header-side) "
+           "bytes reach them through pinned host staging";
+  }
   // `ll_hint`: NCCL marked the receive as LL/LL128 (optional completion), which NCCL's device
   // unpack never reads: such receives are consumed by the plugin even in NCCL unpack mode.
   Result<Request*> PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,

@@ -236,8 +236,7 @@ Result<bool> RecvComm::RunConsumer(Request* request) {
 }
 
 Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) {
-  const CudaDriver* cuda = nullptr;
-  std::optional<ScopedDeviceContext> context;
+  CopyStream* stream = nullptr;
   const size_t sockets = data_sockets_.size();
   for (int i = 0; i < request->count; ++i) {
     SubRequest& sub = request->subs[i];
@@ -247,21 +246,17 @@ Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) 
       if (after_device_consumer) memcpy(sub.user_data, sub.data, sub.size);
       continue;
     }
-    if (cuda == nullptr) {
-      Result<const CudaDriver*> driver = CudaDriver::Get();
-      if (!driver.ok()) return driver.status();
-      cuda = driver.value();
-      // In the region's GPU context, leaving NCCL's thread as it was; without a GPU region the
-      // destination belongs to the caller's current context.
-      if (region_ != nullptr && region_->gpu() >= 0) {
-        Result<ScopedDeviceContext> entered = cuda->EnterDevice(region_->gpu());
-        if (!entered.ok()) return entered.status();
-        context.emplace(std::move(entered).value());
-      }
+    if (stream == nullptr) {
+      // In the region's GPU context; without a GPU region the destination belongs to the
+      // caller's current context.
+      Result<CopyStream*> created =
+          StagingCopyStream(region_ != nullptr && region_->gpu() >= 0 ? region_->gpu() : -1);
+      if (!created.ok()) return created.status();
+      stream = created.value();
     }
     char* device = static_cast<char*>(sub.user_data);
     if (sub.delivery == HostDelivery::kWholeToDevice || sub.inline_payload) {
-      DEVMEM_RETURN_IF_ERROR(cuda->CopyHostToDevice(device, sub.data, sub.size));
+      DEVMEM_RETURN_IF_ERROR(stream->EnqueueToDevice(device, sub.data, sub.size));
       counters_.staged_bytes += sub.size;
       continue;
     }
@@ -273,12 +268,13 @@ Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) 
           return Status::Error(ErrorKind::kInternal, "host range outside the message");
         }
         DEVMEM_RETURN_IF_ERROR(
-            cuda->CopyHostToDevice(device + r.dst_offset, sub.data + r.dst_offset, r.length));
+            stream->EnqueueToDevice(device + r.dst_offset, sub.data + r.dst_offset, r.length));
         counters_.staged_bytes += r.length;
       }
     }
   }
-  return Status::Ok();
+  // The staging is reused once the request is released: every copy must have landed.
+  return stream != nullptr ? stream->Wait() : Status::Ok();
 }
 
 Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,

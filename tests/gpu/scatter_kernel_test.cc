@@ -229,16 +229,24 @@ TEST_F(ScatterKernelTest, CreateRejectsADeviceThisProcessDoesNotSee) {
 // The driver calls the context tests observe and set up with (resolved the way the engine does).
 struct Driver {
   PFN_cuCtxGetCurrent_v4000 get_current = nullptr;
-  PFN_cuCtxCreate_v3020 create = nullptr;
+  // The signature NCCL's proxy creates its thread context with (NCCL v2.28.9 src/proxy.cc:883,
+  // src/misc/cudawrap.cc:212 loads cuCtxCreate at version 11040). CUDA 13's cuCtxCreate is the
+  // 12050 one: asking for "cuCtxCreate" at 12000 and calling it as the 3020 signature failed
+  // on an H200 with CUDA_ERROR_INVALID_DEVICE (perf/RESULTS.md, first GPU run).
+  PFN_cuCtxCreate_v11040 create = nullptr;
   PFN_cuCtxDestroy_v4000 destroy = nullptr;
   PFN_cuDeviceGet_v2000 device_get = nullptr;
+  // The driver's, not cudaThreadExchangeStreamCaptureMode: the runtime call makes the primary
+  // context current on a thread that has none (seen on the H200, CUDA 13.0, driver 580), which
+  // is exactly what these tests must observe the engine not doing.
+  PFN_cuThreadExchangeStreamCaptureMode_v10010 exchange_capture_mode = nullptr;
 };
 
 template <typename Fn>
-bool Resolve(const char* symbol, Fn* fn) {
+bool Resolve(const char* symbol, Fn* fn, unsigned version = 12000) {
   void* address = nullptr;
   cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-  if (cudaGetDriverEntryPointByVersion(symbol, &address, 12000, cudaEnableDefault, &found) !=
+  if (cudaGetDriverEntryPointByVersion(symbol, &address, version, cudaEnableDefault, &found) !=
           cudaSuccess ||
       found != cudaDriverEntryPointSuccess) {
     return false;
@@ -249,8 +257,9 @@ bool Resolve(const char* symbol, Fn* fn) {
 
 std::optional<Driver> ResolveDriver() {
   Driver driver;
-  if (!Resolve("cuCtxGetCurrent", &driver.get_current) || !Resolve("cuCtxCreate", &driver.create) ||
-      !Resolve("cuCtxDestroy", &driver.destroy) || !Resolve("cuDeviceGet", &driver.device_get)) {
+  if (!Resolve("cuCtxGetCurrent", &driver.get_current) || !Resolve("cuCtxCreate", &driver.create, 11040) ||
+      !Resolve("cuCtxDestroy", &driver.destroy) || !Resolve("cuDeviceGet", &driver.device_get) ||
+      !Resolve("cuThreadExchangeStreamCaptureMode", &driver.exchange_capture_mode)) {
     return std::nullopt;
   }
   return driver;
@@ -262,11 +271,11 @@ CUcontext CurrentContext(const Driver& driver) {
   return context;
 }
 
-cudaStreamCaptureMode CurrentCaptureMode() {
-  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
-  EXPECT_EQ(cudaThreadExchangeStreamCaptureMode(&mode), cudaSuccess);  // mode: the old one
-  cudaStreamCaptureMode restore = mode;
-  EXPECT_EQ(cudaThreadExchangeStreamCaptureMode(&restore), cudaSuccess);
+CUstreamCaptureMode CurrentCaptureMode(const Driver& driver) {
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+  EXPECT_EQ(driver.exchange_capture_mode(&mode), CUDA_SUCCESS);  // mode: the old one
+  CUstreamCaptureMode restore = mode;
+  EXPECT_EQ(driver.exchange_capture_mode(&restore), CUDA_SUCCESS);
   return mode;
 }
 
@@ -303,12 +312,12 @@ TEST_F(ScatterKernelTest, EveryCallLeavesTheThreadsContextAndCaptureModeAsItFoun
   // A thread with no context current: it must still have none (no fallback to device 0).
   std::thread([&] {
     ASSERT_EQ(CurrentContext(*driver), nullptr) << "a new thread starts with no context";
-    cudaStreamCaptureMode mode = cudaStreamCaptureModeThreadLocal;
-    ASSERT_EQ(cudaThreadExchangeStreamCaptureMode(&mode), cudaSuccess);
+    CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+    ASSERT_EQ(driver->exchange_capture_mode(&mode), CUDA_SUCCESS);
     ASSERT_EQ(CurrentContext(*driver), nullptr) << "setting the capture mode made one current";
     ExerciseEngine(region.get(), dst.get(), [&](const char* step) {
       EXPECT_EQ(CurrentContext(*driver), nullptr) << step;
-      EXPECT_EQ(CurrentCaptureMode(), cudaStreamCaptureModeThreadLocal) << step;
+      EXPECT_EQ(CurrentCaptureMode(*driver), CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) << step;
     });
   }).join();
 
@@ -317,10 +326,10 @@ TEST_F(ScatterKernelTest, EveryCallLeavesTheThreadsContextAndCaptureModeAsItFoun
     CUdevice device = 0;
     ASSERT_EQ(driver->device_get(&device, 0), CUDA_SUCCESS);
     CUcontext own = nullptr;
-    ASSERT_EQ(driver->create(&own, 0, device), CUDA_SUCCESS);  // and makes it current
+    ASSERT_EQ(driver->create(&own, nullptr, 0, 0, device), CUDA_SUCCESS);  // and makes it current
     ExerciseEngine(region.get(), dst.get(), [&](const char* step) {
       EXPECT_EQ(CurrentContext(*driver), own) << step;
-      EXPECT_EQ(CurrentCaptureMode(), cudaStreamCaptureModeGlobal) << step;
+      EXPECT_EQ(CurrentCaptureMode(*driver), CU_STREAM_CAPTURE_MODE_GLOBAL) << step;
     });
     EXPECT_EQ(driver->destroy(own), CUDA_SUCCESS);
   }).join();

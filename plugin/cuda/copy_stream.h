@@ -1,0 +1,52 @@
+// The plugin's host <-> device copies, on a stream of their own.
+//
+// Never the legacy default stream: on an H200 under MPS (two NCCL ranks on one GPU, the way
+// perf/gpu_verify.sh runs them) a synchronous cuMemcpyHtoD on a plugin worker thread never
+// returned while NCCL's kernel spun waiting for the very bytes it was copying, and NCCL's
+// next cuEventRecord blocked behind it on a driver lock: every rank hung (perf/RESULTS.md,
+// 2026-11-26 GPU run, stacks from cuda-gdb). NCCL itself copies only on non-blocking streams
+// of its own (v2.28.9 src/misc/strongstream.cc:131, src/transport/p2p.cc:693). So: enqueue
+// on a non-blocking stream, then wait for that stream alone.
+#pragma once
+
+#include <cstddef>
+
+#include "plugin/core/status.h"
+
+namespace devmem {
+
+class CudaDriver;
+
+class CopyStream final {
+ public:
+  // A non-blocking stream in GPU `device`'s primary context, or, for device < 0, in the
+  // calling thread's current context (where NCCL's buffers of a comm without a GPU region
+  // live). Every call below runs in that context, whatever the calling thread has current.
+  static Result<CopyStream> Create(int device);
+  CopyStream(CopyStream&& other) noexcept;
+  CopyStream& operator=(CopyStream&& other) noexcept;
+  CopyStream(const CopyStream&) = delete;
+  CopyStream& operator=(const CopyStream&) = delete;
+  ~CopyStream();
+
+  // Queue a copy; `src`/`dst` host memory must stay valid until Wait() returned. Pinned host
+  // memory makes the copy asynchronous; pageable memory works too (the driver stages it).
+  Status EnqueueToDevice(void* dst_device, const void* src, size_t bytes);
+  Status EnqueueToHost(void* dst, const void* src_device, size_t bytes);
+  // Returns once every queued copy is complete.
+  Status Wait();
+  // Enqueue + Wait.
+  Status ToDevice(void* dst_device, const void* src, size_t bytes);
+  Status ToHost(void* dst, const void* src_device, size_t bytes);
+
+ private:
+  CopyStream(const CudaDriver* driver, void* context, void* stream)
+      : driver_(driver), context_(context), stream_(stream) {}
+  void Reset();
+
+  const CudaDriver* driver_ = nullptr;
+  void* context_ = nullptr;  // CUcontext
+  void* stream_ = nullptr;   // CUstream; nullptr once moved from
+};
+
+}  // namespace devmem
