@@ -36,6 +36,8 @@ class ScatterEngine {
   virtual Result<bool> Done(const ScatterTicket& ticket) = 0;
   // Blocks until every submission finished (tests, shutdown).
   virtual Status Synchronize() = 0;
+  // True once every submission finished; never blocks (a bounded close polls it).
+  virtual Result<bool> Idle() = 0;
 };
 
 // The scatter kernel engine on CUDA device `device` (its primary context), taking up to

@@ -66,8 +66,15 @@ class KernelScatterEngine final : public ScatterEngine {
     DEVMEM_RETURN_IF_ERROR(CudaCheck(
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "SM count"));
     max_blocks_ = sms > 0 ? static_cast<uint32_t>(sms) * 4 : 1;
+    // The highest priority: the kernels are short and NCCL's kernel waits for them. Whether
+    // that also keeps them off a hardware work queue NCCL's spinning kernel holds (the MPS
+    // hang in perf/RESULTS.md, 2026-11-26) is not measured yet.
+    int least = 0, greatest = 0;
+    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaDeviceGetStreamPriorityRange(&least, &greatest),
+                                     "cudaDeviceGetStreamPriorityRange"));
     DEVMEM_RETURN_IF_ERROR(
-        CudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+        CudaCheck(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest),
+                  "cudaStreamCreateWithPriority"));
     // Every slot's op buffers, once (Create checked that this product fits).
     const size_t bytes = slot_count_ * max_ops_ * sizeof(ScatterOp);
     DEVMEM_RETURN_IF_ERROR(
@@ -131,6 +138,16 @@ class KernelScatterEngine final : public ScatterEngine {
     ScopedContext scope(context_);
     DEVMEM_RETURN_IF_ERROR(scope.status());
     return Query(slot);
+  }
+
+  Result<bool> Idle() override {
+    ScopedContext scope(context_);
+    DEVMEM_RETURN_IF_ERROR(scope.status());
+    const cudaError_t err = cudaStreamQuery(stream_);
+    if (err == cudaErrorNotReady) return false;
+    DEVMEM_RETURN_IF_ERROR(CudaCheck(err, "the scatter stream"));
+    for (Slot& slot : slots_) slot.busy = false;
+    return true;
   }
 
   Status Synchronize() override {

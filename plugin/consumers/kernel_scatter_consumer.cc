@@ -1,6 +1,7 @@
 #include "plugin/consumers/kernel_scatter_consumer.h"
 
 #include <optional>
+#include <thread>
 
 #include "plugin/core/log.h"
 
@@ -11,19 +12,20 @@ size_t MaxScatterOps(uint64_t message_bytes) {
 }
 
 Result<std::unique_ptr<KernelScatterConsumer>> KernelScatterConsumer::Create(
-    const RxRegion* region, const ScatterEngineFactory& factory, size_t slots) {
+    const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
+    std::chrono::milliseconds drain_limit) {
   const size_t max_ops = MaxScatterOps(region->bytes() / 4);
   Result<std::unique_ptr<gpu::ScatterEngine>> engine = factory(region->gpu(), max_ops, slots);
   if (!engine.ok()) return engine.status().WithContext("GPU scatter engine");
   std::unique_ptr<KernelScatterConsumer> consumer(
-      new KernelScatterConsumer(region, std::move(engine).value(), max_ops));
+      new KernelScatterConsumer(region, std::move(engine).value(), max_ops, drain_limit));
   return consumer;
 }
 
 KernelScatterConsumer::KernelScatterConsumer(const RxRegion* region,
                                              std::unique_ptr<gpu::ScatterEngine> engine,
-                                             size_t max_ops)
-    : region_(region), engine_(std::move(engine)), max_ops_(max_ops) {
+                                             size_t max_ops, std::chrono::milliseconds drain_limit)
+    : drain_limit_(drain_limit), region_(region), engine_(std::move(engine)), max_ops_(max_ops) {
   // Host scratch sized once too: the data path never grows a vector.
   entries_.reserve(max_ops);
   ops_.reserve(max_ops);
@@ -87,6 +89,23 @@ Result<bool> KernelScatterConsumer::Finished(ConsumerJob* job) {
   return done.value();
 }
 
-Status KernelScatterConsumer::Drain() { return engine_->Synchronize(); }
+Status KernelScatterConsumer::Drain() {
+  if (engine_ == nullptr) return Status::Ok();  // abandoned by an earlier Drain()
+  if (drain_limit_.count() == 0) return engine_->Synchronize();
+  const auto deadline = std::chrono::steady_clock::now() + drain_limit_;
+  for (;;) {
+    Result<bool> idle = engine_->Idle();
+    if (!idle.ok()) return idle.status();
+    if (idle.value()) return Status::Ok();
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // Freeing the engine would synchronize with work that is not running: hang instead of fail.
+  (void)engine_.release();  // NOLINT: leaked on purpose, see the header
+  return Status::Error(ErrorKind::kSystem,
+                       "scatter kernel work still queued %lld ms after close began: its engine "
+                       "and RX region are leaked rather than freed under it",
+                       static_cast<long long>(drain_limit_.count()));
+}
 
 }  // namespace devmem

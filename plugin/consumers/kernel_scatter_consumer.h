@@ -3,6 +3,7 @@
 // then may the frags' tokens go back to the kernel.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -22,19 +23,24 @@ class KernelScatterConsumer final : public FragConsumer {
   // Everything the data path needs is sized here, once: `slots` submissions in flight (NCCL
   // keeps NCCL_STEPS = 8 receives of up to maxRecvs messages each), the ops of the largest
   // message the region may hold (a quarter of it).
-  static Result<std::unique_ptr<KernelScatterConsumer>> Create(const RxRegion* region,
-                                                               const ScatterEngineFactory& factory,
-                                                               size_t slots);
+  // `drain_limit`: how long Drain() waits for work in flight (0: forever).
+  static Result<std::unique_ptr<KernelScatterConsumer>> Create(
+      const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
+      std::chrono::milliseconds drain_limit = std::chrono::milliseconds(0));
   ~KernelScatterConsumer() override;
   Kind kind() const override { return Kind::kScatterKernel; }
   const char* name() const override { return "plugin scatter kernel"; }
   Result<bool> Start(const HeldMessage& message, ConsumerJob* job) override;
   Result<bool> Finished(ConsumerJob* job) override;
+  // Waits up to the drain limit. Past it the engine is abandoned (leaked, never synchronized
+  // or freed: its kernels may still run one day and read the region) and an error returned;
+  // the caller must then keep the region alive too.
   Status Drain() override;
 
  private:
   KernelScatterConsumer(const RxRegion* region, std::unique_ptr<gpu::ScatterEngine> engine,
-                        size_t max_ops);
+                        size_t max_ops, std::chrono::milliseconds drain_limit);
+  std::chrono::milliseconds drain_limit_;
   const RxRegion* region_;
   std::unique_ptr<gpu::ScatterEngine> engine_;
   size_t max_ops_;

@@ -104,6 +104,7 @@ constexpr const char* kChunk = "NCCL_DEVMEM_CHUNK_SIZE";
 constexpr const char* kInline = "NCCL_DEVMEM_INLINE_BYTES";
 constexpr const char* kMaxRecvs = "NCCL_DEVMEM_MAX_RECVS";
 constexpr const char* kHandshakeTimeout = "NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS";
+constexpr const char* kConsumerTimeout = "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS";
 constexpr const char* kUserTimeout = "NCCL_DEVMEM_TCP_USER_TIMEOUT_MS";
 constexpr const char* kEmulate = "NCCL_DEVMEM_EMULATE";
 constexpr const char* kRegion = "NCCL_DEVMEM_RX_REGION_BYTES";
@@ -206,6 +207,10 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   value = config.handshake_timeout_ms;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kHandshakeTimeout, 100, 3600000, &value));
   config.handshake_timeout_ms = static_cast<int>(value);
+
+  value = config.gpu_consumer_timeout_ms;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kConsumerTimeout, 0, 3600000, &value));
+  config.gpu_consumer_timeout_ms = static_cast<int>(value);
 
   value = config.tcp_user_timeout_ms;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kUserTimeout, 0, 3600000, &value));
@@ -313,6 +318,8 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%d (%s)", kMaxRecvs, max_recvs, origin(kMaxRecvs));
   log::Info(log::kEnv, "%s=%d (%s)", kHandshakeTimeout, handshake_timeout_ms,
             origin(kHandshakeTimeout));
+  log::Info(log::kEnv, "%s=%d (%s)", kConsumerTimeout, gpu_consumer_timeout_ms,
+            origin(kConsumerTimeout));
   log::Info(log::kEnv, "%s=%d (%s)", kUserTimeout, tcp_user_timeout_ms, origin(kUserTimeout));
   log::Info(log::kEnv, "%s=%d (%s)", kEmulate, emulate_devmem ? 1 : 0, origin(kEmulate));
   log::Info(log::kEnv, "%s=%d (%s)", kRequire, require_devmem ? 1 : 0, origin(kRequire));

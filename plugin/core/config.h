@@ -24,6 +24,7 @@ struct Config {
   uint32_t inline_bytes = 1024;      // NCCL_DEVMEM_INLINE_BYTES
   int max_recvs = 1;                 // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
+  int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
   int tcp_user_timeout_ms = 0;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
   bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
   bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE

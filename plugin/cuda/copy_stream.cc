@@ -25,9 +25,14 @@ Result<CopyStream> CopyStream::Create(int device) {
   Result<ScopedDeviceContext> entered = driver->EnterContext(context);
   if (!entered.ok()) return entered.status();
   constexpr unsigned kNonBlocking = 0x1;  // CU_STREAM_NON_BLOCKING
+  // The highest priority, like the scatter engine's stream (gpu/scatter_kernel.cu).
+  int least = 0, greatest = 0;
+  DEVMEM_RETURN_IF_ERROR(driver->Check(driver->ctx_get_stream_priority_range_(&least, &greatest),
+                                       "cuCtxGetStreamPriorityRange"));
   void* stream = nullptr;
-  DEVMEM_RETURN_IF_ERROR(driver->Check(driver->stream_create_(&stream, kNonBlocking),
-                                       "cuStreamCreate (non-blocking copy stream)"));
+  DEVMEM_RETURN_IF_ERROR(
+      driver->Check(driver->stream_create_with_priority_(&stream, kNonBlocking, greatest),
+                    "cuStreamCreateWithPriority (non-blocking copy stream)"));
   return CopyStream(driver, context, stream);
 }
 

@@ -36,7 +36,8 @@ Result<const CudaDriver*> CudaDriver::Get() {
         Resolve(lib, "cuMemFreeHost", &candidate->mem_free_host_) &&
         Resolve(lib, "cuMemcpyDtoHAsync_v2", &candidate->memcpy_dtoh_async_) &&
         Resolve(lib, "cuMemcpyHtoDAsync_v2", &candidate->memcpy_htod_async_) &&
-        Resolve(lib, "cuStreamCreate", &candidate->stream_create_) &&
+        Resolve(lib, "cuStreamCreateWithPriority", &candidate->stream_create_with_priority_) &&
+        Resolve(lib, "cuCtxGetStreamPriorityRange", &candidate->ctx_get_stream_priority_range_) &&
         Resolve(lib, "cuStreamDestroy_v2", &candidate->stream_destroy_) &&
         Resolve(lib, "cuStreamSynchronize", &candidate->stream_synchronize_) &&
         Resolve(lib, "cuGetErrorString", &candidate->get_error_string_) &&

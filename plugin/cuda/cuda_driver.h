@@ -80,7 +80,8 @@ class CudaDriver final {
   CUresult (*mem_free_host_)(void*) = nullptr;
   CUresult (*memcpy_dtoh_async_)(void*, CUdeviceptr, size_t, void*) = nullptr;
   CUresult (*memcpy_htod_async_)(CUdeviceptr, const void*, size_t, void*) = nullptr;
-  CUresult (*stream_create_)(void**, unsigned int) = nullptr;
+  CUresult (*stream_create_with_priority_)(void**, unsigned int, int) = nullptr;
+  CUresult (*ctx_get_stream_priority_range_)(int*, int*) = nullptr;
   CUresult (*stream_destroy_)(void*) = nullptr;
   CUresult (*stream_synchronize_)(void*) = nullptr;
   CUresult (*get_error_string_)(CUresult, const char**) = nullptr;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,10 @@ struct RxPath {
   ScatterEngineFactory engine_factory;
   // Scatter submissions a comm keeps in flight: NCCL_STEPS (8) x maxRecvs.
   size_t scatter_slots = 8;
+  // How long a receive may wait for its GPU consumer (kernel) once every byte arrived, and how
+  // long closing waits for the consumer's work, before the comm fails with a WARN instead of
+  // hanging (NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS; 0: wait forever).
+  std::chrono::milliseconds consumer_timeout{20000};
 };
 
 }  // namespace devmem

@@ -242,6 +242,7 @@ Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
   path.unpack = config_.unpack;
   // NCCL keeps NCCL_STEPS (8) receives in flight, each of up to maxRecvs messages.
   path.scatter_slots = 8 * static_cast<size_t>(config_.max_recvs);
+  path.consumer_timeout = std::chrono::milliseconds(config_.gpu_consumer_timeout_ms);
   // A fallback to plain TCP is per connection and logged by the comm; under
   // NCCL_DEVMEM_REQUIRE=1 it is an error instead.
   auto fall_back = [&](const Status& why, const char* step) -> Result<RxPath> {

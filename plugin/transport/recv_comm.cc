@@ -76,7 +76,8 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
                                        ? path.engine_factory
                                        : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
     Result<std::unique_ptr<KernelScatterConsumer>> consumer =
-        KernelScatterConsumer::Create(comm->region_.get(), factory, path.scatter_slots);
+        KernelScatterConsumer::Create(comm->region_.get(), factory, path.scatter_slots,
+                                      path.consumer_timeout);
     if (!consumer.ok()) return consumer.status().WithContext(name);
     comm->consumer_ = std::move(consumer).value();
   } else {
@@ -118,7 +119,14 @@ RecvComm::~RecvComm() {
   workers_.clear();
   if (consumer_ != nullptr) {
     Status drained = consumer_->Drain();
-    if (!drained.ok()) log::Warn("%s: %s", description_.c_str(), drained.message().c_str());
+    if (!drained.ok()) {
+      log::Warn("%s: %s", description_.c_str(), drained.message().c_str());
+      // GPU work may still read the region one day: it must never be freed or reused.
+      static std::mutex leaked_mutex;
+      static auto* leaked = new std::vector<std::shared_ptr<RxRegion>>();  // NOLINT: on purpose
+      std::lock_guard<std::mutex> lock(leaked_mutex);
+      leaked->push_back(region_);
+    }
   }
   LogClose();
   if (path_.mode != RxPath::Mode::kPlain) {
@@ -390,6 +398,7 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
       if (!Complete(request)) return Status::Ok();
     }
     request->consuming = true;  // every byte is in: from here on only the consumer runs
+    request->consuming_since = std::chrono::steady_clock::now();
   }
   FragConsumer* consumer = request->consumer;
   if (consumer != nullptr && path_.mode != RxPath::Mode::kPlain) {
@@ -400,7 +409,23 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
       health_.Fail(finished.status());
       return finished.status();
     }
-    if (!finished.value()) return Status::Ok();
+    if (!finished.value()) {
+      const std::chrono::milliseconds limit = path_.consumer_timeout;
+      if (limit.count() > 0 && std::chrono::steady_clock::now() - request->consuming_since > limit) {
+        // A hang would take NCCL's proxy and every rank with it: fail loudly instead.
+        Status stuck = Status::Error(
+            ErrorKind::kSystem,
+            "%s: the receive's GPU consumer (%s) has not finished %lld ms after its last byte "
+            "arrived: the plugin's GPU work is not running. Seen when it waits behind NCCL's "
+            "spinning kernel on a hardware work queue the process shares (MPS clients share "
+            "one pool; CUDA_DEVICE_MAX_CONNECTIONS); the limit is "
+            "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS",
+            description_.c_str(), consumer_name(), static_cast<long long>(limit.count()));
+        health_.Fail(stuck);
+        return stuck;
+      }
+      return Status::Ok();
+    }
   }
   Status result = request->error;
   const bool tokens_wait = consumer != nullptr && consumer->HoldsTokensUntilConsumed();

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include <vector>
@@ -61,6 +62,7 @@ struct Request {
   // recv: who reads the held frags (nullptr: plain path, nothing held).
   FragConsumer* consumer = nullptr;
   bool consuming = false;          // recv: every byte arrived, the consumer runs
+  std::chrono::steady_clock::time_point consuming_since;  // recv: when consuming began
   bool awaiting_consumed = false;  // recv, NCCL unpack: reported done, tokens wait for NCCL
 
   void Reset(Comm* owner, Kind k) {

@@ -42,6 +42,10 @@ class GatedHostEngine final : public gpu::ScatterEngine {
     RunAll();
     return Status::Ok();
   }
+  // A GPU that never runs the kernel (queued behind NCCL's on a shared work queue): only
+  // RunAll() completes anything, and Synchronize() would block forever, so the tests that
+  // simulate it must never reach it.
+  Result<bool> Idle() override { return pending() == 0; }
   void RunAll() {
     for (Job& job : jobs_) {
       if (job.done) continue;
@@ -72,9 +76,15 @@ using testing::CreateCommPair;
 
 class ConsumerGatingTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { Open(std::chrono::milliseconds(20000)); }
+
+  void Open(std::chrono::milliseconds consumer_timeout) {
+    recv_.reset();
+    send_.reset();
+    engine_ = nullptr;
     // Host region; linear bytes in every few receives exercise the host ranges.
     RxPath path = testing::EmulatedPath(16 << 20, /*gpu=*/-1);
+    path.consumer_timeout = consumer_timeout;
     path.engine_factory = [this](int, size_t,
                                  size_t) -> Result<std::unique_ptr<gpu::ScatterEngine>> {
       auto engine = std::make_unique<GatedHostEngine>();
@@ -154,6 +164,48 @@ TEST_F(ConsumerGatingTest, DoneAndTokenReleaseWaitForTheEngine) {
     Transfer(size, size, true);
   }
   EXPECT_GT(engine_->done_queries(), 200);
+}
+
+// The engine never runs the kernel, as a GPU whose only work queue is taken by NCCL's spinning
+// kernel (H200 under MPS, perf/RESULTS.md 2026-11-26): test() fails the comm after the
+// consumer timeout with a WARN-worthy error, instead of saying "not done" forever, and closing
+// the comm returns (the engine and region are abandoned, not synchronized).
+TEST_F(ConsumerGatingTest, AKernelThatNeverRunsFailsTheCommAfterTheConsumerTimeout) {
+  Open(std::chrono::milliseconds(300));
+  const size_t size = 1 << 20;
+  std::vector<char> source(size, 'x'), sink(size);
+  void* dst = sink.data();
+  size_t capacity = size;
+  int tag = 3;
+  Result<Request*> recv = recv_->PostRecv(1, &dst, &capacity, &tag, nullptr);
+  ASSERT_TRUE(recv.ok() && recv.value() != nullptr);
+  Result<Request*> send = send_->PostSend(source.data(), size, tag, nullptr);
+  ASSERT_TRUE(send.ok() && send.value() != nullptr);
+  bool send_done = false, recv_done = false;
+  int send_size = 0, recv_size = -1;
+  const auto start = Clock::now();
+  Status failure;
+  while (failure.ok()) {
+    if (!send_done) {
+      ASSERT_TRUE(send_->Test(send.value(), &send_done, &send_size).ok());
+    }
+    failure = recv_->Test(recv.value(), &recv_done, &recv_size);
+    ASSERT_FALSE(recv_done) << "done although the kernel never ran";
+    ASSERT_LT(Clock::now() - start, std::chrono::seconds(30)) << "no timeout: test() hangs";
+  }
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(300));
+  EXPECT_EQ(engine_->pending(), 1u);
+  EXPECT_EQ(failure.kind(), ErrorKind::kSystem);
+  EXPECT_NE(failure.message().find("NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS"), std::string::npos)
+      << failure.message();
+  // The comm stays failed: the next call says so at once.
+  Status again = recv_->Test(recv.value(), &recv_done, &recv_size);
+  EXPECT_FALSE(again.ok());
+  // Closing polls the engine for the same limit, then abandons it: it returns.
+  const auto close_start = Clock::now();
+  recv_.reset();
+  EXPECT_LT(Clock::now() - close_start, std::chrono::seconds(10));
+  EXPECT_EQ(engine_->pending(), 1u) << "close ran the never-running kernel";
 }
 
 }  // namespace

@@ -39,6 +39,7 @@ TEST(ConfigTest, ReadsEveryVariable) {
                                                        {"NCCL_DEVMEM_INLINE_BYTES", "0"},
                                                        {"NCCL_DEVMEM_MAX_RECVS", "8"},
                                                        {"NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS", "500"},
+                                                       {"NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS", "0"},
                                                        {"NCCL_SOCKET_IFNAME", "^docker,lo"},
                                                        {"NCCL_SOCKET_FAMILY", "AF_INET6"},
                                                        {"NCCL_DEVMEM_EMULATE", "1"},
@@ -53,6 +54,7 @@ TEST(ConfigTest, ReadsEveryVariable) {
   EXPECT_EQ(config->inline_bytes, 0u);
   EXPECT_EQ(config->max_recvs, 8);
   EXPECT_EQ(config->handshake_timeout_ms, 500);
+  EXPECT_EQ(config->gpu_consumer_timeout_ms, 0);
   EXPECT_EQ(config->socket_ifname, "^docker,lo");
   EXPECT_EQ(config->socket_family, AF_INET6);
   EXPECT_TRUE(config->emulate_devmem);
@@ -111,6 +113,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_SOCKET_FAMILY", "AF_UNIX", "AF_INET and AF_INET6"},
                       BadValue{"NCCL_DEVMEM_EMULATE", "2", "[0, 1]"},
                       BadValue{"NCCL_DEVMEM_TCP_USER_TIMEOUT_MS", "-1", "[0, 3600000]"},
+                      BadValue{"NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS", "-1", "[0, 3600000]"},
+                      BadValue{"NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS", "3600001", "[0, 3600000]"},
+                      BadValue{"NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS", "10s", "trailing characters"},
                       BadValue{"NCCL_DEVMEM_REQUIRE", "yes", "not an integer"},
                       BadValue{"NCCL_DEVMEM_RX_REGION_BYTES", "512K", "[1048576, 68719476736]"},
                       BadValue{"NCCL_DEVMEM_RX_REGION_BYTES", "1048577", "multiple of the 4096"},
