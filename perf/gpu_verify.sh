@@ -18,6 +18,9 @@
 #                           NCCL_DEVMEM_UNPACK=plugin, with =nccl, and the plain host path;
 #                           results verified, the NCCL log must show "via NET/devmem" (and
 #                           "EMULATED devmem RX" for the emulated runs)
+#   nccl.emulated-nomps   all_reduce 8 B .. 1 MiB as emulated devmem RX (plugin unpack) with no
+#                         MPS, before MPS starts: the 2026-11-26 run hung under MPS only, so
+#                         this step tells an MPS problem from a plugin one
 #   torch                 perf/torch_allreduce.py through the plugin (emulated), 2 ranks, MPS
 #
 # Output under ${OUT:-./gpu_verify_out}: STEP.log per step, summary.json (verdict, seconds,
@@ -350,7 +353,8 @@ classify() {
 wanted() { [[ ",$steps_wanted," == *",$1,"* ]]; }
 
 # --- f. plots, summary and the exit status (also on SIGTERM: the verdicts so far still count).
-nccl_modes="emulated-plugin,emulated-nccl,host"
+# The host path first: a hang in an emulated mode must not cost the baseline.
+nccl_modes="host,emulated-plugin,emulated-nccl"
 finish() {
   trap - INT TERM
   mps_stop
@@ -512,6 +516,38 @@ if ((gpu_count == 0)) && [[ "$force" != 1 ]]; then
   no_gpu_reason="no GPU (nvidia-smi -L lists none; GPU_VERIFY_FORCE=1 runs the step anyway)"
 fi
 
+nccl_ld_path="$LD_LIBRARY_PATH${nccl_lib_dir:+:$nccl_lib_dir}"
+# run_nccl_mode NAME MODE(emulated|host) UNPACK MPS(auto|off) OP MAX_BYTES WANT_SECONDS
+run_nccl_mode() {
+  local name=$1 mode=$2 unpack=$3 mps=$4 op=$5 max=$6 want=$7 limit per_run
+  if [[ -n "$no_gpu_reason" ]]; then
+    verdict "nccl.$name" SKIP 0 "$no_gpu_reason"
+    return
+  fi
+  limit=$(step_limit "$want")
+  # Two bench runs (Socket, ours) share the step's time; 15 s for the summary and plots.
+  per_run=$(((limit - 15) / 2))
+  ((per_run < 10)) && per_run=10
+  rm -rf "$out/nccl-$name"
+  run_step "nccl.$name" "$limit" env LD_LIBRARY_PATH="$nccl_ld_path" NCCL_DEVMEM_UNPACK="$unpack" \
+      bash "$here/nccl_compare.sh" --mode "$mode" --label "$name" --op "$op" --rounds 1 \
+      -b 8 -e "$max" -f 2 -w "$warmup" -n "$iters" --timeout "$per_run" \
+      --mps "$mps" "$out/nccl-$name" "$bundle/lib/libnccl-net-devmem.so" \
+      "$bundle/bin/devmem-nccl-bench" &&
+    classify "nccl.$name" nccl "$out/nccl-$name"
+  # A run that hung or failed may leave our MPS daemon refusing clients: start it afresh.
+  if [[ "$MPS_STATE" == started ]] && [[ "$(tail -n 1 "$out/steps.tsv" | cut -f2)" != PASS ]]; then
+    mps_stop
+    mps_start >>"$out/mps.log" 2>&1
+    echo "[gpu_verify] MPS restarted after nccl.$name: $MPS_STATE"
+  fi
+}
+
+# --- a2. emulated devmem RX without MPS (before MPS starts) ------------------------------------
+if wanted nccl; then
+  run_nccl_mode emulated-nomps emulated plugin off all_reduce 1M 60
+fi
+
 # --- MPS, before any GPU work: the GPU tests then run as MPS clients too, the way the NCCL and
 # torch steps' ranks do (a plugin copy deadlocked only under MPS, 2026-11-26).
 if { wanted gtest || wanted nccl || wanted torch; } && [[ -z "$no_gpu_reason" ]]; then
@@ -556,33 +592,14 @@ fi
 # --- d, e. NCCL and PyTorch through the plugin, two ranks on one GPU under MPS -----------------
 compare_mps=auto
 [[ "$MPS_STATE" == started || "$MPS_STATE" == running ]] || compare_mps=off
-# The bundle's libraries are already first in LD_LIBRARY_PATH; the pip NCCL right after them
-# (the bench's RUNPATH names the build machine's CUDA directory, which comes after both).
-nccl_ld_path="$LD_LIBRARY_PATH${nccl_lib_dir:+:$nccl_lib_dir}"
 
 if wanted nccl; then
   for mode in ${nccl_modes//,/ }; do
-    name="nccl.$mode"
-    if [[ -n "$no_gpu_reason" ]]; then
-      verdict "$name" SKIP 0 "$no_gpu_reason"
-      continue
-    fi
     case "$mode" in
-      emulated-plugin) mode_args=(--mode emulated); unpack=plugin ;;
-      emulated-nccl) mode_args=(--mode emulated); unpack=nccl ;;
-      host) mode_args=(--mode host); unpack=plugin ;;
+      emulated-plugin) run_nccl_mode "$mode" emulated plugin "$compare_mps" all "$max_bytes" 150 ;;
+      emulated-nccl) run_nccl_mode "$mode" emulated nccl "$compare_mps" all "$max_bytes" 150 ;;
+      host) run_nccl_mode "$mode" host plugin "$compare_mps" all "$max_bytes" 150 ;;
     esac
-    limit=$(step_limit 150)
-    # Two bench runs (Socket, ours) share the step's time; 15 s for the summary and plots.
-    per_run=$(((limit - 15) / 2))
-    ((per_run < 10)) && per_run=10
-    rm -rf "$out/nccl-$mode"
-    run_step "$name" "$limit" env LD_LIBRARY_PATH="$nccl_ld_path" NCCL_DEVMEM_UNPACK="$unpack" \
-        bash "$here/nccl_compare.sh" "${mode_args[@]}" --label "$mode" --op all --rounds 1 \
-        -b 8 -e "$max_bytes" -f 2 -w "$warmup" -n "$iters" --timeout "$per_run" \
-        --mps "$compare_mps" "$out/nccl-$mode" "$bundle/lib/libnccl-net-devmem.so" \
-        "$bundle/bin/devmem-nccl-bench" &&
-      classify "$name" nccl "$out/nccl-$mode"
   done
 fi
 
