@@ -113,8 +113,8 @@ TEST(InitEnvTest, UnpackSetsNcclGuardsOnlyWhereUnset) {
   EXPECT_EQ(out, std::to_string(abi::kDeviceUnpack) + " 0 0 0 ^LL128");
 
   std::map<std::string, std::string> user = kEmulatedUnpack;
-  user["NCCL_PROTO"] = "Simple";
-  user["NCCL_GRAPH_REGISTER"] = "0";
+  user.insert_or_assign("NCCL_PROTO", std::string("Simple"));  // a move: GCC 12 -O3 -Wrestrict
+  user.insert_or_assign("NCCL_GRAPH_REGISTER", std::string("0"));  // a move: GCC 12 -O3 -Wrestrict
   out = InChild(user, [] { return Env("NCCL_PROTO") + " " + Env("NCCL_GRAPH_REGISTER"); });
   EXPECT_EQ(out, "Simple 0");  // nothing initialized yet: the child did not load the plugin
   out = InChild(user, [] {
@@ -126,7 +126,7 @@ TEST(InitEnvTest, UnpackSetsNcclGuardsOnlyWhereUnset) {
 
 TEST(InitEnvTest, AUserForcedConflictFallsBackToThePluginConsumer) {
   std::map<std::string, std::string> user = kEmulatedUnpack;
-  user["NCCL_PAT_ENABLE"] = "1";
+  user.insert_or_assign("NCCL_PAT_ENABLE", std::string("1"));  // a move: GCC 12 -O3 -Wrestrict
   std::string out = InChild(user, [] {
     std::string type = DeviceTypeThrough("v11");
     return type + " " + Env("NCCL_PAT_ENABLE") + " " + Env("NCCL_LOCAL_REGISTER");
