@@ -32,7 +32,7 @@ class KernelScatterConsumer final : public FragConsumer {
   const char* name() const override { return "plugin scatter kernel"; }
   Result<bool> Start(const HeldMessage& message, ConsumerJob* job) override;
   Result<bool> Finished(ConsumerJob* job) override;
-  // Waits up to the drain limit. Past it the engine is abandoned (leaked, never synchronized
+  // Waits up to the drain limit. Past it the engine is abandoned (kept, never synchronized
   // or freed: its kernels may still run one day and read the region) and an error returned;
   // the caller must then keep the region alive too.
   Status Drain() override;
