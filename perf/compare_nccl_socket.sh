@@ -48,6 +48,12 @@ ours_args=()
 labels=("ours" "nccl default" "nccl 1x4" "nccl 2x2")
 envs=("" "" "NCCL_SOCKET_NTHREADS=1 NCCL_NSOCKS_PERTHREAD=4"
       "NCCL_SOCKET_NTHREADS=2 NCCL_NSOCKS_PERTHREAD=2")
+# OURS_ENVS: more settings of ours in the same rounds, one per word (VAR=VALUE[,VAR=VALUE]),
+# labelled "ours VAR=VALUE": e.g. OURS_ENVS="NCCL_DEVMEM_PROXY_BYTES=0" for the old data path.
+for setting in ${OURS_ENVS:-}; do
+  labels+=("ours $setting")
+  envs+=("${setting//,/ }")
+done
 
 mkdir -p "$out"
 runs="$out/runs.jsonl"
@@ -63,7 +69,7 @@ for ((r = 1; r <= rounds; r++)); do
       i=$(((k + r - 1) % count))  # rotate who runs first: no setting always follows the same one
       label=${labels[$i]}
       plugin_args=("${ours_args[@]}")
-      [[ $label != ours ]] && plugin_args=(--plugin "$yardstick")
+      [[ $label != ours* ]] && plugin_args=(--plugin "$yardstick")
       # Output to a file first: a parser running beside the bench would steal one of the cores.
       # NCCL's thread/socket variables are cleared so that "default" means NCCL's default.
       # shellcheck disable=SC2086  # envs[i] is a list of VAR=value words

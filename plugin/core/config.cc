@@ -102,6 +102,7 @@ constexpr const char* kNsocks = "NCCL_DEVMEM_NSOCKS";
 constexpr const char* kNthreads = "NCCL_DEVMEM_NTHREADS";
 constexpr const char* kChunk = "NCCL_DEVMEM_CHUNK_SIZE";
 constexpr const char* kInline = "NCCL_DEVMEM_INLINE_BYTES";
+constexpr const char* kProxyBytes = "NCCL_DEVMEM_PROXY_BYTES";
 constexpr const char* kMaxRecvs = "NCCL_DEVMEM_MAX_RECVS";
 constexpr const char* kHandshakeTimeout = "NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS";
 constexpr const char* kConsumerTimeout = "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS";
@@ -199,6 +200,11 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   DEVMEM_RETURN_IF_ERROR(
       ReadInteger(getenv_fn, kInline, 0, kMaxInlineBytes, &value, IntegerUnit::kBytes));
   config.inline_bytes = static_cast<uint32_t>(value);
+
+  value = static_cast<int64_t>(config.proxy_bytes);
+  DEVMEM_RETURN_IF_ERROR(
+      ReadInteger(getenv_fn, kProxyBytes, 0, kMaxProxyBytes, &value, IntegerUnit::kBytes));
+  config.proxy_bytes = static_cast<uint64_t>(value);
 
   value = config.max_recvs;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kMaxRecvs, 1, kMaxRecvsLimit, &value));
@@ -315,6 +321,8 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%llu (%s)", kChunk, static_cast<unsigned long long>(chunk_bytes),
             origin(kChunk));
   log::Info(log::kEnv, "%s=%u (%s)", kInline, inline_bytes, origin(kInline));
+  log::Info(log::kEnv, "%s=%llu (%s)", kProxyBytes, static_cast<unsigned long long>(proxy_bytes),
+            origin(kProxyBytes));
   log::Info(log::kEnv, "%s=%d (%s)", kMaxRecvs, max_recvs, origin(kMaxRecvs));
   log::Info(log::kEnv, "%s=%d (%s)", kHandshakeTimeout, handshake_timeout_ms,
             origin(kHandshakeTimeout));

@@ -21,7 +21,10 @@ struct Config {
   int data_sockets = 4;              // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
   int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (measured: perf/RESULTS.md)
   uint64_t chunk_bytes = 512 << 10;  // NCCL_DEVMEM_CHUNK_SIZE
-  uint32_t inline_bytes = 1024;      // NCCL_DEVMEM_INLINE_BYTES
+  uint32_t inline_bytes = 32 << 10;  // NCCL_DEVMEM_INLINE_BYTES (measured: perf/RESULTS.md)
+  // NCCL_DEVMEM_PROXY_BYTES; the default, NCCL's largest message, moves every message on the
+  // calling thread (measured: perf/RESULTS.md).
+  uint64_t proxy_bytes = uint64_t{1} << 30;
   int max_recvs = 1;                 // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
   int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
@@ -73,6 +76,8 @@ inline constexpr int kMaxWorkerThreads = 16;
 inline constexpr uint64_t kMinChunkBytes = 4 << 10;
 inline constexpr uint64_t kMaxChunkBytes = 64 << 20;
 inline constexpr uint32_t kMaxInlineBytes = 64 << 10;
+// NCCL_DEVMEM_PROXY_BYTES: up to 1 GiB (0: every message goes to the workers).
+inline constexpr int64_t kMaxProxyBytes = int64_t{1} << 30;
 inline constexpr int kMaxRecvsLimit = 8;
 inline constexpr uint64_t kMinRxRegionBytes = 1ull << 20;
 inline constexpr uint64_t kMaxRxRegionBytes = 64ull << 30;

@@ -19,7 +19,8 @@ Comm::Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<Un
       direction_(direction),
       control_(std::move(control)),
       params_(params),
-      description_(std::move(description)) {
+      description_(std::move(description)),
+      proxy_mover_(direction, &health_, &devmem_shared_, &proxy_counters_) {
   for (UniqueFd& fd : data) {
     auto socket = std::make_unique<DataSocket>();
     socket->fd = std::move(fd);
@@ -48,10 +49,52 @@ Status Comm::StartWorkers(const char* prefix) {
   return Status::Ok();
 }
 
-void Comm::PushTask(uint32_t socket, const SocketTask& task) {
-  // Capacity covers every request x sub-request of the pool, so this cannot fail.
-  [[maybe_unused]] bool pushed = data_sockets_[socket]->tasks.Push(task);
+void Comm::QueueTask(uint32_t socket, const SocketTask& task, bool by_proxy) {
+  DataSocket& data = *data_sockets_[socket];
+  // Capacities cover every request x sub-request of the pool, so no push can fail.
+  if (by_proxy && data.tasks.Front() == nullptr) {
+    [[maybe_unused]] bool pushed = data.proxy_tasks.Push(task);
+    proxy_has_tasks_ = true;
+    return;
+  }
+  HandOff(socket);
+  [[maybe_unused]] bool pushed = data.tasks.Push(task);
   workers_[socket % workers_.size()]->Wake();
+}
+
+void Comm::HandOff(uint32_t socket) {
+  DataSocket& data = *data_sockets_[socket];
+  while (SocketTask* task = data.proxy_tasks.Front()) {
+    [[maybe_unused]] bool pushed = data.tasks.Push(*task);
+    data.proxy_tasks.Pop();
+  }
+}
+
+void Comm::ProgressProxy() {
+  if (!proxy_has_tasks_) return;
+  bool left = false;
+  for (uint32_t s = 0; s < data_sockets_.size(); ++s) {
+    DataSocket& data = *data_sockets_[s];
+    while (SocketTask* task = data.proxy_tasks.Front()) {
+      bool moved = false;
+      const SocketMover::Outcome outcome = proxy_mover_.Advance(&data, task, &moved);
+      if (outcome == SocketMover::Outcome::kDone) {
+        Request* request = task->request;
+        data.proxy_tasks.Pop();
+        request->pending_tasks.fetch_sub(1, std::memory_order_release);
+        continue;
+      }
+      if (outcome == SocketMover::Outcome::kStalled) {
+        // No free RX page: the worker waits for returned tokens without spinning.
+        HandOff(s);
+        workers_[s % workers_.size()]->Wake();
+        break;
+      }
+      left = true;  // blocked (the next call tries again) or failed (health reports it)
+      break;
+    }
+  }
+  proxy_has_tasks_ = left;
 }
 
 int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* results,
@@ -60,6 +103,8 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
   const StripePlan plan = PlanStripes(size, params_.chunk_bytes, sockets, next_first_socket_);
   next_first_socket_ = plan.NextFirstSocket();
   int queued = 0;
+  // Small enough that handing it to a worker (and waking it) costs more than moving it here.
+  const bool by_proxy = size <= params_.proxy_bytes;
   for (uint32_t s = 0; s < sockets; ++s) {
     const uint64_t first = plan.FirstChunkOn(s);
     if (first >= plan.chunk_count) continue;
@@ -74,18 +119,19 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
     task.result = results != nullptr ? &results[s] : nullptr;
     task.seq = seq;
     task.scatter_now = scatter_now;
-    // Count before publishing: the worker may finish the task before PushTask returns.
+    // Count before publishing: the worker may finish the task before QueueTask returns.
     request->pending_tasks.fetch_add(1, std::memory_order_relaxed);
-    PushTask(s, task);
+    QueueTask(s, task, by_proxy);
     ++queued;
   }
+  ProgressProxy();  // as far as the sockets take it now: often all of it
   return queued;
 }
 
 uint64_t Comm::WorkerBytes() const {
   uint64_t bytes = 0;
   for (const auto& worker : workers_) bytes += worker->counters().bytes.load();
-  return bytes;
+  return bytes + proxy_counters_.bytes.load();
 }
 
 Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
@@ -128,7 +174,7 @@ Result<CopyStream*> Comm::StagingCopyStream(int device) {
 }
 
 void Comm::LogClose() const {
-  uint64_t syscalls = 0;
+  uint64_t syscalls = proxy_counters_.syscalls.load();
   uint64_t polls = 0;
   for (const auto& worker : workers_) {
     syscalls += worker->counters().syscalls.load();
@@ -278,6 +324,7 @@ Status SendComm::Test(Request* request, bool* done, int* size) {
   *done = false;
   if (health_.failed()) return health_.error();
   DEVMEM_RETURN_IF_ERROR(FlushControl());
+  ProgressProxy();
   if (tx_flushed_ < request->control_end) return Status::Ok();
   if (request->pending_tasks.load(std::memory_order_acquire) != 0) return Status::Ok();
   *done = true;

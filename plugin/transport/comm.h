@@ -29,6 +29,9 @@ struct ConnectionParams {
   int worker_threads = 1;
   uint64_t chunk_bytes = 512 << 10;
   uint32_t inline_bytes = 0;
+  // Messages of at most this many bytes are moved by the calling (NCCL proxy) thread itself,
+  // larger ones by the workers (NCCL_DEVMEM_PROXY_BYTES; local, not negotiated).
+  uint64_t proxy_bytes = 0;
 };
 
 struct CommCounters {
@@ -68,8 +71,14 @@ class Comm {
   Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<UniqueFd> data,
        const ConnectionParams& params, std::string description);
   Status StartWorkers(const char* prefix);
-  // Pushes `task` onto data socket `socket` and wakes its worker.
-  void PushTask(uint32_t socket, const SocketTask& task);
+  // Queues `task` on data socket `socket`: for the proxy thread itself when `by_proxy` and the
+  // socket's worker has nothing queued, else (after the proxy's own tasks of that socket, to
+  // keep their order) for the worker, which is woken.
+  void QueueTask(uint32_t socket, const SocketTask& task, bool by_proxy);
+  // Gives the proxy thread's tasks of `socket` to its worker, in order (the caller wakes it).
+  void HandOff(uint32_t socket);
+  // Moves the bytes of the proxy thread's own tasks as far as the sockets allow; never blocks.
+  void ProgressProxy();
   // Queues the tasks of one message striped across the data sockets; returns how many.
   // `results` (one per data socket) and `seq` are for frag receivers (devmem modes).
   int QueueStripes(Request* request, char* base, uint64_t size, FragResult* results = nullptr,
@@ -93,6 +102,9 @@ class Comm {
   uint32_t next_first_socket_ = 0;
   bool logged_staging_ = false;
   std::optional<CopyStream> staging_stream_;
+  WorkerCounters proxy_counters_;
+  SocketMover proxy_mover_;
+  bool proxy_has_tasks_ = false;  // some socket's proxy_tasks may be non-empty
 };
 
 class SendComm final : public Comm {

@@ -212,6 +212,7 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     params.worker_threads = std::min(config_.worker_threads, params.data_sockets);
     params.chunk_bytes = ready.first.chunk_bytes;
     params.inline_bytes = ready.first.inline_bytes;
+    params.proxy_bytes = config_.proxy_bytes;
     std::string description =
         Format("recv comm %s<-%s (%d data sockets, %d threads, %llu-byte chunks)",
                address_.ToString().c_str(), ready.peer.ToString().c_str(), params.data_sockets,
@@ -307,6 +308,7 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   connector->params_.worker_threads = config.worker_threads;
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;
+  connector->params_.proxy_bytes = config.proxy_bytes;
   connector->deadline_ = Clock::now() + std::chrono::milliseconds(config.handshake_timeout_ms);
   for (int i = 0; i <= config.data_sockets; ++i) {
     Result<UniqueFd> fd = OpenStreamSocket(handle.address.family());

@@ -24,11 +24,20 @@ Status CommHealth::error() const {
   return first_;
 }
 
+SocketMover::SocketMover(Direction direction, CommHealth* health, DevmemShared* devmem,
+                         WorkerCounters* counters)
+    : direction_(direction), health_(health), devmem_(devmem), counters_(counters) {
+  segments_.reserve(80);
+  if (direction_ == Direction::kRecv) discard_.resize(256 << 10);
+}
+
 WorkerThread::WorkerThread(Direction direction, std::vector<DataSocket*> sockets,
                            CommHealth* health, DevmemShared* devmem)
-    : direction_(direction), sockets_(std::move(sockets)), health_(health), devmem_(devmem) {
-  segments_.reserve(80);
-}
+    : direction_(direction),
+      sockets_(std::move(sockets)),
+      health_(health),
+      devmem_(devmem),
+      mover_(direction, health, devmem, &counters_) {}
 
 WorkerThread::~WorkerThread() {
   if (!thread_.joinable()) return;
@@ -41,7 +50,6 @@ WorkerThread::~WorkerThread() {
 Status WorkerThread::Start(const std::string& name) {
   wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!wake_fd_.valid()) return Status::Errno(errno, "eventfd for worker %s", name.c_str());
-  if (direction_ == Direction::kRecv) discard_.resize(256 << 10);
   try {
     thread_ = std::thread([this] { Run(); });
   } catch (const std::system_error& e) {
@@ -59,8 +67,8 @@ void WorkerThread::Wake() {
   }
 }
 
-WorkerThread::Outcome WorkerThread::AdvanceFrags(DataSocket* socket, SocketTask* task,
-                                                 bool* moved) {
+SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* task,
+                                               bool* moved) {
   const int fd = socket->fd.get();
   const bool oldest =
       devmem_ == nullptr || task->seq == devmem_->oldest_seq.load(std::memory_order_acquire);
@@ -73,14 +81,14 @@ WorkerThread::Outcome WorkerThread::AdvanceFrags(DataSocket* socket, SocketTask*
     Result<FragReceiver::State> state = socket->receiver->Receive(
         fd, chunk_len - task->done_in_chunk, oldest,
         task->base != nullptr ? task->base + at : nullptr, &segments_, &consumed);
-    WorkerCounters::Add(counters_.syscalls, 1);
+    WorkerCounters::Add(counters_->syscalls, 1);
     if (!state.ok()) {
       health_->Fail(state.status());
       return Outcome::kFailed;
     }
     if (consumed > 0) {
       *moved = true;
-      WorkerCounters::Add(counters_.bytes, consumed);
+      WorkerCounters::Add(counters_->bytes, consumed);
       if (task->scatter_now) {
         // Host destination: this thread is the consumer. Copy while the frags are still in
         // cache, then hand the tokens straight back.
@@ -117,7 +125,8 @@ WorkerThread::Outcome WorkerThread::AdvanceFrags(DataSocket* socket, SocketTask*
       continue;
     }
     if (state.value() == FragReceiver::State::kStalled) {
-      socket->stalled_generation = devmem_->release_generation.load(std::memory_order_acquire);
+      socket->stalled_generation.store(
+          devmem_->release_generation.load(std::memory_order_acquire), std::memory_order_relaxed);
       return Outcome::kStalled;
     }
     return Outcome::kBlocked;
@@ -125,7 +134,7 @@ WorkerThread::Outcome WorkerThread::AdvanceFrags(DataSocket* socket, SocketTask*
   return Outcome::kDone;
 }
 
-WorkerThread::Outcome WorkerThread::Advance(DataSocket* socket, SocketTask* task, bool* moved) {
+SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, bool* moved) {
   if (socket->receiver != nullptr) return AdvanceFrags(socket, task, moved);
   const int fd = socket->fd.get();
   while (task->next_chunk < task->chunk_count) {
@@ -141,10 +150,10 @@ WorkerThread::Outcome WorkerThread::Advance(DataSocket* socket, SocketTask* task
     } else {
       n = recv(fd, discard_.data(), std::min<uint64_t>(remaining, discard_.size()), MSG_DONTWAIT);
     }
-    WorkerCounters::Add(counters_.syscalls, 1);
+    WorkerCounters::Add(counters_->syscalls, 1);
     if (n > 0) {
       *moved = true;
-      WorkerCounters::Add(counters_.bytes, static_cast<uint64_t>(n));
+      WorkerCounters::Add(counters_->bytes, static_cast<uint64_t>(n));
       task->done_in_chunk += static_cast<uint64_t>(n);
       if (task->done_in_chunk == chunk_len) {
         task->next_chunk += task->stride;
@@ -182,7 +191,7 @@ void WorkerThread::Run() {
       waiting[i] = false;
       if (socket->broken) continue;
       while (SocketTask* task = socket->tasks.Front()) {
-        Outcome outcome = Advance(socket, task, &moved);
+        Outcome outcome = mover_.Advance(socket, task, &moved);
         if (outcome == Outcome::kDone) {
           Request* request = task->request;
           socket->tasks.Pop();
@@ -215,11 +224,12 @@ void WorkerThread::Run() {
         fresh_work = true;
       }
       // Tokens returned since this socket stalled: its pages may be free again.
-      if (devmem_ != nullptr && sockets_[i]->receiver != nullptr &&
-          sockets_[i]->stalled_generation !=
-              devmem_->release_generation.load(std::memory_order_seq_cst)) {
-        sockets_[i]->stalled_generation = devmem_->release_generation.load();
-        fresh_work = true;
+      if (devmem_ != nullptr && sockets_[i]->receiver != nullptr) {
+        const uint64_t released = devmem_->release_generation.load(std::memory_order_seq_cst);
+        if (sockets_[i]->stalled_generation.exchange(released, std::memory_order_relaxed) !=
+            released) {
+          fresh_work = true;
+        }
       }
     }
     if (fresh_work || stop_.load(std::memory_order_seq_cst)) {

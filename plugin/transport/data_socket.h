@@ -1,6 +1,8 @@
-// The data plane: each data socket has a FIFO of tasks (one per message that uses it), and a
-// few worker threads move bytes between sockets and buffers. The NCCL proxy thread only pushes
-// tasks and reads completion counters, so it never blocks on the network.
+// The data plane: each data socket has a FIFO of tasks (one per message that uses it). Bytes
+// are moved, never blocking, by a SocketMover: the NCCL proxy thread's own for messages small
+// enough that a hand-off would cost more than the copy, a worker thread's for the rest (where
+// parallel sockets pay). A socket is touched by one thread at a time: the proxy thread only
+// while the worker's FIFO of that socket is empty, the worker only what its FIFO holds.
 #pragma once
 
 #include <array>
@@ -88,10 +90,14 @@ inline constexpr size_t kSocketTaskCapacity = 256;
 
 struct DataSocket {
   UniqueFd fd;
-  SpscRing<SocketTask, kSocketTaskCapacity> tasks;
+  SpscRing<SocketTask, kSocketTaskCapacity> tasks;  // the worker's
+  // The proxy thread's tasks of this socket (proxy-only): non-empty only while `tasks` is
+  // empty; handed to the worker, in order, before anything is pushed behind them.
+  SpscRing<SocketTask, kSocketTaskCapacity> proxy_tasks;
   std::unique_ptr<FragReceiver> receiver;  // null: plain recv straight into the buffer
-  bool broken = false;              // worker-only: an I/O error was reported, stop touching it
-  uint64_t stalled_generation = 0;  // worker-only: release generation seen when it stalled
+  bool broken = false;  // worker-only: an I/O error was reported, stop touching it
+  // Release generation seen when it stalled (whoever moved its bytes then).
+  std::atomic<uint64_t> stalled_generation{0};
 };
 
 // First failure of a comm, visible to every request of it.
@@ -120,6 +126,28 @@ struct WorkerCounters {
   }
 };
 
+// Moves the bytes of one socket's front task as far as the socket allows without blocking;
+// the worker threads and the proxy thread each own one (scratch buffers, counters).
+class SocketMover {
+ public:
+  enum class Outcome { kDone, kBlocked, kStalled, kFailed };
+  SocketMover(Direction direction, CommHealth* health, DevmemShared* devmem,
+              WorkerCounters* counters);
+  Outcome Advance(DataSocket* socket, SocketTask* task, bool* moved);
+
+ private:
+  Outcome AdvanceFrags(DataSocket* socket, SocketTask* task, bool* moved);
+
+  const Direction direction_;
+  CommHealth* health_;
+  DevmemShared* devmem_;
+  WorkerCounters* counters_;
+  std::vector<StreamSegment> segments_;  // scratch for one FragReceiver call
+  OffsetTable immediate_;                // scratch: frags scattered right after they arrive
+  std::vector<uint32_t> immediate_tokens_;
+  std::vector<char> discard_;  // receive: bytes of a truncated message
+};
+
 class WorkerThread final {
  public:
   WorkerThread(Direction direction, std::vector<DataSocket*> sockets, CommHealth* health,
@@ -134,23 +162,18 @@ class WorkerThread final {
   const WorkerCounters& counters() const { return counters_; }
 
  private:
-  enum class Outcome { kDone, kBlocked, kStalled, kFailed };
+  using Outcome = SocketMover::Outcome;
   void Run();
-  Outcome Advance(DataSocket* socket, SocketTask* task, bool* moved);
-  Outcome AdvanceFrags(DataSocket* socket, SocketTask* task, bool* moved);
 
   const Direction direction_;
   std::vector<DataSocket*> sockets_;
   CommHealth* health_;
   DevmemShared* devmem_;
-  std::vector<StreamSegment> segments_;  // scratch for one FragReceiver call
-  OffsetTable immediate_;                // scratch: frags scattered right after they arrive
-  std::vector<uint32_t> immediate_tokens_;
+  WorkerCounters counters_;
+  SocketMover mover_;
   UniqueFd wake_fd_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> sleeping_{false};
-  std::vector<char> discard_;
-  WorkerCounters counters_;
   std::thread thread_;
 };
 

@@ -395,6 +395,7 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
   if (!request->consuming) {
     if (!Complete(request)) {
       DEVMEM_RETURN_IF_ERROR(ProgressControl());
+      ProgressProxy();
       if (!Complete(request)) return Status::Ok();
     }
     request->consuming = true;  // every byte is in: from here on only the consumer runs
