@@ -24,21 +24,21 @@ struct StripePlan {
   }
 };
 
-// Chunks are at least 64 KiB (or the limit, if smaller), spread a message over all sockets
-// when it is small, and never exceed `chunk_limit`. Rounded to 4 KiB so that devmem frags
-// (page-sized) never straddle two chunks needlessly.
+// Chunks of `chunk_limit` bytes (the last one shorter): a message up to the limit travels on one
+// socket, larger ones are dealt over the sockets in limit-sized chunks, and consecutive messages
+// start on consecutive sockets. Spreading every message over all sockets (protocol version 1:
+// chunks of max(64 KiB, size / sockets)) cost a syscall per socket per message with no gain
+// when one thread moves them all (perf/RESULTS.md, 2026-11-26). Rounded to 4 KiB so that
+// devmem frags (page-sized) never straddle two chunks needlessly.
 inline StripePlan PlanStripes(uint64_t size, uint64_t chunk_limit, uint32_t sockets,
                               uint32_t first_socket) {
-  constexpr uint64_t kMinChunk = 64 << 10;
   constexpr uint64_t kAlign = 4 << 10;
   StripePlan plan;
   plan.socket_count = sockets;
   plan.first_socket = first_socket % sockets;
   if (size == 0) return plan;
-  uint64_t per_socket = (size + sockets - 1) / sockets;
-  uint64_t chunk = std::max(per_socket, std::min(kMinChunk, chunk_limit));
-  chunk = (chunk + kAlign - 1) / kAlign * kAlign;
-  plan.chunk_bytes = std::min(chunk, chunk_limit);
+  const uint64_t whole = (size + kAlign - 1) / kAlign * kAlign;
+  plan.chunk_bytes = std::min(whole, chunk_limit);
   plan.chunk_count = (size + plan.chunk_bytes - 1) / plan.chunk_bytes;
   return plan;
 }

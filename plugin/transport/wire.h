@@ -11,7 +11,9 @@
 
 namespace devmem::wire {
 
-inline constexpr uint16_t kProtocolVersion = 1;
+// 2: messages are striped in chunks of the negotiated chunk size (plugin/transport/striping.h);
+// a version-1 peer would place bytes differently, so the handshake refuses it.
+inline constexpr uint16_t kProtocolVersion = 2;
 
 inline void PutU16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v);

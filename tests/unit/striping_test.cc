@@ -34,7 +34,7 @@ TEST(StripingTest, CoversEveryByteOnce) {
   }
 }
 
-TEST(StripingTest, SmallMessagesUseOneChunkOfAtLeast64K) {
+TEST(StripingTest, MessagesUpToTheLimitUseOneChunkOnOneSocket) {
   StripePlan plan = PlanStripes(1000, 512 << 10, 4, 2);
   EXPECT_EQ(plan.chunk_count, 1u);
   EXPECT_EQ(plan.NextFirstSocket(), 3u);  // the next message starts on the next socket
@@ -44,9 +44,13 @@ TEST(StripingTest, LargeMessagesSpreadOverAllSocketsWithinTheLimit) {
   StripePlan plan = PlanStripes(64ull << 20, 512 << 10, 4, 0);
   EXPECT_EQ(plan.chunk_bytes, 512u << 10);
   EXPECT_EQ(plan.chunk_count, 128u);
-  plan = PlanStripes(1 << 20, 512 << 10, 4, 0);  // 1 MiB over 4 sockets: 256 KiB each
-  EXPECT_EQ(plan.chunk_bytes, 256u << 10);
-  EXPECT_EQ(plan.chunk_count, 4u);
+  plan = PlanStripes(1 << 20, 512 << 10, 4, 0);  // 1 MiB: two 512 KiB chunks on two sockets
+  EXPECT_EQ(plan.chunk_bytes, 512u << 10);
+  EXPECT_EQ(plan.chunk_count, 2u);
+  EXPECT_EQ(plan.NextFirstSocket(), 2u);
+  plan = PlanStripes(512 << 10, 512 << 10, 4, 3);  // exactly the limit: one socket
+  EXPECT_EQ(plan.chunk_count, 1u);
+  EXPECT_EQ(plan.NextFirstSocket(), 0u);
 }
 
 TEST(StripingTest, ZeroBytesHaveNoChunks) {
