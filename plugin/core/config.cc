@@ -103,6 +103,7 @@ constexpr const char* kNthreads = "NCCL_DEVMEM_NTHREADS";
 constexpr const char* kChunk = "NCCL_DEVMEM_CHUNK_SIZE";
 constexpr const char* kInline = "NCCL_DEVMEM_INLINE_BYTES";
 constexpr const char* kProxyBytes = "NCCL_DEVMEM_PROXY_BYTES";
+constexpr const char* kSocketBuffer = "NCCL_DEVMEM_SOCKET_BUFFER_BYTES";
 constexpr const char* kMaxRecvs = "NCCL_DEVMEM_MAX_RECVS";
 constexpr const char* kHandshakeTimeout = "NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS";
 constexpr const char* kConsumerTimeout = "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS";
@@ -205,6 +206,11 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   DEVMEM_RETURN_IF_ERROR(
       ReadInteger(getenv_fn, kProxyBytes, 0, kMaxProxyBytes, &value, IntegerUnit::kBytes));
   config.proxy_bytes = static_cast<uint64_t>(value);
+
+  value = static_cast<int64_t>(config.socket_buffer_bytes);
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kSocketBuffer, 0, kMaxSocketBufferBytes, &value,
+                                     IntegerUnit::kBytes));
+  config.socket_buffer_bytes = static_cast<uint64_t>(value);
 
   value = config.max_recvs;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kMaxRecvs, 1, kMaxRecvsLimit, &value));
@@ -323,6 +329,8 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%u (%s)", kInline, inline_bytes, origin(kInline));
   log::Info(log::kEnv, "%s=%llu (%s)", kProxyBytes, static_cast<unsigned long long>(proxy_bytes),
             origin(kProxyBytes));
+  log::Info(log::kEnv, "%s=%llu (%s)", kSocketBuffer,
+            static_cast<unsigned long long>(socket_buffer_bytes), origin(kSocketBuffer));
   log::Info(log::kEnv, "%s=%d (%s)", kMaxRecvs, max_recvs, origin(kMaxRecvs));
   log::Info(log::kEnv, "%s=%d (%s)", kHandshakeTimeout, handshake_timeout_ms,
             origin(kHandshakeTimeout));

@@ -28,7 +28,10 @@ struct Config {
   int max_recvs = 1;                 // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
   int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
-  int tcp_user_timeout_ms = 0;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
+  int tcp_user_timeout_ms = 0;
+  // NCCL_DEVMEM_SOCKET_BUFFER_BYTES: SO_SNDBUF/SO_RCVBUF of every socket of a comm (0: the
+  // kernel's autotuning). Measured: perf/RESULTS.md.
+  uint64_t socket_buffer_bytes = 4 << 20;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
   bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
   bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
   std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
@@ -78,6 +81,7 @@ inline constexpr uint64_t kMaxChunkBytes = 64 << 20;
 inline constexpr uint32_t kMaxInlineBytes = 64 << 10;
 // NCCL_DEVMEM_PROXY_BYTES: up to 1 GiB (0: every message goes to the workers).
 inline constexpr int64_t kMaxProxyBytes = int64_t{1} << 30;
+inline constexpr int64_t kMaxSocketBufferBytes = int64_t{1} << 30;
 inline constexpr int kMaxRecvsLimit = 8;
 inline constexpr uint64_t kMinRxRegionBytes = 1ull << 20;
 inline constexpr uint64_t kMaxRxRegionBytes = 64ull << 30;

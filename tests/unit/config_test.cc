@@ -27,6 +27,7 @@ TEST(ConfigTest, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(config->chunk_bytes, 512u << 10);
   EXPECT_EQ(config->inline_bytes, 32u << 10);
   EXPECT_EQ(config->proxy_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(config->socket_buffer_bytes, uint64_t{4} << 20);
   EXPECT_EQ(config->gpu_consumer_timeout_ms, 20000);
   EXPECT_EQ(config->max_recvs, 1);
   EXPECT_EQ(config->socket_family, 0);
@@ -112,6 +113,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_DEVMEM_INLINE_BYTES", "65537", "[0, 65536]"},
                       BadValue{"NCCL_DEVMEM_PROXY_BYTES", "2G", "[0, 1073741824]"},
                       BadValue{"NCCL_DEVMEM_PROXY_BYTES", "-1", "[0, 1073741824]"},
+                      BadValue{"NCCL_DEVMEM_SOCKET_BUFFER_BYTES", "2G", "[0, 1073741824]"},
                       BadValue{"NCCL_DEVMEM_MAX_RECVS", "9", "[1, 8]"},
                       BadValue{"NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS", "5", "[100, 3600000]"},
                       BadValue{"NCCL_SOCKET_FAMILY", "AF_UNIX", "AF_INET and AF_INET6"},
