@@ -30,8 +30,8 @@ struct Config {
   int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
   int tcp_user_timeout_ms = 0;
   // NCCL_DEVMEM_SOCKET_BUFFER_BYTES: SO_SNDBUF/SO_RCVBUF of every socket of a comm (0: the
-  // kernel's autotuning). Measured: perf/RESULTS.md.
-  uint64_t socket_buffer_bytes = 4 << 20;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
+  // kernel's autotuning, which won on long-lived comms; measured: perf/RESULTS.md).
+  uint64_t socket_buffer_bytes = 0;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
   bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
   bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
   std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)

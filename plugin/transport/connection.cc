@@ -45,9 +45,10 @@ uint64_t ReadSysctl(const char* path) {
   return value;
 }
 
-// Fixed socket buffers: the kernel's autotuning grows a socket's buffers with the traffic it
-// sees, and a comm spreads its traffic over several sockets, so each grew too slowly (512 KiB
-// ping-pong 280-330 us with the defaults, 185 us with 4 MiB: perf/RESULTS.md). Only where
+// Fixed socket buffers, when NCCL_DEVMEM_SOCKET_BUFFER_BYTES asks: on a fresh comm the kernel's
+// autotuning grows each socket's buffers only with the traffic it sees (a cold 512 KiB
+// ping-pong: 280-330 us autotuned, ~200 us with 4 MiB), but on long-lived comms autotuning
+// won (32 MiB ping-pong 21 vs 35 ms): off by default (perf/RESULTS.md). Only where
 // net.core.{w,r}mem_max allow the full size: a capped SO_RCVBUF would switch autotuning off
 // and leave a smaller buffer than the kernel would have grown.
 void SetBuffers(int fd, const Config& config) {

@@ -27,7 +27,7 @@ TEST(ConfigTest, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(config->chunk_bytes, 512u << 10);
   EXPECT_EQ(config->inline_bytes, 32u << 10);
   EXPECT_EQ(config->proxy_bytes, uint64_t{1} << 30);
-  EXPECT_EQ(config->socket_buffer_bytes, uint64_t{4} << 20);
+  EXPECT_EQ(config->socket_buffer_bytes, 0u);
   EXPECT_EQ(config->gpu_consumer_timeout_ms, 20000);
   EXPECT_EQ(config->max_recvs, 1);
   EXPECT_EQ(config->socket_family, 0);
