@@ -98,18 +98,25 @@ class ConsumerGatingTest : public ::testing::Test {
     ASSERT_NE(engine_, nullptr);
   }
 
+  // Posts a receive of `size` bytes into `sink`, then the send of `source`, with one tag.
+  void Post(std::vector<char>& source, std::vector<char>& sink, size_t size, int tag,
+            Result<Request*>* recv, Result<Request*>* send) {
+    void* dst = sink.data();
+    size_t capacity = size;
+    *recv = recv_->PostRecv(1, &dst, &capacity, &tag, nullptr);
+    ASSERT_TRUE(recv->ok() && recv->value() != nullptr);
+    *send = send_->PostSend(source.data(), size, tag, nullptr);
+    ASSERT_TRUE(send->ok() && send->value() != nullptr);
+  }
+
   // Sends `size` bytes and returns when the receive is waiting for the engine (or done).
   void Transfer(size_t size, uint64_t seed, bool expect_engine) {
     std::vector<char> source(size), sink(size + 32, '\x5a');
     std::mt19937_64 rng(seed);
     for (char& c : source) c = static_cast<char>(rng());
-    void* dst = sink.data();
-    size_t capacity = size;
-    int tag = 9;
-    Result<Request*> recv = recv_->PostRecv(1, &dst, &capacity, &tag, nullptr);
-    ASSERT_TRUE(recv.ok() && recv.value() != nullptr);
-    Result<Request*> send = send_->PostSend(source.data(), size, tag, nullptr);
-    ASSERT_TRUE(send.ok() && send.value() != nullptr);
+    Result<Request*> recv = static_cast<Request*>(nullptr);
+    Result<Request*> send = static_cast<Request*>(nullptr);
+    ASSERT_NO_FATAL_FAILURE(Post(source, sink, size, 9, &recv, &send));
     bool send_done = false, recv_done = false;
     int send_size = 0, recv_size = -1;
     const auto deadline = Clock::now() + std::chrono::seconds(60);
@@ -174,13 +181,9 @@ TEST_F(ConsumerGatingTest, AKernelThatNeverRunsFailsTheCommAfterTheConsumerTimeo
   Open(std::chrono::milliseconds(300));
   const size_t size = 1 << 20;
   std::vector<char> source(size, 'x'), sink(size);
-  void* dst = sink.data();
-  size_t capacity = size;
-  int tag = 3;
-  Result<Request*> recv = recv_->PostRecv(1, &dst, &capacity, &tag, nullptr);
-  ASSERT_TRUE(recv.ok() && recv.value() != nullptr);
-  Result<Request*> send = send_->PostSend(source.data(), size, tag, nullptr);
-  ASSERT_TRUE(send.ok() && send.value() != nullptr);
+  Result<Request*> recv = static_cast<Request*>(nullptr);
+  Result<Request*> send = static_cast<Request*>(nullptr);
+  ASSERT_NO_FATAL_FAILURE(Post(source, sink, size, 3, &recv, &send));
   bool send_done = false, recv_done = false;
   int send_size = 0, recv_size = -1;
   const auto start = Clock::now();
