@@ -21,6 +21,8 @@
 #   nccl.emulated-nomps   all_reduce 8 B .. 1 MiB as emulated devmem RX (plugin unpack) with no
 #                         MPS, before MPS starts: the 2026-11-26 run hung under MPS only, so
 #                         this step tells an MPS problem from a plugin one
+#   nccl.emulated-maxconn the same under MPS with CUDA_DEVICE_MAX_CONNECTIONS=32
+#   nccl.emulated-nccl-simple  the same with NCCL_DEVMEM_UNPACK=nccl and NCCL_PROTO=Simple
 #   torch                 perf/torch_allreduce.py through the plugin (emulated), 2 ranks, MPS
 #
 # Output under ${OUT:-./gpu_verify_out}: STEP.log per step, summary.json (verdict, seconds,
@@ -517,9 +519,12 @@ if ((gpu_count == 0)) && [[ "$force" != 1 ]]; then
 fi
 
 nccl_ld_path="$LD_LIBRARY_PATH${nccl_lib_dir:+:$nccl_lib_dir}"
-# run_nccl_mode NAME MODE(emulated|host) UNPACK MPS(auto|off) OP MAX_BYTES WANT_SECONDS
+# run_nccl_mode NAME MODE(emulated|host) UNPACK MPS(auto|off) OP MAX_BYTES WANT_SECONDS [VAR=VALUE...]
+# (the VAR=VALUE settings reach both bench runs of the step, Socket's and ours)
 run_nccl_mode() {
   local name=$1 mode=$2 unpack=$3 mps=$4 op=$5 max=$6 want=$7 limit per_run
+  shift 7
+  local extra_env=("$@")
   if [[ -n "$no_gpu_reason" ]]; then
     verdict "nccl.$name" SKIP 0 "$no_gpu_reason"
     return
@@ -530,6 +535,7 @@ run_nccl_mode() {
   ((per_run < 10)) && per_run=10
   rm -rf "$out/nccl-$name"
   run_step "nccl.$name" "$limit" env LD_LIBRARY_PATH="$nccl_ld_path" NCCL_DEVMEM_UNPACK="$unpack" \
+      ${extra_env[@]+"${extra_env[@]}"} \
       bash "$here/nccl_compare.sh" --mode "$mode" --label "$name" --op "$op" --rounds 1 \
       -b 8 -e "$max" -f 2 -w "$warmup" -n "$iters" --timeout "$per_run" \
       --mps "$mps" "$out/nccl-$name" "$bundle/lib/libnccl-net-devmem.so" \
@@ -594,6 +600,13 @@ compare_mps=auto
 [[ "$MPS_STATE" == started || "$MPS_STATE" == running ]] || compare_mps=off
 
 if wanted nccl; then
+  # Two diagnoses of the 2026-11-26 MPS hang, small and quick (a stuck receive fails after
+  # NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS): more hardware work queues for the ranks (does the
+  # plugin's kernel then run beside NCCL's?), and NCCL's unpack for every receive with
+  # NCCL_PROTO=Simple (no plugin kernel at all, as GPUDirect-TCPX deployments run).
+  run_nccl_mode emulated-maxconn emulated plugin "$compare_mps" all_reduce 1M 60 \
+    CUDA_DEVICE_MAX_CONNECTIONS=32
+  run_nccl_mode emulated-nccl-simple emulated nccl "$compare_mps" all_reduce 1M 60 NCCL_PROTO=Simple
   for mode in ${nccl_modes//,/ }; do
     case "$mode" in
       emulated-plugin) run_nccl_mode "$mode" emulated plugin "$compare_mps" all "$max_bytes" 150 ;;
