@@ -320,6 +320,17 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   return config;
 }
 
+std::string JoinQueueIds(const std::vector<uint32_t>& queues) {
+  std::string out;
+  for (uint32_t q : queues) {
+    // Appended piecewise: `"," + std::to_string(q)` inlines a string insert that GCC 12 -O3
+    // flags as an overlapping memcpy (-Werror=restrict, a known false positive).
+    if (!out.empty()) out += ',';
+    out += std::to_string(q);
+  }
+  return out;
+}
+
 void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn) const {
   auto origin = [&](const char* name) { return getenv_fn(name) != nullptr ? "env" : "default"; };
   log::Info(log::kEnv, "%s=%d (%s)", kNsocks, data_sockets, origin(kNsocks));
@@ -339,13 +350,7 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%d (%s)", kUserTimeout, tcp_user_timeout_ms, origin(kUserTimeout));
   log::Info(log::kEnv, "%s=%d (%s)", kEmulate, emulate_devmem ? 1 : 0, origin(kEmulate));
   log::Info(log::kEnv, "%s=%d (%s)", kRequire, require_devmem ? 1 : 0, origin(kRequire));
-  std::string queues;
-  for (uint32_t q : rx_queues) {
-    // Appended piecewise: `"," + std::to_string(q)` inlines a string insert that GCC 12 -O3
-    // flags as an overlapping memcpy (-Werror=restrict, a known false positive).
-    if (!queues.empty()) queues += ',';
-    queues += std::to_string(q);
-  }
+  const std::string queues = JoinQueueIds(rx_queues);
   log::Info(log::kEnv, "%s=\"%s\" (%s)", kQueues, queues.empty() ? "last RX queue" : queues.c_str(),
             origin(kQueues));
   if (rx_region_bytes_set || emulate_devmem) {

@@ -28,10 +28,10 @@ struct Config {
   int max_recvs = 1;                 // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
   int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
-  int tcp_user_timeout_ms = 0;
+  int tcp_user_timeout_ms = 0;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
   // NCCL_DEVMEM_SOCKET_BUFFER_BYTES: SO_SNDBUF/SO_RCVBUF of every socket of a comm (0: the
   // kernel's autotuning, which won on long-lived comms; measured: perf/RESULTS.md).
-  uint64_t socket_buffer_bytes = 0;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
+  uint64_t socket_buffer_bytes = 0;
   bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
   bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
   std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
@@ -76,6 +76,9 @@ Result<int64_t> ParseBoundedInteger(const char* name, const char* text, int64_t 
 // The limits, shared with tests and README.
 inline constexpr int kMaxDataSockets = 64;
 inline constexpr int kMaxWorkerThreads = 16;
+
+// "3,7": queue ids as NCCL_DEVMEM_RX_QUEUES spells them (logs, devmem-doctor).
+std::string JoinQueueIds(const std::vector<uint32_t>& queues);
 inline constexpr uint64_t kMinChunkBytes = 4 << 10;
 inline constexpr uint64_t kMaxChunkBytes = 64 << 20;
 inline constexpr uint32_t kMaxInlineBytes = 64 << 10;

@@ -87,7 +87,6 @@ Status CudaDriver::HostAlloc(size_t bytes, void** out) const {
 
 void CudaDriver::HostFree(void* ptr) const { mem_free_host_(ptr); }
 
-
 }  // namespace devmem
 
 namespace devmem {

@@ -49,16 +49,6 @@ std::string JsonEscape(const std::string& text) {
   return out;
 }
 
-std::string JoinQueues(const std::vector<uint32_t>& queues) {
-  std::string out;
-  for (uint32_t q : queues) {
-    // Piecewise: `"," + std::to_string(q)` trips GCC 12's -Werror=restrict false positive at -O3.
-    if (!out.empty()) out += ',';
-    out += std::to_string(q);
-  }
-  return out;
-}
-
 }  // namespace
 
 const char* VerdictName(Verdict verdict) {
@@ -217,7 +207,7 @@ ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& q
     if (problem.empty()) {
       report.Add(
           nic, "rx queues", Verdict::kPass,
-          Format("%zu RX queues; devmem queue(s) %s", rx.size(), JoinQueues(chosen).c_str()));
+          Format("%zu RX queues; devmem queue(s) %s", rx.size(), JoinQueueIds(chosen).c_str()));
     } else {
       report.Add(nic, "rx queues", Verdict::kFail, problem,
                  Format("ethtool -L %s combined <N>, and NCCL_DEVMEM_RX_QUEUES=<free queue ids>",

@@ -3,9 +3,9 @@
 // RecvComm, which only executes it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
-#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>

@@ -2,7 +2,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <optional>
 
 #include "plugin/consumers/host_scatter_consumer.h"
 #include "plugin/core/log.h"
@@ -399,7 +398,10 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
       if (!Complete(request)) return Status::Ok();
     }
     request->consuming = true;  // every byte is in: from here on only the consumer runs
-    request->consuming_since = std::chrono::steady_clock::now();
+    // The consumer watchdog's start (a clock read only where a consumer runs).
+    if (request->consumer != nullptr && path_.mode != RxPath::Mode::kPlain) {
+      request->consuming_since = std::chrono::steady_clock::now();
+    }
   }
   FragConsumer* consumer = request->consumer;
   if (consumer != nullptr && path_.mode != RxPath::Mode::kPlain) {
