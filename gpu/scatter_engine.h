@@ -1,7 +1,7 @@
 // ScatterEngine: the seam between a receive comm and whatever copies its frags out of a GPU RX
-// region. The product's engine (CreateCudaScatterEngine) runs our scatter kernel on its own
-// stream with one CUDA event per submission. The consumer learns the copy finished from Done();
-// only then may the frags' devmem tokens go back to the kernel.
+// region. The product's engine (CreateCudaScatterEngine) runs our scatter kernel on the
+// device's scatter stream with one CUDA event per submission. The consumer learns the copy
+// finished from Done(); only then may the frags' devmem tokens go back to the kernel.
 // No CUDA header here: the plugin and tests include it on machines without CUDA.
 #pragma once
 
@@ -44,7 +44,9 @@ class ScatterEngine {
 // `max_ops` ops per submission and keeping up to `slots` submissions in flight; an error
 // without a GPU, for an invalid device, or in a build without nvcc.
 // - Everything is allocated here, once: per slot, `max_ops` ops of pinned host memory and of
-//   device memory (slots x max_ops x 24 bytes of each), a CUDA event, and one stream. The data
+//   device memory (slots x max_ops x 24 bytes of each) and a CUDA event. The stream is the
+//   device's one scatter stream, shared by every engine of the process (created by the first,
+//   never destroyed: see SharedScatterStream in gpu/scatter_kernel.cu). The data
 //   path never allocates or frees (a cudaFree there can deadlock against NCCL's kernels); all
 //   is freed by the destructor.
 // - The kernel is loaded here (lazy loading would load it at the first launch, on NCCL's proxy

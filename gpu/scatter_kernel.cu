@@ -3,13 +3,17 @@
 // bytes) is gpu/scatter_copy.h, which a CPU test runs lane by lane.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "gpu/device_context.h"
 #include "gpu/scatter_copy.h"
 #include "gpu/scatter_engine.h"
+#include "plugin/core/log.h"
 
 namespace devmem::gpu {
 namespace {
@@ -26,6 +30,45 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                  threadIdx.x % kWarpSize, kWarpSize);
 }
 
+// The scatter stream of `device`, one for the whole process, created by the first engine there
+// and never destroyed (engines of every receive comm share it; called within a ScopedContext of
+// that device's primary context). Why one: the driver aliases streams onto a small pool of
+// hardware work queues (CUDA_DEVICE_MAX_CONNECTIONS; under MPS the clients share one pool, so
+// each gets fewer), and work on a stream aliased onto the queue of NCCL's kernel waits behind
+// that kernel, which spins until our work is done: a deadlock. On the H200 under MPS
+// (perf/RESULTS.md, 2026-11-26) the engines of the receive comms NCCL connects later (its
+// Simple-protocol connections, at 512 KiB) hung that way while the first ones ran, and with
+// CUDA_DEVICE_MAX_CONNECTIONS=32 none did. One stream made when the first receive comm opens
+// stops every later receive comm from drawing that lot again.
+Result<cudaStream_t> SharedScatterStream(int device) {
+  static std::mutex mutex;
+  static auto* const streams = new std::map<int, cudaStream_t>();  // NOLINT: process lifetime
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = streams->find(device);
+  if (found != streams->end()) return found->second;
+  // The highest priority: the kernels are short and NCCL's kernel waits for them.
+  int least = 0, greatest = 0;
+  DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaDeviceGetStreamPriorityRange(&least, &greatest),
+                                   "cudaDeviceGetStreamPriorityRange"));
+  cudaStream_t stream = nullptr;
+  DEVMEM_RETURN_IF_ERROR(
+      CudaCheck(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, greatest),
+                "cudaStreamCreateWithPriority"));
+  (*streams)[device] = stream;
+  int mps = 0;
+  if (cudaDeviceGetAttribute(&mps, cudaDevAttrMpsEnabled, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+  } else if (mps != 0 && std::getenv("CUDA_DEVICE_MAX_CONNECTIONS") == nullptr) {
+    log::Warn("GPU %d is shared through MPS and CUDA_DEVICE_MAX_CONNECTIONS is unset: MPS "
+              "clients share one pool of hardware work queues, and the plugin's scatter kernel "
+              "can end up queued behind NCCL's spinning kernel (a receive then fails after "
+              "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS). Set CUDA_DEVICE_MAX_CONNECTIONS=32 for "
+              "every rank, or NCCL_DEVMEM_UNPACK=nccl",
+              device);
+  }
+  return stream;
+}
+
 class KernelScatterEngine final : public ScatterEngine {
  public:
   KernelScatterEngine(size_t max_ops, size_t slots) : max_ops_(max_ops), slot_count_(slots) {}
@@ -35,13 +78,14 @@ class KernelScatterEngine final : public ScatterEngine {
     // Without the context (creation failed before retaining it, or the driver is already shut
     // down at process exit) there is nothing we could free.
     if (!scope.status().ok()) return;
-    if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+    // Our own submissions only: the stream is shared with other engines.
     for (Slot& slot : slots_) {
-      if (slot.event != nullptr) (void)cudaEventDestroy(slot.event);
+      if (slot.event == nullptr) continue;
+      if (slot.busy) (void)cudaEventSynchronize(slot.event);
+      (void)cudaEventDestroy(slot.event);
     }
     if (device_ops_ != nullptr) (void)cudaFree(device_ops_);
     if (host_ops_ != nullptr) (void)cudaFreeHost(host_ops_);
-    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
   }
 
   Status Init(int device) {
@@ -66,15 +110,9 @@ class KernelScatterEngine final : public ScatterEngine {
     DEVMEM_RETURN_IF_ERROR(CudaCheck(
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "SM count"));
     max_blocks_ = sms > 0 ? static_cast<uint32_t>(sms) * 4 : 1;
-    // The highest priority: the kernels are short and NCCL's kernel waits for them. Whether
-    // that also keeps them off a hardware work queue NCCL's spinning kernel holds (the MPS
-    // hang in perf/RESULTS.md, 2026-11-26) is not measured yet.
-    int least = 0, greatest = 0;
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaDeviceGetStreamPriorityRange(&least, &greatest),
-                                     "cudaDeviceGetStreamPriorityRange"));
-    DEVMEM_RETURN_IF_ERROR(
-        CudaCheck(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest),
-                  "cudaStreamCreateWithPriority"));
+    Result<cudaStream_t> stream = SharedScatterStream(device);
+    if (!stream.ok()) return stream.status();
+    stream_ = stream.value();
     // Every slot's op buffers, once (Create checked that this product fits).
     const size_t bytes = slot_count_ * max_ops_ * sizeof(ScatterOp);
     DEVMEM_RETURN_IF_ERROR(
@@ -140,21 +178,28 @@ class KernelScatterEngine final : public ScatterEngine {
     return Query(slot);
   }
 
+  // Idle and Synchronize look at this engine's own submissions (its slots' events), never at
+  // the shared stream, which also carries other receive comms' work.
   Result<bool> Idle() override {
     ScopedContext scope(context_);
     DEVMEM_RETURN_IF_ERROR(scope.status());
-    const cudaError_t err = cudaStreamQuery(stream_);
-    if (err == cudaErrorNotReady) return false;
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(err, "the scatter stream"));
-    for (Slot& slot : slots_) slot.busy = false;
+    for (Slot& slot : slots_) {
+      if (!slot.busy) continue;
+      Result<bool> done = Query(slot);
+      if (!done.ok()) return done.status();
+      if (!done.value()) return false;
+    }
     return true;
   }
 
   Status Synchronize() override {
     ScopedContext scope(context_);
     DEVMEM_RETURN_IF_ERROR(scope.status());
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
-    for (Slot& slot : slots_) slot.busy = false;
+    for (Slot& slot : slots_) {
+      if (!slot.busy) continue;
+      DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaEventSynchronize(slot.event), "cudaEventSynchronize"));
+      slot.busy = false;
+    }
     return Status::Ok();
   }
 
@@ -203,7 +248,7 @@ class KernelScatterEngine final : public ScatterEngine {
   const size_t max_ops_;
   const size_t slot_count_;
   uint32_t max_blocks_ = 1;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;   // SharedScatterStream(device): not ours to destroy
   ScatterOp* host_ops_ = nullptr;    // slot i: [i * max_ops_, (i + 1) * max_ops_), pinned
   ScatterOp* device_ops_ = nullptr;  // the same layout on the device
   std::vector<Slot> slots_;

@@ -35,7 +35,8 @@
 # always runs), GPU_VERIFY_ITERS / GPU_VERIFY_WARMUP (bench iterations, default 10 / 3),
 # GPU_VERIFY_MAX_BYTES (default 64M), GPU_VERIFY_MPS=off (two ranks time-slice the GPU instead:
 # for a rerun when MPS itself is the suspect), GPU_VERIFY_FORCE=1 (run the GPU steps even when
-# nvidia-smi lists no GPU: exercises their failure paths on a machine without one).
+# nvidia-smi lists no GPU: exercises their failure paths on a machine without one),
+# GPU_VERIFY_NCCL_MODES (which full NCCL comparisons run, default host,emulated-plugin,emulated-nccl).
 #
 # Plain `set -u` on purpose: with `set -e` the first failing step would end the run before the
 # verdicts are printed.
@@ -356,7 +357,7 @@ wanted() { [[ ",$steps_wanted," == *",$1,"* ]]; }
 
 # --- f. plots, summary and the exit status (also on SIGTERM: the verdicts so far still count).
 # The host path first: a hang in an emulated mode must not cost the baseline.
-nccl_modes="host,emulated-plugin,emulated-nccl"
+nccl_modes=${GPU_VERIFY_NCCL_MODES:-host,emulated-plugin,emulated-nccl}
 finish() {
   trap - INT TERM
   mps_stop

@@ -311,8 +311,11 @@ for line in read(os.path.join(out, "runs.tsv")).splitlines():
 
 # What the NCCL logs prove: the baseline used NCCL's Socket net, ours went through NET/devmem,
 # and the plugin ran the requested mode (an EMULATED RX line only in emulated mode).
-ours_log = read(os.path.join(out, "%s.%d.log" % (label, rounds)))
-socket_log = read(os.path.join(out, "socket.%d.log" % rounds))
+# NCCL writes its log to stdout unless NCCL_DEBUG_FILE is set: the table (.txt) holds it too.
+def nccl_log(who, rnd):
+    return "".join(read(os.path.join(out, "%s.%s.%s" % (who, rnd, ext))) for ext in ("log", "txt"))
+ours_log = nccl_log(label, rounds)
+socket_log = nccl_log("socket", rounds)
 evidence = {
     "ours_via_net_devmem": "via NET/devmem" in ours_log,
     "ours_emulated_rx_line": "EMULATED devmem RX" in ours_log,
@@ -322,13 +325,13 @@ m = re.search(r"frags consumed by ([^\n;(]*)", ours_log)
 evidence["ours_consumer"] = m.group(1).strip() if m else None
 problems = []
 if not evidence["ours_via_net_devmem"]:
-    problems.append("no 'via NET/devmem' in %s.%d.log" % (label, rounds))
+    problems.append("no 'via NET/devmem' in %s.%d.{log,txt}" % (label, rounds))
 if mode == "emulated" and not evidence["ours_emulated_rx_line"]:
-    problems.append("no 'EMULATED devmem RX' line in %s.%d.log" % (label, rounds))
+    problems.append("no 'EMULATED devmem RX' line in %s.%d.{log,txt}" % (label, rounds))
 if mode == "host" and evidence["ours_emulated_rx_line"]:
     problems.append("host mode but the plugin logged EMULATED devmem RX")
 if not evidence["socket_via_net_socket"]:
-    problems.append("no 'via NET/Socket' in socket.%d.log" % rounds)
+    problems.append("no 'via NET/Socket' in socket.%d.{log,txt}" % rounds)
 
 best = collections.defaultdict(dict)
 for line in read(os.path.join(out, "nccl_busbw.jsonl")).splitlines():
