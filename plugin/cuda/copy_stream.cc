@@ -1,12 +1,13 @@
 #include "plugin/cuda/copy_stream.h"
 
+#include <thread>
 #include <utility>
 
 #include "plugin/cuda/cuda_driver.h"
 
 namespace devmem {
 
-Result<CopyStream> CopyStream::Create(int device) {
+Result<CopyStream> CopyStream::Create(int device, std::chrono::milliseconds wait_limit) {
   Result<const CudaDriver*> got = CudaDriver::Get();
   if (!got.ok()) return got.status();
   const CudaDriver* driver = got.value();
@@ -33,11 +34,15 @@ Result<CopyStream> CopyStream::Create(int device) {
   DEVMEM_RETURN_IF_ERROR(
       driver->Check(driver->stream_create_with_priority_(&stream, kNonBlocking, greatest),
                     "cuStreamCreateWithPriority (non-blocking copy stream)"));
-  return CopyStream(driver, context, stream);
+  return CopyStream(driver, context, stream, wait_limit);
 }
 
 CopyStream::CopyStream(CopyStream&& other) noexcept
-    : driver_(other.driver_), context_(other.context_), stream_(std::exchange(other.stream_, nullptr)) {}
+    : driver_(other.driver_),
+      context_(other.context_),
+      stream_(std::exchange(other.stream_, nullptr)),
+      wait_limit_(other.wait_limit_),
+      abandoned_(other.abandoned_) {}
 
 CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
   if (this != &other) {
@@ -45,6 +50,8 @@ CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
     driver_ = other.driver_;
     context_ = other.context_;
     stream_ = std::exchange(other.stream_, nullptr);
+    wait_limit_ = other.wait_limit_;
+    abandoned_ = other.abandoned_;
   }
   return *this;
 }
@@ -53,6 +60,10 @@ CopyStream::~CopyStream() { Reset(); }
 
 void CopyStream::Reset() {
   if (stream_ == nullptr) return;
+  if (abandoned_) {  // synchronizing would hang; destroying it would not stop its copies
+    stream_ = nullptr;
+    return;
+  }
   // Whatever was queued finishes first: its host memory may be freed right after us.
   Result<ScopedDeviceContext> entered = driver_->EnterContext(context_);
   if (entered.ok()) {
@@ -81,9 +92,40 @@ Status CopyStream::EnqueueToHost(void* dst, const void* src_device, size_t bytes
 }
 
 Status CopyStream::Wait() {
+  if (abandoned_) {
+    return Status::Error(ErrorKind::kSystem, "the copy stream was abandoned by an earlier wait");
+  }
   Result<ScopedDeviceContext> entered = driver_->EnterContext(context_);
   if (!entered.ok()) return entered.status();
-  return driver_->Check(driver_->stream_synchronize_(stream_), "cuStreamSynchronize (copy stream)");
+  if (wait_limit_.count() == 0) {
+    return driver_->Check(driver_->stream_synchronize_(stream_),
+                          "cuStreamSynchronize (copy stream)");
+  }
+  // Polled, not cuStreamSynchronize: that one cannot be given up on. Small copies finish in
+  // microseconds, so the first polls only yield; the clock is read every 64 polls.
+  constexpr CudaDriver::CUresult kNotReady = 600;  // CUDA_ERROR_NOT_READY
+  const auto deadline = std::chrono::steady_clock::now() + wait_limit_;
+  for (uint64_t polls = 1;; ++polls) {
+    const CudaDriver::CUresult result = driver_->stream_query_(stream_);
+    if (result != kNotReady) return driver_->Check(result, "cuStreamQuery (copy stream)");
+    if (polls % 64 == 0) {
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      if (polls >= 4096) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  abandoned_ = true;
+  CudaDriver::AbandonGpuWork();
+  return Status::Error(
+      ErrorKind::kSystem,
+      "a host<->device copy on the plugin's copy stream has not finished %lld ms after it was "
+      "queued: the plugin's GPU work is not running (seen when its stream shares a hardware "
+      "work queue with NCCL's spinning kernel: MPS clients share one pool, "
+      "CUDA_DEVICE_MAX_CONNECTIONS). The stream and, from now on, the plugin's GPU and pinned "
+      "memory are leaked rather than freed under it; the limit is "
+      "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS",
+      static_cast<long long>(wait_limit_.count()));
 }
 
 Status CopyStream::ToDevice(void* dst_device, const void* src, size_t bytes) {

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cctype>
 #include <mutex>
 
@@ -40,6 +41,7 @@ Result<const CudaDriver*> CudaDriver::Get() {
         Resolve(lib, "cuCtxGetStreamPriorityRange", &candidate->ctx_get_stream_priority_range_) &&
         Resolve(lib, "cuStreamDestroy_v2", &candidate->stream_destroy_) &&
         Resolve(lib, "cuStreamSynchronize", &candidate->stream_synchronize_) &&
+        Resolve(lib, "cuStreamQuery", &candidate->stream_query_) &&
         Resolve(lib, "cuGetErrorString", &candidate->get_error_string_) &&
         Resolve(lib, "cuDeviceGetCount", &candidate->device_get_count_) &&
         Resolve(lib, "cuDeviceGet", &candidate->device_get_) &&
@@ -85,7 +87,17 @@ Status CudaDriver::HostAlloc(size_t bytes, void** out) const {
   return Check(mem_host_alloc_(out, bytes, kPortable | kDeviceMap), "cuMemHostAlloc");
 }
 
-void CudaDriver::HostFree(void* ptr) const { mem_free_host_(ptr); }
+namespace {
+std::atomic<bool> gpu_work_abandoned{false};
+}  // namespace
+
+void CudaDriver::AbandonGpuWork() { gpu_work_abandoned.store(true, std::memory_order_release); }
+
+bool CudaDriver::GpuWorkAbandoned() { return gpu_work_abandoned.load(std::memory_order_acquire); }
+
+void CudaDriver::HostFree(void* ptr) const {
+  if (!GpuWorkAbandoned()) mem_free_host_(ptr);
+}
 
 }  // namespace devmem
 
@@ -179,7 +191,9 @@ Status CudaDriver::Allocate(size_t bytes, CUdeviceptr* out) const {
   return Check(mem_alloc_(out, bytes), "cuMemAlloc");
 }
 
-void CudaDriver::Free(CUdeviceptr ptr) const { mem_free_(ptr); }
+void CudaDriver::Free(CUdeviceptr ptr) const {
+  if (!GpuWorkAbandoned()) mem_free_(ptr);
+}
 
 Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes) const {
   if (get_handle_for_address_range_ == nullptr) {

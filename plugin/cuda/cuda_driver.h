@@ -46,6 +46,7 @@ class CudaDriver final {
   // Pinned, portable and device-mapped: with unified addressing the host pointer is also the
   // pointer a kernel uses (staging, NCCL unpack metadata).
   Status HostAlloc(size_t bytes, void** out) const;
+  // Does nothing once GPU work was abandoned (below).
   void HostFree(void* ptr) const;
   // Host <-> device copies: plugin/cuda/copy_stream.h (never on the legacy default stream).
 
@@ -65,7 +66,15 @@ class CudaDriver final {
   // The device of the calling thread's current context (NCCL's proxy thread has its GPU's).
   Result<int> CurrentDevice() const;
   Status Allocate(size_t bytes, CUdeviceptr* out) const;
+  // Does nothing once GPU work was abandoned (below).
   void Free(CUdeviceptr ptr) const;
+
+  // Some plugin GPU work never completed and was given up on (a copy stream queued behind a
+  // kernel that never ends). From then on no pinned or device memory of the plugin is freed:
+  // that work may still run one day and touch it, and cuMemFreeHost would synchronize the
+  // device, that is, hang behind it. The process is failing anyway; leaking is the safe end.
+  static void AbandonGpuWork();
+  static bool GpuWorkAbandoned();
   Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes) const;
 
  private:
@@ -84,6 +93,7 @@ class CudaDriver final {
   CUresult (*ctx_get_stream_priority_range_)(int*, int*) = nullptr;
   CUresult (*stream_destroy_)(void*) = nullptr;
   CUresult (*stream_synchronize_)(void*) = nullptr;
+  CUresult (*stream_query_)(void*) = nullptr;
   CUresult (*get_error_string_)(CUresult, const char**) = nullptr;
   CUresult (*device_get_count_)(int*) = nullptr;
   CUresult (*device_get_)(int*, int) = nullptr;

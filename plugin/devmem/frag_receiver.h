@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -108,7 +109,9 @@ class EmulatedFragReceiver final : public FragReceiver {
   // synchronous, so the bytes are in the region before the frag is described to any consumer
   // (a pageable copy may return before its DMA completed).
   static Result<std::unique_ptr<EmulatedFragReceiver>> Create(RxRegion* region, PagePool* pool,
-                                                              EmulationMix mix, uint64_t seed);
+                                                              EmulationMix mix, uint64_t seed,
+                                                              std::chrono::milliseconds copy_wait_limit =
+                                                                  std::chrono::milliseconds(0));
   // Host regions only (tests): no bounce is needed.
   EmulatedFragReceiver(RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,

@@ -2,6 +2,7 @@
 // worker threads that own the data sockets.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,6 +33,9 @@ struct ConnectionParams {
   // Messages of at most this many bytes are moved by the calling (NCCL proxy) thread itself,
   // larger ones by the workers (NCCL_DEVMEM_PROXY_BYTES; local, not negotiated).
   uint64_t proxy_bytes = 0;
+  // How long a staging copy may take before the comm fails instead of hanging
+  // (NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS; 0: forever; local). See CopyStream::Wait().
+  std::chrono::milliseconds gpu_wait_limit{0};
 };
 
 struct CommCounters {

@@ -253,6 +253,7 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     params.chunk_bytes = ready.first.chunk_bytes;
     params.inline_bytes = ready.first.inline_bytes;
     params.proxy_bytes = config_.proxy_bytes;
+    params.gpu_wait_limit = std::chrono::milliseconds(config_.gpu_consumer_timeout_ms);
     std::string description =
         Format("recv comm %s<-%s (%d data sockets, %d threads, %llu-byte chunks)",
                address_.ToString().c_str(), ready.peer.ToString().c_str(), params.data_sockets,
@@ -349,6 +350,7 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;
   connector->params_.proxy_bytes = config.proxy_bytes;
+  connector->params_.gpu_wait_limit = std::chrono::milliseconds(config.gpu_consumer_timeout_ms);
   connector->deadline_ = Clock::now() + std::chrono::milliseconds(config.handshake_timeout_ms);
   for (int i = 0; i <= config.data_sockets; ++i) {
     Result<UniqueFd> fd = OpenStreamSocket(handle.address.family());

@@ -60,7 +60,8 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
     comm->pool_pages_ = std::make_unique<PagePool>(comm->region_->bytes());
     for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
       Result<std::unique_ptr<EmulatedFragReceiver>> receiver = EmulatedFragReceiver::Create(
-          comm->region_.get(), comm->pool_pages_.get(), path.mix, 0x9e3779b97f4a7c15ull * (s + 1));
+          comm->region_.get(), comm->pool_pages_.get(), path.mix, 0x9e3779b97f4a7c15ull * (s + 1),
+          path.consumer_timeout);
       if (!receiver.ok()) return receiver.status().WithContext(name);
       comm->data_sockets_[s]->receiver = std::move(receiver).value();
     }
