@@ -3,7 +3,6 @@
 // bytes) is gpu/scatter_copy.h, which a CPU test runs lane by lane.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -13,7 +12,6 @@
 #include "gpu/device_context.h"
 #include "gpu/scatter_copy.h"
 #include "gpu/scatter_engine.h"
-#include "plugin/core/log.h"
 
 namespace devmem::gpu {
 namespace {
@@ -37,9 +35,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 // each gets fewer), and work on a stream aliased onto the queue of NCCL's kernel waits behind
 // that kernel, which spins until our work is done: a deadlock. On the H200 under MPS
 // (perf/RESULTS.md, 2026-11-26) the engines of the receive comms NCCL connects later (its
-// Simple-protocol connections, at 512 KiB) hung that way while the first ones ran, and with
-// CUDA_DEVICE_MAX_CONNECTIONS=32 none did. One stream made when the first receive comm opens
-// stops every later receive comm from drawing that lot again.
+// Simple-protocol connections, at 512 KiB) hung that way while the first ones ran. One stream,
+// made when the first receive comm opens, keeps later comms from drawing that lot again. It
+// is not the whole cure (the copy streams drew it next, same run, same size): what made every
+// run pass was CUDA_DEVICE_MAX_CONNECTIONS=32 (WarnIfMpsSharesWorkQueues says so at run time);
+// without MPS nothing hung.
 Result<cudaStream_t> SharedScatterStream(int device) {
   static std::mutex mutex;
   static auto* const streams = new std::map<int, cudaStream_t>();  // NOLINT: process lifetime
@@ -55,17 +55,6 @@ Result<cudaStream_t> SharedScatterStream(int device) {
       CudaCheck(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, greatest),
                 "cudaStreamCreateWithPriority"));
   (*streams)[device] = stream;
-  int mps = 0;
-  if (cudaDeviceGetAttribute(&mps, cudaDevAttrMpsEnabled, device) != cudaSuccess) {
-    (void)cudaGetLastError();
-  } else if (mps != 0 && std::getenv("CUDA_DEVICE_MAX_CONNECTIONS") == nullptr) {
-    log::Warn("GPU %d is shared through MPS and CUDA_DEVICE_MAX_CONNECTIONS is unset: MPS "
-              "clients share one pool of hardware work queues, and the plugin's scatter kernel "
-              "can end up queued behind NCCL's spinning kernel (a receive then fails after "
-              "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS). Set CUDA_DEVICE_MAX_CONNECTIONS=32 for "
-              "every rank, or NCCL_DEVMEM_UNPACK=nccl",
-              device);
-  }
   return stream;
 }
 

@@ -19,11 +19,13 @@
 #                           results verified, the NCCL log must show "via NET/devmem" (and
 #                           "EMULATED devmem RX" for the emulated runs)
 #   nccl.emulated-nomps   all_reduce 8 B .. 1 MiB as emulated devmem RX (plugin unpack) with no
-#                         MPS, before MPS starts: the 2026-11-26 run hung under MPS only, so
-#                         this step tells an MPS problem from a plugin one
-#   nccl.emulated-maxconn the same under MPS with CUDA_DEVICE_MAX_CONNECTIONS=32
-#   nccl.emulated-nccl-simple  the same with NCCL_DEVMEM_UNPACK=nccl and NCCL_PROTO=Simple
+#                         MPS, before MPS starts: tells an MPS-only problem from a plugin one
 #   torch                 perf/torch_allreduce.py through the plugin (emulated), 2 ranks, MPS
+#
+# Under MPS every rank runs with CUDA_DEVICE_MAX_CONNECTIONS=32 (or the caller's value): with
+# the default, MPS clients share one small pool of hardware work queues and the plugin's GPU
+# work can sit behind NCCL's spinning kernel forever (perf/RESULTS.md, 2026-11-26; the plugin
+# then fails the receive after NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS and WARNs at start).
 #
 # Output under ${OUT:-./gpu_verify_out}: STEP.log per step, summary.json (verdict, seconds,
 # key numbers per step: test counts, scatter ratios, busbw ours/Socket per op and size),
@@ -600,14 +602,13 @@ fi
 compare_mps=auto
 [[ "$MPS_STATE" == started || "$MPS_STATE" == running ]] || compare_mps=off
 
+# The operator setting for ranks under MPS (see the header); the caller's value wins.
+if [[ "$compare_mps" == auto ]]; then
+  export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-32}
+  echo "[gpu_verify] ranks under MPS run with CUDA_DEVICE_MAX_CONNECTIONS=$CUDA_DEVICE_MAX_CONNECTIONS"
+fi
+
 if wanted nccl; then
-  # Two diagnoses of the 2026-11-26 MPS hang, small and quick (a stuck receive fails after
-  # NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS): more hardware work queues for the ranks (does the
-  # plugin's kernel then run beside NCCL's?), and NCCL's unpack for every receive with
-  # NCCL_PROTO=Simple (no plugin kernel at all, as GPUDirect-TCPX deployments run).
-  run_nccl_mode emulated-maxconn emulated plugin "$compare_mps" all_reduce 1M 60 \
-    CUDA_DEVICE_MAX_CONNECTIONS=32
-  run_nccl_mode emulated-nccl-simple emulated nccl "$compare_mps" all_reduce 1M 60 NCCL_PROTO=Simple
   for mode in ${nccl_modes//,/ }; do
     case "$mode" in
       emulated-plugin) run_nccl_mode "$mode" emulated plugin "$compare_mps" all "$max_bytes" 150 ;;

@@ -1,11 +1,30 @@
 #include "plugin/cuda/copy_stream.h"
 
+#include <cstdlib>
+#include <mutex>
 #include <thread>
 #include <utility>
 
+#include "plugin/core/log.h"
 #include "plugin/cuda/cuda_driver.h"
 
 namespace devmem {
+
+void WarnIfMpsSharesWorkQueues(int device) {
+  static std::once_flag once;
+  std::call_once(once, [device] {
+    Result<const CudaDriver*> driver = CudaDriver::Get();
+    if (!driver.ok() || device < 0) return;
+    Result<bool> mps = driver.value()->MpsEnabled(device);
+    if (!mps.ok() || !mps.value() || std::getenv("CUDA_DEVICE_MAX_CONNECTIONS") != nullptr) return;
+    log::Warn("GPU %d is shared through MPS and CUDA_DEVICE_MAX_CONNECTIONS is unset: MPS clients "
+              "share one pool of hardware work queues, and the plugin's GPU work (its copies and "
+              "scatter kernel) can land on the queue of NCCL's spinning kernel and never run (a "
+              "receive then fails after NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS). Set "
+              "CUDA_DEVICE_MAX_CONNECTIONS=32 for every rank (measured: perf/RESULTS.md)",
+              device);
+  });
+}
 
 Result<CopyStream> CopyStream::Create(int device, std::chrono::milliseconds wait_limit) {
   Result<const CudaDriver*> got = CudaDriver::Get();
@@ -25,6 +44,11 @@ Result<CopyStream> CopyStream::Create(int device, std::chrono::milliseconds wait
   }
   Result<ScopedDeviceContext> entered = driver->EnterContext(context);
   if (!entered.ok()) return entered.status();
+  if (device >= 0) {
+    WarnIfMpsSharesWorkQueues(device);
+  } else if (Result<int> current = driver->CurrentDevice(); current.ok()) {
+    WarnIfMpsSharesWorkQueues(current.value());
+  }
   constexpr unsigned kNonBlocking = 0x1;  // CU_STREAM_NON_BLOCKING
   // The highest priority, like the scatter engine's stream (gpu/scatter_kernel.cu).
   int least = 0, greatest = 0;

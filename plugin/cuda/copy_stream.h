@@ -18,6 +18,12 @@ namespace devmem {
 
 class CudaDriver;
 
+// Once per process: a WARN when GPU `device` is shared through MPS with the default number of
+// hardware work queues per client, the setting under which the plugin's GPU work was seen to
+// wait forever behind NCCL's kernel (perf/RESULTS.md, 2026-11-26). Called wherever the plugin
+// starts doing GPU work on NCCL's data path (copy streams, the scatter engine's comm).
+void WarnIfMpsSharesWorkQueues(int device);
+
 class CopyStream final {
  public:
   // A non-blocking stream in GPU `device`'s primary context, or, for device < 0, in the

@@ -119,6 +119,16 @@ Result<bool> CudaDriver::DmaBufSupported(int ordinal) const {
   return value != 0;
 }
 
+Result<bool> CudaDriver::MpsEnabled(int ordinal) const {
+  constexpr int kMpsEnabled = 133;  // CU_DEVICE_ATTRIBUTE_MPS_ENABLED
+  int device = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+  int value = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_attribute_(&value, kMpsEnabled, device),
+                               "cuDeviceGetAttribute(MPS_ENABLED)"));
+  return value != 0;
+}
+
 Result<std::string> CudaDriver::PciBusId(int ordinal) const {
   int device = 0;
   DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));

@@ -54,6 +54,8 @@ class CudaDriver final {
   Result<int> DeviceCount() const;
   // CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED: can this GPU's memory be exported as a dmabuf?
   Result<bool> DmaBufSupported(int ordinal) const;
+  // CU_DEVICE_ATTRIBUTE_MPS_ENABLED: are this process's contexts on the GPU MPS clients?
+  Result<bool> MpsEnabled(int ordinal) const;
   // "0000:3b:00.0"-style PCI address of the GPU.
   Result<std::string> PciBusId(int ordinal) const;
 

@@ -71,6 +71,7 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
   // Who consumes the frags. A GPU region needs a GPU consumer; NCCL's unpack handles SIMPLE
   // steps and the comm's own consumer the rest (LL/LL128 receives).
   const bool gpu_region = comm->region_->host_base() == nullptr;
+  if (gpu_region) WarnIfMpsSharesWorkQueues(comm->region_->gpu());
   if (gpu_region || path.engine_factory) {
     ScatterEngineFactory factory = path.engine_factory
                                        ? path.engine_factory
