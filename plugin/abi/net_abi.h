@@ -30,7 +30,9 @@ using nccl::kNetMaxRequests;
 using nccl::kPtrCuda;
 using nccl::kPtrDmaBuf;
 using nccl::kPtrHost;
-inline constexpr int kMaxDevsPerNic = 4;          // NCCL_NET_MAX_DEVS_PER_NIC in 2.28.9
+inline constexpr int kMaxDevsPerNic = 4;          // NCCL_NET_MAX_DEVS_PER_NIC in 2.28.9 (v9..v11)
+inline constexpr int kMaxDevsPerNicV12 = 8;       // NCCL_NET_MAX_DEVS_PER_NIC_V12 (2.30)
+inline constexpr int16_t kNetIdUndef = -1;        // NCCL_NET_ID_UNDEF: no rail / plane
 inline constexpr int kDeviceUnpackVersion = 0x7;  // NCCL_NET_DEVICE_UNPACK_VERSION
 // NCCL writes this into *request before irecv() as an LL/LL128 hint; never dereference it.
 inline constexpr uintptr_t kOptionalRecvCompletion = 0x1;
@@ -142,6 +144,44 @@ struct PropertiesV11 {
 static_assert(sizeof(PropertiesV11) == 112);
 static_assert(offsetof(PropertiesV11, maxMultiRequestSize) == 104);
 
+// v12 (NCCL 2.30, src/include/plugin/net/net_v12.h at v2.30.7-1): a virtual NIC holds up to 8
+// devices, and the properties end with railId and planeId. Everything else is v11's.
+struct VDevicePropsV12 {
+  int ndevs;
+  int devs[kMaxDevsPerNicV12];
+};
+static_assert(sizeof(VDevicePropsV12) == 36);
+
+struct PropertiesV12 {
+  char* name;
+  char* pciPath;
+  uint64_t guid;
+  int ptrSupport;
+  int regIsGlobal;
+  int forceFlush;
+  int speed;
+  int port;
+  float latency;
+  int maxComms;
+  int maxRecvs;
+  DeviceType netDeviceType;
+  int netDeviceVersion;
+  VDevicePropsV12 vProps;
+  size_t maxP2pBytes;
+  size_t maxCollBytes;
+  int maxMultiRequestSize;
+  int16_t railId;
+  int16_t planeId;
+};
+// Derived from the header's field order under the x86-64 SysV rules: eleven 4-byte fields
+// after the three 8-byte ones end at 64, vProps (36 bytes, 4-aligned) at [64, 100), the size_t
+// pair 8-aligned at 104 and 112, maxMultiRequestSize at 120, the two int16_t at 124 and 126,
+// 128 bytes in all (no tail padding).
+static_assert(offsetof(PropertiesV12, vProps) == 64 && offsetof(PropertiesV12, maxP2pBytes) == 104);
+static_assert(offsetof(PropertiesV12, maxMultiRequestSize) == 120);
+static_assert(offsetof(PropertiesV12, railId) == 124 && offsetof(PropertiesV12, planeId) == 126);
+static_assert(sizeof(PropertiesV12) == 128);
+
 struct NetV8 {
   const char* name;
   Result (*init)(DebugLogger logFunction);
@@ -251,5 +291,37 @@ struct NetV11 {
   Result (*setNetAttr)(void* ctx, NetAttrV11* netAttr);
 };
 static_assert(sizeof(NetV11) == 176);
+
+// The same 22 entries as v11; getProperties and makeVDevice take the v12 structs.
+struct NetV12 {
+  const char* name;
+  Result (*init)(void** ctx, uint64_t commId, CommConfigV10* config, DebugLogger logFunction,
+                 ProfilerCallback profFunction);
+  Result (*devices)(int* ndev);
+  Result (*getProperties)(int dev, PropertiesV12* props);
+  Result (*listen)(void* ctx, int dev, void* handle, void** listenComm);
+  Result (*connect)(void* ctx, int dev, void* handle, void** sendComm,
+                    DeviceHandleV7** sendDevComm);
+  Result (*accept)(void* listenComm, void** recvComm, DeviceHandleV7** recvDevComm);
+  Result (*regMr)(void* comm, void* data, size_t size, int type, void** mhandle);
+  Result (*regMrDmaBuf)(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
+                        void** mhandle);
+  Result (*deregMr)(void* comm, void* mhandle);
+  Result (*isend)(void* sendComm, void* data, size_t size, int tag, void* mhandle, void* phandle,
+                  void** request);
+  Result (*irecv)(void* recvComm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
+                  void** phandles, void** request);
+  Result (*iflush)(void* recvComm, int n, void** data, int* sizes, void** mhandles, void** request);
+  Result (*test)(void* request, int* done, int* sizes);
+  Result (*closeSend)(void* sendComm);
+  Result (*closeRecv)(void* recvComm);
+  Result (*closeListen)(void* listenComm);
+  Result (*getDeviceMr)(void* comm, void* mhandle, void** dptr_mhandle);
+  Result (*irecvConsumed)(void* recvComm, int n, void* request);
+  Result (*makeVDevice)(int* d, VDevicePropsV12* props);
+  Result (*finalize)(void* ctx);
+  Result (*setNetAttr)(void* ctx, NetAttrV11* netAttr);
+};
+static_assert(sizeof(NetV12) == 176);
 
 }  // namespace devmem::abi

@@ -14,6 +14,7 @@
 #include "plugin/core/log.h"
 #include "plugin/core/net_device.h"
 #include "plugin/cuda/cuda_driver.h"
+#include "plugin/setup/device_table.h"
 #include "plugin/setup/nccl_env_guards.h"
 #include "plugin/setup/readiness.h"
 #include "plugin/setup/rx_plan.h"
@@ -27,9 +28,9 @@ struct PluginState {
   std::mutex mutex;
   bool ready = false;
   Config config;
-  std::vector<NetDevice> devices;
-  // Per device: devmem RX (real or emulated) or plain TCP, and why.
-  std::vector<RxPlan> plans;
+  // Physical NICs (each with its receive plan: devmem RX, real or emulated, or plain TCP and
+  // why), then the virtual NICs makeVDevice fused.
+  DeviceTable devices;
   // Receive buffers may be CUDA memory (a GPU consumer reads the RX region).
   bool gpu_present = false;
 };
@@ -75,12 +76,22 @@ abi::Result Invalid(const char* call, const char* fmt, ...) {
   return Report(call, Status::Error(ErrorKind::kInvalidArgument, "%s", text.c_str()));
 }
 
-// Checks the device index against the discovered list; returns the device or null.
-const NetDevice* DeviceAt(int dev) {
+// Checks the device index against the table; returns the entry or null. Entries never move
+// and never change once made, so the pointer stays good after the lock is released.
+const DeviceEntry* DeviceAt(int dev) {
   PluginState& state = State();
   std::lock_guard<std::mutex> lock(state.mutex);
-  if (!state.ready || dev < 0 || dev >= static_cast<int>(state.devices.size())) return nullptr;
-  return &state.devices[static_cast<size_t>(dev)];
+  if (!state.ready) return nullptr;
+  return state.devices.At(dev);
+}
+
+// A device's member NICs (one for a physical NIC).
+std::vector<NetDevice> MembersOf(const DeviceEntry& entry) {
+  PluginState& state = State();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  std::vector<NetDevice> members;
+  for (int m : entry.members) members.push_back(state.devices.Physical(m));
+  return members;
 }
 
 }  // namespace
@@ -148,8 +159,7 @@ abi::Result Init(abi::DebugLogger logger, int table_version) {
   if (env_plan.unpack_unsafe) config->unpack = UnpackMode::kPlugin;
   ApplyNcclEnvGuards(env_plan);
   state.config = config.value();
-  state.devices = std::move(devices).value();
-  state.plans = std::move(plans);
+  state.devices = DeviceTable(std::move(devices).value(), std::move(plans), config->rails);
   state.gpu_present = gpu_present;
   state.ready = true;
   return abi::kSuccess;
@@ -195,26 +205,35 @@ abi::Result Devices(int* ndev) {
   if (!state.ready) {
     return Report("devices", Status::Error(ErrorKind::kInvalidUsage, "called before init"));
   }
-  *ndev = static_cast<int>(state.devices.size());
+  *ndev = static_cast<int>(state.devices.size());  // physical, then virtual
   return abi::kSuccess;
 }
 
 abi::Result GetProperties(int dev, DeviceProperties* props) {
-  const NetDevice* device = DeviceAt(dev);
+  const DeviceEntry* device = DeviceAt(dev);
   if (device == nullptr || props == nullptr) {
     return Invalid("getProperties", "device %d does not exist (or props is NULL)", dev);
   }
   const Config& config = State().config;
+  const std::vector<NetDevice> members = MembersOf(*device);
   props->name = device->name.c_str();
   props->pci_path = device->pci_path.empty() ? nullptr : device->pci_path.c_str();
-  props->guid = static_cast<uint64_t>(device->ifindex);
-  const RxPlan& plan = State().plans[static_cast<size_t>(dev)];
+  // A virtual NIC's is its first member's, like NCCL's IB vNICs; NCCL tells devices apart by
+  // index and name, and a physical NIC is in at most one virtual NIC.
+  props->guid = static_cast<uint64_t>(members[0].ifindex);
+  props->rail_id = device->rail;
+  props->plane_id = device->plane;
+  props->member_count = static_cast<int>(device->members.size());
+  for (size_t i = 0; i < device->members.size() && i < kMaxMembers; ++i) {
+    props->members[i] = device->members[i];
+  }
+  const RxPlan& plan = device->plan;
   const bool devmem_rx = plan.plain_reason.empty();
   // CUDA buffers only where a GPU consumer reads the RX region; on the plain path NCCL's own
   // host FIFO is cheaper than our staging.
   const bool gpu_rx = devmem_rx && (!config.emulate_devmem || State().gpu_present);
   props->ptr_support = abi::kPtrHost | (gpu_rx ? abi::kPtrCuda : 0);
-  props->speed_mbps = device->speed_mbps;
+  props->speed_mbps = device->speed_mbps;  // a virtual NIC: its members' sum
   props->port = 0;
   props->latency_us = 0;
   props->max_comms = 65536;
@@ -238,12 +257,12 @@ abi::Result GetProperties(int dev, DeviceProperties* props) {
 }
 
 abi::Result Listen(int dev, void* handle, void** listen_comm) {
-  const NetDevice* device = DeviceAt(dev);
+  const DeviceEntry* device = DeviceAt(dev);
   if (device == nullptr || handle == nullptr || listen_comm == nullptr) {
     return Invalid("listen", "device %d does not exist, or handle/listenComm is NULL", dev);
   }
   *listen_comm = nullptr;
-  const RxPlan& plan = State().plans[static_cast<size_t>(dev)];
+  const RxPlan& plan = device->plan;
   const std::string& plain_reason = plan.plain_reason;
   if (State().config.require_devmem && !plain_reason.empty()) {
     return Report("listen", Status::Error(ErrorKind::kSystem,
@@ -251,8 +270,10 @@ abi::Result Listen(int dev, void* handle, void** listen_comm) {
                                           "%s: %s",
                                           device->name.c_str(), plain_reason.c_str()));
   }
-  Result<std::unique_ptr<ListenComm>> comm =
-      ListenComm::Create(*device, State().config, static_cast<uint8_t*>(handle), plan);
+  std::vector<NetDevice> members = MembersOf(*device);
+  const std::vector<NetDevice> others(members.begin() + 1, members.end());
+  Result<std::unique_ptr<ListenComm>> comm = ListenComm::Create(
+      members[0], State().config, static_cast<uint8_t*>(handle), plan, others);
   if (!comm.ok()) return Report("listen", comm.status());
   Result<void*> published = Publish(std::move(comm).value());
   if (!published.ok()) return Report("listen", published.status());
@@ -261,7 +282,8 @@ abi::Result Listen(int dev, void* handle, void** listen_comm) {
 }
 
 abi::Result Connect(int dev, void* handle, void** send_comm, abi::DeviceHandleV7** /*dev_comm*/) {
-  if (DeviceAt(dev) == nullptr || handle == nullptr || send_comm == nullptr) {
+  const DeviceEntry* device = DeviceAt(dev);
+  if (device == nullptr || handle == nullptr || send_comm == nullptr) {
     return Invalid("connect", "device %d does not exist, or handle/sendComm is NULL", dev);
   }
   *send_comm = nullptr;
@@ -277,7 +299,13 @@ abi::Result Connect(int dev, void* handle, void** send_comm, abi::DeviceHandleV7
   void* none = nullptr;
   memcpy(bytes + wire::ListenHandle::kConnectorSlotOffset, &none, sizeof(none));
   if (!connector) {
-    Result<std::unique_ptr<Connector>> started = Connector::Start(decoded.value(), State().config);
+    // A virtual NIC sends from each member's address in turn (connection.h, DataSocketsFor).
+    std::vector<SocketAddress> local;
+    if (device->is_virtual()) {
+      for (const NetDevice& member : MembersOf(*device)) local.push_back(member.address);
+    }
+    Result<std::unique_ptr<Connector>> started =
+        Connector::Start(decoded.value(), State().config, local);
     if (!started.ok()) return Report("connect", started.status());
     connector = std::move(started).value();
   }
@@ -490,17 +518,22 @@ abi::Result IrecvConsumed(void* recv_comm, int /*n*/, void* request) {
   return Report("irecvConsumed", comm->Consumed(live.request));
 }
 
-abi::Result MakeVDevice(int* d, abi::VDeviceProps* props) {
-  if (d == nullptr || props == nullptr) return Invalid("makeVDevice", "NULL argument");
-  if (props->ndevs == 1 && DeviceAt(props->devs[0]) != nullptr) {
-    *d = props->devs[0];  // a virtual NIC of one physical NIC is that NIC
-    return abi::kSuccess;
+abi::Result MakeVDevice(int* d, int ndevs, const int* devs, int max_devs) {
+  if (d == nullptr || devs == nullptr) return Invalid("makeVDevice", "NULL argument");
+  PluginState& state = State();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  if (!state.ready) {
+    return Report("makeVDevice", Status::Error(ErrorKind::kInvalidUsage, "called before init"));
   }
-  return Report("makeVDevice",
-                Status::Error(ErrorKind::kInvalidUsage,
-                              "fusing %d NICs into one virtual NIC is not supported; set "
-                              "NCCL_NET_MERGE_LEVEL=LOC to keep NICs separate",
-                              props->ndevs));
+  Result<int> made =
+      state.devices.MakeVirtual(devs, ndevs, max_devs, state.config.emulate_devmem);
+  if (!made.ok()) {
+    return Report("makeVDevice",
+                  Status::Error(made.status().kind(), "%s (NCCL_NET_MERGE_LEVEL=LOC keeps NICs "
+                                "separate)", made.status().message().c_str()));
+  }
+  *d = made.value();
+  return abi::kSuccess;
 }
 
 }  // namespace devmem::api

@@ -13,6 +13,7 @@
 namespace devmem::api {
 
 inline constexpr const char* kPluginName = "devmem";
+inline constexpr size_t kMaxMembers = abi::kMaxDevsPerNicV12;  // member NICs of a virtual NIC
 
 // What getProperties reports, before each version's struct layout is applied.
 struct DeviceProperties {
@@ -28,6 +29,11 @@ struct DeviceProperties {
   size_t max_message_bytes = 0;
   abi::DeviceType net_device_type = abi::kDeviceHost;
   int net_device_version = 0;
+  int16_t rail_id = abi::kNetIdUndef;   // v12
+  int16_t plane_id = abi::kNetIdUndef;  // v12
+  // The physical NICs behind the device: itself, or a virtual NIC's members.
+  int member_count = 1;
+  int members[kMaxMembers] = {};
 };
 
 // `table_version`: the ncclNetPlugin_vN table NCCL called through. NCCL presets LL/LL128
@@ -60,6 +66,8 @@ abi::Result CloseRecv(void* recv_comm);
 abi::Result CloseListen(void* listen_comm);
 abi::Result GetDeviceMr(void* comm, void* mhandle, void** dptr_mhandle);
 abi::Result IrecvConsumed(void* recv_comm, int n, void* request);
-abi::Result MakeVDevice(int* d, abi::VDeviceProps* props);
+// makeVDevice with the devices NCCL lists; `max_devs`: the calling table version's limit (4
+// up to v11, 8 from v12).
+abi::Result MakeVDevice(int* d, int ndevs, const int* devs, int max_devs);
 
 }  // namespace devmem::api

@@ -1,5 +1,6 @@
 // The exported ncclNetPlugin_vN tables: thin adapters from each ABI version onto plugin_api.
 // Nothing here but argument conversion (sizes, properties layouts, per-version signatures).
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <type_traits>
@@ -34,18 +35,38 @@ Result FillCommon(int dev, Props* props) {
   props->netDeviceVersion = p.net_device_version;
   if constexpr (!std::is_same_v<Props, PropertiesV8>) {
     props->forceFlush = 0;
-    props->vProps.ndevs = 1;
-    props->vProps.devs[0] = dev;
+    // A virtual NIC lists its members (a physical NIC itself); makeVDevice of this table
+    // version never made one with more than the struct holds.
+    constexpr int kCapacity = static_cast<int>(sizeof(props->vProps.devs) / sizeof(int));
+    props->vProps.ndevs = std::min(p.member_count, kCapacity);
+    for (int i = 0; i < props->vProps.ndevs; ++i) props->vProps.devs[i] = p.members[i];
+    if (p.member_count == 1) props->vProps.devs[0] = dev;
     props->maxP2pBytes = p.max_message_bytes;
     props->maxCollBytes = p.max_message_bytes;
   }
-  if constexpr (std::is_same_v<Props, PropertiesV11>) props->maxMultiRequestSize = 1;
+  if constexpr (std::is_same_v<Props, PropertiesV11> || std::is_same_v<Props, PropertiesV12>) {
+    props->maxMultiRequestSize = 1;
+  }
+  if constexpr (std::is_same_v<Props, PropertiesV12>) {
+    props->railId = p.rail_id;
+    props->planeId = p.plane_id;
+  }
   return kSuccess;
 }
 
 Result GetPropertiesV8(int dev, PropertiesV8* props) { return FillCommon(dev, props); }
 Result GetPropertiesV9(int dev, PropertiesV9* props) { return FillCommon(dev, props); }
 Result GetPropertiesV11(int dev, PropertiesV11* props) { return FillCommon(dev, props); }
+Result GetPropertiesV12(int dev, PropertiesV12* props) { return FillCommon(dev, props); }
+
+template <typename VProps>
+Result MakeVDeviceOf(int* d, VProps* props) {
+  if (props == nullptr) return api::MakeVDevice(d, 0, nullptr, 0);  // logs the NULL
+  constexpr int kCapacity = static_cast<int>(sizeof(props->devs) / sizeof(int));
+  return api::MakeVDevice(d, props->ndevs, props->devs, kCapacity);
+}
+Result MakeVDeviceV9(int* d, VDeviceProps* props) { return MakeVDeviceOf(d, props); }
+Result MakeVDeviceV12(int* d, VDevicePropsV12* props) { return MakeVDeviceOf(d, props); }
 
 Result InitV8(DebugLogger logger) { return api::Init(logger, 8); }
 Result InitV9(DebugLogger logger) { return api::Init(logger, 9); }
@@ -121,6 +142,18 @@ namespace api = ::devmem::api;
 
 #define DEVMEM_EXPORT extern "C" __attribute__((visibility("default")))
 
+// NCCL 2.30 looks this one up first (railId/planeId, virtual NICs of up to 8 devices).
+DEVMEM_EXPORT const NetV12 ncclNetPlugin_v12 = {
+    api::kPluginName,   InitV11,          api::Devices,
+    GetPropertiesV12,   ListenV11,        ConnectV11,
+    api::Accept,        api::RegMr,       api::RegMrDmaBuf,
+    api::DeregMr,       IsendV10,         IrecvV10,
+    api::Iflush,        api::Test,        api::CloseSend,
+    api::CloseRecv,     api::CloseListen, api::GetDeviceMr,
+    api::IrecvConsumed, MakeVDeviceV12,   api::FinalizeContext,
+    api::SetNetAttr,
+};
+
 DEVMEM_EXPORT const NetV11 ncclNetPlugin_v11 = {
     api::kPluginName,   InitV11,          api::Devices,
     GetPropertiesV11,   ListenV11,        ConnectV11,
@@ -128,7 +161,7 @@ DEVMEM_EXPORT const NetV11 ncclNetPlugin_v11 = {
     api::DeregMr,       IsendV10,         IrecvV10,
     api::Iflush,        api::Test,        api::CloseSend,
     api::CloseRecv,     api::CloseListen, api::GetDeviceMr,
-    api::IrecvConsumed, api::MakeVDevice, api::FinalizeContext,
+    api::IrecvConsumed, MakeVDeviceV9,     api::FinalizeContext,
     api::SetNetAttr,
 };
 
@@ -136,14 +169,14 @@ DEVMEM_EXPORT const NetV10 ncclNetPlugin_v10 = {
     api::kPluginName, InitV10,          api::Devices,     GetPropertiesV9,    ListenV8,
     ConnectV10,       api::Accept,      api::RegMr,       api::RegMrDmaBuf,   api::DeregMr,
     IsendV10,         IrecvV10,         api::Iflush,      api::Test,          api::CloseSend,
-    api::CloseRecv,   api::CloseListen, api::GetDeviceMr, api::IrecvConsumed, api::MakeVDevice,
+    api::CloseRecv,   api::CloseListen, api::GetDeviceMr, api::IrecvConsumed, MakeVDeviceV9,
 };
 
 DEVMEM_EXPORT const NetV9 ncclNetPlugin_v9 = {
     api::kPluginName, InitV9,           api::Devices,     GetPropertiesV9,    ListenV8,
     ConnectV8,        api::Accept,      api::RegMr,       api::RegMrDmaBuf,   api::DeregMr,
     IsendV9,          IrecvV9,          api::Iflush,      api::Test,          api::CloseSend,
-    api::CloseRecv,   api::CloseListen, api::GetDeviceMr, api::IrecvConsumed, api::MakeVDevice,
+    api::CloseRecv,   api::CloseListen, api::GetDeviceMr, api::IrecvConsumed, MakeVDeviceV9,
 };
 
 DEVMEM_EXPORT const NetV8 ncclNetPlugin_v8 = {

@@ -117,6 +117,7 @@ constexpr const char* kLinear = "NCCL_DEVMEM_EMULATE_LINEAR_PERCENT";
 constexpr const char* kUnpack = "NCCL_DEVMEM_UNPACK";
 constexpr const char* kIfname = "NCCL_SOCKET_IFNAME";
 constexpr const char* kFamily = "NCCL_SOCKET_FAMILY";
+constexpr const char* kRails = "NCCL_DEVMEM_RAILS";
 
 // Reads one bounded integer variable into *out when it is set.
 Status ReadInteger(const std::function<const char*(const char*)>& getenv_fn, const char* name,
@@ -317,6 +318,9 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
                            kFamily, family);
     }
   }
+  Result<std::vector<RailAssignment>> rails = ParseRails(getenv_fn(kRails));
+  if (!rails.ok()) return rails.status();
+  config.rails = std::move(rails).value();
   return config;
 }
 
@@ -370,6 +374,9 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%s (%s)", kFamily,
             socket_family == AF_INET ? "AF_INET" : (socket_family == AF_INET6 ? "AF_INET6" : "any"),
             origin(kFamily));
+  const std::string rail_text = FormatRails(rails);
+  log::Info(log::kEnv, "%s=\"%s\" (%s)", kRails,
+            rails.empty() ? "no rails: railId/planeId -1" : rail_text.c_str(), origin(kRails));
 }
 
 }  // namespace devmem

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "plugin/core/rails.h"
 #include "plugin/core/status.h"
 
 namespace devmem {
@@ -45,6 +46,7 @@ struct Config {
   UnpackMode unpack = UnpackMode::kPlugin;  // NCCL_DEVMEM_UNPACK=plugin|nccl
   std::string socket_ifname;                // NCCL_SOCKET_IFNAME (NCCL's own syntax)
   int socket_family = 0;                    // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
+  std::vector<RailAssignment> rails;        // NCCL_DEVMEM_RAILS (plugin/core/rails.h)
   // NCCL's own settings that bound the size of one receive (read, never set, here).
   uint64_t nccl_buffsize = 4ull << 20;      // NCCL_BUFFSIZE (NCCL's default: 4 MiB)
   uint64_t nccl_p2p_net_chunk = 128 << 10;  // NCCL_P2P_NET_CHUNKSIZE (NCCL's default: 128 KiB)

@@ -126,12 +126,41 @@ ListenComm::~ListenComm() {
 
 Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
                                                        const Config& config, uint8_t* handle128,
-                                                       RxPlan plan) {
-  Result<UniqueFd> fd = OpenStreamSocket(device.address.family());
+                                                       RxPlan plan,
+                                                       const std::vector<NetDevice>& other_members) {
+  const int family = device.address.family();
+  if (other_members.size() > wire::ListenHandle::MaxExtraMembers(family)) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "a virtual NIC of %zu %s NICs: a listen handle names at most %zu",
+                         other_members.size() + 1, family == AF_INET6 ? "IPv6" : "IPv4",
+                         wire::ListenHandle::MaxExtraMembers(family) + 1);
+  }
+  for (const NetDevice& member : other_members) {
+    if (member.address.family() != family) {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "virtual NIC members %s (%s) and %s (%s) differ in address family",
+                           device.name.c_str(), device.address.ToString().c_str(),
+                           member.name.c_str(), member.address.ToString().c_str());
+    }
+  }
+  Result<UniqueFd> fd = OpenStreamSocket(family);
   if (!fd.ok()) return fd.status();
   int one = 1;
   setsockopt(fd->get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   SocketAddress bind_address = device.address;
+  if (!other_members.empty()) {
+    // One port on every member: the wildcard address of the family (IPv6 only for IPv6, so
+    // IPv4 peers cannot reach it through a mapped address). Who may use it is still decided
+    // by the nonce every hello must carry (listener_admission.h).
+    if (family == AF_INET6 &&
+        setsockopt(fd->get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+      return Status::Errno(errno, "IPV6_V6ONLY on the listener of %s", device.name.c_str());
+    }
+    Result<SocketAddress> any =
+        SocketAddress::FromString(family == AF_INET6 ? "::" : "0.0.0.0", 0);
+    if (!any.ok()) return any.status();
+    bind_address = any.value();
+  }
   bind_address.set_port(0);
   if (bind(fd->get(), bind_address.get(), bind_address.length()) != 0) {
     return Status::Errno(errno, "bind to %s on %s", bind_address.ToString().c_str(),
@@ -147,9 +176,15 @@ Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
   Result<SocketAddress> bound =
       SocketAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&storage), len);
   if (!bound.ok()) return bound.status();
+  // The address peers dial first: the first member's, on the port the kernel gave us.
+  SocketAddress advertised = bound.value();
+  if (!other_members.empty()) {
+    advertised = device.address;
+    advertised.set_port(bound->port());
+  }
 
   std::unique_ptr<ListenComm> comm(
-      new ListenComm(std::move(fd).value(), device, config, RandomNonZero(), bound.value()));
+      new ListenComm(std::move(fd).value(), device, config, RandomNonZero(), advertised));
   comm->plan_ = std::move(plan);
   Admission::Limits limits;
   limits.max_unidentified = Admission::MaxUnidentifiedForThisProcess();
@@ -158,9 +193,14 @@ Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
   wire::ListenHandle handle;
   handle.address = comm->address_;
   handle.nonce = comm->nonce_;
+  for (const NetDevice& member : other_members) handle.extra_members.push_back(member.address);
   handle.Encode(handle128);
-  log::Info(log::kNet, "listening on %s (%s); at most %zu unidentified connections held",
-            comm->address_.ToString().c_str(), device.name.c_str(),
+  std::string members;
+  for (const NetDevice& member : other_members) {
+    members += Format(", %s %s", member.name.c_str(), member.address.ToString().c_str());
+  }
+  log::Info(log::kNet, "listening on %s (%s%s); at most %zu unidentified connections held",
+            comm->address_.ToString().c_str(), device.name.c_str(), members.c_str(),
             comm->admission_->max_unidentified());
   return comm;
 }
@@ -339,34 +379,67 @@ Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
 
 // ---------------------------------------------------------------------------------------------
 
+int DataSocketsFor(int configured, size_t local_members, size_t remote_members) {
+  const int members = static_cast<int>(std::max<size_t>({local_members, remote_members, 1}));
+  const int rounded = (configured + members - 1) / members * members;
+  // Never above the limit a listener accepts: its largest multiple, so shares stay even.
+  return std::min(rounded, kMaxDataSockets / members * members);
+}
+
 Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& handle,
-                                                    const Config& config) {
+                                                    const Config& config,
+                                                    const std::vector<SocketAddress>& local_members) {
   std::unique_ptr<Connector> connector(new Connector());
+  // Remote members: the handle's first address, then the others on the same port.
+  std::vector<SocketAddress> remote = {handle.address};
+  remote.insert(remote.end(), handle.extra_members.begin(), handle.extra_members.end());
+  const bool bind_source = local_members.size() > 1;
+  for (const SocketAddress& local : local_members) {
+    if (bind_source && local.family() != handle.address.family()) {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "local member NIC %s cannot reach %s: address families differ",
+                           local.ToString().c_str(), handle.address.ToString().c_str());
+    }
+  }
+  const int data_sockets = DataSocketsFor(config.data_sockets, local_members.size(), remote.size());
   connector->peer_ = handle.address;
   connector->nonce_ = handle.nonce;
   connector->connection_id_ = RandomNonZero();
-  connector->params_.data_sockets = config.data_sockets;
+  connector->params_.data_sockets = data_sockets;
   connector->params_.worker_threads = config.worker_threads;
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;
   connector->params_.proxy_bytes = config.proxy_bytes;
   connector->params_.gpu_wait_limit = std::chrono::milliseconds(config.gpu_consumer_timeout_ms);
   connector->deadline_ = Clock::now() + std::chrono::milliseconds(config.handshake_timeout_ms);
-  for (int i = 0; i <= config.data_sockets; ++i) {
+  for (int i = 0; i <= data_sockets; ++i) {
+    // The control socket (i == 0) pairs the first members, data socket i - 1 as documented
+    // at DataSocketsFor.
+    const size_t pair = i == 0 ? 0 : static_cast<size_t>(i - 1);
+    const SocketAddress& to = remote[pair % remote.size()];
     Result<UniqueFd> fd = OpenStreamSocket(handle.address.family());
     if (!fd.ok()) return fd.status();
     SetLiveness(fd->get(), config);
     SetBuffers(fd->get(), config);  // before connect: the window scale is chosen from it
-    if (connect(fd->get(), handle.address.get(), handle.address.length()) != 0 &&
-        errno != EINPROGRESS) {
-      return Status::Errno(errno, "connect to %s", handle.address.ToString().c_str());
+    if (bind_source) {
+      // The source address picks the member NIC the packets leave from (and, with one subnet
+      // per rail, the route).
+      SocketAddress from = local_members[pair % local_members.size()];
+      from.set_port(0);
+      if (bind(fd->get(), from.get(), from.length()) != 0) {
+        return Status::Errno(errno, "binding a socket to member NIC address %s",
+                             from.ToString().c_str());
+      }
+    }
+    if (connect(fd->get(), to.get(), to.length()) != 0 && errno != EINPROGRESS) {
+      return Status::Errno(errno, "connect to %s", to.ToString().c_str());
     }
     Socket socket;
     socket.fd = std::move(fd).value();
     wire::Hello hello;
     hello.role = i == 0 ? wire::SocketRole::kControl : wire::SocketRole::kData;
     hello.socket_index = static_cast<uint16_t>(i == 0 ? 0 : i - 1);
-    hello.data_sockets = static_cast<uint16_t>(config.data_sockets);
+    hello.data_sockets = static_cast<uint16_t>(data_sockets);
     hello.chunk_bytes = static_cast<uint32_t>(config.chunk_bytes);
     hello.inline_bytes = config.inline_bytes;
     hello.nonce = handle.nonce;

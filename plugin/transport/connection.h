@@ -29,8 +29,13 @@ class ListenComm final {
   static constexpr uint32_t kMagic = 0x4c4e5344;  // "DSNL"
   // Binds a listening socket on the device's address and writes the handle for the peer.
   // `plan`: devmem RX or plain TCP for this NIC's receive connections.
-  static Result<std::unique_ptr<ListenComm>> Create(const NetDevice& device, const Config& config,
-                                                    uint8_t* handle128, RxPlan plan = RxPlan());
+  // `other_members`: the other NICs of a virtual NIC whose first member is `device`. Then the
+  // socket listens on the wildcard address of their family (one port for all members) and
+  // the handle names every member (wire::ListenHandle), so the sender spreads its data
+  // sockets over them; all members must share `device`'s address family.
+  static Result<std::unique_ptr<ListenComm>> Create(
+      const NetDevice& device, const Config& config, uint8_t* handle128, RxPlan plan = RxPlan(),
+      const std::vector<NetDevice>& other_members = {});
   ListenComm(const ListenComm&) = delete;
   ListenComm& operator=(const ListenComm&) = delete;
   ~ListenComm();
@@ -78,10 +83,20 @@ class ListenComm final {
   std::vector<PendingConnection> connections_;
 };
 
+// Data socket `index` of a connection between a virtual NIC of `local` members and one of
+// `remote` members (1 for a physical NIC) goes from local member index % local to remote
+// member index % remote: members pair up by position (rail k to rail k), and a connection
+// gets DataSocketsFor(...) data sockets, a multiple of the larger member count, so that every
+// member carries the same share.
+int DataSocketsFor(int configured, size_t local_members, size_t remote_members);
+
 class Connector final {
  public:
-  static Result<std::unique_ptr<Connector>> Start(const wire::ListenHandle& handle,
-                                                  const Config& config);
+  // `local_members`: the source addresses of the sending (virtual) NIC's members, one per
+  // member; empty or one: the kernel picks the source as before (no bind).
+  static Result<std::unique_ptr<Connector>> Start(
+      const wire::ListenHandle& handle, const Config& config,
+      const std::vector<SocketAddress>& local_members = {});
   // A SendComm once the receiver accepted us; nullptr while in progress.
   Result<std::unique_ptr<SendComm>> Progress();
 

@@ -1,5 +1,7 @@
 #include "plugin/transport/wire.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +12,11 @@
 namespace devmem::wire {
 
 static_assert(ListenHandle::kConnectorSlotOffset + sizeof(void*) <= nccl::kNetHandleMaxSize);
+// The extra members stay clear of the nonce (ends at 36), the connector slot [64, 72) and the
+// handle's end.
+static_assert(36 + 4 * ListenHandle::kMaxExtraIpv4 <= ListenHandle::kConnectorSlotOffset);
+static_assert(ListenHandle::kConnectorSlotOffset + sizeof(void*) <= 72 &&
+              72 + 16 * ListenHandle::kMaxExtraIpv6 <= nccl::kNetHandleMaxSize);
 
 void ListenHandle::Encode(uint8_t* handle128) const {
   memset(handle128, 0, nccl::kNetHandleMaxSize);
@@ -17,6 +24,20 @@ void ListenHandle::Encode(uint8_t* handle128) const {
   PutU16(handle128 + 4, kProtocolVersion);
   address.Encode(handle128 + 8);
   PutU64(handle128 + 28, nonce);
+  // Create() checked the count and that every member has the listener's family.
+  handle128[6] = static_cast<uint8_t>(extra_members.size());
+  for (size_t i = 0; i < extra_members.size(); ++i) {
+    const sockaddr* sa = extra_members[i].get();
+    if (sa->sa_family == AF_INET) {
+      memcpy(handle128 + 36 + 4 * i, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, 4);
+    } else {
+      memcpy(handle128 + 72 + 16 * i, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, 16);
+    }
+  }
+}
+
+size_t ListenHandle::MaxExtraMembers(int family) {
+  return family == AF_INET ? kMaxExtraIpv4 : family == AF_INET6 ? kMaxExtraIpv6 : 0;
 }
 
 Result<ListenHandle> ListenHandle::Decode(const uint8_t* handle128) {
@@ -35,6 +56,35 @@ Result<ListenHandle> ListenHandle::Decode(const uint8_t* handle128) {
   ListenHandle out;
   out.address = address.value();
   out.nonce = GetU64(handle128 + 28);
+  const size_t extra = handle128[6];
+  const int family = out.address.family();
+  if (extra > MaxExtraMembers(family)) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "connect handle names %zu more member NICs, above the %zu a %s handle "
+                         "can carry",
+                         extra, MaxExtraMembers(family), family == AF_INET6 ? "IPv6" : "IPv4");
+  }
+  for (size_t i = 0; i < extra; ++i) {
+    sockaddr_storage storage{};
+    socklen_t length = 0;
+    if (family == AF_INET) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+      in->sin_family = AF_INET;
+      in->sin_port = htons(out.address.port());
+      memcpy(&in->sin_addr, handle128 + 36 + 4 * i, 4);
+      length = sizeof(sockaddr_in);
+    } else {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = htons(out.address.port());
+      memcpy(&in6->sin6_addr, handle128 + 72 + 16 * i, 16);
+      length = sizeof(sockaddr_in6);
+    }
+    Result<SocketAddress> member =
+        SocketAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&storage), length);
+    if (!member.ok()) return member.status().WithContext("connect handle member NIC");
+    out.extra_members.push_back(member.value());
+  }
   return out;
 }
 

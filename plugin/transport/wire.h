@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "plugin/core/socket_address.h"
 #include "plugin/core/status.h"
@@ -40,11 +41,23 @@ inline uint64_t GetU64(const uint8_t* p) {
 // The listen handle NCCL ships to the peer out of band (<= 128 bytes). Bytes [64, 72) are never
 // sent by us: the connecting side keeps its in-progress connector pointer there, as NCCL's own
 // socket transport does, because NCCL calls connect() again with the same handle buffer.
+//
+// A virtual NIC's listener also names its other member NICs' addresses (same family, the same
+// port: it listens on the wildcard address), so the sender can spread its data sockets over
+// them. They fill the bytes the single-NIC handle leaves zero, so a single-NIC handle is
+// unchanged: byte 6 counts them; IPv4 ones take 4 bytes each at [36, 64) (up to 7), IPv6 ones
+// 16 bytes each at [72, 120) (up to 3). Hence a virtual NIC of up to 8 IPv4 or 4 IPv6 NICs.
 struct ListenHandle {
   static constexpr uint32_t kMagic = 0x4d44484e;  // "NHDM"
   static constexpr size_t kConnectorSlotOffset = 64;
+  static constexpr size_t kMaxExtraIpv4 = 7;
+  static constexpr size_t kMaxExtraIpv6 = 3;
   SocketAddress address;
   uint64_t nonce = 0;
+  std::vector<SocketAddress> extra_members;  // the virtual NIC's members after the first
+
+  // How many extra members a handle can carry for `family`.
+  static size_t MaxExtraMembers(int family);
 
   void Encode(uint8_t* handle128) const;
   static Result<ListenHandle> Decode(const uint8_t* handle128);

@@ -21,13 +21,73 @@ class DlopenTest : public ::testing::Test {
 };
 
 TEST_F(DlopenTest, ExportsEveryTableVersionWithOneName) {
-  for (const char* symbol :
-       {"ncclNetPlugin_v11", "ncclNetPlugin_v10", "ncclNetPlugin_v9", "ncclNetPlugin_v8"}) {
+  for (const char* symbol : {"ncclNetPlugin_v12", "ncclNetPlugin_v11", "ncclNetPlugin_v10",
+                             "ncclNetPlugin_v9", "ncclNetPlugin_v8"}) {
     const auto* table = plugin_.Symbol<abi::NetV8>(symbol);
     ASSERT_NE(table, nullptr) << symbol;
     EXPECT_STREQ(table->name, "devmem") << symbol;
   }
-  EXPECT_EQ(plugin_.Symbol<void>("ncclNetPlugin_v12"), nullptr);
+  EXPECT_EQ(plugin_.Symbol<void>("ncclNetPlugin_v13"), nullptr);
+}
+
+// NCCL 2.30 looks ncclNetPlugin_v12 up first; its properties end with railId and planeId
+// (NVIDIA/nccl v2.30.7-1 src/include/plugin/net/net_v12.h:44-45), which NCCL copies into the
+// topology as rail= / plane= (src/graph/topo.cc:1647-1648) unless they are NCCL_NET_ID_UNDEF.
+// This test's environment sets NCCL_DEVMEM_RAILS=lo=3/1.
+TEST_F(DlopenTest, V12PropertiesCarryTheConfiguredRailAndPlane) {
+  const auto* net = plugin_.Symbol<abi::NetV12>("ncclNetPlugin_v12");
+  ASSERT_NE(net, nullptr);
+  for (size_t slot = 0; slot < sizeof(abi::NetV12) / sizeof(void*); ++slot) {
+    EXPECT_NE(reinterpret_cast<void* const*>(net)[slot], nullptr) << "slot " << slot;
+  }
+  void* ctx = nullptr;
+  ASSERT_EQ(net->init(&ctx, 7, nullptr, StderrLogger, nullptr), abi::kSuccess);
+  abi::PropertiesV12 props;
+  memset(&props, 0xab, sizeof(props));
+  ASSERT_EQ(net->getProperties(0, &props), abi::kSuccess);
+  EXPECT_STREQ(props.name, "lo");
+  EXPECT_EQ(props.railId, 3);
+  EXPECT_EQ(props.planeId, 1);
+  EXPECT_EQ(props.vProps.ndevs, 1);
+  EXPECT_EQ(props.vProps.devs[0], 0);
+  EXPECT_EQ(props.maxMultiRequestSize, 1);
+  EXPECT_GT(props.maxP2pBytes, 0u);
+  EXPECT_EQ(props.maxCollBytes, props.maxP2pBytes);
+  EXPECT_EQ(net->finalize(ctx), abi::kSuccess);
+}
+
+// makeVDevice as NCCL calls it (src/graph/topo.cc ncclTopoMakeVnic): NCCL never asks for a
+// virtual NIC of one device, but a plugin must answer the device itself; bad lists are
+// errors (NCCL then marks the devices unplaced and retries without them, topo.cc:1424).
+TEST_F(DlopenTest, MakeVDeviceAnswersOneDeviceItselfAndRefusesBadLists) {
+  const auto* v12 = plugin_.Symbol<abi::NetV12>("ncclNetPlugin_v12");
+  const abi::NetV11* v11 = plugin_.v11();
+  ASSERT_NE(v12, nullptr);
+  ASSERT_NE(v11, nullptr);
+  void* ctx = nullptr;
+  ASSERT_EQ(v12->init(&ctx, 7, nullptr, StderrLogger, nullptr), abi::kSuccess);
+  int ndev = 0;
+  ASSERT_EQ(v12->devices(&ndev), abi::kSuccess);
+  int d = -1;
+  abi::VDevicePropsV12 one{1, {0}};
+  ASSERT_EQ(v12->makeVDevice(&d, &one), abi::kSuccess);
+  EXPECT_EQ(d, 0);
+  abi::VDevicePropsV12 twice{2, {0, 0}};
+  EXPECT_NE(v12->makeVDevice(&d, &twice), abi::kSuccess);
+  abi::VDevicePropsV12 unknown{2, {0, ndev}};
+  EXPECT_NE(v12->makeVDevice(&d, &unknown), abi::kSuccess);
+  abi::VDevicePropsV12 none{0, {}};
+  EXPECT_NE(v12->makeVDevice(&d, &none), abi::kSuccess);
+  abi::VDevicePropsV12 nine{9, {}};
+  EXPECT_NE(v12->makeVDevice(&d, &nine), abi::kSuccess);
+  abi::VDeviceProps five_for_v11{5, {0, 1, 2, 3}};  // ndevs beyond the v11 array
+  EXPECT_NE(v11->makeVDevice(&d, &five_for_v11), abi::kSuccess);
+  EXPECT_NE(v12->makeVDevice(nullptr, &one), abi::kSuccess);
+  EXPECT_NE(v12->makeVDevice(&d, nullptr), abi::kSuccess);
+  int after = 0;
+  ASSERT_EQ(v12->devices(&after), abi::kSuccess);
+  EXPECT_EQ(after, ndev);  // nothing was made
+  EXPECT_EQ(v12->finalize(ctx), abi::kSuccess);
 }
 
 TEST_F(DlopenTest, V11InitDevicesPropertiesFinalize) {
