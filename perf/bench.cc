@@ -7,13 +7,15 @@
 //   nccl-net-devmem-bench [--plugin PATH] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
 //                         [--window W] [--comms N] [--test-any] [--latency] [--check] [--json]
 //                         [--mode host|emulated-devmem] [--netns-send NS --netns-recv NS]
-//                         [--verbose]
+//                         [--fuse N] [--verbose]
 //
 //   --comms N     N connections carrying the stream (each -n ITERS messages), one proxy thread
 //                 per side progressing them in turn, as NCCL's proxy progresses its channels
 //   --test-any    post into every free slot and test every request in flight, not only the
 //                 oldest: a stricter contract than NCCL's (NCCL's own socket transport fails it)
 //   --check       byte-exact payload check of every message (stream and ping-pong; slower)
+//   --fuse N      both sides fuse their first N devices into one virtual NIC (makeVDevice, as
+//                 NCCL_NET_FORCE_MERGE does) and connect through it (1..4: the v11 table)
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -55,6 +57,7 @@ struct Options {
   std::string mode = "host";
   std::string netns_send;
   std::string netns_recv;
+  int fuse = 1;
 };
 
 [[noreturn]] void Die(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -125,6 +128,8 @@ Options ParseOptions(int argc, char** argv) {
       o.netns_send = next();
     else if (a == "--netns-recv")
       o.netns_recv = next();
+    else if (a == "--fuse")
+      o.fuse = atoi(next());
     else if (a == "--verbose")
       devmem::testing::LoggerVerbose() = true;
     else
@@ -140,6 +145,7 @@ Options ParseOptions(int argc, char** argv) {
     Die("need factor > 1, 1 <= window <= 32, min <= max");
   }
   if (o.comms < 1 || o.comms > 64) Die("need 1 <= comms <= 64");
+  if (o.fuse < 1 || o.fuse > 4) Die("need 1 <= fuse <= 4");
   if (o.latency && o.comms > 1) Die("--comms applies to the stream test, not to --latency");
   return o;
 }
@@ -443,7 +449,10 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
   const size_t handle_bytes = static_cast<size_t>(o.comms) * devmem::abi::kNetHandleMaxSize;
   std::vector<uint8_t> mine(handle_bytes);
   std::vector<uint8_t> theirs(handle_bytes);
-  if (!peer.Init(&error) || !peer.Listen(o.comms, mine.data(), &error)) Die("%s", error.c_str());
+  if (!peer.Init(&error) || !peer.Fuse(o.fuse, &error) ||
+      !peer.Listen(o.comms, mine.data(), &error)) {
+    Die("%s", error.c_str());
+  }
   WriteAll(to_peer, mine.data(), handle_bytes);
   ReadAll(from_peer, theirs.data(), handle_bytes);
   // Rank 1 sends bulk data to rank 0; latency mode uses both directions.
@@ -500,9 +509,10 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
     if (o.json) {
       printf("{\"size\": %" PRIu64
              ", \"usec\": %.3f, \"gbps\": %.4f, \"iters\": %d, "
-             "\"mode\": \"%s\", \"test\": \"%s\", \"comms\": %d, \"order\": \"%s\"}\n",
+             "\"mode\": \"%s\", \"test\": \"%s\", \"comms\": %d, \"order\": \"%s\", "
+             "\"fused\": %d}\n",
              size, usec, gbps, iters, o.mode.c_str(), o.latency ? "pingpong" : "stream", o.comms,
-             order);
+             order, o.fuse);
     } else {
       printf("  %12" PRIu64 " %8d %12.2f %10.3f\n", size, iters, usec, gbps);
     }

@@ -36,11 +36,31 @@ class NetPeer {
     return true;
   }
 
-  // Listens `count` times on device 0; writes `count` handles of kNetHandleMaxSize bytes each.
+  // Fuses devices 0..n-1 into one virtual NIC (makeVDevice, as NCCL does with
+  // NCCL_NET_FORCE_MERGE) and uses it from then on; n == 1 keeps device 0.
+  bool Fuse(int n, std::string* error) {
+    int ndev = 0;
+    if (net_->devices(&ndev) != abi::kSuccess || ndev < n) {
+      *error = "--fuse " + std::to_string(n) + ": the plugin offers " + std::to_string(ndev) +
+               " devices";
+      return false;
+    }
+    if (n == 1) return true;
+    abi::VDeviceProps props{};
+    props.ndevs = n;
+    for (int i = 0; i < n; ++i) props.devs[i] = i;
+    if (net_->makeVDevice == nullptr || net_->makeVDevice(&dev_, &props) != abi::kSuccess) {
+      *error = "makeVDevice of " + std::to_string(n) + " devices failed";
+      return false;
+    }
+    return true;
+  }
+
+  // Listens `count` times on the device; writes `count` handles of kNetHandleMaxSize bytes each.
   bool Listen(int count, uint8_t* handles, std::string* error) {
     listen_comms_.assign(static_cast<size_t>(count), nullptr);
     for (int i = 0; i < count; ++i) {
-      if (net_->listen(ctx_, 0, handles + static_cast<size_t>(i) * abi::kNetHandleMaxSize,
+      if (net_->listen(ctx_, dev_, handles + static_cast<size_t>(i) * abi::kNetHandleMaxSize,
                        &listen_comms_[static_cast<size_t>(i)]) != abi::kSuccess) {
         *error = "listen failed";
         return false;
@@ -63,7 +83,7 @@ class NetPeer {
       bool all_up = true;
       for (size_t i = 0; i < send_comms_.size(); ++i) {
         if (send_comms_[i] != nullptr) continue;
-        if (net_->connect(ctx_, 0, peer_handles + i * abi::kNetHandleMaxSize, &send_comms_[i],
+        if (net_->connect(ctx_, dev_, peer_handles + i * abi::kNetHandleMaxSize, &send_comms_[i],
                           &no_device) != abi::kSuccess) {
           *error = "connect failed";
           return false;
@@ -120,6 +140,7 @@ class NetPeer {
  private:
   const abi::NetV11* net_;
   void* ctx_ = nullptr;
+  int dev_ = 0;  // device 0, or the virtual NIC Fuse() made
   bool initialized_ = false;
   std::vector<void*> listen_comms_;
   std::vector<void*> send_comms_;

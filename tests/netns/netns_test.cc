@@ -10,20 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/shell.h"
+
 namespace {
 
-// Runs a shell command; returns its exit status and appends its output to *out.
-int RunCommand(const std::string& command, std::string* out = nullptr) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) {
-    if (out != nullptr) out->append(buffer, n);
-  }
-  int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using devmem::testing::RunCommand;
 
 // Two namespaces and a veth pair between them; removed in the destructor.
 class VethPair {
