@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "plugin/core/log.h"
 
@@ -118,6 +119,7 @@ constexpr const char* kUnpack = "NCCL_DEVMEM_UNPACK";
 constexpr const char* kIfname = "NCCL_SOCKET_IFNAME";
 constexpr const char* kFamily = "NCCL_SOCKET_FAMILY";
 constexpr const char* kRails = "NCCL_DEVMEM_RAILS";
+constexpr const char* kVnicStriping = "NCCL_DEVMEM_VNIC_STRIPING";
 
 // Reads one bounded integer variable into *out when it is set.
 Status ReadInteger(const std::function<const char*(const char*)>& getenv_fn, const char* name,
@@ -318,6 +320,17 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
                            kFamily, family);
     }
   }
+  if (const char* striping = getenv_fn(kVnicStriping); striping != nullptr) {
+    if (strcmp(striping, "adaptive") == 0) {
+      config.adaptive_stripes = true;
+    } else if (strcmp(striping, "roundrobin") == 0) {
+      config.adaptive_stripes = false;
+    } else {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "%s=\"%s\" is invalid; accepted values are adaptive and roundrobin",
+                           kVnicStriping, striping);
+    }
+  }
   Result<std::vector<RailAssignment>> rails = ParseRails(getenv_fn(kRails));
   if (!rails.ok()) return rails.status();
   config.rails = std::move(rails).value();
@@ -374,6 +387,8 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%s (%s)", kFamily,
             socket_family == AF_INET ? "AF_INET" : (socket_family == AF_INET6 ? "AF_INET6" : "any"),
             origin(kFamily));
+  log::Info(log::kEnv, "%s=%s (%s)", kVnicStriping, adaptive_stripes ? "adaptive" : "roundrobin",
+            origin(kVnicStriping));
   const std::string rail_text = FormatRails(rails);
   log::Info(log::kEnv, "%s=\"%s\" (%s)", kRails,
             rails.empty() ? "no rails: railId/planeId -1" : rail_text.c_str(), origin(kRails));

@@ -47,6 +47,11 @@ struct Config {
   std::string socket_ifname;                // NCCL_SOCKET_IFNAME (NCCL's own syntax)
   int socket_family = 0;                    // NCCL_SOCKET_FAMILY: AF_INET, AF_INET6 or 0 (either)
   std::vector<RailAssignment> rails;        // NCCL_DEVMEM_RAILS (plugin/core/rails.h)
+  // NCCL_DEVMEM_VNIC_STRIPING=roundrobin|adaptive: how a sender between virtual NICs deals
+  // messages over the data sockets (ConnectionParams::adaptive_stripes). Round-robin by
+  // default: it won on members of equal speed, adaptive on members of different speeds
+  // (perf/RESULTS.md, 2026-11-26).
+  bool adaptive_stripes = false;
   // NCCL's own settings that bound the size of one receive (read, never set, here).
   uint64_t nccl_buffsize = 4ull << 20;      // NCCL_BUFFSIZE (NCCL's default: 4 MiB)
   uint64_t nccl_p2p_net_chunk = 128 << 10;  // NCCL_P2P_NET_CHUNKSIZE (NCCL's default: 128 KiB)

@@ -1,9 +1,15 @@
 #include "plugin/transport/comm.h"
 
+#include <linux/sockios.h>
+#include <linux/tcp.h>  // tcp_info with tcpi_delivery_rate (glibc's netinet/tcp.h lacks it)
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "plugin/core/log.h"
@@ -98,16 +104,28 @@ void Comm::ProgressProxy() {
 }
 
 int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* results,
-                       uint64_t seq, bool scatter_now) {
+                       uint64_t seq, bool scatter_now, uint64_t allowed) {
   const auto sockets = static_cast<uint32_t>(data_sockets_.size());
   const StripePlan plan = PlanStripes(size, params_.chunk_bytes, sockets, next_first_socket_);
-  next_first_socket_ = plan.NextFirstSocket();
+  uint32_t order[kMaxDataSockets];
+  uint32_t used = OrderSockets(allowed, sockets, plan.first_socket, plan.chunk_count, order,
+                               &next_first_socket_);
+  if (used == 0) {  // a set naming no socket of ours: the receiver refuses it before this
+    used = OrderSockets(0, sockets, plan.first_socket, plan.chunk_count, order,
+                        &next_first_socket_);
+  }
+  if (direction_ == Direction::kSend && params_.adaptive_stripes) {
+    for (uint64_t c = 0; c < plan.chunk_count; ++c) {
+      const uint64_t start = c * plan.chunk_bytes;
+      data_sockets_[order[c % used]]->queued_bytes += std::min(plan.chunk_bytes, size - start);
+    }
+  }
   int queued = 0;
   // Small enough that handing it to a worker (and waking it) costs more than moving it here.
   const bool by_proxy = size <= params_.proxy_bytes;
-  for (uint32_t s = 0; s < sockets; ++s) {
-    const uint64_t first = plan.FirstChunkOn(s);
-    if (first >= plan.chunk_count) continue;
+  for (uint32_t k = 0; k < used && k < plan.chunk_count; ++k) {
+    const uint32_t s = order[k];
+    const uint64_t first = k;
     SocketTask task;
     task.request = request;
     task.base = base;
@@ -115,7 +133,7 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
     task.chunk_bytes = plan.chunk_bytes;
     task.chunk_count = plan.chunk_count;
     task.next_chunk = first;
-    task.stride = sockets;
+    task.stride = used;
     task.result = results != nullptr ? &results[s] : nullptr;
     task.seq = seq;
     task.scatter_now = scatter_now;
@@ -182,13 +200,18 @@ void Comm::LogClose() const {
   }
   log::Info(log::kNet,
             "%s closed: %llu messages (%llu inline), %llu payload bytes, %llu staged bytes, "
-            "%llu data syscalls, %llu polls, %d requests still in flight",
+            "%llu data syscalls, %llu polls, %d requests still in flight%s",
             description_.c_str(), static_cast<unsigned long long>(counters_.messages),
             static_cast<unsigned long long>(counters_.inline_messages),
             static_cast<unsigned long long>(counters_.payload_bytes),
             static_cast<unsigned long long>(counters_.staged_bytes),
             static_cast<unsigned long long>(syscalls), static_cast<unsigned long long>(polls),
-            pool_.InUse());
+            pool_.InUse(),
+            params_.adaptive_stripes
+                ? Format(", %llu messages steered to the faster members' sockets",
+                         static_cast<unsigned long long>(counters_.steered_messages))
+                      .c_str()
+                : "");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,7 +222,8 @@ Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector
   std::unique_ptr<SendComm> comm(new SendComm(kSendMagic, Direction::kSend, std::move(control),
                                               std::move(data), params, std::move(description)));
   // Room for a header (and inline payload) of every request in the pool.
-  comm->tx_ring_.resize(nccl::kNetMaxRequests * (wire::MessageHeader::kSize + params.inline_bytes));
+  comm->tx_ring_.resize(nccl::kNetMaxRequests *
+                        (wire::MessageHeader::kMaxSize + params.inline_bytes));
   DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-tx"));
   return comm;
 }
@@ -270,7 +294,18 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   if (request == nullptr) return static_cast<Request*>(nullptr);
 
   const bool is_inline = size <= params_.inline_bytes;
-  const size_t control_bytes = wire::MessageHeader::kSize + (is_inline ? size : 0);
+  wire::MessageHeader header;
+  header.kind = is_inline ? wire::MessageHeader::kInline : wire::MessageHeader::kStriped;
+  header.tag = tag;
+  header.size = size;
+  if (!is_inline && params_.adaptive_stripes && data_sockets_.size() > 1) {
+    header.sockets = LeastLoadedSockets(size);
+    if (header.sockets != 0) {
+      header.kind = wire::MessageHeader::kStripedOver;
+      ++counters_.steered_messages;
+    }
+  }
+  const size_t control_bytes = header.encoded_size() + (is_inline ? size : 0);
   if (tx_ring_.size() - (tx_appended_ - tx_flushed_) < control_bytes) {
     pool_.Release(request);
     DEVMEM_RETURN_IF_ERROR(FlushControl());
@@ -292,13 +327,9 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
     counters_.staged_bytes += size;
   }
 
-  wire::MessageHeader header;
-  header.kind = is_inline ? wire::MessageHeader::kInline : wire::MessageHeader::kStriped;
-  header.tag = tag;
-  header.size = size;
-  uint8_t encoded[wire::MessageHeader::kSize];
+  uint8_t encoded[wire::MessageHeader::kMaxSize];
   header.Encode(encoded);
-  AppendControl(encoded, sizeof(encoded));
+  AppendControl(encoded, header.encoded_size());
   if (is_inline && size > 0) AppendControl(reinterpret_cast<const uint8_t*>(source), size);
   request->control_end = tx_appended_;
   request->count = 1;
@@ -311,13 +342,82 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   sub.region = region;
   sub.user_data = data;
   request->subs[0] = sub;
-  if (!is_inline && size > 0) QueueStripes(request, source, size);
+  if (!is_inline && size > 0) {
+    QueueStripes(request, source, size, nullptr, 0, false,
+                 header.kind == wire::MessageHeader::kStripedOver ? header.sockets : 0);
+  }
 
   ++counters_.messages;
   counters_.inline_messages += is_inline ? 1 : 0;
   counters_.payload_bytes += size;
   DEVMEM_RETURN_IF_ERROR(FlushControl());
   return request;
+}
+
+uint64_t SendComm::LeastLoadedSockets(uint64_t size) const {
+  // For every socket, when one more chunk on it would be delivered: its backlog (bytes queued
+  // and not yet written, plus what the kernel still holds, SIOCOUTQ: unsent and unacked) plus
+  // the chunk, over the rate the kernel measures it delivering at (TCP_INFO
+  // tcpi_delivery_rate). The message goes to the sockets that would finish it first, at most
+  // one per chunk: a slower member carries a smaller share, and a message of one chunk (NCCL's
+  // steps usually are) goes to the socket that delivers it soonest. A socket with no rate yet
+  // counts as fast as the fastest, so every socket gets probed. One ioctl and one getsockopt
+  // per socket per message: only connections between virtual NICs pay them.
+  const size_t sockets = data_sockets_.size();
+  double backlog[kMaxDataSockets];
+  double rate[kMaxDataSockets];
+  double fastest = 0;
+  for (size_t s = 0; s < sockets; ++s) {
+    const DataSocket& socket = *data_sockets_[s];
+    const uint64_t moved = socket.moved_bytes.load(std::memory_order_relaxed);
+    backlog[s] = socket.queued_bytes > moved ? static_cast<double>(socket.queued_bytes - moved) : 0;
+    int in_kernel = 0;
+    if (ioctl(socket.fd.get(), SIOCOUTQ, &in_kernel) == 0 && in_kernel > 0) backlog[s] += in_kernel;
+    tcp_info info{};
+    socklen_t length = sizeof(info);
+    rate[s] = 0;
+    if (getsockopt(socket.fd.get(), IPPROTO_TCP, TCP_INFO, &info, &length) == 0 &&
+        length >= offsetof(tcp_info, tcpi_delivery_rate) + sizeof(info.tcpi_delivery_rate) &&
+        info.tcpi_delivery_rate_app_limited == 0) {
+      // An app-limited sample says how fast we fed it, not how fast it can go: unknown.
+      rate[s] = static_cast<double>(info.tcpi_delivery_rate);
+    }
+    fastest = std::max(fastest, rate[s]);
+  }
+  // Members that deliver at about the same rate do best dealt round-robin (measured:
+  // perf/RESULTS.md, fused veths): steer only when one is twice as fast as another.
+  double slowest = fastest;
+  for (size_t s = 0; s < sockets; ++s) {
+    if (rate[s] > 0) slowest = std::min(slowest, rate[s]);
+  }
+  if (fastest <= 0 || fastest < slowest * 2) return 0;
+  const StripePlan plan = PlanStripes(size, params_.chunk_bytes, static_cast<uint32_t>(sockets),
+                                      next_first_socket_);
+  const double chunk = static_cast<double>(std::max<uint64_t>(plan.chunk_bytes, 1));
+  double finish[kMaxDataSockets];
+  double soonest = 0;
+  for (size_t s = 0; s < sockets; ++s) {
+    const double r = rate[s] > 0 ? rate[s] : (fastest > 0 ? fastest : 1);
+    finish[s] = (backlog[s] + chunk) / r;
+    if (s == 0 || finish[s] < soonest) soonest = finish[s];
+  }
+  // Sockets within a quarter of the soonest finish take part (equal members: all of them),
+  // the soonest first, ties in rotation order from the next first socket so that idle sockets
+  // take turns; at most one socket per chunk.
+  uint64_t wanted = std::max<uint64_t>(plan.chunk_count, 1);
+  uint64_t allowed = 0;
+  while (wanted > 0) {
+    size_t best = sockets;
+    for (size_t k = 0; k < sockets; ++k) {
+      const size_t s = (plan.first_socket + k) % sockets;
+      if (((allowed >> s) & 1) != 0 || finish[s] > soonest * 1.25) continue;
+      if (best == sockets || finish[s] < finish[best]) best = s;
+    }
+    if (best == sockets) break;
+    allowed |= uint64_t{1} << best;
+    --wanted;
+  }
+  return allowed;
 }
 
 Status SendComm::Test(Request* request, bool* done, int* size) {

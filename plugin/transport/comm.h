@@ -36,6 +36,10 @@ struct ConnectionParams {
   // How long a staging copy may take before the comm fails instead of hanging
   // (NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS; 0: forever; local). See CopyStream::Wait().
   std::chrono::milliseconds gpu_wait_limit{0};
+  // Sender of a connection between virtual NICs (more than one member on either side): each
+  // message is dealt over only the data sockets whose backlog is within a chunk of the
+  // smallest (MessageHeader::kStripedOver), so a slower member carries less (local).
+  bool adaptive_stripes = false;
 };
 
 struct CommCounters {
@@ -43,6 +47,7 @@ struct CommCounters {
   uint64_t inline_messages = 0;
   uint64_t payload_bytes = 0;
   uint64_t staged_bytes = 0;  // CUDA buffers copied through pinned host memory
+  uint64_t steered_messages = 0;  // sent over a chosen socket set (adaptive striping)
 };
 
 class Comm {
@@ -85,8 +90,9 @@ class Comm {
   void ProgressProxy();
   // Queues the tasks of one message striped across the data sockets; returns how many.
   // `results` (one per data socket) and `seq` are for frag receivers (devmem modes).
+  // `allowed`: the data sockets the message is dealt over (bit s: socket s; 0: all).
   int QueueStripes(Request* request, char* base, uint64_t size, FragResult* results = nullptr,
-                   uint64_t seq = 0, bool scatter_now = false);
+                   uint64_t seq = 0, bool scatter_now = false, uint64_t allowed = 0);
   void LogClose() const;
   // The comm's stream for staging copies, created on first use in GPU `device`'s primary
   // context (device < 0: the calling thread's current context, NCCL's proxy thread's).
@@ -126,6 +132,9 @@ class SendComm final : public Comm {
   using Comm::Comm;
   Status FlushControl();
   bool AppendControl(const uint8_t* bytes, size_t len);
+  // ConnectionParams::adaptive_stripes: the data sockets the next message of `size` bytes may
+  // use; 0: all of them, dealt round-robin as usual (the members deliver at similar rates).
+  uint64_t LeastLoadedSockets(uint64_t size) const;
 
   std::vector<uint8_t> tx_ring_;
   uint64_t tx_appended_ = 0;

@@ -406,6 +406,8 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   connector->nonce_ = handle.nonce;
   connector->connection_id_ = RandomNonZero();
   connector->params_.data_sockets = data_sockets;
+  connector->params_.adaptive_stripes =
+      config.adaptive_stripes && (remote.size() > 1 || local_members.size() > 1);
   connector->params_.worker_threads = config.worker_threads;
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;

@@ -154,6 +154,9 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     if (n > 0) {
       *moved = true;
       WorkerCounters::Add(counters_->bytes, static_cast<uint64_t>(n));
+      if (direction_ == Direction::kSend) {
+        socket->moved_bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      }
       task->done_in_chunk += static_cast<uint64_t>(n);
       if (task->done_in_chunk == chunk_len) {
         task->next_chunk += task->stride;

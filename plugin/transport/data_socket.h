@@ -96,6 +96,10 @@ struct DataSocket {
   SpscRing<SocketTask, kSocketTaskCapacity> proxy_tasks;
   std::unique_ptr<FragReceiver> receiver;  // null: plain recv straight into the buffer
   bool broken = false;  // worker-only: an I/O error was reported, stop touching it
+  // Adaptive striping (ConnectionParams::adaptive_stripes), send side: bytes queued on this
+  // socket (the proxy thread's count) and bytes written to it (whoever moves them).
+  uint64_t queued_bytes = 0;
+  std::atomic<uint64_t> moved_bytes{0};
   // Release generation seen when it stalled (whoever moved its bytes then).
   std::atomic<uint64_t> stalled_generation{0};
 };

@@ -66,6 +66,15 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
   if (sub == nullptr) return false;  // the matching irecv is not posted yet
 
   const bool is_inline = header.kind == wire::MessageHeader::kInline;
+  // kStripedOver: only the named data sockets carry this message's chunks.
+  const uint64_t allowed = header.kind == wire::MessageHeader::kStripedOver ? header.sockets : 0;
+  if (data_sockets_.size() < 64 && (allowed >> data_sockets_.size()) != 0) {
+    Status status = Status::Error(
+        ErrorKind::kRemote, "peer striped a message over data sockets 0x%llx, this comm has %zu",
+        static_cast<unsigned long long>(allowed), data_sockets_.size());
+    health_.Fail(status);
+    return status;
+  }
   if (is_inline && header.size > params_.inline_bytes) {
     Status status =
         Status::Error(ErrorKind::kRemote, "peer sent %llu inline bytes, above the negotiated %u",
@@ -96,7 +105,7 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
       ConsumeInline();
     }
   } else if (header.size > 0 && path_.mode == RxPath::Mode::kPlain) {
-    QueueStripes(request, destination, header.size);
+    QueueStripes(request, destination, header.size, nullptr, 0, false, allowed);
   } else if (header.size > 0) {
     const size_t sockets = data_sockets_.size();
     const size_t index = static_cast<size_t>(sub - request->subs.data());
@@ -126,7 +135,7 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
     }
     if (scatter_now) MarkReleased(sub->seq);  // it never holds pages beyond one receive
     QueueStripes(request, destination, header.size, &request->frag_results[index * sockets],
-                 sub->seq, scatter_now);
+                 sub->seq, scatter_now, allowed);
   }
   if (request->unmatched == 0) {
     for (size_t r = 0; r < posted_.size(); ++r) {
@@ -154,7 +163,9 @@ Status RecvComm::ProgressControl() {
       }
     }
     if (!header_waiting_) {
-      if (rx_end_ - rx_begin_ < wire::MessageHeader::kSize) {
+      const size_t available = rx_end_ - rx_begin_;
+      if (available < wire::MessageHeader::kSize ||
+          available < wire::MessageHeader::EncodedSize(rx_buffer_.data() + rx_begin_)) {
         if (posted_.empty()) return Status::Ok();  // nobody waits: leave bytes in the kernel
         const size_t before = rx_end_ - rx_begin_;
         DEVMEM_RETURN_IF_ERROR(ReadControl());
@@ -167,7 +178,7 @@ Status RecvComm::ProgressControl() {
         health_.Fail(header.status());
         return header.status();
       }
-      rx_begin_ += wire::MessageHeader::kSize;
+      rx_begin_ += header->encoded_size();
       waiting_header_ = header.value();
       header_waiting_ = true;
     }

@@ -43,4 +43,22 @@ inline StripePlan PlanStripes(uint64_t size, uint64_t chunk_limit, uint32_t sock
   return plan;
 }
 
+// The data sockets a message of `chunk_count` chunks is dealt over, in dealing order: chunk c
+// goes to order[c % n]. `allowed` (bit s: socket s; 0 or all bits: every socket) picks them,
+// starting at the first allowed socket at or after `first_socket`, cyclically; *next_first is
+// where the next message starts (after the last socket used). With every socket allowed this
+// is PlanStripes' own rotation. Returns n (>= 1 when any socket is allowed and sockets <= 64).
+inline uint32_t OrderSockets(uint64_t allowed, uint32_t sockets, uint32_t first_socket,
+                             uint64_t chunk_count, uint32_t* order, uint32_t* next_first) {
+  uint32_t n = 0;
+  for (uint32_t k = 0; k < sockets; ++k) {
+    const uint32_t s = (first_socket + k) % sockets;
+    if (allowed == 0 || ((allowed >> s) & 1) != 0) order[n++] = s;
+  }
+  if (n == 0) return 0;
+  const uint32_t last = order[chunk_count == 0 ? 0 : (chunk_count - 1) % n];
+  *next_first = chunk_count == 0 ? first_socket : (last + 1) % sockets;
+  return n;
+}
+
 }  // namespace devmem

@@ -178,21 +178,33 @@ Result<HelloReply> HelloReply::Decode(const uint8_t* in) {
   return out;
 }
 
+size_t MessageHeader::EncodedSize(const uint8_t* in) {
+  return GetU32(in) == kStripedOver ? kMaxSize : kSize;
+}
+
 void MessageHeader::Encode(uint8_t* out) const {
   PutU32(out, kind);
   PutU32(out + 4, static_cast<uint32_t>(tag));
   PutU64(out + 8, size);
+  if (kind == kStripedOver) PutU64(out + 16, sockets);
 }
 
 Result<MessageHeader> MessageHeader::Decode(const uint8_t* in) {
   MessageHeader out;
   out.kind = GetU32(in);
-  if (out.kind != kStriped && out.kind != kInline) {
+  if (out.kind != kStriped && out.kind != kInline && out.kind != kStripedOver) {
     return Status::Error(ErrorKind::kRemote, "control stream corrupt: message header kind 0x%08x",
                          out.kind);
   }
   out.tag = static_cast<int32_t>(GetU32(in + 4));
   out.size = GetU64(in + 8);
+  if (out.kind == kStripedOver) {
+    out.sockets = GetU64(in + 16);
+    if (out.sockets == 0) {
+      return Status::Error(ErrorKind::kRemote,
+                           "control stream corrupt: a message striped over no data socket");
+    }
+  }
   if (out.size > nccl::kMaxNetSize) {
     return Status::Error(ErrorKind::kRemote, "peer announced a %llu-byte message, limit %zu",
                          static_cast<unsigned long long>(out.size), nccl::kMaxNetSize);

@@ -14,7 +14,8 @@ namespace devmem::wire {
 
 // 2: messages are striped in chunks of the negotiated chunk size (plugin/transport/striping.h);
 // a version-1 peer would place bytes differently, so the handshake refuses it.
-inline constexpr uint16_t kProtocolVersion = 2;
+// 3: a message header may name the data sockets its chunks use (kStripedOver, virtual NICs).
+inline constexpr uint16_t kProtocolVersion = 3;
 
 inline void PutU16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v);
@@ -102,16 +103,26 @@ struct HelloReply {
 };
 
 // One per isend on the control socket. kStriped payload travels on the data sockets; kInline
-// payload follows the header on the control socket.
+// payload follows the header on the control socket. kStripedOver is kStriped over only the data
+// sockets of `sockets` (bit s: socket s), 8 more header bytes: a sender spreading a virtual
+// NIC's load steers chunks away from sockets whose member is slower (striping.h).
 struct MessageHeader {
-  static constexpr uint32_t kStriped = 0x4d44534d;  // "MSDM"
-  static constexpr uint32_t kInline = 0x4d44494d;   // "MIDM"
+  static constexpr uint32_t kStriped = 0x4d44534d;      // "MSDM"
+  static constexpr uint32_t kInline = 0x4d44494d;       // "MIDM"
+  static constexpr uint32_t kStripedOver = 0x4d444f4d;  // "MODM"
   static constexpr size_t kSize = 16;
+  static constexpr size_t kMaxSize = 24;  // kStripedOver
   uint32_t kind = kStriped;
   int32_t tag = 0;
   uint64_t size = 0;
+  uint64_t sockets = 0;  // kStripedOver only; never 0 there
 
-  void Encode(uint8_t* out) const;
+  // Bytes of the encoded header whose first 4 bytes are `in` (16, or 24 for kStripedOver).
+  static size_t EncodedSize(const uint8_t* in);
+  size_t encoded_size() const { return kind == kStripedOver ? kMaxSize : kSize; }
+  void Encode(uint8_t* out) const;  // encoded_size() bytes
+  // `in` holds EncodedSize(in) bytes. Checks the kind, the size limit and a non-empty socket
+  // set; the receiver checks the set against its socket count.
   static Result<MessageHeader> Decode(const uint8_t* in);
 };
 

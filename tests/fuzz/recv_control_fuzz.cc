@@ -71,17 +71,23 @@ struct Expected {
 
 std::vector<std::vector<Expected>> Simulate(const std::vector<Posted>& posts,
                                             const uint8_t* control, size_t size,
-                                            uint32_t inline_limit) {
+                                            uint32_t inline_limit, int data_sockets) {
   std::vector<std::vector<Expected>> expected;
   for (const Posted& p : posts) expected.emplace_back(p.count);
   size_t posted = 0, pos = 0;
   uint64_t data_offset = 0;
-  while (size - pos >= wire::MessageHeader::kSize) {
+  while (size - pos >= wire::MessageHeader::kSize &&
+         size - pos >= wire::MessageHeader::EncodedSize(control + pos)) {
     Result<wire::MessageHeader> header = wire::MessageHeader::Decode(control + pos);
     if (!header.ok()) break;  // the comm fails here
     const bool is_inline = header->kind == wire::MessageHeader::kInline;
     if (is_inline && header->size > inline_limit) break;  // so it does here
-    pos += wire::MessageHeader::kSize;
+    // A socket set naming a socket the comm lacks fails it (recv_control.cc).
+    if (header->kind == wire::MessageHeader::kStripedOver &&
+        (header->sockets >> data_sockets) != 0) {
+      break;
+    }
+    pos += header->encoded_size();
     Expected* match = nullptr;
     while (match == nullptr) {
       for (size_t r = 0; r < posted && match == nullptr; ++r) {
@@ -180,7 +186,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::unique_ptr<RecvComm> comm = std::move(created).value();
 
   const std::vector<std::vector<Expected>> expected =
-      Simulate(posts, control, control_size, params.inline_bytes);
+      Simulate(posts, control, control_size, params.inline_bytes, params.data_sockets);
   bool failed = false;
   for (Posted& p : posts) {
     std::vector<void*> buffers;

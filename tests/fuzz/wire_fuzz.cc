@@ -71,20 +71,27 @@ void FuzzReply(const uint8_t* data, size_t size) {
 }
 
 void FuzzHeader(const uint8_t* data, size_t size) {
-  auto bytes = Exact(data, size, wire::MessageHeader::kSize);
+  // Up to the longest header: Decode reads EncodedSize() bytes, the receiver has them all.
+  auto bytes = Exact(data, size, wire::MessageHeader::kMaxSize);
   Result<wire::MessageHeader> header = wire::MessageHeader::Decode(bytes.get());
   if (!header.ok()) {
     FUZZ_CHECK(!header.status().message().empty(), "header refused without a message");
     return;
   }
   const wire::MessageHeader& h = header.value();
-  FUZZ_CHECK(h.kind == wire::MessageHeader::kStriped || h.kind == wire::MessageHeader::kInline,
+  FUZZ_CHECK(h.kind == wire::MessageHeader::kStriped || h.kind == wire::MessageHeader::kInline ||
+                 h.kind == wire::MessageHeader::kStripedOver,
              "kind 0x%08x", h.kind);
   FUZZ_CHECK(h.size <= nccl::kMaxNetSize, "size %llu", static_cast<unsigned long long>(h.size));
-  uint8_t encoded[wire::MessageHeader::kSize];
+  FUZZ_CHECK(h.kind != wire::MessageHeader::kStripedOver || h.sockets != 0,
+             "a message striped over no socket was accepted");
+  FUZZ_CHECK(h.encoded_size() == wire::MessageHeader::EncodedSize(bytes.get()),
+             "decoded size %zu, announced %zu", h.encoded_size(),
+             wire::MessageHeader::EncodedSize(bytes.get()));
+  uint8_t encoded[wire::MessageHeader::kMaxSize];
   h.Encode(encoded);
-  FUZZ_CHECK(memcmp(encoded, bytes.get(), sizeof(encoded)) == 0,
-             "a header is its 16 bytes: re-encoding changed them");
+  FUZZ_CHECK(memcmp(encoded, bytes.get(), h.encoded_size()) == 0,
+             "a header is its encoded bytes: re-encoding changed them");
 }
 
 void FuzzHandle(const uint8_t* data, size_t size) {

@@ -160,8 +160,17 @@ TEST_F(FusedNetnsTest, MembersOfDifferentSpeedsStillDeliverEveryByte) {
             0)
       << output;
   output.clear();
-  ASSERT_EQ(Bench("", 2, "--check -b 1K -e 4M -f 64 -n 4 -w 1", &output), 0) << output;
+  ASSERT_EQ(Bench("NCCL_DEVMEM_VNIC_STRIPING=adaptive", 2,
+                  "--verbose --check -b 1K -e 4M -f 64 -n 16 -w 1", &output),
+            0)
+      << output;
   EXPECT_EQ(CountLines(output), 3u) << output;
+  // The sender saw one member deliver ten times slower and steered messages off it (the
+  // steering path, wire kStripedOver, byte-exact above).
+  const size_t steered = output.find(" messages steered to the faster members' sockets");
+  ASSERT_NE(steered, std::string::npos) << output;
+  const size_t number = output.rfind(", ", steered);
+  EXPECT_GT(strtoull(output.c_str() + number + 2, nullptr, 10), 0u) << output;
 }
 
 TEST_F(FusedNetnsTest, AMemberGoingDownFailsTheCommWithinTheUserTimeout) {

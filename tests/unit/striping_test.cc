@@ -59,5 +59,41 @@ TEST(StripingTest, ZeroBytesHaveNoChunks) {
   EXPECT_EQ(plan.NextFirstSocket(), 1u);
 }
 
+// OrderSockets with every socket allowed is PlanStripes' own rotation: chunk c on socket
+// (first + c) % sockets, and the next message starts where the rotation left off.
+TEST(StripingTest, OrderingEverySocketIsTheRoundRobinRotation) {
+  for (uint32_t sockets : {1u, 3u, 4u}) {
+    for (uint32_t first = 0; first < sockets; ++first) {
+      for (uint64_t chunks : {0ull, 1ull, 2ull, 5ull, 9ull}) {
+        uint32_t order[64];
+        uint32_t next = 99;
+        const uint32_t n = OrderSockets(0, sockets, first, chunks, order, &next);
+        ASSERT_EQ(n, sockets);
+        for (uint64_t c = 0; c < chunks; ++c) EXPECT_EQ(order[c % n], (first + c) % sockets);
+        StripePlan plan;
+        plan.socket_count = sockets;
+        plan.first_socket = first;
+        plan.chunk_count = chunks;
+        EXPECT_EQ(next, chunks == 0 ? first : plan.NextFirstSocket());
+      }
+    }
+  }
+}
+
+TEST(StripingTest, OrderingASocketSetStartsAtOrAfterTheFirstSocket) {
+  uint32_t order[64];
+  uint32_t next = 0;
+  // Sockets 1 and 3 of 4, starting at 2: 3 first, then 1.
+  ASSERT_EQ(OrderSockets(0xa, 4, 2, 3, order, &next), 2u);
+  EXPECT_EQ(order[0], 3u);
+  EXPECT_EQ(order[1], 1u);
+  EXPECT_EQ(next, 0u);  // chunk 2 went to socket 3; the next message starts after it
+  ASSERT_EQ(OrderSockets(0x4, 4, 0, 1, order, &next), 1u);
+  EXPECT_EQ(order[0], 2u);
+  EXPECT_EQ(next, 3u);
+  // A set naming no socket below the count orders nothing.
+  EXPECT_EQ(OrderSockets(0x10, 4, 0, 1, order, &next), 0u);
+}
+
 }  // namespace
 }  // namespace devmem

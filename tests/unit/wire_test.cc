@@ -133,6 +133,28 @@ TEST(WireTest, MessageHeaderValidatesKindAndSize) {
   EXPECT_FALSE(MessageHeader::Decode(bytes).ok());
 }
 
+TEST(WireTest, AHeaderWithASocketSetIs24BytesAndNeverEmpty) {
+  uint8_t bytes[MessageHeader::kMaxSize];
+  MessageHeader header;
+  header.kind = MessageHeader::kStripedOver;
+  header.tag = 3;
+  header.size = 1 << 20;
+  header.sockets = 0x5;
+  header.Encode(bytes);
+  EXPECT_EQ(header.encoded_size(), 24u);
+  EXPECT_EQ(MessageHeader::EncodedSize(bytes), 24u);
+  Result<MessageHeader> decoded = MessageHeader::Decode(bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  EXPECT_EQ(decoded->sockets, 0x5u);
+  EXPECT_EQ(decoded->size, 1u << 20);
+  header.sockets = 0;
+  header.Encode(bytes);
+  EXPECT_FALSE(MessageHeader::Decode(bytes).ok());
+  header.kind = MessageHeader::kStriped;
+  header.Encode(bytes);
+  EXPECT_EQ(MessageHeader::EncodedSize(bytes), 16u);
+}
+
 TEST(WireTest, ReplyRoundTrips) {
   uint8_t bytes[HelloReply::kSize];
   HelloReply reply;
