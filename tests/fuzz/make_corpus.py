@@ -111,6 +111,7 @@ def wire():
     reply = struct.pack("<IIQ", 0x4D445052, 0, 0x1122334455667788)
     striped = struct.pack("<IiQ", 0x4D44534D, 7, 1 << 20)
     inline = struct.pack("<IiQ", 0x4D44494D, -1, 100)
+    striped_over = struct.pack("<IiQQ", 0x4D444F4D, 7, 1 << 20, 0x5)  # sockets 0 and 2
     v4 = struct.pack("<HH", 2, 4242) + bytes([127, 0, 0, 1]) + b"\0" * 12
     v6 = struct.pack("<HH", 10, 4242) + b"\0" * 15 + b"\1"
     handle4 = struct.pack("<IHH", 0x4D44484E, 1, 0) + v4 + struct.pack("<Q", 99)
@@ -120,6 +121,10 @@ def wire():
         "reply": reply,
         "header_striped": striped,
         "header_inline": inline,
+        "header_striped_over": striped_over,
+        # A virtual NIC's handle: byte 6 counts two more IPv4 members at [36, 44).
+        "handle_ipv4_fused": (handle4[:6] + b"\2" + handle4[7:] + bytes([198, 18, 1, 1, 198, 18, 2, 1])
+                              + b"\0" * (128 - len(handle4) - 8)),
         "handle_ipv4": handle4 + b"\0" * (128 - len(handle4)),
         "handle_ipv6": handle6 + b"\0" * (128 - len(handle6)),
         "address_ipv4": v4,
@@ -161,7 +166,9 @@ def config():
 
 
 def recv_control():
-    def header(kind, tag, size):
+    def header(kind, tag, size, sockets=None):
+        if sockets is not None:  # kStripedOver: only the sockets of the set carry the message
+            return struct.pack("<IiQQ", 0x4D444F4D, tag, size, sockets)
         return struct.pack("<IiQ", {"striped": 0x4D44534D, "inline": 0x4D44494D}[kind], tag, size)
 
     def case(flags, inline_limit, posts, control, data=(b"",)):
@@ -193,6 +200,10 @@ def recv_control():
         "zero_bytes": case(0, 1024, [[(0, 0)]], header("inline", 0, 0)),
         "peer_gone_mid_message": case(0, 0, [[(5, 60000)]], header("striped", 5, 60000),
                                       [payload]),
+        "striped_over_second_socket": case(2, 0, [[(6, 4096)]], header("striped", 6, 4096, 0x2),
+                                           [b"", payload * 4]),
+        "striped_over_missing_socket": case(0, 0, [[(6, 4096)]], header("striped", 6, 4096, 0x2),
+                                            [payload * 4]),
     }
 
 
