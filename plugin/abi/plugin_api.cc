@@ -218,7 +218,8 @@ abi::Result GetProperties(int dev, DeviceProperties* props) {
   const std::vector<NetDevice> members = MembersOf(*device);
   props->name = device->name.c_str();
   props->pci_path = device->pci_path.empty() ? nullptr : device->pci_path.c_str();
-  // A virtual NIC's is its first member's, like NCCL's IB vNICs; NCCL tells devices apart by
+  // A virtual NIC's is its first member's, like NCCL's IB vNICs (v2.30.7
+  // src/transport/net_ib/init.cc:579); NCCL tells devices apart by
   // index and name, and a physical NIC is in at most one virtual NIC.
   props->guid = static_cast<uint64_t>(members[0].ifindex);
   props->rail_id = device->rail;
