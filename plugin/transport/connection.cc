@@ -403,6 +403,11 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   }
   const int data_sockets = DataSocketsFor(config.data_sockets, local_members.size(), remote.size());
   connector->peer_ = handle.address;
+  if (remote.size() > 1 || bind_source) {
+    connector->members_ =
+        Format(", over %zu -> %zu member NICs, %s striping", std::max<size_t>(local_members.size(), 1),
+               remote.size(), config.adaptive_stripes ? "adaptive" : "round-robin");
+  }
   connector->nonce_ = handle.nonce;
   connector->connection_id_ = RandomNonZero();
   connector->params_.data_sockets = data_sockets;
@@ -525,9 +530,10 @@ Result<std::unique_ptr<SendComm>> Connector::Progress() {
   }
   std::vector<UniqueFd> data;
   for (size_t i = 1; i < sockets_.size(); ++i) data.push_back(std::move(sockets_[i].fd));
-  std::string description = Format("send comm ->%s (%d data sockets, %d threads, %llu-byte chunks)",
-                                   peer.c_str(), params_.data_sockets, params_.worker_threads,
-                                   static_cast<unsigned long long>(params_.chunk_bytes));
+  std::string description =
+      Format("send comm ->%s (%d data sockets, %d threads, %llu-byte chunks%s)", peer.c_str(),
+             params_.data_sockets, params_.worker_threads,
+             static_cast<unsigned long long>(params_.chunk_bytes), members_.c_str());
   log::Info(log::kNet, "%s: plain-TCP data path", description.c_str());
   return SendComm::Create(std::move(sockets_[0].fd), std::move(data), params_,
                           std::move(description));

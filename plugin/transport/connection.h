@@ -103,6 +103,7 @@ class Connector final {
  private:
   Connector() = default;
   SocketAddress peer_;
+  std::string members_;  // virtual NICs: ", over 2 -> 3 member NICs" for the description
   uint64_t nonce_ = 0;
   uint64_t connection_id_ = 0;
   ConnectionParams params_;
