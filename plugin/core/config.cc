@@ -110,6 +110,7 @@ constexpr const char* kHandshakeTimeout = "NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS";
 constexpr const char* kConsumerTimeout = "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS";
 constexpr const char* kUserTimeout = "NCCL_DEVMEM_TCP_USER_TIMEOUT_MS";
 constexpr const char* kEmulate = "NCCL_DEVMEM_EMULATE";
+constexpr const char* kEmulateTx = "NCCL_DEVMEM_EMULATE_TX";
 constexpr const char* kRegion = "NCCL_DEVMEM_RX_REGION_BYTES";
 constexpr const char* kRequire = "NCCL_DEVMEM_REQUIRE";
 constexpr const char* kQueues = "NCCL_DEVMEM_RX_QUEUES";
@@ -234,6 +235,10 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   value = config.emulate_devmem ? 1 : 0;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kEmulate, 0, 1, &value));
   config.emulate_devmem = value == 1;
+
+  value = config.emulate_tx ? 1 : 0;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kEmulateTx, 0, 1, &value));
+  config.emulate_tx = value == 1;
 
   value = config.require_devmem ? 1 : 0;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kRequire, 0, 1, &value));
@@ -366,6 +371,7 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
             origin(kConsumerTimeout));
   log::Info(log::kEnv, "%s=%d (%s)", kUserTimeout, tcp_user_timeout_ms, origin(kUserTimeout));
   log::Info(log::kEnv, "%s=%d (%s)", kEmulate, emulate_devmem ? 1 : 0, origin(kEmulate));
+  log::Info(log::kEnv, "%s=%d (%s)", kEmulateTx, emulate_tx ? 1 : 0, origin(kEmulateTx));
   log::Info(log::kEnv, "%s=%d (%s)", kRequire, require_devmem ? 1 : 0, origin(kRequire));
   const std::string queues = JoinQueueIds(rx_queues);
   log::Info(log::kEnv, "%s=\"%s\" (%s)", kQueues, queues.empty() ? "last RX queue" : queues.c_str(),

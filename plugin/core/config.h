@@ -34,6 +34,9 @@ struct Config {
   // kernel's autotuning, which won on long-lived comms; measured: perf/RESULTS.md).
   uint64_t socket_buffer_bytes = 0;
   bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
+  // NCCL_DEVMEM_EMULATE_TX: sends go out with MSG_ZEROCOPY from host memory, completions
+  // tracked as devmem TX would track them (a test mode; logged on every send comm).
+  bool emulate_tx = false;
   bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
   std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
   // NCCL_DEVMEM_RX_REGION_BYTES: the RX region of one NIC (devmem) or one receive comm

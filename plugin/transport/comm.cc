@@ -192,6 +192,24 @@ Result<CopyStream*> Comm::StagingCopyStream(int device) {
 }
 
 void Comm::LogClose() const {
+  uint64_t zerocopy_sends = 0, zerocopy_done = 0, zerocopy_copied = 0;
+  for (const auto& socket : data_sockets_) {
+    if (socket->zerocopy == nullptr) continue;
+    zerocopy_sends += socket->zerocopy->sends();
+    zerocopy_done += socket->zerocopy->completed();
+    zerocopy_copied += socket->zerocopy->copied();
+  }
+  if (params_.zerocopy_tx) {
+    // Copied completions: the kernel copied after all (always on loopback and veth; a NIC
+    // that cannot send from these pages does too).
+    log::Info(log::kNet,
+              "%s: %llu MSG_ZEROCOPY sends, %llu completed (%llu of them copied by the kernel), "
+              "%llu still in flight",
+              description_.c_str(), static_cast<unsigned long long>(zerocopy_sends),
+              static_cast<unsigned long long>(zerocopy_done),
+              static_cast<unsigned long long>(zerocopy_copied),
+              static_cast<unsigned long long>(zerocopy_sends - zerocopy_done));
+  }
   uint64_t syscalls = proxy_counters_.syscalls.load();
   uint64_t polls = 0;
   for (const auto& worker : workers_) {
@@ -224,6 +242,9 @@ Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector
   // Room for a header (and inline payload) of every request in the pool.
   comm->tx_ring_.resize(nccl::kNetMaxRequests *
                         (wire::MessageHeader::kMaxSize + params.inline_bytes));
+  if (params.zerocopy_tx) {
+    for (auto& socket : comm->data_sockets_) socket->zerocopy = std::make_unique<ZeroCopyTracker>();
+  }
   DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-tx"));
   return comm;
 }
@@ -427,6 +448,19 @@ Status SendComm::Test(Request* request, bool* done, int* size) {
   ProgressProxy();
   if (tx_flushed_ < request->control_end) return Status::Ok();
   if (request->pending_tasks.load(std::memory_order_acquire) != 0) return Status::Ok();
+  if (request->zerocopy_pending.load(std::memory_order_acquire) != 0) {
+    // Every byte is in the kernel, which may still read the buffer: done only once it said
+    // so on the error queues (NCCL reuses the buffer as soon as we report done).
+    for (auto& socket : data_sockets_) {
+      if (socket->zerocopy == nullptr || socket->zerocopy->in_flight() == 0) continue;
+      Status drained = socket->zerocopy->Drain(socket->fd.get());
+      if (!drained.ok()) {
+        health_.Fail(drained);
+        return drained;
+      }
+    }
+    if (request->zerocopy_pending.load(std::memory_order_acquire) != 0) return Status::Ok();
+  }
   *done = true;
   if (size != nullptr) *size = static_cast<int>(request->subs[0].size);
   pool_.Release(request);

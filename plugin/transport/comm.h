@@ -40,6 +40,9 @@ struct ConnectionParams {
   // message is dealt over only the data sockets whose backlog is within a chunk of the
   // smallest (MessageHeader::kStripedOver), so a slower member carries less (local).
   bool adaptive_stripes = false;
+  // Sender: data sockets send with MSG_ZEROCOPY (SO_ZEROCOPY set before connect) and a send
+  // completes only once the kernel reported its zero-copy completions (local).
+  bool zerocopy_tx = false;
 };
 
 struct CommCounters {

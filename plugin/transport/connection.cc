@@ -413,6 +413,7 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   connector->params_.data_sockets = data_sockets;
   connector->params_.adaptive_stripes =
       config.adaptive_stripes && (remote.size() > 1 || local_members.size() > 1);
+  connector->params_.zerocopy_tx = config.emulate_tx;
   connector->params_.worker_threads = config.worker_threads;
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;
@@ -428,6 +429,16 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
     if (!fd.ok()) return fd.status();
     SetLiveness(fd->get(), config);
     SetBuffers(fd->get(), config);  // before connect: the window scale is chosen from it
+    if (i > 0 && connector->params_.zerocopy_tx) {
+      int one = 1;
+      if (setsockopt(fd->get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) != 0) {
+        // Old kernels and some socket types refuse it: this connection sends by copy.
+        log::Warn("NCCL_DEVMEM_EMULATE_TX=1 but SO_ZEROCOPY failed (%s): this connection to %s "
+                  "sends by copy",
+                  strerror(errno), to.ToString().c_str());
+        connector->params_.zerocopy_tx = false;
+      }
+    }
     if (bind_source) {
       // The source address picks the member NIC the packets leave from (and, with one subnet
       // per rail, the route).
@@ -534,7 +545,15 @@ Result<std::unique_ptr<SendComm>> Connector::Progress() {
       Format("send comm ->%s (%d data sockets, %d threads, %llu-byte chunks%s)", peer.c_str(),
              params_.data_sockets, params_.worker_threads,
              static_cast<unsigned long long>(params_.chunk_bytes), members_.c_str());
-  log::Info(log::kNet, "%s: plain-TCP data path", description.c_str());
+  if (params_.zerocopy_tx) {
+    log::Info(log::kNet,
+              "%s: EMULATED devmem TX (NCCL_DEVMEM_EMULATE_TX=1, a test mode): chunks go out "
+              "with MSG_ZEROCOPY from the host buffer, and a send completes only after the "
+              "kernel's zero-copy completions",
+              description.c_str());
+  } else {
+    log::Info(log::kNet, "%s: plain-TCP data path", description.c_str());
+  }
   return SendComm::Create(std::move(sockets_[0].fd), std::move(data), params_,
                           std::move(description));
 }

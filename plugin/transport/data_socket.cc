@@ -137,12 +137,40 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
 SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, bool* moved) {
   if (socket->receiver != nullptr) return AdvanceFrags(socket, task, moved);
   const int fd = socket->fd.get();
+  ZeroCopyTracker* zerocopy = socket->zerocopy.get();
   while (task->next_chunk < task->chunk_count) {
     const uint64_t chunk_start = task->next_chunk * task->chunk_bytes;
     const uint64_t chunk_len = std::min(task->chunk_bytes, task->size - chunk_start);
     const uint64_t remaining = chunk_len - task->done_in_chunk;
     ssize_t n;
-    if (direction_ == Direction::kSend) {
+    if (direction_ == Direction::kSend && zerocopy != nullptr) {
+      if (!zerocopy->HasRoom()) {
+        Status drained = zerocopy->Drain(fd);
+        if (!drained.ok()) {
+          health_->Fail(drained);
+          return Outcome::kFailed;
+        }
+        if (!zerocopy->HasRoom()) return Outcome::kAwaitCompletions;
+      }
+      n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
+               MSG_DONTWAIT | MSG_NOSIGNAL | MSG_ZEROCOPY);
+      if (n > 0) {
+        zerocopy->Sent(task->request);
+      } else if (n < 0 && errno == ENOBUFS) {
+        // optmem is full of notifications: completions free it. With none in flight nothing
+        // would, so this one call copies instead of failing or spinning.
+        if (zerocopy->in_flight() > 0) {
+          Status drained = zerocopy->Drain(fd);
+          if (!drained.ok()) {
+            health_->Fail(drained);
+            return Outcome::kFailed;
+          }
+          return Outcome::kAwaitCompletions;
+        }
+        n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
+                 MSG_DONTWAIT | MSG_NOSIGNAL);
+      }
+    } else if (direction_ == Direction::kSend) {
       n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
                MSG_DONTWAIT | MSG_NOSIGNAL);
     } else if (task->base != nullptr) {
@@ -208,6 +236,12 @@ void WorkerThread::Run() {
         }
         if (outcome == Outcome::kStalled) {
           // No free page: wait for the consumer to return tokens, not for the socket.
+          waiting[i] = true;
+          break;
+        }
+        if (outcome == Outcome::kAwaitCompletions) {
+          // Only the error queue: poll reports POLLERR whatever the events asked.
+          waits.push_back({socket->fd.get(), 0, 0});
           waiting[i] = true;
           break;
         }

@@ -18,6 +18,7 @@
 #include "plugin/core/unique_fd.h"
 #include "plugin/devmem/frag_receiver.h"
 #include "plugin/devmem/offset_table.h"
+#include "plugin/transport/zerocopy.h"
 
 namespace devmem {
 
@@ -95,6 +96,7 @@ struct DataSocket {
   // empty; handed to the worker, in order, before anything is pushed behind them.
   SpscRing<SocketTask, kSocketTaskCapacity> proxy_tasks;
   std::unique_ptr<FragReceiver> receiver;  // null: plain recv straight into the buffer
+  std::unique_ptr<ZeroCopyTracker> zerocopy;  // send with MSG_ZEROCOPY (null: plain send)
   bool broken = false;  // worker-only: an I/O error was reported, stop touching it
   // Adaptive striping (ConnectionParams::adaptive_stripes), send side: bytes queued on this
   // socket (the proxy thread's count) and bytes written to it (whoever moves them).
@@ -134,7 +136,9 @@ struct WorkerCounters {
 // the worker threads and the proxy thread each own one (scratch buffers, counters).
 class SocketMover {
  public:
-  enum class Outcome { kDone, kBlocked, kStalled, kFailed };
+  // kAwaitCompletions: a zero-copy socket has the most sends in flight it may: wait for its
+  // error queue (POLLERR), not for room in the socket.
+  enum class Outcome { kDone, kBlocked, kStalled, kFailed, kAwaitCompletions };
   SocketMover(Direction direction, CommHealth* health, DevmemShared* devmem,
               WorkerCounters* counters);
   Outcome Advance(DataSocket* socket, SocketTask* task, bool* moved);

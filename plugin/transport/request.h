@@ -54,6 +54,9 @@ struct Request {
   int inline_pending = 0;             // recv: subs whose inline payload is still arriving
   uint64_t control_end = 0;           // send: control-stream offset that must reach the kernel
   std::atomic<int> pending_tasks{0};  // socket tasks not finished by the workers
+  // send, zero-copy: MSG_ZEROCOPY calls whose completion the kernel has not reported yet
+  // (until then it may still read the buffer: plugin/transport/zerocopy.h)
+  std::atomic<int> zerocopy_pending{0};
   Status error;                       // request-level failure (e.g. truncation), reported by test()
   StagingBuffer staging;              // pinned host memory when a sub is a CUDA buffer
   // Devmem modes: per sub-request x data socket, what the frag receivers recorded. Sized on
@@ -74,6 +77,7 @@ struct Request {
     inline_pending = 0;
     control_end = 0;
     pending_tasks.store(0, std::memory_order_relaxed);
+    zerocopy_pending.store(0, std::memory_order_relaxed);
     error = Status::Ok();
     consumer = nullptr;
     consuming = false;
