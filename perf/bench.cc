@@ -6,7 +6,8 @@
 //
 //   nccl-net-devmem-bench [--plugin PATH] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
 //                         [--window W] [--comms N] [--test-any] [--latency] [--check] [--json]
-//                         [--mode host|emulated-devmem] [--netns-send NS --netns-recv NS]
+//                         [--mode host|emulated-devmem|emulated-tx]
+//                         [--netns-send NS --netns-recv NS]
 //                         [--fuse N] [--verbose]
 //
 //   --comms N     N connections carrying the stream (each -n ITERS messages), one proxy thread
@@ -19,6 +20,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,6 +84,14 @@ uint64_t ParseSize(const char* text) {
   return static_cast<uint64_t>(value * static_cast<double>(scale));
 }
 
+// User + system CPU seconds of this process so far (all its threads: workers included).
+double ProcessCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
 std::string DefaultPluginPath(const char* argv0) {
   std::string self = argv0;
   size_t slash = self.rfind('/');
@@ -138,8 +148,11 @@ Options ParseOptions(int argc, char** argv) {
   if (o.mode == "emulated-devmem") {
     // The receiver cuts payload into frags of an emulated RX region (see README, devmem).
     setenv("NCCL_DEVMEM_EMULATE", "1", 1);
+  } else if (o.mode == "emulated-tx") {
+    // The sender sends with MSG_ZEROCOPY and completes on the kernel's completions.
+    setenv("NCCL_DEVMEM_EMULATE_TX", "1", 1);
   } else if (o.mode != "host") {
-    Die("--mode %s is unknown: use host or emulated-devmem", o.mode.c_str());
+    Die("--mode %s is unknown: use host, emulated-devmem or emulated-tx", o.mode.c_str());
   }
   if (o.factor <= 1.0 || o.window < 1 || o.window > 32 || o.min_bytes > o.max_bytes) {
     Die("need factor > 1, 1 <= window <= 32, min <= max");
@@ -492,6 +505,7 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
   for (uint64_t size : sizes) {
     const int iters = ItersFor(o, size);  // per connection
     double seconds;
+    double send_cpu_seconds = 0;
     if (o.latency) {
       HostBuffer& buffer = pingpong_buffer[0];
       PingPong(peer, rank0, buffer, pingpong_send_mh, pingpong_recv_mh, size, o.warmup + 10,
@@ -500,19 +514,29 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
           PingPong(peer, rank0, buffer, pingpong_send_mh, pingpong_recv_mh, size, iters, o.check);
     } else {
       Stream(o, net, !rank0, lanes, size, o.warmup, false, to_peer, from_peer);
+      const double cpu_before = ProcessCpuSeconds();
       seconds = Stream(o, net, !rank0, lanes, size, iters, o.check, to_peer, from_peer);
+      // The sending process's CPU time for the timed messages, handed to rank 0 to print.
+      double cpu = ProcessCpuSeconds() - cpu_before;
+      if (!rank0) {
+        WriteAll(to_peer, &cpu, sizeof(cpu));
+      } else {
+        ReadAll(from_peer, &send_cpu_seconds, sizeof(send_cpu_seconds));
+      }
     }
     if (!rank0) continue;
     const double messages = static_cast<double>(iters) * o.comms;
     const double usec = seconds * 1e6 / messages;  // per message (all connections), or round trip
     const double gbps = o.latency ? 0.0 : static_cast<double>(size) * messages / seconds / 1e9;
+    const double gigabytes = static_cast<double>(size) * messages / 1e9;
+    const double send_cpu_per_gb = o.latency ? 0.0 : send_cpu_seconds / gigabytes;
     if (o.json) {
       printf("{\"size\": %" PRIu64
              ", \"usec\": %.3f, \"gbps\": %.4f, \"iters\": %d, "
              "\"mode\": \"%s\", \"test\": \"%s\", \"comms\": %d, \"order\": \"%s\", "
-             "\"fused\": %d}\n",
+             "\"fused\": %d, \"send_cpu_s_per_gb\": %.4f}\n",
              size, usec, gbps, iters, o.mode.c_str(), o.latency ? "pingpong" : "stream", o.comms,
-             order, o.fuse);
+             order, o.fuse, send_cpu_per_gb);
     } else {
       printf("  %12" PRIu64 " %8d %12.2f %10.3f\n", size, iters, usec, gbps);
     }

@@ -135,6 +135,27 @@ TEST_F(NetnsTest, PacketLossOnTheLinkStillDeliversEveryByte) {
   EXPECT_EQ(lines.size(), 3u);
 }
 
+// Emulated devmem TX: every data-socket send with MSG_ZEROCOPY, done only on its completion.
+// Retransmissions hold completions back (the skbs stay queued until acknowledged).
+TEST_F(NetnsTest, ZeroCopySendsThroughPacketLossDeliverEveryByte) {
+  if (RunCommand("nft --version") != 0) GTEST_SKIP() << "nftables (nft) is not installed";
+  AddFaultRule(pair_->ns_b(), "output", "meta l4proto tcp numgen random mod 100 < 2 drop");
+  std::vector<std::string> lines = RunBench("", "--mode emulated-tx -b 4K -e 4M -f 32 -n 4 -w 1");
+  EXPECT_EQ(lines.size(), 3u);
+}
+
+// With the sender's optmem nearly gone, MSG_ZEROCOPY sends fail with ENOBUFS: the sender waits
+// for completions (or copies when none is in flight) and never fails or spins.
+TEST_F(NetnsTest, ZeroCopySendsWithExhaustedOptmemDeliverEveryByte) {
+  std::string output;
+  ASSERT_EQ(RunCommand("ip netns exec " + pair_->ns_b() + " sysctl -w net.core.optmem_max=512",
+                       &output),
+            0)
+      << output;
+  std::vector<std::string> lines = RunBench("", "--mode emulated-tx -b 64K -e 16M -f 16 -n 4 -w 1");
+  EXPECT_EQ(lines.size(), 3u);
+}
+
 TEST_F(NetnsTest, APartitionFailsBothSidesWithinTheUserTimeout) {
   if (RunCommand("nft --version") != 0) GTEST_SKIP() << "nftables (nft) is not installed";
   // Once a flow has carried 4 MB, every packet between the namespaces is dropped in both
