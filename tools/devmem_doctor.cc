@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
   report.Append(devmem::CheckPrivileges());
   for (const devmem::NetDevice& device : devices.value()) {
     report.Append(devmem::CheckNic(device, config->rx_queues));
+    report.Append(devmem::CheckNicTx(device));
   }
   report.Append(devmem::CheckGpus(devices->front().pci_path));
   report.Append(devmem::CheckGpuConsumer(config->unpack));

@@ -219,4 +219,27 @@ Result<RxQueueBinding> RxQueueBinding::Bind(int ifindex, int dmabuf_fd,
   return RxQueueBinding(std::move(sock).value(), ex.replies.front()[uapi::kDmabufId], ifindex);
 }
 
+Result<TxBinding> TxBinding::Bind(int ifindex, int dmabuf_fd) {
+  int family = 0;
+  Result<NlSocket> sock = ConnectGenl(&family);
+  if (!sock.ok()) return sock.status();
+  NlMsg msg(nlmsg_alloc());
+  if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc failed");
+  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, NLM_F_REQUEST | NLM_F_ACK,
+              uapi::kNetdevCmdBindTx, uapi::kNetdevFamilyVersion);
+  AttributeMap attributes;
+  Mark(msg.get(), &attributes, "ifindex");
+  nla_put_u32(msg.get(), uapi::kDmabufIfindex, static_cast<uint32_t>(ifindex));
+  Mark(msg.get(), &attributes, "fd");
+  nla_put_u32(msg.get(), uapi::kDmabufFd, static_cast<uint32_t>(dmabuf_fd));
+  Exchange ex;
+  ex.max_attr = uapi::kDmabufAttrMax;
+  std::string what = Format("bind-tx of dmabuf fd %d to ifindex %d", dmabuf_fd, ifindex);
+  DEVMEM_RETURN_IF_ERROR(Transact(sock->get(), msg.get(), &ex, what, attributes));
+  if (ex.replies.empty() || ex.replies.front()[uapi::kDmabufId] == 0) {
+    return Status::Error(ErrorKind::kSystem, "%s: the kernel returned no dmabuf id", what.c_str());
+  }
+  return TxBinding(std::move(sock).value(), ex.replies.front()[uapi::kDmabufId], ifindex);
+}
+
 }  // namespace devmem

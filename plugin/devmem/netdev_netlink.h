@@ -61,4 +61,23 @@ class RxQueueBinding final {
   int ifindex_ = 0;
 };
 
+// One bind-tx (Linux 6.16+): `dmabuf_fd` bound for transmit on `ifindex`; sends then name its
+// dmabuf_id in an SCM_DEVMEM_DMABUF cmsg. Destroying it closes the netlink socket, which makes
+// the kernel unbind. Drivers without netmem TX refuse it ("Driver does not support netmem
+// TX", EOPNOTSUPP); a kernel that predates bind-tx refuses the unknown command (EOPNOTSUPP
+// without that message).
+class TxBinding final {
+ public:
+  static Result<TxBinding> Bind(int ifindex, int dmabuf_fd);
+  uint32_t dmabuf_id() const { return dmabuf_id_; }
+  int ifindex() const { return ifindex_; }
+
+ private:
+  TxBinding(NlSocket sock, uint32_t id, int ifindex)
+      : sock_(std::move(sock)), dmabuf_id_(id), ifindex_(ifindex) {}
+  NlSocket sock_;
+  uint32_t dmabuf_id_ = 0;
+  int ifindex_ = 0;
+};
+
 }  // namespace devmem

@@ -39,6 +39,9 @@ enum NetdevCmd : uint8_t {
   kNetdevCmdDevGet = 1,
   kNetdevCmdQueueGet = 10,
   kNetdevCmdBindRx = 13,
+  // Linux 6.16+: Documentation/netlink/specs/netdev.yaml appends bind-tx after napi-set (14);
+  // genl op ids never renumber.
+  kNetdevCmdBindTx = 15,
 };
 enum NetdevDevAttr : int { kDevIfindex = 1, kDevXdpFeatures = 3 };
 enum NetdevQueueAttr : int {

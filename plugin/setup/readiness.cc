@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <set>
 
 #include "plugin/core/unique_fd.h"
@@ -292,6 +293,37 @@ std::string PcieDistance(const std::string& a, const std::string& b) {
   while (common < pa.size() && common < pb.size() && pa[common] == pb[common]) ++common;
   // Below the root complex (index 2), a shared bridge beyond the root port means one switch.
   return common > 4 ? "same PCIe switch" : "same root complex";
+}
+
+ReadinessReport CheckNicTx(const NetDevice& device) {
+  ReadinessReport report;
+  const std::string& nic = device.name;
+  if (device.loopback) {
+    report.Add(nic, "netmem tx", Verdict::kSkip, "loopback: no NIC to send from device memory");
+    return report;
+  }
+  UniqueFd probe(static_cast<int>(syscall(SYS_memfd_create, "devmem-tx-probe", 0)));
+  if (!probe.valid() || ftruncate(probe.get(), 4096) != 0) {
+    report.Add(nic, "netmem tx", Verdict::kSkip, Format("memfd for the probe: %s", strerror(errno)));
+    return report;
+  }
+  Result<TxBinding> binding = TxBinding::Bind(device.ifindex, probe.get());
+  const std::string why = binding.ok() ? "" : binding.status().message();
+  if (binding.ok() || (why.find("netmem TX") == std::string::npos &&
+                       why.find("errno 95") == std::string::npos)) {
+    // Refused only for the fake dmabuf (or, unexpectedly, bound and now dropped again).
+    report.Add(nic, "netmem tx", Verdict::kPass,
+               "bind-tx reaches the dmabuf stage: the driver sends from netmem (devmem TX is not "
+               "used by the plugin yet; CUDA send buffers stage through host memory)");
+  } else if (why.find("netmem TX") != std::string::npos) {
+    report.Add(nic, "netmem tx", Verdict::kSkip,
+               "driver without netmem TX (" + why +
+                   "); sends stage CUDA buffers through host memory");
+  } else {
+    report.Add(nic, "netmem tx", Verdict::kSkip,
+               "the kernel has no bind-tx (Linux >= 6.16): " + why);
+  }
+  return report;
 }
 
 ReadinessReport CheckGpus(const std::string& nic_pci_path) {

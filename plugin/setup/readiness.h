@@ -50,6 +50,11 @@ ReadinessReport CheckPrivileges();
 // *chosen_queues receives the queues the checks were run for.
 ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& queues,
                          std::vector<uint32_t>* chosen_queues = nullptr);
+// Devmem TX on one NIC (information: the plugin does not send with devmem TX yet, so the
+// verdict is PASS or SKIP, never FAIL): a bind-tx probe with a 4 KiB memfd, which the kernel
+// refuses at the driver ("Driver does not support netmem TX", EOPNOTSUPP), at an unknown
+// command (a kernel before 6.16), or only at the fake dmabuf: then the driver takes netmem TX.
+ReadinessReport CheckNicTx(const NetDevice& device);
 // GPUs through the CUDA driver: dmabuf export support and PCIe distance to `nic_pci_path`.
 ReadinessReport CheckGpus(const std::string& nic_pci_path);
 

@@ -19,6 +19,7 @@
 #include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/token_batch.h"
 #include "plugin/devmem/uapi.h"
+#include "plugin/setup/readiness.h"
 #include "plugin/setup/rx_setup.h"
 #include "plugin/core/net_device.h"
 #include "plugin/core/unique_fd.h"
@@ -86,6 +87,34 @@ TEST_F(VethTest, BindRxOnVethFailsWithTheKernelsReason) {
   EXPECT_TRUE(message.find("rejects attribute ifindex") != std::string::npos ||
               message.find("kernel says") != std::string::npos)
       << message;
+}
+
+// bind-tx (Linux 6.16+) on a veth: the driver has no netmem TX. The kernel's
+// netdev_nl_bind_tx_doit (net/core/netdev-genl.c) refuses it with EOPNOTSUPP and the extack
+// "Driver does not support netmem TX" before it looks at the fd, so a memfd will do.
+TEST_F(VethTest, BindTxOnVethFailsWithTheKernelsReason) {
+  UniqueFd memfd(memfd_create("not-a-dmabuf", MFD_CLOEXEC));
+  ASSERT_TRUE(memfd.valid());
+  ASSERT_EQ(ftruncate(memfd.get(), 1 << 20), 0);
+  Result<TxBinding> binding = TxBinding::Bind(ifindex_, memfd.get());
+  ASSERT_FALSE(binding.ok());
+  const std::string& message = binding.status().message();
+  EXPECT_NE(message.find("bind-tx"), std::string::npos) << message;
+  EXPECT_NE(message.find("errno 95"), std::string::npos) << message;
+  EXPECT_NE(message.find("netmem TX"), std::string::npos) << message;
+}
+
+TEST_F(VethTest, TxReadinessOfAVethSaysItsDriverHasNoNetmemTx) {
+  NetDevice veth;
+  veth.name = name_;
+  veth.ifindex = ifindex_;
+  ReadinessReport report = CheckNicTx(veth);
+  ASSERT_EQ(report.checks().size(), 1u);
+  const CheckOutcome& check = report.checks().front();
+  EXPECT_EQ(check.check, "netmem tx");
+  EXPECT_EQ(check.verdict, Verdict::kSkip);  // information only: never fails readiness
+  EXPECT_NE(check.detail.find("driver without netmem TX"), std::string::npos) << check.detail;
+  EXPECT_TRUE(report.ready());
 }
 
 TEST_F(VethTest, FlowSteeringRuleOnVethIsRefusedWithTheReason) {
