@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <functional>
+#include <utility>
 
 #include "plugin/devmem/uapi.h"
 
@@ -183,63 +185,67 @@ Result<std::vector<RxQueueInfo>> NetdevNetlink::RxQueues(int ifindex) {
   return queues;
 }
 
+namespace {
+
+// bind-rx and bind-tx share their request: ifindex, dmabuf fd, then `add_more` (bind-rx's
+// queues). Returns the binding's netlink socket (it must stay open for the binding to live)
+// and the dmabuf id the kernel gave it.
+Result<std::pair<NlSocket, uint32_t>> BindDmabuf(
+    uint8_t command, int ifindex, int dmabuf_fd, const std::string& what,
+    const std::function<void(nl_msg*, AttributeMap*)>& add_more) {
+  int family = 0;
+  Result<NlSocket> sock = ConnectGenl(&family);
+  if (!sock.ok()) return sock.status();
+  NlMsg msg(nlmsg_alloc());
+  if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc failed");
+  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, NLM_F_REQUEST | NLM_F_ACK, command,
+              uapi::kNetdevFamilyVersion);
+  AttributeMap attributes;
+  Mark(msg.get(), &attributes, "ifindex");
+  nla_put_u32(msg.get(), uapi::kDmabufIfindex, static_cast<uint32_t>(ifindex));
+  Mark(msg.get(), &attributes, "fd");
+  nla_put_u32(msg.get(), uapi::kDmabufFd, static_cast<uint32_t>(dmabuf_fd));
+  if (add_more) add_more(msg.get(), &attributes);
+  Exchange ex;
+  ex.max_attr = uapi::kDmabufAttrMax;
+  DEVMEM_RETURN_IF_ERROR(Transact(sock->get(), msg.get(), &ex, what, attributes));
+  if (ex.replies.empty() || ex.replies.front()[uapi::kDmabufId] == 0) {
+    return Status::Error(ErrorKind::kSystem, "%s: the kernel returned no dmabuf id", what.c_str());
+  }
+  return std::make_pair(std::move(sock).value(), ex.replies.front()[uapi::kDmabufId]);
+}
+
+}  // namespace
+
 Result<RxQueueBinding> RxQueueBinding::Bind(int ifindex, int dmabuf_fd,
                                             const std::vector<uint32_t>& queues) {
   if (queues.empty()) {
     return Status::Error(ErrorKind::kInvalidArgument, "bind-rx needs at least one RX queue");
   }
-  int family = 0;
-  Result<NlSocket> sock = ConnectGenl(&family);
-  if (!sock.ok()) return sock.status();
-  NlMsg msg(nlmsg_alloc());
-  if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc failed");
-  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, NLM_F_REQUEST | NLM_F_ACK,
-              uapi::kNetdevCmdBindRx, uapi::kNetdevFamilyVersion);
-  AttributeMap attributes;
-  Mark(msg.get(), &attributes, "ifindex");
-  nla_put_u32(msg.get(), uapi::kDmabufIfindex, static_cast<uint32_t>(ifindex));
-  Mark(msg.get(), &attributes, "fd");
-  nla_put_u32(msg.get(), uapi::kDmabufFd, static_cast<uint32_t>(dmabuf_fd));
-  for (uint32_t queue : queues) {
-    Mark(msg.get(), &attributes, Format("queues[id %u]", queue));
-    // Strict genl validation wants NLA_F_NESTED on nests.
-    nlattr* nest = nla_nest_start(msg.get(), NLA_F_NESTED | uapi::kDmabufQueues);
-    nla_put_u32(msg.get(), uapi::kQueueId, queue);
-    nla_put_u32(msg.get(), uapi::kQueueType, uapi::kQueueTypeRx);
-    nla_nest_end(msg.get(), nest);
-  }
-  Exchange ex;
-  ex.max_attr = uapi::kDmabufAttrMax;
-  std::string what = Format("bind-rx of dmabuf fd %d to ifindex %d, %zu queue(s)", dmabuf_fd,
-                            ifindex, queues.size());
-  DEVMEM_RETURN_IF_ERROR(Transact(sock->get(), msg.get(), &ex, what, attributes));
-  if (ex.replies.empty() || ex.replies.front()[uapi::kDmabufId] == 0) {
-    return Status::Error(ErrorKind::kSystem, "%s: the kernel returned no dmabuf id", what.c_str());
-  }
-  return RxQueueBinding(std::move(sock).value(), ex.replies.front()[uapi::kDmabufId], ifindex);
+  const std::string what = Format("bind-rx of dmabuf fd %d to ifindex %d, %zu queue(s)",
+                                  dmabuf_fd, ifindex, queues.size());
+  auto add_queues = [&](nl_msg* msg, AttributeMap* attributes) {
+    for (uint32_t queue : queues) {
+      Mark(msg, attributes, Format("queues[id %u]", queue));
+      // Strict genl validation wants NLA_F_NESTED on nests.
+      nlattr* nest = nla_nest_start(msg, NLA_F_NESTED | uapi::kDmabufQueues);
+      nla_put_u32(msg, uapi::kQueueId, queue);
+      nla_put_u32(msg, uapi::kQueueType, uapi::kQueueTypeRx);
+      nla_nest_end(msg, nest);
+    }
+  };
+  Result<std::pair<NlSocket, uint32_t>> bound =
+      BindDmabuf(uapi::kNetdevCmdBindRx, ifindex, dmabuf_fd, what, add_queues);
+  if (!bound.ok()) return bound.status();
+  return RxQueueBinding(std::move(bound->first), bound->second, ifindex);
 }
 
 Result<TxBinding> TxBinding::Bind(int ifindex, int dmabuf_fd) {
-  int family = 0;
-  Result<NlSocket> sock = ConnectGenl(&family);
-  if (!sock.ok()) return sock.status();
-  NlMsg msg(nlmsg_alloc());
-  if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc failed");
-  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, NLM_F_REQUEST | NLM_F_ACK,
-              uapi::kNetdevCmdBindTx, uapi::kNetdevFamilyVersion);
-  AttributeMap attributes;
-  Mark(msg.get(), &attributes, "ifindex");
-  nla_put_u32(msg.get(), uapi::kDmabufIfindex, static_cast<uint32_t>(ifindex));
-  Mark(msg.get(), &attributes, "fd");
-  nla_put_u32(msg.get(), uapi::kDmabufFd, static_cast<uint32_t>(dmabuf_fd));
-  Exchange ex;
-  ex.max_attr = uapi::kDmabufAttrMax;
-  std::string what = Format("bind-tx of dmabuf fd %d to ifindex %d", dmabuf_fd, ifindex);
-  DEVMEM_RETURN_IF_ERROR(Transact(sock->get(), msg.get(), &ex, what, attributes));
-  if (ex.replies.empty() || ex.replies.front()[uapi::kDmabufId] == 0) {
-    return Status::Error(ErrorKind::kSystem, "%s: the kernel returned no dmabuf id", what.c_str());
-  }
-  return TxBinding(std::move(sock).value(), ex.replies.front()[uapi::kDmabufId], ifindex);
+  const std::string what = Format("bind-tx of dmabuf fd %d to ifindex %d", dmabuf_fd, ifindex);
+  Result<std::pair<NlSocket, uint32_t>> bound =
+      BindDmabuf(uapi::kNetdevCmdBindTx, ifindex, dmabuf_fd, what, nullptr);
+  if (!bound.ok()) return bound.status();
+  return TxBinding(std::move(bound->first), bound->second, ifindex);
 }
 
 }  // namespace devmem
