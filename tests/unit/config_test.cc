@@ -133,7 +133,29 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_SOCKET_IFNAME", "^=", "names no interface"},
                       BadValue{"NCCL_SOCKET_IFNAME", ",", "names no interface"},
                       BadValue{"NCCL_DEVMEM_UNPACK", "gpu", "plugin and nccl"},
-                      BadValue{"NCCL_DEVMEM_UNPACK", "", "plugin and nccl"}));
+                      BadValue{"NCCL_DEVMEM_UNPACK", "", "plugin and nccl"},
+                      BadValue{"NCCL_DEVMEM_EMULATE_TX", "2", "[0, 1]"},
+                      BadValue{"NCCL_DEVMEM_VNIC_STRIPING", "fast", "adaptive and roundrobin"},
+                      BadValue{"NCCL_DEVMEM_RAILS", "eth0", "NAME=RAIL"},
+                      BadValue{"NCCL_DEVMEM_RAILS", "eth0=1,eth0=2", "twice"}));
+
+TEST(ConfigTest, ReadsTheTxRailAndStripingVariables) {
+  Result<Config> config = Config::FromEnvironment(
+      Env({{"NCCL_DEVMEM_EMULATE_TX", "1"},
+           {"NCCL_DEVMEM_VNIC_STRIPING", "adaptive"},
+           {"NCCL_DEVMEM_RAILS", "eth0=2/1"}}));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  EXPECT_TRUE(config->emulate_tx);
+  EXPECT_TRUE(config->adaptive_stripes);
+  ASSERT_EQ(config->rails.size(), 1u);
+  EXPECT_EQ(config->rails[0].rail, 2);
+  EXPECT_EQ(config->rails[0].plane, 1);
+  Result<Config> defaults = Config::FromEnvironment(Env({}));
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_FALSE(defaults->emulate_tx);
+  EXPECT_FALSE(defaults->adaptive_stripes);  // round-robin: measured better on equal members
+  EXPECT_TRUE(defaults->rails.empty());
+}
 
 TEST(ConfigTest, RejectsMoreThreadsThanSockets) {
   Result<Config> config =
