@@ -273,8 +273,8 @@ abi::Result Listen(int dev, void* handle, void** listen_comm) {
   }
   std::vector<NetDevice> members = MembersOf(*device);
   const std::vector<NetDevice> others(members.begin() + 1, members.end());
-  Result<std::unique_ptr<ListenComm>> comm = ListenComm::Create(
-      members[0], State().config, static_cast<uint8_t*>(handle), plan, others);
+  Result<std::unique_ptr<ListenComm>> comm =
+      ListenComm::Create(members[0], State().config, static_cast<uint8_t*>(handle), plan, others);
   if (!comm.ok()) return Report("listen", comm.status());
   Result<void*> published = Publish(std::move(comm).value());
   if (!published.ok()) return Report("listen", published.status());
@@ -526,12 +526,12 @@ abi::Result MakeVDevice(int* d, int ndevs, const int* devs, int max_devs) {
   if (!state.ready) {
     return Report("makeVDevice", Status::Error(ErrorKind::kInvalidUsage, "called before init"));
   }
-  Result<int> made =
-      state.devices.MakeVirtual(devs, ndevs, max_devs, state.config.emulate_devmem);
+  Result<int> made = state.devices.MakeVirtual(devs, ndevs, max_devs, state.config.emulate_devmem);
   if (!made.ok()) {
-    return Report("makeVDevice",
-                  Status::Error(made.status().kind(), "%s (NCCL_NET_MERGE_LEVEL=LOC keeps NICs "
-                                "separate)", made.status().message().c_str()));
+    return Report("makeVDevice", Status::Error(made.status().kind(),
+                                               "%s (NCCL_NET_MERGE_LEVEL=LOC keeps NICs "
+                                               "separate)",
+                                               made.status().message().c_str()));
   }
   *d = made.value();
   return abi::kSuccess;

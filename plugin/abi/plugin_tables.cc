@@ -161,7 +161,7 @@ DEVMEM_EXPORT const NetV11 ncclNetPlugin_v11 = {
     api::DeregMr,       IsendV10,         IrecvV10,
     api::Iflush,        api::Test,        api::CloseSend,
     api::CloseRecv,     api::CloseListen, api::GetDeviceMr,
-    api::IrecvConsumed, MakeVDeviceV9,     api::FinalizeContext,
+    api::IrecvConsumed, MakeVDeviceV9,    api::FinalizeContext,
     api::SetNetAttr,
 };
 

@@ -212,8 +212,8 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   config.proxy_bytes = static_cast<uint64_t>(value);
 
   value = static_cast<int64_t>(config.socket_buffer_bytes);
-  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kSocketBuffer, 0, kMaxSocketBufferBytes, &value,
-                                     IntegerUnit::kBytes));
+  DEVMEM_RETURN_IF_ERROR(
+      ReadInteger(getenv_fn, kSocketBuffer, 0, kMaxSocketBufferBytes, &value, IntegerUnit::kBytes));
   config.socket_buffer_bytes = static_cast<uint64_t>(value);
 
   value = config.max_recvs;

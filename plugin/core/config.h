@@ -26,19 +26,19 @@ struct Config {
   // NCCL_DEVMEM_PROXY_BYTES; the default, NCCL's largest message, moves every message on the
   // calling thread (measured: perf/RESULTS.md).
   uint64_t proxy_bytes = uint64_t{1} << 30;
-  int max_recvs = 1;                 // NCCL_DEVMEM_MAX_RECVS
-  int handshake_timeout_ms = 30000;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
+  int max_recvs = 1;                    // NCCL_DEVMEM_MAX_RECVS
+  int handshake_timeout_ms = 30000;     // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
   int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
-  int tcp_user_timeout_ms = 0;       // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
+  int tcp_user_timeout_ms = 0;          // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
   // NCCL_DEVMEM_SOCKET_BUFFER_BYTES: SO_SNDBUF/SO_RCVBUF of every socket of a comm (0: the
   // kernel's autotuning, which won on long-lived comms; measured: perf/RESULTS.md).
   uint64_t socket_buffer_bytes = 0;
-  bool emulate_devmem = false;       // NCCL_DEVMEM_EMULATE
+  bool emulate_devmem = false;  // NCCL_DEVMEM_EMULATE
   // NCCL_DEVMEM_EMULATE_TX: sends go out with MSG_ZEROCOPY from host memory, completions
   // tracked as devmem TX would track them (a test mode; logged on every send comm).
   bool emulate_tx = false;
-  bool require_devmem = false;       // NCCL_DEVMEM_REQUIRE
-  std::vector<uint32_t> rx_queues;   // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
+  bool require_devmem = false;      // NCCL_DEVMEM_REQUIRE
+  std::vector<uint32_t> rx_queues;  // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
   // NCCL_DEVMEM_RX_REGION_BYTES: the RX region of one NIC (devmem) or one receive comm
   // (emulation). Unset: emulation uses 64 MiB, devmem the in-flight budget
   // (plugin/setup/rx_budget.h).

@@ -17,12 +17,13 @@ void WarnIfMpsSharesWorkQueues(int device) {
     if (!driver.ok() || device < 0) return;
     Result<bool> mps = driver.value()->MpsEnabled(device);
     if (!mps.ok() || !mps.value() || std::getenv("CUDA_DEVICE_MAX_CONNECTIONS") != nullptr) return;
-    log::Warn("GPU %d is shared through MPS and CUDA_DEVICE_MAX_CONNECTIONS is unset: MPS clients "
-              "share one pool of hardware work queues, and the plugin's GPU work (its copies and "
-              "scatter kernel) can land on the queue of NCCL's spinning kernel and never run (a "
-              "receive then fails after NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS). Set "
-              "CUDA_DEVICE_MAX_CONNECTIONS=32 for every rank (measured: perf/RESULTS.md)",
-              device);
+    log::Warn(
+        "GPU %d is shared through MPS and CUDA_DEVICE_MAX_CONNECTIONS is unset: MPS clients "
+        "share one pool of hardware work queues, and the plugin's GPU work (its copies and "
+        "scatter kernel) can land on the queue of NCCL's spinning kernel and never run (a "
+        "receive then fails after NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS). Set "
+        "CUDA_DEVICE_MAX_CONNECTIONS=32 for every rank (measured: perf/RESULTS.md)",
+        device);
   });
 }
 
@@ -101,18 +102,20 @@ Status CopyStream::EnqueueToDevice(void* dst_device, const void* src, size_t byt
   if (bytes == 0) return Status::Ok();
   Result<ScopedDeviceContext> entered = driver_->EnterContext(context_);
   if (!entered.ok()) return entered.status();
-  return driver_->Check(driver_->memcpy_htod_async_(
-                            reinterpret_cast<CudaDriver::CUdeviceptr>(dst_device), src, bytes, stream_),
-                        "cuMemcpyHtoDAsync");
+  return driver_->Check(
+      driver_->memcpy_htod_async_(reinterpret_cast<CudaDriver::CUdeviceptr>(dst_device), src, bytes,
+                                  stream_),
+      "cuMemcpyHtoDAsync");
 }
 
 Status CopyStream::EnqueueToHost(void* dst, const void* src_device, size_t bytes) {
   if (bytes == 0) return Status::Ok();
   Result<ScopedDeviceContext> entered = driver_->EnterContext(context_);
   if (!entered.ok()) return entered.status();
-  return driver_->Check(driver_->memcpy_dtoh_async_(
-                            dst, reinterpret_cast<CudaDriver::CUdeviceptr>(src_device), bytes, stream_),
-                        "cuMemcpyDtoHAsync");
+  return driver_->Check(
+      driver_->memcpy_dtoh_async_(dst, reinterpret_cast<CudaDriver::CUdeviceptr>(src_device), bytes,
+                                  stream_),
+      "cuMemcpyDtoHAsync");
 }
 
 Status CopyStream::Wait() {

@@ -30,8 +30,8 @@ class CopyStream final {
   // calling thread's current context (where NCCL's buffers of a comm without a GPU region
   // live). Every call below runs in that context, whatever the calling thread has current.
   // `wait_limit`: how long Wait() waits (0: forever); see Wait().
-  static Result<CopyStream> Create(int device,
-                                   std::chrono::milliseconds wait_limit = std::chrono::milliseconds(0));
+  static Result<CopyStream> Create(
+      int device, std::chrono::milliseconds wait_limit = std::chrono::milliseconds(0));
   CopyStream(CopyStream&& other) noexcept;
   CopyStream& operator=(CopyStream&& other) noexcept;
   CopyStream(const CopyStream&) = delete;

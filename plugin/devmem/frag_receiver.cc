@@ -93,11 +93,9 @@ EmulatedFragReceiver::EmulatedFragReceiver(RxRegion* region, PagePool* pool, Emu
   pages_.resize(kMaxPagesPerReceive);
 }
 
-Result<std::unique_ptr<EmulatedFragReceiver>> EmulatedFragReceiver::Create(RxRegion* region,
-                                                                           PagePool* pool,
-                                                                           EmulationMix mix,
-                                                                           uint64_t seed,
-                                                                           std::chrono::milliseconds copy_wait_limit) {
+Result<std::unique_ptr<EmulatedFragReceiver>> EmulatedFragReceiver::Create(
+    RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed,
+    std::chrono::milliseconds copy_wait_limit) {
   auto receiver = std::make_unique<EmulatedFragReceiver>(region, pool, mix, seed);
   if (region->host_base() == nullptr) {
     Result<PinnedBuffer> bounce =

@@ -108,10 +108,9 @@ class EmulatedFragReceiver final : public FragReceiver {
   // to the region with one copy, standing in for the NIC's DMA. A copy from pinned memory is
   // synchronous, so the bytes are in the region before the frag is described to any consumer
   // (a pageable copy may return before its DMA completed).
-  static Result<std::unique_ptr<EmulatedFragReceiver>> Create(RxRegion* region, PagePool* pool,
-                                                              EmulationMix mix, uint64_t seed,
-                                                              std::chrono::milliseconds copy_wait_limit =
-                                                                  std::chrono::milliseconds(0));
+  static Result<std::unique_ptr<EmulatedFragReceiver>> Create(
+      RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed,
+      std::chrono::milliseconds copy_wait_limit = std::chrono::milliseconds(0));
   // Host regions only (tests): no bounce is needed.
   EmulatedFragReceiver(RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
@@ -128,7 +127,7 @@ class EmulatedFragReceiver final : public FragReceiver {
   RxRegion* region_;
   Status CopyRunsToRegion(const StreamSegment* plan, const iovec* iov, size_t n, uint64_t bytes);
 
-  PinnedBuffer dma_bounce_;  // GPU regions: where recv() lands before the copy
+  PinnedBuffer dma_bounce_;                // GPU regions: where recv() lands before the copy
   std::optional<CopyStream> copy_stream_;  // GPU regions: the bounce -> region copies
   PagePool* pool_;
   EmulationMix mix_;

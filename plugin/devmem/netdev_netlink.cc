@@ -222,8 +222,8 @@ Result<RxQueueBinding> RxQueueBinding::Bind(int ifindex, int dmabuf_fd,
   if (queues.empty()) {
     return Status::Error(ErrorKind::kInvalidArgument, "bind-rx needs at least one RX queue");
   }
-  const std::string what = Format("bind-rx of dmabuf fd %d to ifindex %d, %zu queue(s)",
-                                  dmabuf_fd, ifindex, queues.size());
+  const std::string what = Format("bind-rx of dmabuf fd %d to ifindex %d, %zu queue(s)", dmabuf_fd,
+                                  ifindex, queues.size());
   auto add_queues = [&](nl_msg* msg, AttributeMap* attributes) {
     for (uint32_t queue : queues) {
       Mark(msg, attributes, Format("queues[id %u]", queue));

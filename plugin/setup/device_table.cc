@@ -26,9 +26,10 @@ DeviceTable::DeviceTable(std::vector<NetDevice> devices, std::vector<RxPlan> pla
     const bool known = std::any_of(physical_.begin(), physical_.end(),
                                    [&](const NetDevice& d) { return d.name == rail.ifname; });
     if (!known) {
-      log::Warn("NCCL_DEVMEM_RAILS names %s, which is not one of the plugin's NICs "
-                "(NCCL_SOCKET_IFNAME, addresses, link state): its rail is ignored",
-                rail.ifname.c_str());
+      log::Warn(
+          "NCCL_DEVMEM_RAILS names %s, which is not one of the plugin's NICs "
+          "(NCCL_SOCKET_IFNAME, addresses, link state): its rail is ignored",
+          rail.ifname.c_str());
     }
   }
 }

@@ -304,21 +304,22 @@ ReadinessReport CheckNicTx(const NetDevice& device) {
   }
   UniqueFd probe(static_cast<int>(syscall(SYS_memfd_create, "devmem-tx-probe", 0)));
   if (!probe.valid() || ftruncate(probe.get(), 4096) != 0) {
-    report.Add(nic, "netmem tx", Verdict::kSkip, Format("memfd for the probe: %s", strerror(errno)));
+    report.Add(nic, "netmem tx", Verdict::kSkip,
+               Format("memfd for the probe: %s", strerror(errno)));
     return report;
   }
   Result<TxBinding> binding = TxBinding::Bind(device.ifindex, probe.get());
   const std::string why = binding.ok() ? "" : binding.status().message();
-  if (binding.ok() || (why.find("netmem TX") == std::string::npos &&
-                       why.find("errno 95") == std::string::npos)) {
+  if (binding.ok() ||
+      (why.find("netmem TX") == std::string::npos && why.find("errno 95") == std::string::npos)) {
     // Refused only for the fake dmabuf (or, unexpectedly, bound and now dropped again).
     report.Add(nic, "netmem tx", Verdict::kPass,
                "bind-tx reaches the dmabuf stage: the driver sends from netmem (devmem TX is not "
                "used by the plugin yet; CUDA send buffers stage through host memory)");
   } else if (why.find("netmem TX") != std::string::npos) {
-    report.Add(nic, "netmem tx", Verdict::kSkip,
-               "driver without netmem TX (" + why +
-                   "); sends stage CUDA buffers through host memory");
+    report.Add(
+        nic, "netmem tx", Verdict::kSkip,
+        "driver without netmem TX (" + why + "); sends stage CUDA buffers through host memory");
   } else {
     report.Add(nic, "netmem tx", Verdict::kSkip,
                "the kernel has no bind-tx (Linux >= 6.16): " + why);

@@ -111,8 +111,8 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
   uint32_t used = OrderSockets(allowed, sockets, plan.first_socket, plan.chunk_count, order,
                                &next_first_socket_);
   if (used == 0) {  // a set naming no socket of ours: the receiver refuses it before this
-    used = OrderSockets(0, sockets, plan.first_socket, plan.chunk_count, order,
-                        &next_first_socket_);
+    used =
+        OrderSockets(0, sockets, plan.first_socket, plan.chunk_count, order, &next_first_socket_);
   }
   if (direction_ == Direction::kSend && params_.adaptive_stripes) {
     for (uint64_t c = 0; c < plan.chunk_count; ++c) {
@@ -185,7 +185,8 @@ Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
 Result<CopyStream*> Comm::StagingCopyStream(int device) {
   if (!staging_stream_) {
     Result<CopyStream> created = CopyStream::Create(device, params_.gpu_wait_limit);
-    if (!created.ok()) return created.status().WithContext("staging copy stream of " + description_);
+    if (!created.ok())
+      return created.status().WithContext("staging copy stream of " + description_);
     staging_stream_.emplace(std::move(created).value());
   }
   return &*staging_stream_;
@@ -412,8 +413,8 @@ uint64_t SendComm::LeastLoadedSockets(uint64_t size) const {
     if (rate[s] > 0) slowest = std::min(slowest, rate[s]);
   }
   if (fastest <= 0 || fastest < slowest * 2) return 0;
-  const StripePlan plan = PlanStripes(size, params_.chunk_bytes, static_cast<uint32_t>(sockets),
-                                      next_first_socket_);
+  const StripePlan plan =
+      PlanStripes(size, params_.chunk_bytes, static_cast<uint32_t>(sockets), next_first_socket_);
   const double chunk = static_cast<double>(std::max<uint64_t>(plan.chunk_bytes, 1));
   double finish[kMaxDataSockets];
   double soonest = 0;

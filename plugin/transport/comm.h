@@ -49,7 +49,7 @@ struct CommCounters {
   uint64_t messages = 0;
   uint64_t inline_messages = 0;
   uint64_t payload_bytes = 0;
-  uint64_t staged_bytes = 0;  // CUDA buffers copied through pinned host memory
+  uint64_t staged_bytes = 0;      // CUDA buffers copied through pinned host memory
   uint64_t steered_messages = 0;  // sent over a chosen socket set (adaptive striping)
 };
 

@@ -124,10 +124,9 @@ ListenComm::~ListenComm() {
   }
 }
 
-Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
-                                                       const Config& config, uint8_t* handle128,
-                                                       RxPlan plan,
-                                                       const std::vector<NetDevice>& other_members) {
+Result<std::unique_ptr<ListenComm>> ListenComm::Create(
+    const NetDevice& device, const Config& config, uint8_t* handle128, RxPlan plan,
+    const std::vector<NetDevice>& other_members) {
   const int family = device.address.family();
   if (other_members.size() > wire::ListenHandle::MaxExtraMembers(family)) {
     return Status::Error(ErrorKind::kInvalidArgument,
@@ -156,8 +155,7 @@ Result<std::unique_ptr<ListenComm>> ListenComm::Create(const NetDevice& device,
         setsockopt(fd->get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
       return Status::Errno(errno, "IPV6_V6ONLY on the listener of %s", device.name.c_str());
     }
-    Result<SocketAddress> any =
-        SocketAddress::FromString(family == AF_INET6 ? "::" : "0.0.0.0", 0);
+    Result<SocketAddress> any = SocketAddress::FromString(family == AF_INET6 ? "::" : "0.0.0.0", 0);
     if (!any.ok()) return any.status();
     bind_address = any.value();
   }
@@ -386,9 +384,9 @@ int DataSocketsFor(int configured, size_t local_members, size_t remote_members) 
   return std::min(rounded, kMaxDataSockets / members * members);
 }
 
-Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& handle,
-                                                    const Config& config,
-                                                    const std::vector<SocketAddress>& local_members) {
+Result<std::unique_ptr<Connector>> Connector::Start(
+    const wire::ListenHandle& handle, const Config& config,
+    const std::vector<SocketAddress>& local_members) {
   std::unique_ptr<Connector> connector(new Connector());
   // Remote members: the handle's first address, then the others on the same port.
   std::vector<SocketAddress> remote = {handle.address};
@@ -404,9 +402,9 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   const int data_sockets = DataSocketsFor(config.data_sockets, local_members.size(), remote.size());
   connector->peer_ = handle.address;
   if (remote.size() > 1 || bind_source) {
-    connector->members_ =
-        Format(", over %zu -> %zu member NICs, %s striping", std::max<size_t>(local_members.size(), 1),
-               remote.size(), config.adaptive_stripes ? "adaptive" : "round-robin");
+    connector->members_ = Format(", over %zu -> %zu member NICs, %s striping",
+                                 std::max<size_t>(local_members.size(), 1), remote.size(),
+                                 config.adaptive_stripes ? "adaptive" : "round-robin");
   }
   connector->nonce_ = handle.nonce;
   connector->connection_id_ = RandomNonZero();
@@ -433,9 +431,10 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
       int one = 1;
       if (setsockopt(fd->get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) != 0) {
         // Old kernels and some socket types refuse it: this connection sends by copy.
-        log::Warn("NCCL_DEVMEM_EMULATE_TX=1 but SO_ZEROCOPY failed (%s): this connection to %s "
-                  "sends by copy",
-                  strerror(errno), to.ToString().c_str());
+        log::Warn(
+            "NCCL_DEVMEM_EMULATE_TX=1 but SO_ZEROCOPY failed (%s): this connection to %s "
+            "sends by copy",
+            strerror(errno), to.ToString().c_str());
         connector->params_.zerocopy_tx = false;
       }
     }

@@ -67,8 +67,7 @@ void WorkerThread::Wake() {
   }
 }
 
-SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* task,
-                                               bool* moved) {
+SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* task, bool* moved) {
   const int fd = socket->fd.get();
   const bool oldest =
       devmem_ == nullptr || task->seq == devmem_->oldest_seq.load(std::memory_order_acquire);
@@ -125,8 +124,8 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
       continue;
     }
     if (state.value() == FragReceiver::State::kStalled) {
-      socket->stalled_generation.store(
-          devmem_->release_generation.load(std::memory_order_acquire), std::memory_order_relaxed);
+      socket->stalled_generation.store(devmem_->release_generation.load(std::memory_order_acquire),
+                                       std::memory_order_relaxed);
       return Outcome::kStalled;
     }
     return Outcome::kBlocked;

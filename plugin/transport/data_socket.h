@@ -95,7 +95,7 @@ struct DataSocket {
   // The proxy thread's tasks of this socket (proxy-only): non-empty only while `tasks` is
   // empty; handed to the worker, in order, before anything is pushed behind them.
   SpscRing<SocketTask, kSocketTaskCapacity> proxy_tasks;
-  std::unique_ptr<FragReceiver> receiver;  // null: plain recv straight into the buffer
+  std::unique_ptr<FragReceiver> receiver;     // null: plain recv straight into the buffer
   std::unique_ptr<ZeroCopyTracker> zerocopy;  // send with MSG_ZEROCOPY (null: plain send)
   bool broken = false;  // worker-only: an I/O error was reported, stop touching it
   // Adaptive striping (ConnectionParams::adaptive_stripes), send side: bytes queued on this

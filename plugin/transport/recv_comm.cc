@@ -59,9 +59,9 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
   } else {
     comm->pool_pages_ = std::make_unique<PagePool>(comm->region_->bytes());
     for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
-      Result<std::unique_ptr<EmulatedFragReceiver>> receiver = EmulatedFragReceiver::Create(
-          comm->region_.get(), comm->pool_pages_.get(), path.mix, 0x9e3779b97f4a7c15ull * (s + 1),
-          path.consumer_timeout);
+      Result<std::unique_ptr<EmulatedFragReceiver>> receiver =
+          EmulatedFragReceiver::Create(comm->region_.get(), comm->pool_pages_.get(), path.mix,
+                                       0x9e3779b97f4a7c15ull * (s + 1), path.consumer_timeout);
       if (!receiver.ok()) return receiver.status().WithContext(name);
       comm->data_sockets_[s]->receiver = std::move(receiver).value();
     }
@@ -76,9 +76,8 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
     ScatterEngineFactory factory = path.engine_factory
                                        ? path.engine_factory
                                        : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
-    Result<std::unique_ptr<KernelScatterConsumer>> consumer =
-        KernelScatterConsumer::Create(comm->region_.get(), factory, path.scatter_slots,
-                                      path.consumer_timeout);
+    Result<std::unique_ptr<KernelScatterConsumer>> consumer = KernelScatterConsumer::Create(
+        comm->region_.get(), factory, path.scatter_slots, path.consumer_timeout);
     if (!consumer.ok()) return consumer.status().WithContext(name);
     comm->consumer_ = std::move(consumer).value();
   } else {
@@ -416,7 +415,8 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
     }
     if (!finished.value()) {
       const std::chrono::milliseconds limit = path_.consumer_timeout;
-      if (limit.count() > 0 && std::chrono::steady_clock::now() - request->consuming_since > limit) {
+      if (limit.count() > 0 &&
+          std::chrono::steady_clock::now() - request->consuming_since > limit) {
         // A hang would take NCCL's proxy and every rank with it: fail loudly instead.
         Status stuck = Status::Error(
             ErrorKind::kSystem,

@@ -57,14 +57,14 @@ struct Request {
   // send, zero-copy: MSG_ZEROCOPY calls whose completion the kernel has not reported yet
   // (until then it may still read the buffer: plugin/transport/zerocopy.h)
   std::atomic<int> zerocopy_pending{0};
-  Status error;                       // request-level failure (e.g. truncation), reported by test()
-  StagingBuffer staging;              // pinned host memory when a sub is a CUDA buffer
+  Status error;           // request-level failure (e.g. truncation), reported by test()
+  StagingBuffer staging;  // pinned host memory when a sub is a CUDA buffer
   // Devmem modes: per sub-request x data socket, what the frag receivers recorded. Sized on
   // first use and reused, so the steady state allocates nothing.
   std::vector<FragResult> frag_results;
   // recv: who reads the held frags (nullptr: plain path, nothing held).
   FragConsumer* consumer = nullptr;
-  bool consuming = false;          // recv: every byte arrived, the consumer runs
+  bool consuming = false;  // recv: every byte arrived, the consumer runs
   std::chrono::steady_clock::time_point consuming_since;  // recv: when consuming began
   bool awaiting_consumed = false;  // recv, NCCL unpack: reported done, tokens wait for NCCL
 

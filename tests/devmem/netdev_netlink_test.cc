@@ -15,14 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "plugin/core/net_device.h"
+#include "plugin/core/unique_fd.h"
 #include "plugin/devmem/frag_parser.h"
 #include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/token_batch.h"
 #include "plugin/devmem/uapi.h"
 #include "plugin/setup/readiness.h"
 #include "plugin/setup/rx_setup.h"
-#include "plugin/core/net_device.h"
-#include "plugin/core/unique_fd.h"
 #include "tests/common/tcp_pair.h"
 
 namespace devmem {
@@ -154,8 +154,7 @@ TEST(DevmemRxSetupTest, FailsWithTheFirstStepsReasonAndLeavesNothingBehind) {
   RxPath path;
   Status status = PrepareDevmemRx(request, &path);
   ASSERT_FALSE(status.ok());
-  EXPECT_NE(status.message().find("RX arena on GPU 0"), std::string::npos)
-      << status.message();
+  EXPECT_NE(status.message().find("RX arena on GPU 0"), std::string::npos) << status.message();
   EXPECT_EQ(path.mode, RxPath::Mode::kPlain);
   EXPECT_TRUE(path.receivers.empty());
   EXPECT_TRUE(path.keep_alive.empty());

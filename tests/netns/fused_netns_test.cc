@@ -35,10 +35,12 @@ class FusedVeths {
       const std::string b = "dmfb" + id + "x" + std::to_string(k);
       const std::string net = "198.18." + std::to_string(20 + k) + ".";
       for (const std::string& step :
-           {"ip link add " + a + " type veth peer name " + b, "ip link set " + a + " netns " + ns_a_,
-            "ip link set " + b + " netns " + ns_b_, "ip -n " + ns_a_ + " addr add " + net + "1/24 dev " + a,
+           {"ip link add " + a + " type veth peer name " + b,
+            "ip link set " + a + " netns " + ns_a_, "ip link set " + b + " netns " + ns_b_,
+            "ip -n " + ns_a_ + " addr add " + net + "1/24 dev " + a,
             "ip -n " + ns_b_ + " addr add " + net + "2/24 dev " + b,
-            "ip -n " + ns_a_ + " link set " + a + " up", "ip -n " + ns_b_ + " link set " + b + " up"}) {
+            "ip -n " + ns_a_ + " link set " + a + " up",
+            "ip -n " + ns_b_ + " link set " + b + " up"}) {
         steps.push_back(step);
       }
       a_.push_back(a);
@@ -87,10 +89,10 @@ class FusedNetnsTest : public ::testing::Test {
   // The bench across the namespaces through a virtual NIC of `fuse` members; its exit status,
   // and its output in *output.
   int Bench(const std::string& env, int fuse, const std::string& args, std::string* output) {
-    const std::string command = "env NCCL_SOCKET_IFNAME=dmf " + env + " timeout 300 " +
-                                DEVMEM_BENCH_PATH " --plugin " DEVMEM_PLUGIN_PATH " --json --fuse " +
-                                std::to_string(fuse) + " --netns-recv " + veths_->ns_a() +
-                                " --netns-send " + veths_->ns_b() + " " + args;
+    const std::string command =
+        "env NCCL_SOCKET_IFNAME=dmf " + env + " timeout 300 " +
+        DEVMEM_BENCH_PATH " --plugin " DEVMEM_PLUGIN_PATH " --json --fuse " + std::to_string(fuse) +
+        " --netns-recv " + veths_->ns_a() + " --netns-send " + veths_->ns_b() + " " + args;
     return RunCommand(command, output);
   }
 
@@ -109,7 +111,8 @@ TEST_F(FusedNetnsTest, ThreeFusedPairsCarryByteExactTrafficOverEveryMember) {
   Build(3);
   if (HasFatalFailure() || IsSkipped()) return;
   std::vector<uint64_t> before;
-  for (int k = 0; k < 3; ++k) before.push_back(veths_->Counter(veths_->ns_a(), veths_->member_a(k), "rx_bytes"));
+  for (int k = 0; k < 3; ++k)
+    before.push_back(veths_->Counter(veths_->ns_a(), veths_->member_a(k), "rx_bytes"));
   std::string output;
   ASSERT_EQ(Bench("", 3, "--check -b 1 -e 16M -f 16 -n 4 -w 1", &output), 0) << output;
   EXPECT_EQ(CountLines(output), 7u) << output;  // 1 B .. 16 MiB by 16
@@ -119,7 +122,8 @@ TEST_F(FusedNetnsTest, ThreeFusedPairsCarryByteExactTrafficOverEveryMember) {
   uint64_t total = 0;
   std::vector<uint64_t> grown;
   for (int k = 0; k < 3; ++k) {
-    grown.push_back(veths_->Counter(veths_->ns_a(), veths_->member_a(k), "rx_bytes") - before[static_cast<size_t>(k)]);
+    grown.push_back(veths_->Counter(veths_->ns_a(), veths_->member_a(k), "rx_bytes") -
+                    before[static_cast<size_t>(k)]);
     total += grown.back();
   }
   ASSERT_GT(total, uint64_t{64} << 20);
@@ -179,12 +183,13 @@ TEST_F(FusedNetnsTest, AMemberGoingDownFailsTheCommWithinTheUserTimeout) {
   // The second member's link goes down while a long stream runs: its sockets stall, and with a
   // 1.5 s TCP_USER_TIMEOUT the comm must fail with the kernel's reason, not hang.
   const std::string down = "(sleep 2; ip -n " + veths_->ns_b() + " link set " +
-                           veths_->member_b(1) + " down) >/dev/null 2>&1 &";  // detached: RunCommand returns now
+                           veths_->member_b(1) +
+                           " down) >/dev/null 2>&1 &";  // detached: RunCommand returns now
   std::string output;
   RunCommand(down);
   const auto start = std::chrono::steady_clock::now();
-  const int status = Bench("NCCL_DEVMEM_TCP_USER_TIMEOUT_MS=1500", 2, "-b 16M -e 16M -n 2000 -w 0",
-                           &output);
+  const int status =
+      Bench("NCCL_DEVMEM_TCP_USER_TIMEOUT_MS=1500", 2, "-b 16M -e 16M -n 2000 -w 0", &output);
   EXPECT_NE(status, 0) << output;
   EXPECT_NE(status, 124) << "hung until timeout(1) killed it:\n" << output;
   EXPECT_NE(output.find("Connection timed out"), std::string::npos) << output;

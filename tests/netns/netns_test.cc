@@ -148,9 +148,9 @@ TEST_F(NetnsTest, ZeroCopySendsThroughPacketLossDeliverEveryByte) {
 // for completions (or copies when none is in flight) and never fails or spins.
 TEST_F(NetnsTest, ZeroCopySendsWithExhaustedOptmemDeliverEveryByte) {
   std::string output;
-  ASSERT_EQ(RunCommand("ip netns exec " + pair_->ns_b() + " sysctl -w net.core.optmem_max=512",
-                       &output),
-            0)
+  ASSERT_EQ(
+      RunCommand("ip netns exec " + pair_->ns_b() + " sysctl -w net.core.optmem_max=512", &output),
+      0)
       << output;
   std::vector<std::string> lines = RunBench("", "--mode emulated-tx -b 64K -e 16M -f 16 -n 4 -w 1");
   EXPECT_EQ(lines.size(), 3u);

@@ -140,10 +140,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_DEVMEM_RAILS", "eth0=1,eth0=2", "twice"}));
 
 TEST(ConfigTest, ReadsTheTxRailAndStripingVariables) {
-  Result<Config> config = Config::FromEnvironment(
-      Env({{"NCCL_DEVMEM_EMULATE_TX", "1"},
-           {"NCCL_DEVMEM_VNIC_STRIPING", "adaptive"},
-           {"NCCL_DEVMEM_RAILS", "eth0=2/1"}}));
+  Result<Config> config = Config::FromEnvironment(Env({{"NCCL_DEVMEM_EMULATE_TX", "1"},
+                                                       {"NCCL_DEVMEM_VNIC_STRIPING", "adaptive"},
+                                                       {"NCCL_DEVMEM_RAILS", "eth0=2/1"}}));
   ASSERT_TRUE(config.ok()) << config.status().message();
   EXPECT_TRUE(config->emulate_tx);
   EXPECT_TRUE(config->adaptive_stripes);

@@ -152,9 +152,9 @@ TEST_F(DeviceTableTest, RealDevmemOnAVirtualNicFallsBackToPlainTcpSayingWhy) {
 }
 
 TEST_F(DeviceTableTest, RailsComeFromTheVariableAndAVirtualNicKeepsOnlyACommonOne) {
-  DeviceTable table = Make({Nic("a0", "198.18.0.1"), Nic("a1", "198.18.1.1"),
-                            Nic("a2", "198.18.2.1")},
-                           {}, "a0=4/0,a1=4/1,a2=5/0");
+  DeviceTable table =
+      Make({Nic("a0", "198.18.0.1"), Nic("a1", "198.18.1.1"), Nic("a2", "198.18.2.1")}, {},
+           "a0=4/0,a1=4/1,a2=5/0");
   EXPECT_EQ(table.At(0)->rail, 4);
   EXPECT_EQ(table.At(1)->plane, 1);
   const int same_rail[] = {0, 1};
@@ -167,10 +167,10 @@ TEST_F(DeviceTableTest, RailsComeFromTheVariableAndAVirtualNicKeepsOnlyACommonOn
 }
 
 TEST_F(DeviceTableTest, RefusesBadLists) {
-  DeviceTable table = Make({Nic("a0", "198.18.0.1"), Nic("a1", "198.18.1.1"),
-                            Nic("b0", "fd00:d3::1"), Nic("b1", "fd00:d4::1"),
-                            Nic("b2", "fd00:d5::1"), Nic("b3", "fd00:d6::1"),
-                            Nic("b4", "fd00:d7::1")});
+  DeviceTable table =
+      Make({Nic("a0", "198.18.0.1"), Nic("a1", "198.18.1.1"), Nic("b0", "fd00:d3::1"),
+            Nic("b1", "fd00:d4::1"), Nic("b2", "fd00:d5::1"), Nic("b3", "fd00:d6::1"),
+            Nic("b4", "fd00:d7::1")});
   const int mixed[] = {0, 2};
   EXPECT_FALSE(table.MakeVirtual(mixed, 2, 8, true).ok());  // IPv4 with IPv6
   const int five_v6[] = {2, 3, 4, 5, 6};
@@ -178,7 +178,7 @@ TEST_F(DeviceTableTest, RefusesBadLists) {
   EXPECT_TRUE(table.MakeVirtual(five_v6, 4, 8, true).ok());
   const int three[] = {0, 1, 0};
   EXPECT_FALSE(table.MakeVirtual(three, 3, 8, true).ok());  // a NIC twice
-  EXPECT_FALSE(table.MakeVirtual(three, 2, 1, true).ok());   // above the table version's limit
+  EXPECT_FALSE(table.MakeVirtual(three, 2, 1, true).ok());  // above the table version's limit
   const int virtual_member[] = {0, 7};
   EXPECT_FALSE(table.MakeVirtual(virtual_member, 2, 8, true).ok());  // not a physical NIC
   EXPECT_FALSE(table.MakeVirtual(nullptr, 2, 8, true).ok());
