@@ -143,12 +143,14 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     const uint64_t remaining = chunk_len - task->done_in_chunk;
     ssize_t n;
     if (direction_ == Direction::kSend && zerocopy != nullptr) {
-      if (!zerocopy->HasRoom()) {
+      // Reads the completions waiting on the error queue; false (comm failed) on an error.
+      auto drain = [&] {
         Status drained = zerocopy->Drain(fd);
-        if (!drained.ok()) {
-          health_->Fail(drained);
-          return Outcome::kFailed;
-        }
+        if (!drained.ok()) health_->Fail(drained);
+        return drained.ok();
+      };
+      if (!zerocopy->HasRoom()) {
+        if (!drain()) return Outcome::kFailed;
         if (!zerocopy->HasRoom()) return Outcome::kAwaitCompletions;
       }
       n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
@@ -159,12 +161,7 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
         // optmem is full of notifications: completions free it. With none in flight nothing
         // would, so this one call copies instead of failing or spinning.
         if (zerocopy->in_flight() > 0) {
-          Status drained = zerocopy->Drain(fd);
-          if (!drained.ok()) {
-            health_->Fail(drained);
-            return Outcome::kFailed;
-          }
-          return Outcome::kAwaitCompletions;
+          return drain() ? Outcome::kAwaitCompletions : Outcome::kFailed;
         }
         n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
                  MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -181,8 +178,9 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     if (n > 0) {
       *moved = true;
       WorkerCounters::Add(counters_->bytes, static_cast<uint64_t>(n));
+      // One mover at a time per socket: a plain store, no locked add on the hot path.
       if (direction_ == Direction::kSend) {
-        socket->moved_bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+        WorkerCounters::Add(socket->moved_bytes, static_cast<uint64_t>(n));
       }
       task->done_in_chunk += static_cast<uint64_t>(n);
       if (task->done_in_chunk == chunk_len) {

@@ -99,7 +99,8 @@ struct DataSocket {
   std::unique_ptr<ZeroCopyTracker> zerocopy;  // send with MSG_ZEROCOPY (null: plain send)
   bool broken = false;  // worker-only: an I/O error was reported, stop touching it
   // Adaptive striping (ConnectionParams::adaptive_stripes), send side: bytes queued on this
-  // socket (the proxy thread's count) and bytes written to it (whoever moves them).
+  // socket (the proxy thread's count) and bytes written to it (by whichever thread moves the
+  // socket, one at a time: a single-writer counter like WorkerCounters).
   uint64_t queued_bytes = 0;
   std::atomic<uint64_t> moved_bytes{0};
   // Release generation seen when it stalled (whoever moved its bytes then).
