@@ -15,7 +15,9 @@
 #   nccl.emulated-plugin  nccl_compare.sh: all_reduce, all_gather, sendrecv, 8 B .. 64 MiB, two
 #   nccl.emulated-nccl      ranks on one GPU (distinct NCCL_HOSTID) under MPS, ours vs
 #   nccl.host               NCCL_NET=Socket in the same run; ours as emulated devmem RX with
-#                           NCCL_DEVMEM_UNPACK=plugin, with =nccl, and the plain host path;
+#   nccl.emulated-tx        NCCL_DEVMEM_UNPACK=plugin, with =nccl, the plain host path, and
+#                           emulated devmem TX (NCCL_DEVMEM_EMULATE_TX=1) with NCCL's send
+#                           buffers in GPU memory (NCCL_NET_GDR_READ=1);
 #                           results verified, the NCCL log must show "via NET/devmem" (and
 #                           "EMULATED devmem RX" for the emulated runs)
 #   nccl.emulated-nomps   all_reduce 8 B .. 1 MiB as emulated devmem RX (plugin unpack) with no
@@ -38,7 +40,8 @@
 # GPU_VERIFY_MAX_BYTES (default 64M), GPU_VERIFY_MPS=off (two ranks time-slice the GPU instead:
 # for a rerun when MPS itself is the suspect), GPU_VERIFY_FORCE=1 (run the GPU steps even when
 # nvidia-smi lists no GPU: exercises their failure paths on a machine without one),
-# GPU_VERIFY_NCCL_MODES (which full NCCL comparisons run, default host,emulated-plugin,emulated-nccl).
+# GPU_VERIFY_NCCL_MODES (which full NCCL comparisons run, default
+# host,emulated-plugin,emulated-nccl,emulated-tx).
 #
 # Plain `set -u` on purpose: with `set -e` the first failing step would end the run before the
 # verdicts are printed.
@@ -359,7 +362,7 @@ wanted() { [[ ",$steps_wanted," == *",$1,"* ]]; }
 
 # --- f. plots, summary and the exit status (also on SIGTERM: the verdicts so far still count).
 # The host path first: a hang in an emulated mode must not cost the baseline.
-nccl_modes=${GPU_VERIFY_NCCL_MODES:-host,emulated-plugin,emulated-nccl}
+nccl_modes=${GPU_VERIFY_NCCL_MODES:-host,emulated-plugin,emulated-nccl,emulated-tx}
 finish() {
   trap - INT TERM
   mps_stop
@@ -614,6 +617,12 @@ if wanted nccl; then
       emulated-plugin) run_nccl_mode "$mode" emulated plugin "$compare_mps" all "$max_bytes" 150 ;;
       emulated-nccl) run_nccl_mode "$mode" emulated nccl "$compare_mps" all "$max_bytes" 150 ;;
       host) run_nccl_mode "$mode" host plugin "$compare_mps" all "$max_bytes" 150 ;;
+      # Emulated devmem TX with NCCL's send buffers in GPU memory: NCCL_NET_GDR_READ=1 overrides
+      # the plugin's guard (it sets 0 while no device has real devmem TX), so every send is a
+      # CUDA buffer staged to the host and sent with MSG_ZEROCOPY; receives emulated devmem RX.
+      emulated-tx) run_nccl_mode "$mode" emulated plugin "$compare_mps" all "$max_bytes" 150 \
+                       NCCL_DEVMEM_EMULATE_TX=1 NCCL_NET_GDR_READ=1 ;;
+      *) verdict "nccl.$mode" FAIL 0 "unknown GPU_VERIFY_NCCL_MODES entry $mode (host, emulated-plugin, emulated-nccl, emulated-tx)" ;;
     esac
   done
 fi

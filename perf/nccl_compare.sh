@@ -319,6 +319,7 @@ socket_log = nccl_log("socket", rounds)
 evidence = {
     "ours_via_net_devmem": "via NET/devmem" in ours_log,
     "ours_emulated_rx_line": "EMULATED devmem RX" in ours_log,
+    "ours_emulated_tx_line": "EMULATED devmem TX" in ours_log,
     "socket_via_net_socket": "via NET/Socket" in socket_log,
 }
 m = re.search(r"frags consumed by ([^\n;(]*)", ours_log)
@@ -330,6 +331,10 @@ if mode == "emulated" and not evidence["ours_emulated_rx_line"]:
     problems.append("no 'EMULATED devmem RX' line in %s.%d.{log,txt}" % (label, rounds))
 if mode == "host" and evidence["ours_emulated_rx_line"]:
     problems.append("host mode but the plugin logged EMULATED devmem RX")
+# NCCL_DEVMEM_EMULATE_TX=1 reaches ours through the environment (gpu_verify's emulated-tx step).
+if os.environ.get("NCCL_DEVMEM_EMULATE_TX") == "1" and not evidence["ours_emulated_tx_line"]:
+    problems.append("NCCL_DEVMEM_EMULATE_TX=1 but no 'EMULATED devmem TX' line in %s.%d.{log,txt}"
+                    % (label, rounds))
 if not evidence["socket_via_net_socket"]:
     problems.append("no 'via NET/Socket' in socket.%d.{log,txt}" % rounds)
 
