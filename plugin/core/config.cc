@@ -1,5 +1,6 @@
 #include "plugin/core/config.h"
 
+#include <sched.h>
 #include <strings.h>
 #include <sys/socket.h>
 
@@ -186,13 +187,34 @@ uint64_t Config::MaxNcclStepBytes() const {
   return std::max<uint64_t>(nccl_buffsize / 8 * 2, nccl_p2p_net_chunk);
 }
 
+int DefaultWorkerThreads(int usable_cpus) {
+  return usable_cpus >= kManyCpus ? kManyCpusWorkerThreads : 1;
+}
+
+uint64_t DefaultProxyBytes(int worker_threads) {
+  return worker_threads > 1 ? kWorkerProxyBytes : static_cast<uint64_t>(kMaxProxyBytes);
+}
+
+int UsableCpuCount() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
 Result<Config> Config::FromEnvironment(const std::function<const char*(const char*)>& getenv_fn) {
+  return FromEnvironment(getenv_fn, UsableCpuCount());
+}
+
+Result<Config> Config::FromEnvironment(const std::function<const char*(const char*)>& getenv_fn,
+                                       int usable_cpus) {
   Config config;
+  config.usable_cpus = std::max(1, usable_cpus);
   int64_t value = config.data_sockets;
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kNsocks, 1, kMaxDataSockets, &value));
   config.data_sockets = static_cast<int>(value);
 
-  value = config.worker_threads;
+  value = DefaultWorkerThreads(config.usable_cpus);
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kNthreads, 1, kMaxWorkerThreads, &value));
   config.worker_threads = static_cast<int>(value);
 
@@ -206,10 +228,10 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
       ReadInteger(getenv_fn, kInline, 0, kMaxInlineBytes, &value, IntegerUnit::kBytes));
   config.inline_bytes = static_cast<uint32_t>(value);
 
-  value = static_cast<int64_t>(config.proxy_bytes);
+  value = -1;  // unset: follows the final thread count, below
   DEVMEM_RETURN_IF_ERROR(
       ReadInteger(getenv_fn, kProxyBytes, 0, kMaxProxyBytes, &value, IntegerUnit::kBytes));
-  config.proxy_bytes = static_cast<uint64_t>(value);
+  const int64_t proxy_bytes_set = value;
 
   value = static_cast<int64_t>(config.socket_buffer_bytes);
   DEVMEM_RETURN_IF_ERROR(
@@ -300,6 +322,8 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
                          "%s=%d exceeds %s=%d; accepted range is [1, %s]", kNthreads,
                          config.worker_threads, kNsocks, config.data_sockets, kNsocks);
   }
+  config.proxy_bytes = proxy_bytes_set >= 0 ? static_cast<uint64_t>(proxy_bytes_set)
+                                            : DefaultProxyBytes(config.worker_threads);
 
   if (const char* ifname = getenv_fn(kIfname); ifname != nullptr) {
     config.socket_ifname = ifname;
@@ -356,12 +380,19 @@ std::string JoinQueueIds(const std::vector<uint32_t>& queues) {
 void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn) const {
   auto origin = [&](const char* name) { return getenv_fn(name) != nullptr ? "env" : "default"; };
   log::Info(log::kEnv, "%s=%d (%s)", kNsocks, data_sockets, origin(kNsocks));
-  log::Info(log::kEnv, "%s=%d (%s)", kNthreads, worker_threads, origin(kNthreads));
+  if (getenv_fn(kNthreads) != nullptr) {
+    log::Info(log::kEnv, "%s=%d (env)", kNthreads, worker_threads);
+  } else {
+    log::Info(log::kEnv, "%s=%d (default for %d usable CPUs, %s=%d)", kNthreads, worker_threads,
+              usable_cpus, kNsocks, data_sockets);
+  }
   log::Info(log::kEnv, "%s=%llu (%s)", kChunk, static_cast<unsigned long long>(chunk_bytes),
             origin(kChunk));
   log::Info(log::kEnv, "%s=%u (%s)", kInline, inline_bytes, origin(kInline));
   log::Info(log::kEnv, "%s=%llu (%s)", kProxyBytes, static_cast<unsigned long long>(proxy_bytes),
-            origin(kProxyBytes));
+            getenv_fn(kProxyBytes) != nullptr ? "env"
+            : worker_threads > 1              ? "default with worker threads: larger messages go to them"
+                                              : "default with one thread: every message on the caller");
   log::Info(log::kEnv, "%s=%llu (%s)", kSocketBuffer,
             static_cast<unsigned long long>(socket_buffer_bytes), origin(kSocketBuffer));
   log::Info(log::kEnv, "%s=%d (%s)", kMaxRecvs, max_recvs, origin(kMaxRecvs));

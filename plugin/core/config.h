@@ -18,14 +18,35 @@ enum class UnpackMode {
   kNccl,    // NCCL's device unpack (netDeviceType UNPACK): NCCL's kernels read our metadata
 };
 
+// Who moves a message's bytes by default, by the CPUs this process may run on (measured on
+// 2 and on 16 CPUs: perf/RESULTS.md, "Host path defaults by CPU count"). With few CPUs the
+// thread that calls isend/irecv/test (NCCL's proxy) moves every message itself: a hand-off to
+// a worker costs more than it buys. With many, messages above 256 KiB go to 4 workers (one
+// per data socket), as NCCL's socket transport uses 4 helper threads per comm on GCP.
+struct HostPathDefaults {
+  int worker_threads;    // NCCL_DEVMEM_NTHREADS when unset
+  uint64_t proxy_bytes;  // NCCL_DEVMEM_PROXY_BYTES when unset (given the thread count)
+};
+inline constexpr int kManyCpus = 8;  // from this many usable CPUs on, the workers' default
+inline constexpr int kManyCpusWorkerThreads = 4;
+inline constexpr uint64_t kWorkerProxyBytes = 256 << 10;  // proxy limit when workers exist
+// The thread default for `usable_cpus`, and the proxy default for `worker_threads` threads:
+// one thread moves everything on the proxy; several take every message above 256 KiB (a
+// thread count set without a proxy limit would otherwise leave the workers idle).
+int DefaultWorkerThreads(int usable_cpus);
+uint64_t DefaultProxyBytes(int worker_threads);
+// The CPUs the calling thread may run on (sched_getaffinity), at least 1.
+int UsableCpuCount();
+
 struct Config {
   int data_sockets = 4;              // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
-  int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (measured: perf/RESULTS.md)
+  int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (default: DefaultWorkerThreads)
   uint64_t chunk_bytes = 512 << 10;  // NCCL_DEVMEM_CHUNK_SIZE
   uint32_t inline_bytes = 32 << 10;  // NCCL_DEVMEM_INLINE_BYTES (measured: perf/RESULTS.md)
-  // NCCL_DEVMEM_PROXY_BYTES; the default, NCCL's largest message, moves every message on the
-  // calling thread (measured: perf/RESULTS.md).
+  // NCCL_DEVMEM_PROXY_BYTES: messages up to this size move on the calling thread, larger ones
+  // on the workers (default: DefaultProxyBytes of the thread count).
   uint64_t proxy_bytes = uint64_t{1} << 30;
+  int usable_cpus = 1;  // what the thread default was chosen for (logged)
   int max_recvs = 1;                    // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;     // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
   int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
@@ -64,7 +85,10 @@ struct Config {
   // recvProxyProgress), a p2p step one NCCL_P2P_NET_CHUNKSIZE.
   uint64_t MaxNcclStepBytes() const;
 
-  // Reads the variables through `getenv_fn` (getenv in production, a map in tests).
+  // Reads the variables through `getenv_fn` (getenv in production, a map in tests); defaults
+  // that depend on the host are chosen for `usable_cpus` (UsableCpuCount() when not given).
+  static Result<Config> FromEnvironment(const std::function<const char*(const char*)>& getenv_fn,
+                                        int usable_cpus);
   static Result<Config> FromEnvironment(const std::function<const char*(const char*)>& getenv_fn);
   // One INFO line per variable: value and whether it came from the environment.
   void LogValues(const std::function<const char*(const char*)>& getenv_fn) const;

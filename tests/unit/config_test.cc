@@ -1,6 +1,7 @@
 #include "plugin/core/config.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <cstdint>
@@ -20,7 +21,7 @@ std::function<const char*(const char*)> Env(std::map<std::string, std::string> v
 }
 
 TEST(ConfigTest, DefaultsWhenNothingIsSet) {
-  Result<Config> config = Config::FromEnvironment(Env({}));
+  Result<Config> config = Config::FromEnvironment(Env({}), /*usable_cpus=*/2);
   ASSERT_TRUE(config.ok()) << config.status().message();
   EXPECT_EQ(config->data_sockets, 4);
   EXPECT_EQ(config->worker_threads, 1);
@@ -154,6 +155,60 @@ TEST(ConfigTest, ReadsTheTxRailAndStripingVariables) {
   EXPECT_FALSE(defaults->emulate_tx);
   EXPECT_FALSE(defaults->adaptive_stripes);  // round-robin: measured better on equal members
   EXPECT_TRUE(defaults->rails.empty());
+}
+
+// The host path's defaults follow the CPUs (perf/RESULTS.md "Host path defaults by CPU count":
+// one thread won on 2 CPUs, 4 workers above 256 KiB on 16).
+TEST(ConfigTest, HostPathDefaultsFollowTheUsableCpus) {
+  for (int cpus : {1, 2, 7}) {
+    Result<Config> config = Config::FromEnvironment(Env({}), cpus);
+    ASSERT_TRUE(config.ok()) << config.status().message();
+    EXPECT_EQ(config->worker_threads, 1) << cpus << " CPUs";
+    EXPECT_EQ(config->proxy_bytes, uint64_t{1} << 30) << cpus << " CPUs";
+    EXPECT_EQ(config->usable_cpus, cpus);
+  }
+  for (int cpus : {8, 16, 224}) {
+    Result<Config> config = Config::FromEnvironment(Env({}), cpus);
+    ASSERT_TRUE(config.ok()) << config.status().message();
+    EXPECT_EQ(config->worker_threads, 4) << cpus << " CPUs";
+    EXPECT_EQ(config->proxy_bytes, 256u << 10) << cpus << " CPUs";
+  }
+  // Fewer sockets than the default threads: the threads follow the sockets.
+  Result<Config> two_sockets = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NSOCKS", "2"}}), 16);
+  ASSERT_TRUE(two_sockets.ok());
+  EXPECT_EQ(two_sockets->worker_threads, 2);
+  EXPECT_EQ(two_sockets->proxy_bytes, 256u << 10);
+  Result<Config> one_socket = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NSOCKS", "1"}}), 16);
+  ASSERT_TRUE(one_socket.ok());
+  EXPECT_EQ(one_socket->worker_threads, 1);
+  EXPECT_EQ(one_socket->proxy_bytes, uint64_t{1} << 30);  // no worker to hand anything to
+}
+
+TEST(ConfigTest, TheProxyDefaultFollowsAThreadCountTheUserSet) {
+  // Threads asked for on a small host get the messages above 256 KiB; one thread on a large
+  // host moves everything itself; an explicit proxy limit always wins.
+  Result<Config> threads = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NTHREADS", "2"}}), 2);
+  ASSERT_TRUE(threads.ok());
+  EXPECT_EQ(threads->worker_threads, 2);
+  EXPECT_EQ(threads->proxy_bytes, 256u << 10);
+  Result<Config> one = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NTHREADS", "1"}}), 16);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->worker_threads, 1);
+  EXPECT_EQ(one->proxy_bytes, uint64_t{1} << 30);
+  Result<Config> both = Config::FromEnvironment(
+      Env({{"NCCL_DEVMEM_NTHREADS", "4"}, {"NCCL_DEVMEM_PROXY_BYTES", "1M"}}), 2);
+  ASSERT_TRUE(both.ok());
+  EXPECT_EQ(both->proxy_bytes, 1u << 20);
+  Result<Config> zero = Config::FromEnvironment(Env({{"NCCL_DEVMEM_PROXY_BYTES", "0"}}), 16);
+  ASSERT_TRUE(zero.ok());
+  EXPECT_EQ(zero->proxy_bytes, 0u);  // 0 is a value (every message to the workers), not "unset"
+}
+
+TEST(ConfigTest, UsableCpuCountMatchesTheAffinityMask) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  EXPECT_EQ(UsableCpuCount(), CPU_COUNT(&set));
 }
 
 TEST(ConfigTest, RejectsMoreThreadsThanSockets) {
