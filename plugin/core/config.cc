@@ -391,8 +391,8 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%u (%s)", kInline, inline_bytes, origin(kInline));
   log::Info(log::kEnv, "%s=%llu (%s)", kProxyBytes, static_cast<unsigned long long>(proxy_bytes),
             getenv_fn(kProxyBytes) != nullptr ? "env"
-            : worker_threads > 1              ? "default with worker threads: larger messages go to them"
-                                              : "default with one thread: every message on the caller");
+            : worker_threads > 1 ? "default with worker threads: larger messages go to them"
+                                 : "default with one thread: every message on the caller");
   log::Info(log::kEnv, "%s=%llu (%s)", kSocketBuffer,
             static_cast<unsigned long long>(socket_buffer_bytes), origin(kSocketBuffer));
   log::Info(log::kEnv, "%s=%d (%s)", kMaxRecvs, max_recvs, origin(kMaxRecvs));

@@ -46,7 +46,7 @@ struct Config {
   // NCCL_DEVMEM_PROXY_BYTES: messages up to this size move on the calling thread, larger ones
   // on the workers (default: DefaultProxyBytes of the thread count).
   uint64_t proxy_bytes = uint64_t{1} << 30;
-  int usable_cpus = 1;  // what the thread default was chosen for (logged)
+  int usable_cpus = 1;                  // what the thread default was chosen for (logged)
   int max_recvs = 1;                    // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = 30000;     // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
   int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)

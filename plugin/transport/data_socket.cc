@@ -153,11 +153,13 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
         if (!drain()) return Outcome::kFailed;
         if (!zerocopy->HasRoom()) return Outcome::kAwaitCompletions;
       }
+      zerocopy->WillSend(task->request);
       n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
                MSG_DONTWAIT | MSG_NOSIGNAL | MSG_ZEROCOPY);
-      if (n > 0) {
-        zerocopy->Sent(task->request);
-      } else if (n < 0 && errno == ENOBUFS) {
+      const int send_errno = errno;
+      if (n <= 0) zerocopy->SendFailed();
+      errno = send_errno;
+      if (n < 0 && errno == ENOBUFS) {
         // optmem is full of notifications: completions free it. With none in flight nothing
         // would, so this one call copies instead of failing or spinning.
         if (zerocopy->in_flight() > 0) {

@@ -16,7 +16,7 @@ bool ZeroCopyTracker::HasRoom() const {
   return count_ < kMaxInFlight;
 }
 
-void ZeroCopyTracker::Sent(Request* request) {
+void ZeroCopyTracker::WillSend(Request* request) {
   std::lock_guard<std::mutex> lock(mutex_);
   // HasRoom() was checked by the only thread that sends on this socket.
   Entry& entry = entries_[(head_ + count_) % kMaxInFlight];
@@ -26,6 +26,19 @@ void ZeroCopyTracker::Sent(Request* request) {
   ++count_;
   ++sends_;
   request->zerocopy_pending.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ZeroCopyTracker::SendFailed() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (count_ == 0) return;  // nothing recorded: a caller bug, but never an underflow
+  // The newest entry: its id was never used, so no completion can have marked it done.
+  Entry& entry = entries_[(head_ + count_ - 1) % kMaxInFlight];
+  if (entry.done || entry.id != next_id_ - 1) return;
+  entry.request->zerocopy_pending.fetch_sub(1, std::memory_order_relaxed);
+  entry.request = nullptr;
+  --count_;
+  --sends_;
+  --next_id_;
 }
 
 void ZeroCopyTracker::Complete(uint32_t lo, uint32_t hi, bool copied) {

@@ -29,9 +29,15 @@ class ZeroCopyTracker {
 
   // False when kMaxInFlight sends wait for completions: drain and wait (POLLERR) first.
   bool HasRoom() const;
-  // The sendmsg(MSG_ZEROCOPY) just made on the socket succeeded: its id belongs to `request`,
-  // whose zerocopy_pending it raises.
-  void Sent(Request* request);
+  // Records, BEFORE the sendmsg(MSG_ZEROCOPY) call, that the socket's next id will belong to
+  // `request` (whose zerocopy_pending it raises). Before, not after: another thread may drain
+  // the error queue while this one sends, and on loopback the completion can be there before
+  // sendmsg returns; a completion whose id is not recorded yet would be dropped as foreign,
+  // and its request would wait forever.
+  void WillSend(Request* request);
+  // The call WillSend announced failed, so the kernel used no id: forget the recorded one.
+  // Only the thread that called WillSend, before it sends again.
+  void SendFailed();
   // Reads every notification waiting on `fd`'s error queue without blocking and completes its
   // ids. An error only for a failed read or a notification that is not a zero-copy one.
   Status Drain(int fd);
