@@ -18,6 +18,7 @@
 #include "plugin/setup/nccl_env_guards.h"
 #include "plugin/setup/readiness.h"
 #include "plugin/setup/rx_plan.h"
+#include "plugin/setup/tx_setup.h"
 #include "plugin/transport/comm.h"
 #include "plugin/transport/connection.h"
 
@@ -154,12 +155,20 @@ abi::Result Init(abi::DebugLogger logger, int table_version) {
     needs.cuda_pointers |= gpu_rx;
     needs.unpack |= config->unpack == UnpackMode::kNccl;
   }
+  // Devmem TX: per NIC, once (tx_setup.h); needs a GPU whose memory exports as a dmabuf.
+  std::vector<std::string> tx_reasons = PlanTransmitPaths(devices.value());
+  for (const std::string& reason : tx_reasons) {
+    if (!reason.empty()) continue;
+    needs.devmem_tx = true;
+    needs.cuda_pointers = true;
+  }
   const NcclEnvPlan env_plan = PlanNcclEnvGuards(needs, EnvLookup);
   // A user value NCCL's unpack cannot live with: the plugin's consumer takes every receive.
   if (env_plan.unpack_unsafe) config->unpack = UnpackMode::kPlugin;
   ApplyNcclEnvGuards(env_plan);
   state.config = config.value();
-  state.devices = DeviceTable(std::move(devices).value(), std::move(plans), config->rails);
+  state.devices = DeviceTable(std::move(devices).value(), std::move(plans), config->rails,
+                              std::move(tx_reasons));
   state.gpu_present = gpu_present;
   state.ready = true;
   return abi::kSuccess;
@@ -233,7 +242,8 @@ abi::Result GetProperties(int dev, DeviceProperties* props) {
   // CUDA buffers only where a GPU consumer reads the RX region; on the plain path NCCL's own
   // host FIFO is cheaper than our staging.
   const bool gpu_rx = devmem_rx && (!config.emulate_devmem || State().gpu_present);
-  props->ptr_support = abi::kPtrHost | (gpu_rx ? abi::kPtrCuda : 0);
+  // Devmem TX sends CUDA buffers from GPU memory: NCCL may keep its send buffers there.
+  props->ptr_support = abi::kPtrHost | (gpu_rx || device->devmem_tx() ? abi::kPtrCuda : 0);
   props->speed_mbps = device->speed_mbps;  // a virtual NIC: its members' sum
   props->port = 0;
   props->latency_us = 0;
@@ -305,8 +315,14 @@ abi::Result Connect(int dev, void* handle, void** send_comm, abi::DeviceHandleV7
     if (device->is_virtual()) {
       for (const NetDevice& member : MembersOf(*device)) local.push_back(member.address);
     }
+    TxChoice tx;
+    if (device->devmem_tx()) {
+      tx.ifindex = MembersOf(*device)[0].ifindex;
+    } else {
+      tx.reason = device->name + ": " + device->tx_reason;
+    }
     Result<std::unique_ptr<Connector>> started =
-        Connector::Start(decoded.value(), State().config, local);
+        Connector::Start(decoded.value(), State().config, local, tx);
     if (!started.ok()) return Report("connect", started.status());
     connector = std::move(started).value();
   }

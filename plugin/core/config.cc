@@ -114,6 +114,7 @@ constexpr const char* kEmulate = "NCCL_DEVMEM_EMULATE";
 constexpr const char* kEmulateTx = "NCCL_DEVMEM_EMULATE_TX";
 constexpr const char* kRegion = "NCCL_DEVMEM_RX_REGION_BYTES";
 constexpr const char* kRequire = "NCCL_DEVMEM_REQUIRE";
+constexpr const char* kRequireTx = "NCCL_DEVMEM_REQUIRE_TX";
 constexpr const char* kQueues = "NCCL_DEVMEM_RX_QUEUES";
 constexpr const char* kSplit = "NCCL_DEVMEM_EMULATE_SPLIT_PERCENT";
 constexpr const char* kLinear = "NCCL_DEVMEM_EMULATE_LINEAR_PERCENT";
@@ -266,6 +267,10 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kRequire, 0, 1, &value));
   config.require_devmem = value == 1;
 
+  value = config.require_tx ? 1 : 0;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kRequireTx, 0, 1, &value));
+  config.require_tx = value == 1;
+
   if (const char* queues = getenv_fn(kQueues); queues != nullptr) {
     Result<std::vector<uint32_t>> parsed = ParseQueueList(queues);
     if (!parsed.ok()) return parsed.status();
@@ -404,6 +409,7 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%d (%s)", kEmulate, emulate_devmem ? 1 : 0, origin(kEmulate));
   log::Info(log::kEnv, "%s=%d (%s)", kEmulateTx, emulate_tx ? 1 : 0, origin(kEmulateTx));
   log::Info(log::kEnv, "%s=%d (%s)", kRequire, require_devmem ? 1 : 0, origin(kRequire));
+  log::Info(log::kEnv, "%s=%d (%s)", kRequireTx, require_tx ? 1 : 0, origin(kRequireTx));
   const std::string queues = JoinQueueIds(rx_queues);
   log::Info(log::kEnv, "%s=\"%s\" (%s)", kQueues, queues.empty() ? "last RX queue" : queues.c_str(),
             origin(kQueues));

@@ -58,7 +58,10 @@ struct Config {
   // NCCL_DEVMEM_EMULATE_TX: sends go out with MSG_ZEROCOPY from host memory, completions
   // tracked as devmem TX would track them (a test mode; logged on every send comm).
   bool emulate_tx = false;
-  bool require_devmem = false;      // NCCL_DEVMEM_REQUIRE
+  bool require_devmem = false;  // NCCL_DEVMEM_REQUIRE
+  // NCCL_DEVMEM_REQUIRE_TX: a send connection, or a CUDA send buffer, that cannot use devmem TX
+  // fails (connect / regMr) instead of staging through host memory.
+  bool require_tx = false;
   std::vector<uint32_t> rx_queues;  // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
   // NCCL_DEVMEM_RX_REGION_BYTES: the RX region of one NIC (devmem) or one receive comm
   // (emulation). Unset: emulation uses 64 MiB, devmem the in-flight budget

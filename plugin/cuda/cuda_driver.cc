@@ -56,6 +56,7 @@ Result<const CudaDriver*> CudaDriver::Get() {
         Resolve(lib, "cuMemAlloc_v2", &candidate->mem_alloc_) &&
         Resolve(lib, "cuMemFree_v2", &candidate->mem_free_);
     Resolve(lib, "cuMemGetHandleForAddressRange", &candidate->get_handle_for_address_range_);
+    Resolve(lib, "cuMemGetAddressRange_v2", &candidate->mem_get_address_range_);
     if (!ok) {
       failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");
       delete candidate;
@@ -219,6 +220,16 @@ Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes) const {
   if (result != 0) result = get_handle_for_address_range_(&fd, ptr, bytes, kDmaBufFd, 0);
   DEVMEM_RETURN_IF_ERROR(Check(result, "cuMemGetHandleForAddressRange(DMA_BUF_FD)"));
   return fd;
+}
+
+Result<CudaDriver::AllocationRange> CudaDriver::AllocationOf(CUdeviceptr ptr) const {
+  if (mem_get_address_range_ == nullptr) {
+    return Status::Error(ErrorKind::kSystem, "the CUDA driver lacks cuMemGetAddressRange_v2");
+  }
+  AllocationRange range;
+  DEVMEM_RETURN_IF_ERROR(
+      Check(mem_get_address_range_(&range.base, &range.bytes, ptr), "cuMemGetAddressRange"));
+  return range;
 }
 
 }  // namespace devmem

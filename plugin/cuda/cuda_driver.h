@@ -78,6 +78,12 @@ class CudaDriver final {
   static void AbandonGpuWork();
   static bool GpuWorkAbandoned();
   Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes) const;
+  // The CUDA allocation that contains `ptr` (cuMemGetAddressRange): its base and size.
+  struct AllocationRange {
+    CUdeviceptr base = 0;
+    size_t bytes = 0;
+  };
+  Result<AllocationRange> AllocationOf(CUdeviceptr ptr) const;
 
  private:
   friend class ScopedDeviceContext;
@@ -112,6 +118,7 @@ class CudaDriver final {
   // Optional (CUDA >= 11.7): without it, GPU memory cannot be exported as a dmabuf.
   CUresult (*get_handle_for_address_range_)(void*, CUdeviceptr, size_t, int,
                                             unsigned long long) = nullptr;
+  CUresult (*mem_get_address_range_)(CUdeviceptr*, size_t*, CUdeviceptr) = nullptr;
 };
 
 }  // namespace devmem

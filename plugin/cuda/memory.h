@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "plugin/core/status.h"
@@ -17,6 +18,16 @@ struct MemoryRegion {
   size_t size = 0;
   int type = 0;  // nccl::kPtrHost or nccl::kPtrCuda
   bool is_cuda() const;
+  // Devmem TX (a CUDA buffer of a send comm whose NIC sends from device memory): the buffer's
+  // allocation is bound for transmit as dmabuf `tx_dmabuf_id`, and `data` lies at byte
+  // `tx_data_offset` of it, so sends name offsets instead of copying to the host. `tx_binding`
+  // keeps that binding (and its exported dmabuf) alive while the registration lives
+  // (plugin/setup/tx_setup.h). Empty: CUDA sends stage through pinned host memory.
+  std::shared_ptr<const void> tx_binding;
+  uint32_t tx_dmabuf_id = 0;
+  uint64_t tx_data_offset = 0;
+  int tx_ifindex = 0;  // the NIC the binding is for
+  bool devmem_tx() const { return tx_binding != nullptr; }
 };
 
 // Pinned, device-mapped host memory of a fixed size (cuMemHostAlloc), allocated in `gpu`'s

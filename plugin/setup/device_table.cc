@@ -7,13 +7,15 @@
 namespace devmem {
 
 DeviceTable::DeviceTable(std::vector<NetDevice> devices, std::vector<RxPlan> plans,
-                         const std::vector<RailAssignment>& rails)
+                         const std::vector<RailAssignment>& rails,
+                         std::vector<std::string> tx_reasons)
     : physical_(std::move(devices)) {
   for (size_t i = 0; i < physical_.size(); ++i) {
     DeviceEntry entry;
     entry.name = physical_[i].name;
     entry.members = {static_cast<int>(i)};
     if (i < plans.size()) entry.plan = std::move(plans[i]);
+    if (i < tx_reasons.size()) entry.tx_reason = std::move(tx_reasons[i]);
     entry.pci_path = physical_[i].pci_path;
     entry.speed_mbps = physical_[i].speed_mbps;
     if (const RailAssignment* rail = FindRail(rails, physical_[i].name); rail != nullptr) {
@@ -110,6 +112,10 @@ Result<int> DeviceTable::MakeVirtual(const int* devs, int ndevs, int max_devs, b
   } else {
     entry.plan.plain_reason = plain_reason;
   }
+  // A bind-tx names one NIC, and a connection's data sockets leave through several.
+  entry.tx_reason =
+      "devmem TX on a virtual NIC needs one binding per member NIC, which the plugin does not "
+      "do yet";
   const int index = static_cast<int>(entries_.size());
   log::Info(log::kInit,
             "virtual NIC %d: %s (%d NICs), %d Mb/s, rail %d, plane %d; data sockets spread "

@@ -26,6 +26,10 @@ struct DeviceEntry {
   int speed_mbps = 0;        // the members' sum
   int16_t rail = -1;         // NCCL_DEVMEM_RAILS; a virtual NIC: the members' common one
   int16_t plane = -1;
+  // Devmem TX (tx_setup.h): empty when CUDA send buffers may be sent from GPU memory on this
+  // NIC, else why they stage through host memory (decided at init, logged once per NIC).
+  std::string tx_reason = "not checked";
+  bool devmem_tx() const { return tx_reason.empty(); }
   bool is_virtual() const { return members.size() > 1; }
 };
 
@@ -33,8 +37,9 @@ class DeviceTable {
  public:
   DeviceTable() = default;
   // One entry per physical NIC with its plan (same order) and its rail assignment.
+  // `tx_reasons`: DeviceEntry::tx_reason per NIC (same order; missing: "not checked").
   DeviceTable(std::vector<NetDevice> devices, std::vector<RxPlan> plans,
-              const std::vector<RailAssignment>& rails);
+              const std::vector<RailAssignment>& rails, std::vector<std::string> tx_reasons = {});
 
   size_t size() const { return entries_.size(); }
   size_t physical_count() const { return physical_.size(); }

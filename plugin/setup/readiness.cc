@@ -19,6 +19,7 @@
 #include "plugin/devmem/netdev_netlink.h"
 #include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/uapi.h"
+#include "plugin/setup/tx_setup.h"
 
 namespace devmem {
 namespace {
@@ -302,24 +303,19 @@ ReadinessReport CheckNicTx(const NetDevice& device) {
     report.Add(nic, "netmem tx", Verdict::kSkip, "loopback: no NIC to send from device memory");
     return report;
   }
-  UniqueFd probe(static_cast<int>(syscall(SYS_memfd_create, "devmem-tx-probe", 0)));
-  if (!probe.valid() || ftruncate(probe.get(), 4096) != 0) {
-    report.Add(nic, "netmem tx", Verdict::kSkip,
-               Format("memfd for the probe: %s", strerror(errno)));
-    return report;
-  }
-  Result<TxBinding> binding = TxBinding::Bind(device.ifindex, probe.get());
-  const std::string why = binding.ok() ? "" : binding.status().message();
-  if (binding.ok() ||
-      (why.find("netmem TX") == std::string::npos && why.find("errno 95") == std::string::npos)) {
-    // Refused only for the fake dmabuf (or, unexpectedly, bound and now dropped again).
+  Status probe = ProbeNetmemTx(device.ifindex);
+  const std::string& why = probe.message();
+  if (probe.ok()) {
     report.Add(nic, "netmem tx", Verdict::kPass,
-               "bind-tx reaches the dmabuf stage: the driver sends from netmem (devmem TX is not "
-               "used by the plugin yet; CUDA send buffers stage through host memory)");
+               "bind-tx reaches the dmabuf stage: the driver sends from netmem, so NCCL's CUDA "
+               "send buffers are bound for devmem TX (with a GPU that exports dmabufs)");
   } else if (why.find("netmem TX") != std::string::npos) {
-    report.Add(
-        nic, "netmem tx", Verdict::kSkip,
-        "driver without netmem TX (" + why + "); sends stage CUDA buffers through host memory");
+    report.Add(nic, "netmem tx", Verdict::kSkip,
+               "driver without netmem TX (" + why +
+                   "); sends stage CUDA buffers through host "
+                   "memory");
+  } else if (why.find("memfd") != std::string::npos) {
+    report.Add(nic, "netmem tx", Verdict::kSkip, why);
   } else {
     report.Add(nic, "netmem tx", Verdict::kSkip,
                "the kernel has no bind-tx (Linux >= 6.16): " + why);

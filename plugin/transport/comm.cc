@@ -104,7 +104,7 @@ void Comm::ProgressProxy() {
 }
 
 int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* results,
-                       uint64_t seq, bool scatter_now, uint64_t allowed) {
+                       uint64_t seq, bool scatter_now, uint64_t allowed, uint32_t tx_dmabuf_id) {
   const auto sockets = static_cast<uint32_t>(data_sockets_.size());
   const StripePlan plan = PlanStripes(size, params_.chunk_bytes, sockets, next_first_socket_);
   uint32_t order[kMaxDataSockets];
@@ -137,6 +137,7 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
     task.result = results != nullptr ? &results[s] : nullptr;
     task.seq = seq;
     task.scatter_now = scatter_now;
+    task.tx_dmabuf_id = tx_dmabuf_id;
     // Count before publishing: the worker may finish the task before QueueTask returns.
     request->pending_tasks.fetch_add(1, std::memory_order_relaxed);
     QueueTask(s, task, by_proxy);
@@ -160,6 +161,40 @@ Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
   if (data == nullptr && size > 0) {
     return Status::Error(ErrorKind::kInvalidArgument, "regMr of %zu bytes at NULL", size);
   }
+  auto region = std::make_unique<MemoryRegion>();
+  region->data = data;
+  region->size = size;
+  region->type = type;
+  if (type == nccl::kPtrCuda && direction_ == Direction::kSend && params_.devmem_tx_ifindex > 0) {
+    TxBinder& binder = params_.tx_binder != nullptr ? *params_.tx_binder : TxBinder::Process();
+    Result<TxMapping> mapping = binder.Map(params_.devmem_tx_ifindex, data, size);
+    if (mapping.ok()) {
+      region->tx_binding = mapping->binding;
+      region->tx_dmabuf_id = mapping->dmabuf_id;
+      region->tx_data_offset = mapping->data_offset;
+      region->tx_ifindex = params_.devmem_tx_ifindex;
+      if (!logged_tx_) {
+        logged_tx_ = true;
+        log::Info(log::kNet,
+                  "%s: devmem TX: CUDA send buffers are bound for transmit (dmabuf id %u) and "
+                  "sent from GPU memory with MSG_ZEROCOPY, no host copy",
+                  description_.c_str(), mapping->dmabuf_id);
+      }
+      return region.release();  // owned by the caller until deregMr
+    }
+    Status refused =
+        mapping.status().WithContext("devmem TX for a CUDA send buffer on " + description_);
+    if (params_.require_tx) {
+      return refused.WithContext("NCCL_DEVMEM_REQUIRE_TX=1");
+    }
+    if (!logged_tx_refusal_) {
+      logged_tx_refusal_ = true;
+      log::Warn(
+          "%s; such buffers stage through host memory (NCCL_DEVMEM_REQUIRE_TX=1 makes "
+          "this an error)",
+          refused.message().c_str());
+    }
+  }
   if (type == nccl::kPtrCuda) {
     Result<const CudaDriver*> driver = CudaDriver::Get();
     if (!driver.ok()) {
@@ -175,11 +210,7 @@ Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
       log::Info(log::kNet, "%s: %s", description_.c_str(), CudaBufferPath());
     }
   }
-  auto* region = new MemoryRegion();  // owned by the caller until deregMr
-  region->data = data;
-  region->size = size;
-  region->type = type;
-  return region;
+  return region.release();  // owned by the caller until deregMr
 }
 
 Result<CopyStream*> Comm::StagingCopyStream(int device) {
@@ -200,7 +231,7 @@ void Comm::LogClose() const {
     zerocopy_done += socket->zerocopy->completed();
     zerocopy_copied += socket->zerocopy->copied();
   }
-  if (params_.zerocopy_tx) {
+  if (params_.zerocopy_tx || params_.devmem_tx_ifindex > 0) {
     // Copied completions: the kernel copied after all (always on loopback and veth; a NIC
     // that cannot send from these pages does too).
     log::Info(log::kNet,
@@ -243,7 +274,7 @@ Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector
   // Room for a header (and inline payload) of every request in the pool.
   comm->tx_ring_.resize(nccl::kNetMaxRequests *
                         (wire::MessageHeader::kMaxSize + params.inline_bytes));
-  if (params.zerocopy_tx) {
+  if (params.zerocopy_tx || params.devmem_tx_ifindex > 0) {
     for (auto& socket : comm->data_sockets_) socket->zerocopy = std::make_unique<ZeroCopyTracker>();
   }
   DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-tx"));
@@ -312,10 +343,21 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
                            size, region->data, region->size);
     }
   }
+  if (region != nullptr && region->devmem_tx() && region->tx_ifindex != params_.devmem_tx_ifindex) {
+    // Its offsets name a dmabuf bound to another NIC (an mhandle of another comm).
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "isend with an mhandle bound for devmem TX on ifindex %d, but %s sends "
+                         "%s",
+                         region->tx_ifindex, description_.c_str(),
+                         params_.devmem_tx_ifindex > 0 ? "on another NIC" : "without devmem TX");
+  }
   Request* request = pool_.Acquire(this, Request::Kind::kSend);
   if (request == nullptr) return static_cast<Request*>(nullptr);
 
-  const bool is_inline = size <= params_.inline_bytes;
+  // Devmem TX: the bytes stay in GPU memory and go out by dmabuf offset, never inline (that
+  // would need them on the host).
+  const bool devmem_tx = region != nullptr && region->devmem_tx() && size > 0;
+  const bool is_inline = size <= params_.inline_bytes && !devmem_tx;
   wire::MessageHeader header;
   header.kind = is_inline ? wire::MessageHeader::kInline : wire::MessageHeader::kStriped;
   header.tag = tag;
@@ -335,7 +377,13 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   }
 
   char* source = static_cast<char*>(data);
-  if (region != nullptr && region->is_cuda() && size > 0) {
+  if (devmem_tx) {
+    // The message's offset in the bound dmabuf stands in for its address (QueueStripes).
+    const uint64_t offset =
+        region->tx_data_offset + static_cast<uint64_t>(static_cast<const char*>(data) -
+                                                       static_cast<const char*>(region->data));
+    source = reinterpret_cast<char*>(static_cast<uintptr_t>(offset));
+  } else if (region != nullptr && region->is_cuda() && size > 0) {
     Result<char*> staging = request->staging.Reserve(size);
     Result<CopyStream*> stream = StagingCopyStream(/*device=*/-1);
     Status copied = !staging.ok()  ? staging.status()
@@ -366,7 +414,8 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   request->subs[0] = sub;
   if (!is_inline && size > 0) {
     QueueStripes(request, source, size, nullptr, 0, false,
-                 header.kind == wire::MessageHeader::kStripedOver ? header.sockets : 0);
+                 header.kind == wire::MessageHeader::kStripedOver ? header.sockets : 0,
+                 devmem_tx ? region->tx_dmabuf_id : 0);
   }
 
   ++counters_.messages;

@@ -18,6 +18,7 @@
 #include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/memory.h"
 #include "plugin/setup/rx_path.h"
+#include "plugin/setup/tx_setup.h"
 #include "plugin/transport/data_socket.h"
 #include "plugin/transport/request.h"
 #include "plugin/transport/wire.h"
@@ -43,6 +44,13 @@ struct ConnectionParams {
   // Sender: data sockets send with MSG_ZEROCOPY (SO_ZEROCOPY set before connect) and a send
   // completes only once the kernel reported its zero-copy completions (local).
   bool zerocopy_tx = false;
+  // Sender: devmem TX runs on this connection's NIC (its ifindex; 0: it does not). CUDA buffers
+  // registered on the comm are bound for transmit (plugin/setup/tx_setup.h) and sent by dmabuf
+  // offset with MSG_ZEROCOPY; a buffer the binder refuses stages through host memory, unless
+  // `require_tx` (NCCL_DEVMEM_REQUIRE_TX) makes the refusal regMr's error (local).
+  int devmem_tx_ifindex = 0;
+  bool require_tx = false;
+  TxBinder* tx_binder = nullptr;  // null: TxBinder::Process() (tests pass their own)
 };
 
 struct CommCounters {
@@ -94,8 +102,11 @@ class Comm {
   // Queues the tasks of one message striped across the data sockets; returns how many.
   // `results` (one per data socket) and `seq` are for frag receivers (devmem modes).
   // `allowed`: the data sockets the message is dealt over (bit s: socket s; 0: all).
+  // `tx_dmabuf_id` (sender, devmem TX): `base` is the message's byte offset in that bound
+  // dmabuf, not an address.
   int QueueStripes(Request* request, char* base, uint64_t size, FragResult* results = nullptr,
-                   uint64_t seq = 0, bool scatter_now = false, uint64_t allowed = 0);
+                   uint64_t seq = 0, bool scatter_now = false, uint64_t allowed = 0,
+                   uint32_t tx_dmabuf_id = 0);
   void LogClose() const;
   // The comm's stream for staging copies, created on first use in GPU `device`'s primary
   // context (device < 0: the calling thread's current context, NCCL's proxy thread's).
@@ -114,6 +125,8 @@ class Comm {
   CommCounters counters_;
   uint32_t next_first_socket_ = 0;
   bool logged_staging_ = false;
+  bool logged_tx_ = false;          // the first devmem TX registration was logged
+  bool logged_tx_refusal_ = false;  // the first refused one was (WARN, once per comm)
   std::optional<CopyStream> staging_stream_;
   WorkerCounters proxy_counters_;
   SocketMover proxy_mover_;

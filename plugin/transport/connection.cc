@@ -384,9 +384,15 @@ int DataSocketsFor(int configured, size_t local_members, size_t remote_members) 
   return std::min(rounded, kMaxDataSockets / members * members);
 }
 
-Result<std::unique_ptr<Connector>> Connector::Start(
-    const wire::ListenHandle& handle, const Config& config,
-    const std::vector<SocketAddress>& local_members) {
+Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& handle,
+                                                    const Config& config,
+                                                    const std::vector<SocketAddress>& local_members,
+                                                    const TxChoice& tx) {
+  if (config.require_tx && tx.ifindex <= 0) {
+    return Status::Error(ErrorKind::kSystem,
+                         "NCCL_DEVMEM_REQUIRE_TX=1, but devmem TX does not run on this NIC: %s",
+                         tx.reason.empty() ? "unknown" : tx.reason.c_str());
+  }
   std::unique_ptr<Connector> connector(new Connector());
   // Remote members: the handle's first address, then the others on the same port.
   std::vector<SocketAddress> remote = {handle.address};
@@ -412,6 +418,8 @@ Result<std::unique_ptr<Connector>> Connector::Start(
   connector->params_.adaptive_stripes =
       config.adaptive_stripes && (remote.size() > 1 || local_members.size() > 1);
   connector->params_.zerocopy_tx = config.emulate_tx;
+  connector->params_.devmem_tx_ifindex = std::max(tx.ifindex, 0);
+  connector->params_.require_tx = config.require_tx;
   connector->params_.worker_threads = config.worker_threads;
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;
@@ -427,15 +435,24 @@ Result<std::unique_ptr<Connector>> Connector::Start(
     if (!fd.ok()) return fd.status();
     SetLiveness(fd->get(), config);
     SetBuffers(fd->get(), config);  // before connect: the window scale is chosen from it
-    if (i > 0 && connector->params_.zerocopy_tx) {
+    if (i > 0 && (connector->params_.zerocopy_tx || connector->params_.devmem_tx_ifindex > 0)) {
       int one = 1;
       if (setsockopt(fd->get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) != 0) {
         // Old kernels and some socket types refuse it: this connection sends by copy.
-        log::Warn(
-            "NCCL_DEVMEM_EMULATE_TX=1 but SO_ZEROCOPY failed (%s): this connection to %s "
-            "sends by copy",
-            strerror(errno), to.ToString().c_str());
+        const int err = errno;
+        if (config.require_tx && connector->params_.devmem_tx_ifindex > 0) {
+          return Status::Errno(err,
+                               "NCCL_DEVMEM_REQUIRE_TX=1, but SO_ZEROCOPY (which devmem "
+                               "TX needs) failed on a data socket to %s",
+                               to.ToString().c_str());
+        }
+        log::Warn("SO_ZEROCOPY failed (%s): this connection to %s sends by copy%s", strerror(err),
+                  to.ToString().c_str(),
+                  connector->params_.devmem_tx_ifindex > 0
+                      ? ", CUDA buffers staged through host memory (no devmem TX)"
+                      : " (NCCL_DEVMEM_EMULATE_TX=1 asked for MSG_ZEROCOPY)");
         connector->params_.zerocopy_tx = false;
+        connector->params_.devmem_tx_ifindex = 0;
       }
     }
     if (bind_source) {
@@ -544,7 +561,12 @@ Result<std::unique_ptr<SendComm>> Connector::Progress() {
       Format("send comm ->%s (%d data sockets, %d threads, %llu-byte chunks%s)", peer.c_str(),
              params_.data_sockets, params_.worker_threads,
              static_cast<unsigned long long>(params_.chunk_bytes), members_.c_str());
-  if (params_.zerocopy_tx) {
+  if (params_.devmem_tx_ifindex > 0) {
+    log::Info(log::kNet,
+              "%s: devmem TX: CUDA send buffers are sent from GPU memory (bind-tx + "
+              "MSG_ZEROCOPY), host buffers by plain TCP",
+              description.c_str());
+  } else if (params_.zerocopy_tx) {
     log::Info(log::kNet,
               "%s: EMULATED devmem TX (NCCL_DEVMEM_EMULATE_TX=1, a test mode): chunks go out "
               "with MSG_ZEROCOPY from the host buffer, and a send completes only after the "

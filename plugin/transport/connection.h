@@ -90,13 +90,20 @@ class ListenComm final {
 // member carries the same share.
 int DataSocketsFor(int configured, size_t local_members, size_t remote_members);
 
+// Whether a send connection's NIC runs devmem TX (DeviceEntry::tx_reason at init).
+struct TxChoice {
+  int ifindex = 0;     // > 0: devmem TX on this NIC
+  std::string reason;  // ifindex 0: why not (NCCL_DEVMEM_REQUIRE_TX=1 fails with it)
+};
+
 class Connector final {
  public:
   // `local_members`: the source addresses of the sending (virtual) NIC's members, one per
   // member; empty or one: the kernel picks the source as before (no bind).
+  // `tx`: whether this NIC runs devmem TX (DeviceEntry::tx_reason at init).
   static Result<std::unique_ptr<Connector>> Start(
       const wire::ListenHandle& handle, const Config& config,
-      const std::vector<SocketAddress>& local_members = {});
+      const std::vector<SocketAddress>& local_members = {}, const TxChoice& tx = TxChoice());
   // A SendComm once the receiver accepted us; nullptr while in progress.
   Result<std::unique_ptr<SendComm>> Progress();
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "plugin/devmem/devmem_tx.h"
 #include "plugin/transport/request.h"
 
 namespace devmem {
@@ -153,20 +154,40 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
         if (!drain()) return Outcome::kFailed;
         if (!zerocopy->HasRoom()) return Outcome::kAwaitCompletions;
       }
+      const bool devmem_tx = task->tx_dmabuf_id != 0;
       zerocopy->WillSend(task->request);
-      n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
-               MSG_DONTWAIT | MSG_NOSIGNAL | MSG_ZEROCOPY);
+      if (devmem_tx) {
+        const auto offset = reinterpret_cast<uintptr_t>(task->base) + chunk_start;
+        n = SendDevmemTx(fd, task->tx_dmabuf_id, offset + task->done_in_chunk, remaining);
+      } else {
+        n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
+                 MSG_DONTWAIT | MSG_NOSIGNAL | MSG_ZEROCOPY);
+      }
       const int send_errno = errno;
       if (n <= 0) zerocopy->SendFailed();
       errno = send_errno;
       if (n < 0 && errno == ENOBUFS) {
-        // optmem is full of notifications: completions free it. With none in flight nothing
-        // would, so this one call copies instead of failing or spinning.
+        // optmem is full of notifications: completions free it.
         if (zerocopy->in_flight() > 0) {
           return drain() ? Outcome::kAwaitCompletions : Outcome::kFailed;
         }
+        if (devmem_tx) {
+          // Device memory cannot be copied by send(): with nothing in flight no completion
+          // will free optmem, so waiting would hang.
+          health_->Fail(Status::Error(ErrorKind::kSystem,
+                                      "devmem TX sendmsg: ENOBUFS with no zero-copy send in "
+                                      "flight: net.core.optmem_max is too small for even one "
+                                      "notification"));
+          return Outcome::kFailed;
+        }
+        // With none in flight nothing would free optmem, so this one call copies instead of
+        // failing or spinning.
         n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
                  MSG_DONTWAIT | MSG_NOSIGNAL);
+      } else if (n < 0 && devmem_tx && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        health_->Fail(
+            Status::Error(ErrorKind::kSystem, "%s", DescribeDevmemTxError(errno).c_str()));
+        return Outcome::kFailed;
       }
     } else if (direction_ == Direction::kSend) {
       n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,

@@ -84,6 +84,9 @@ struct SocketTask {
   FragResult* result = nullptr;  // devmem modes: where deferred frags and tokens are recorded
   bool scatter_now = false;      // devmem modes: host destination, the worker scatters at once
   uint64_t seq = 0;              // devmem modes: message sequence number (reserve policy)
+  // Send, devmem TX: `base` is the message's byte offset in the dmabuf bound as this id
+  // (plugin/devmem/devmem_tx.h), and chunks go out with SendDevmemTx. 0: `base` is an address.
+  uint32_t tx_dmabuf_id = 0;
 };
 
 // 32 requests x 8 sub-requests can each put at most one task on a socket.

@@ -1,0 +1,170 @@
+#include "plugin/setup/tx_setup.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "plugin/core/log.h"
+#include "plugin/cuda/cuda_driver.h"
+#include "plugin/devmem/netdev_netlink.h"
+
+namespace devmem {
+
+namespace {
+constexpr uint64_t kPageBytes = 4096;  // dmabuf exports and bind-tx work in host pages
+}  // namespace
+
+Status ProbeNetmemTx(int ifindex) {
+  UniqueFd probe(static_cast<int>(syscall(SYS_memfd_create, "devmem-tx-probe", 0)));
+  if (!probe.valid() || ftruncate(probe.get(), kPageBytes) != 0) {
+    return Status::Errno(errno, "memfd for the netmem TX probe");
+  }
+  Result<TxBinding> binding = TxBinding::Bind(ifindex, probe.get());
+  if (binding.ok()) return Status::Ok();  // bound (and dropped again): surely ready
+  const std::string why = binding.status().message();
+  if (why.find("netmem TX") != std::string::npos || why.find("errno 95") != std::string::npos) {
+    return binding.status();
+  }
+  return Status::Ok();  // refused only for the fake dmabuf
+}
+
+std::string TxUnavailableReason(const NetDevice& device, bool gpu_dmabuf_ok,
+                                const std::string& gpu_reason) {
+  if (device.loopback) return "loopback: no NIC to send from device memory";
+  if (!gpu_dmabuf_ok) return gpu_reason;
+  Status probe = ProbeNetmemTx(device.ifindex);
+  if (!probe.ok()) return "bind-tx refused: " + probe.message();
+  return "";
+}
+
+std::vector<std::string> PlanTransmitPaths(const std::vector<NetDevice>& devices) {
+  // The GPU side once: any GPU of this host whose memory exports as a dmabuf.
+  bool gpu_ok = false;
+  std::string gpu_reason;
+  const bool any_nic =
+      std::any_of(devices.begin(), devices.end(), [](const NetDevice& d) { return !d.loopback; });
+  if (any_nic) {
+    Result<const CudaDriver*> driver = CudaDriver::Get();
+    Result<int> count = driver.ok() ? driver.value()->DeviceCount() : Result<int>(driver.status());
+    if (!count.ok()) {
+      gpu_reason = "no CUDA driver (" + count.status().message() + ")";
+    } else if (count.value() == 0) {
+      gpu_reason = "no GPU";
+    } else {
+      gpu_reason = "no GPU exports its memory as a dmabuf (CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED)";
+      for (int gpu = 0; gpu < count.value() && !gpu_ok; ++gpu) {
+        Result<bool> supported = driver.value()->DmaBufSupported(gpu);
+        gpu_ok = supported.ok() && supported.value();
+      }
+    }
+  }
+  std::vector<std::string> reasons;
+  for (const NetDevice& device : devices) {
+    reasons.push_back(TxUnavailableReason(device, gpu_ok, gpu_reason));
+    if (reasons.back().empty()) {
+      log::Info(log::kInit,
+                "NIC %s: devmem TX: CUDA send buffers are bound for transmit and sent from GPU "
+                "memory",
+                device.name.c_str());
+    } else {
+      log::Info(log::kInit,
+                "NIC %s: CUDA send buffers stage through host memory (no devmem TX: %s)",
+                device.name.c_str(), reasons.back().c_str());
+    }
+  }
+  return reasons;
+}
+
+TxBinderOps RealTxBinderOps() {
+  TxBinderOps ops;
+  ops.allocation_of = [](uint64_t address) -> Result<TxBinderOps::Allocation> {
+    Result<const CudaDriver*> driver = CudaDriver::Get();
+    if (!driver.ok()) return driver.status();
+    Result<CudaDriver::AllocationRange> range = driver.value()->AllocationOf(address);
+    if (!range.ok()) return range.status();
+    return TxBinderOps::Allocation{range->base, range->bytes};
+  };
+  ops.export_dmabuf = [](uint64_t base, size_t bytes) -> Result<UniqueFd> {
+    Result<const CudaDriver*> driver = CudaDriver::Get();
+    if (!driver.ok()) return driver.status();
+    Result<int> fd = driver.value()->ExportDmabuf(base, bytes);
+    if (!fd.ok()) return fd.status();
+    return UniqueFd(fd.value());
+  };
+  ops.bind = [](int ifindex, int dmabuf_fd) -> Result<TxBinderOps::Bound> {
+    Result<TxBinding> binding = TxBinding::Bind(ifindex, dmabuf_fd);
+    if (!binding.ok()) return binding.status();
+    const uint32_t id = binding->dmabuf_id();
+    return TxBinderOps::Bound{std::make_shared<TxBinding>(std::move(binding).value()), id};
+  };
+  return ops;
+}
+
+TxBinder& TxBinder::Process() {
+  static TxBinder* binder = new TxBinder(RealTxBinderOps());  // never destroyed: comms may
+  return *binder;                                             // outlive static destructors
+}
+
+Result<TxMapping> TxBinder::Map(int ifindex, const void* data, size_t size) {
+  const auto address = reinterpret_cast<uint64_t>(data);
+  Result<TxBinderOps::Allocation> allocation = ops_.allocation_of(address);
+  if (!allocation.ok()) {
+    return allocation.status().WithContext(
+        Format("finding the CUDA allocation of send buffer %p", data));
+  }
+  const uint64_t base = allocation->base;
+  if (address < base || address - base + size > allocation->bytes) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "send buffer [%p, +%zu) is not inside one CUDA allocation ([0x%llx, "
+                         "+%zu))",
+                         data, size, static_cast<unsigned long long>(base), allocation->bytes);
+  }
+  if (base % kPageBytes != 0) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "the CUDA allocation at 0x%llx is not page-aligned: it cannot be "
+                         "exported as a dmabuf",
+                         static_cast<unsigned long long>(base));
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  Entry& entry = entries_[{ifindex, base}];
+  std::shared_ptr<const void> binding = entry.binding.lock();
+  if (binding == nullptr || entry.bytes != allocation->bytes) {
+    // Pages of the allocation, rounded up: the export and bind work on whole pages.
+    const size_t bytes = (allocation->bytes + kPageBytes - 1) / kPageBytes * kPageBytes;
+    Result<UniqueFd> fd = ops_.export_dmabuf(base, bytes);
+    if (!fd.ok()) {
+      return fd.status().WithContext(
+          Format("exporting CUDA allocation [0x%llx, +%zu) as a dmabuf for devmem TX",
+                 static_cast<unsigned long long>(base), bytes));
+    }
+    Result<TxBinderOps::Bound> bound = ops_.bind(ifindex, fd->get());
+    if (!bound.ok()) {
+      return bound.status().WithContext(
+          Format("bind-tx of CUDA allocation [0x%llx, +%zu) to ifindex %d",
+                 static_cast<unsigned long long>(base), bytes, ifindex));
+    }
+    // The binding holds the dmabuf itself (the kernel took its reference); our fd can go.
+    binding = bound->owner;
+    entry = Entry{base, allocation->bytes, bound->dmabuf_id, binding};
+  }
+  return TxMapping{binding, entry.dmabuf_id, address - base};
+}
+
+size_t TxBinder::live_bindings() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t live = 0;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second.binding.expired()) {
+      it = entries_.erase(it);
+    } else {
+      ++live;
+      ++it;
+    }
+  }
+  return live;
+}
+
+}  // namespace devmem

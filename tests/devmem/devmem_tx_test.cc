@@ -1,0 +1,214 @@
+// Devmem TX sends and the binder that binds NCCL's CUDA send buffers, on the real kernel where
+// it answers (loopback has no netmem TX, so every refusal here is the kernel's own) and with
+// the CUDA steps behind TxBinderOps where no GPU exists.
+#include "plugin/devmem/devmem_tx.h"
+
+#include <gtest/gtest.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "plugin/devmem/uapi.h"
+#include "plugin/setup/tx_setup.h"
+#include "tests/common/tcp_pair.h"
+
+namespace devmem {
+namespace {
+
+// The kernel takes exactly one u32 dmabuf id in an SCM_DEVMEM_DMABUF cmsg of length
+// CMSG_LEN(sizeof(u32)), anything else is EINVAL (net/core/sock.c __sock_cmsg_send, case
+// SCM_DEVMEM_DMABUF), and reads iov_base as a byte offset into the bound dmabuf
+// (Documentation/networking/devmem.rst, "TX path"; ncdevmem.c do_client).
+TEST(DevmemTxMessageTest, CarriesTheIdInOneU32CmsgAndTheOffsetAsIovBase) {
+  iovec iov;
+  DevmemTxControl control;
+  msghdr msg;
+  BuildDevmemTxMessage(0xabcdef01u, (uint64_t{3} << 32) + 4096, 65536, &iov, &control, &msg);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(iov.iov_base), (uint64_t{3} << 32) + 4096);
+  EXPECT_EQ(iov.iov_len, 65536u);
+  ASSERT_EQ(msg.msg_iov, &iov);
+  EXPECT_EQ(msg.msg_iovlen, 1u);
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  ASSERT_NE(cmsg, nullptr);
+  EXPECT_EQ(cmsg->cmsg_level, SOL_SOCKET);
+  EXPECT_EQ(cmsg->cmsg_type, 79);  // SCM_DEVMEM_DMABUF, include/uapi/asm-generic/socket.h
+  EXPECT_EQ(cmsg->cmsg_len, CMSG_LEN(sizeof(uint32_t)));
+  uint32_t id = 0;
+  memcpy(&id, CMSG_DATA(cmsg), sizeof(id));
+  EXPECT_EQ(id, 0xabcdef01u);
+  EXPECT_EQ(CMSG_NXTHDR(&msg, cmsg), nullptr);  // exactly one cmsg
+}
+
+// A loopback socket has no TX binding: the real kernel refuses the id with EINVAL
+// (net/core/devmem.c net_devmem_get_binding), and nothing is sent.
+TEST(DevmemTxSendTest, TheKernelRefusesAnIdThatIsNoTxBindingOfTheSocket) {
+  auto [client, server] = testing::TcpPair();
+  int one = 1;
+  ASSERT_EQ(setsockopt(client.get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)), 0);
+  errno = 0;
+  EXPECT_EQ(SendDevmemTx(client.get(), 12345, 0, 4096), -1);
+  EXPECT_EQ(errno, EINVAL);
+  const std::string described = DescribeDevmemTxError(EINVAL);
+  EXPECT_NE(described.find("no TX binding"), std::string::npos) << described;
+  char byte;
+  EXPECT_EQ(recv(server.get(), &byte, 1, MSG_DONTWAIT), -1);  // nothing arrived
+  EXPECT_EQ(errno, EAGAIN);
+}
+
+TEST(DevmemTxSendTest, EveryRefusalTheKernelDocumentsIsDescribed) {
+  EXPECT_NE(DescribeDevmemTxError(ENODEV).find("another device"), std::string::npos);
+  EXPECT_NE(DescribeDevmemTxError(EHOSTUNREACH).find("no route"), std::string::npos);
+  EXPECT_NE(DescribeDevmemTxError(EFAULT).find("past the bound dmabuf"), std::string::npos);
+  EXPECT_NE(DescribeDevmemTxError(EPIPE).find("errno 32"), std::string::npos);
+}
+
+// The binder's bookkeeping over CUDA and bind stand-ins that record what was asked of them.
+struct FakeTxWorld {
+  struct Call {
+    int ifindex;
+    uint64_t base;
+    size_t bytes;
+  };
+  std::vector<TxBinderOps::Allocation> allocations;  // what "CUDA" allocated
+  std::vector<Call> binds;
+  uint32_t next_id = 7;
+  bool refuse_bind = false;
+  bool refuse_export = false;
+
+  TxBinderOps Ops() {
+    TxBinderOps ops;
+    ops.allocation_of = [this](uint64_t address) -> Result<TxBinderOps::Allocation> {
+      for (const auto& a : allocations) {
+        if (address >= a.base && address < a.base + a.bytes) return a;
+      }
+      return Status::Error(ErrorKind::kSystem, "cuMemGetAddressRange failed: not CUDA memory");
+    };
+    ops.export_dmabuf = [this](uint64_t base, size_t bytes) -> Result<UniqueFd> {
+      if (refuse_export) return Status::Error(ErrorKind::kSystem, "export refused");
+      UniqueFd fd(static_cast<int>(syscall(SYS_memfd_create, "fake-dmabuf", 0)));
+      binds.push_back({0, base, bytes});
+      return fd;
+    };
+    ops.bind = [this](int ifindex, int fd) -> Result<TxBinderOps::Bound> {
+      if (refuse_bind)
+        return Status::Error(ErrorKind::kSystem, "Driver does not support netmem TX");
+      EXPECT_GE(fd, 0);
+      binds.back().ifindex = ifindex;
+      return TxBinderOps::Bound{std::make_shared<int>(0), next_id++};
+    };
+    return ops;
+  }
+};
+
+TEST(TxBinderTest, BindsEachAllocationOncePerNicAndMapsOffsetsWithinIt) {
+  FakeTxWorld world;
+  world.allocations = {{0x7f0000200000, 8 << 20}, {0x7f0001000000, 4 << 20}};
+  TxBinder binder(world.Ops());
+  // NCCL's protocol buffers of one connection: slices of one allocation.
+  Result<TxMapping> simple = binder.Map(3, reinterpret_cast<void*>(0x7f0000200000 + 4096), 4 << 20);
+  Result<TxMapping> ll =
+      binder.Map(3, reinterpret_cast<void*>(0x7f0000200000 + (5 << 20)), 1 << 20);
+  ASSERT_TRUE(simple.ok()) << simple.status().message();
+  ASSERT_TRUE(ll.ok()) << ll.status().message();
+  ASSERT_EQ(world.binds.size(), 1u);  // one export and bind for the allocation
+  EXPECT_EQ(world.binds[0].ifindex, 3);
+  EXPECT_EQ(world.binds[0].base, 0x7f0000200000u);
+  EXPECT_EQ(world.binds[0].bytes, size_t{8} << 20);
+  EXPECT_EQ(simple->dmabuf_id, ll->dmabuf_id);
+  EXPECT_EQ(simple->data_offset, 4096u);
+  EXPECT_EQ(ll->data_offset, uint64_t{5} << 20);
+  // Another NIC binds the same allocation again (a binding names one device); another
+  // allocation gets its own.
+  Result<TxMapping> other_nic = binder.Map(4, reinterpret_cast<void*>(0x7f0000200000), 4096);
+  Result<TxMapping> other_alloc = binder.Map(3, reinterpret_cast<void*>(0x7f0001000000), 4096);
+  ASSERT_TRUE(other_nic.ok() && other_alloc.ok());
+  EXPECT_EQ(world.binds.size(), 3u);
+  EXPECT_NE(other_nic->dmabuf_id, simple->dmabuf_id);
+  EXPECT_NE(other_alloc->dmabuf_id, simple->dmabuf_id);
+  EXPECT_EQ(binder.live_bindings(), 3u);
+}
+
+TEST(TxBinderTest, ABindingLastsAsLongAsTheRegistrationsThatUseIt) {
+  FakeTxWorld world;
+  world.allocations = {{0x10000000, 2 << 20}};
+  TxBinder binder(world.Ops());
+  {
+    Result<TxMapping> a = binder.Map(3, reinterpret_cast<void*>(0x10000000), 4096);
+    Result<TxMapping> b = binder.Map(3, reinterpret_cast<void*>(0x10001000), 4096);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(binder.live_bindings(), 1u);
+  }  // both deregistered: the binding (its netlink socket) goes
+  EXPECT_EQ(binder.live_bindings(), 0u);
+  Result<TxMapping> again = binder.Map(3, reinterpret_cast<void*>(0x10000000), 4096);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(world.binds.size(), 2u);  // bound afresh
+}
+
+TEST(TxBinderTest, EachRefusalNamesTheStepThatFailed) {
+  FakeTxWorld world;
+  world.allocations = {{0x20000000, 2 << 20}, {0x30000800, 1 << 20}};
+  TxBinder binder(world.Ops());
+  Result<TxMapping> host = binder.Map(3, reinterpret_cast<void*>(0x1000), 64);
+  ASSERT_FALSE(host.ok());
+  EXPECT_NE(host.status().message().find("finding the CUDA allocation"), std::string::npos);
+  Result<TxMapping> straddles =
+      binder.Map(3, reinterpret_cast<void*>(0x20000000 + (1 << 20)), 2 << 20);
+  ASSERT_FALSE(straddles.ok());
+  EXPECT_NE(straddles.status().message().find("not inside one CUDA allocation"), std::string::npos);
+  Result<TxMapping> unaligned = binder.Map(3, reinterpret_cast<void*>(0x30000800), 64);
+  ASSERT_FALSE(unaligned.ok());
+  EXPECT_NE(unaligned.status().message().find("not page-aligned"), std::string::npos);
+  world.refuse_export = true;
+  Result<TxMapping> no_export = binder.Map(3, reinterpret_cast<void*>(0x20000000), 64);
+  ASSERT_FALSE(no_export.ok());
+  EXPECT_NE(no_export.status().message().find("exporting CUDA allocation"), std::string::npos);
+  world.refuse_export = false;
+  world.refuse_bind = true;
+  Result<TxMapping> no_bind = binder.Map(3, reinterpret_cast<void*>(0x20000000), 64);
+  ASSERT_FALSE(no_bind.ok());
+  const std::string& message = no_bind.status().message();
+  EXPECT_NE(message.find("bind-tx of CUDA allocation"), std::string::npos) << message;
+  EXPECT_NE(message.find("netmem TX"), std::string::npos) << message;
+  EXPECT_EQ(binder.live_bindings(), 0u);
+}
+
+// The real bind-tx behind the binder (a memfd stands in for the exported GPU memory, which
+// the kernel refuses before it looks at it): on loopback the kernel's own refusal comes back
+// with its errno and message (net/core/netdev-genl.c netdev_nl_bind_tx_doit).
+TEST(TxBinderTest, TheKernelsRefusalOfBindTxReachesTheCaller) {
+  FakeTxWorld world;
+  world.allocations = {{0x20000000, 2 << 20}};
+  TxBinderOps ops = world.Ops();
+  ops.bind = RealTxBinderOps().bind;
+  TxBinder binder(std::move(ops));
+  const int lo = static_cast<int>(if_nametoindex("lo"));
+  ASSERT_GT(lo, 0);
+  Result<TxMapping> mapping = binder.Map(lo, reinterpret_cast<void*>(0x20000000), 4096);
+  ASSERT_FALSE(mapping.ok());
+  const std::string& message = mapping.status().message();
+  EXPECT_NE(message.find("bind-tx"), std::string::npos) << message;
+  EXPECT_NE(message.find("errno"), std::string::npos) << message;
+}
+
+TEST(TxReadinessTest, LoopbackAndAMissingGpuAreReasonsWithoutAProbe) {
+  NetDevice lo;
+  lo.name = "lo";
+  lo.ifindex = static_cast<int>(if_nametoindex("lo"));
+  lo.loopback = true;
+  EXPECT_NE(TxUnavailableReason(lo, true, "").find("loopback"), std::string::npos);
+  NetDevice nic = lo;
+  nic.loopback = false;
+  EXPECT_EQ(TxUnavailableReason(nic, false, "no GPU"), "no GPU");
+  // Loopback's driver has no netmem TX: the probe says so.
+  const std::string reason = TxUnavailableReason(nic, true, "");
+  EXPECT_NE(reason.find("bind-tx refused"), std::string::npos) << reason;
+}
+
+}  // namespace
+}  // namespace devmem
