@@ -12,6 +12,7 @@
 
 #include "plugin/cuda/cuda_driver.h"
 #include "plugin/devmem/netdev_netlink.h"
+#include "plugin/setup/tx_setup.h"
 
 namespace devmem {
 namespace {
@@ -87,6 +88,38 @@ TEST_F(GpuRegionTest, BindingAGpuDmabufToAVethFailsClearly) {
   ASSERT_FALSE(binding.ok());
   EXPECT_NE(binding.status().message().find("bind-rx"), std::string::npos)
       << binding.status().message();
+}
+
+// Devmem TX's binder on real GPU memory: it finds the CUDA allocation a send buffer lies in
+// (cuMemGetAddressRange), exports the whole allocation (cuMemGetHandleForAddressRange) and
+// hands it to bind-tx, which loopback's driver refuses ("Driver does not support netmem TX").
+// The error must name the whole allocation: the lookup and the export worked.
+TEST_F(GpuRegionTest, TheTxBinderExportsTheWholeAllocationOfASendBuffer) {
+  const CudaDriver* driver = CudaDriver::Get().value();
+  Result<ScopedDeviceContext> context = driver->EnterDevice(0);
+  ASSERT_TRUE(context.ok()) << context.status().message();
+  constexpr size_t kBytes = 8 << 20;
+  CudaDriver::CUdeviceptr base = 0;
+  ASSERT_TRUE(driver->Allocate(kBytes, &base).ok());
+  Result<CudaDriver::AllocationRange> range = driver->AllocationOf(base + (3 << 20));
+  ASSERT_TRUE(range.ok()) << range.status().message();
+  EXPECT_EQ(range->base, base);
+  EXPECT_EQ(range->bytes, kBytes);
+  TxBinder binder(RealTxBinderOps());
+  const int lo = static_cast<int>(if_nametoindex("lo"));
+  Result<TxMapping> mapping = binder.Map(lo, reinterpret_cast<void*>(base + (1 << 20)), 1 << 20);
+  ASSERT_FALSE(mapping.ok());
+  const std::string& message = mapping.status().message();
+  EXPECT_NE(message.find("bind-tx of CUDA allocation"), std::string::npos) << message;
+  EXPECT_NE(message.find("+8388608"), std::string::npos) << message;
+  EXPECT_NE(message.find("netmem TX"), std::string::npos) << message;
+  // Host memory is no CUDA allocation: refused at the first step.
+  static char host_buffer[4096];
+  Result<TxMapping> host = binder.Map(lo, host_buffer, sizeof(host_buffer));
+  ASSERT_FALSE(host.ok());
+  EXPECT_NE(host.status().message().find("finding the CUDA allocation"), std::string::npos)
+      << host.status().message();
+  driver->Free(base);
 }
 
 }  // namespace
