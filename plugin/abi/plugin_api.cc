@@ -147,21 +147,17 @@ abi::Result Init(abi::DebugLogger logger, int table_version) {
   // Mode selection: the same checks as devmem-doctor, once per process and NIC.
   std::vector<RxPlan> plans = PlanReceivePaths(&config.value(), devices.value(), gpu_present);
   // NCCL settings the GPU receive path cannot live with (see plugin/setup/nccl_env_guards.h).
-  NcclEnvNeeds needs;
   const bool gpu_rx = !config->emulate_devmem || gpu_present;
-  for (const RxPlan& plan : plans) {
-    if (!plan.plain_reason.empty()) continue;
-    needs.gpu_rx_region |= gpu_rx;
-    needs.cuda_pointers |= gpu_rx;
-    needs.unpack |= config->unpack == UnpackMode::kNccl;
-  }
   // Devmem TX: per NIC, once (tx_setup.h); needs a GPU whose memory exports as a dmabuf.
   std::vector<std::string> tx_reasons = PlanTransmitPaths(devices.value());
-  for (const std::string& reason : tx_reasons) {
-    if (!reason.empty()) continue;
-    needs.devmem_tx = true;
-    needs.cuda_pointers = true;
+  std::vector<NicEnvFacts> facts(devices->size());
+  for (size_t i = 0; i < facts.size(); ++i) {
+    const bool devmem_rx = i < plans.size() && plans[i].plain_reason.empty();
+    facts[i].gpu_rx_region = devmem_rx && gpu_rx;
+    facts[i].unpack = devmem_rx && config->unpack == UnpackMode::kNccl;
+    facts[i].devmem_tx = i < tx_reasons.size() && tx_reasons[i].empty();
   }
+  const NcclEnvNeeds needs = NeedsOf(facts);
   const NcclEnvPlan env_plan = PlanNcclEnvGuards(needs, EnvLookup);
   // A user value NCCL's unpack cannot live with: the plugin's consumer takes every receive.
   if (env_plan.unpack_unsafe) config->unpack = UnpackMode::kPlugin;

@@ -1,7 +1,10 @@
 #include "plugin/core/net_device.h"
 
 #include <limits.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
@@ -177,6 +180,58 @@ Result<std::vector<NetDevice>> DiscoverDevices(const std::string& ifname_spec, i
   }
   for (NetDevice& device : devices) DescribeFromSysfs(&device);
   return devices;
+}
+
+Result<int> RouteOutputInterface(const SocketAddress& destination) {
+  const int family = destination.family();
+  const void* address = nullptr;
+  int address_bytes = 0;
+  if (family == AF_INET) {
+    address = &reinterpret_cast<const sockaddr_in*>(destination.get())->sin_addr;
+    address_bytes = 4;
+  } else if (family == AF_INET6) {
+    address = &reinterpret_cast<const sockaddr_in6*>(destination.get())->sin6_addr;
+    address_bytes = 16;
+  } else {
+    return Status::Error(ErrorKind::kInvalidArgument, "route lookup: address family %d", family);
+  }
+  NlSock sock(nl_socket_alloc());
+  if (!sock) return Status::Error(ErrorKind::kSystem, "nl_socket_alloc failed");
+  if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0) {
+    return NlError(err, "connecting to rtnetlink for a route lookup");
+  }
+  std::unique_ptr<nl_msg, void (*)(nl_msg*)> msg(nlmsg_alloc_simple(RTM_GETROUTE, 0), nlmsg_free);
+  if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc_simple failed");
+  rtmsg header{};
+  header.rtm_family = static_cast<unsigned char>(family);
+  header.rtm_dst_len = static_cast<unsigned char>(address_bytes * 8);
+  if (nlmsg_append(msg.get(), &header, sizeof(header), NLMSG_ALIGNTO) < 0 ||
+      nla_put(msg.get(), RTA_DST, address_bytes, address) < 0) {
+    return Status::Error(ErrorKind::kSystem, "building the RTM_GETROUTE request");
+  }
+  if (int err = nl_send_auto(sock.get(), msg.get()); err < 0) {
+    return NlError(err, "sending RTM_GETROUTE");
+  }
+  struct Reply {
+    int oif = 0;
+  } reply;
+  auto on_valid = [](nl_msg* m, void* arg) -> int {
+    nlattr* attrs[RTA_MAX + 1] = {};
+    if (nlmsg_parse(nlmsg_hdr(m), sizeof(rtmsg), attrs, RTA_MAX, nullptr) == 0 &&
+        attrs[RTA_OIF] != nullptr) {
+      static_cast<Reply*>(arg)->oif = static_cast<int>(nla_get_u32(attrs[RTA_OIF]));
+    }
+    return NL_OK;
+  };
+  nl_socket_modify_cb(sock.get(), NL_CB_VALID, NL_CB_CUSTOM, on_valid, &reply);
+  if (int err = nl_recvmsgs_default(sock.get()); err < 0) {
+    return NlError(err, ("route lookup of " + destination.ToString()).c_str());
+  }
+  if (reply.oif <= 0) {
+    return Status::Error(ErrorKind::kSystem, "the route to %s names no output interface",
+                         destination.ToString().c_str());
+  }
+  return reply.oif;
 }
 
 }  // namespace devmem

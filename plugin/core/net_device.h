@@ -58,4 +58,8 @@ void DescribeFromSysfs(NetDevice* device, const std::string& sysfs_root = "/sys/
 // ListInterfaces + SelectDevices + DescribeFromSysfs; an error when no device qualifies.
 Result<std::vector<NetDevice>> DiscoverDevices(const std::string& ifname_spec, int family);
 
+// The interface the kernel's routing table sends packets to `destination` out of (RTM_GETROUTE,
+// as `ip route get` asks): the ifindex, or why it cannot say.
+Result<int> RouteOutputInterface(const SocketAddress& destination);
+
 }  // namespace devmem

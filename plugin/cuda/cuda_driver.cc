@@ -57,6 +57,7 @@ Result<const CudaDriver*> CudaDriver::Get() {
         Resolve(lib, "cuMemFree_v2", &candidate->mem_free_);
     Resolve(lib, "cuMemGetHandleForAddressRange", &candidate->get_handle_for_address_range_);
     Resolve(lib, "cuMemGetAddressRange_v2", &candidate->mem_get_address_range_);
+    Resolve(lib, "cuPointerGetAttribute", &candidate->pointer_get_attribute_);
     if (!ok) {
       failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");
       delete candidate;
@@ -229,6 +230,11 @@ Result<CudaDriver::AllocationRange> CudaDriver::AllocationOf(CUdeviceptr ptr) co
   AllocationRange range;
   DEVMEM_RETURN_IF_ERROR(
       Check(mem_get_address_range_(&range.base, &range.bytes, ptr), "cuMemGetAddressRange"));
+  constexpr int kBufferId = 7;  // CU_POINTER_ATTRIBUTE_BUFFER_ID (cuda.h)
+  if (pointer_get_attribute_ != nullptr &&
+      pointer_get_attribute_(&range.buffer_id, kBufferId, ptr) != 0) {
+    range.buffer_id = 0;
+  }
   return range;
 }
 

@@ -82,6 +82,9 @@ class CudaDriver final {
   struct AllocationRange {
     CUdeviceptr base = 0;
     size_t bytes = 0;
+    // CU_POINTER_ATTRIBUTE_BUFFER_ID: unique for the process's lifetime, so a new allocation
+    // at a reused address is told apart (0 where the driver does not say).
+    unsigned long long buffer_id = 0;
   };
   Result<AllocationRange> AllocationOf(CUdeviceptr ptr) const;
 
@@ -119,6 +122,7 @@ class CudaDriver final {
   CUresult (*get_handle_for_address_range_)(void*, CUdeviceptr, size_t, int,
                                             unsigned long long) = nullptr;
   CUresult (*mem_get_address_range_)(CUdeviceptr*, size_t*, CUdeviceptr) = nullptr;
+  CUresult (*pointer_get_attribute_)(void*, int, CUdeviceptr) = nullptr;
 };
 
 }  // namespace devmem

@@ -8,16 +8,19 @@
 
 namespace devmem {
 
-void BuildDevmemTxMessage(uint32_t dmabuf_id, uint64_t dmabuf_offset, size_t length, iovec* iov,
+void BuildDevmemTxMessage(uint32_t dmabuf_id, uint64_t dmabuf_offset, size_t length, iovec iov[2],
                           DevmemTxControl* control, msghdr* msg) {
   // The kernel reads iov_base as an offset into the bound dmabuf (devmem.rst: "the iov_base
   // ... is interpreted as an offset into the dmabuf").
-  iov->iov_base = reinterpret_cast<void*>(static_cast<uintptr_t>(dmabuf_offset));
-  iov->iov_len = length;
+  const size_t first = length >= 2 ? length / 2 : length;
+  iov[0].iov_base = reinterpret_cast<void*>(static_cast<uintptr_t>(dmabuf_offset));
+  iov[0].iov_len = first;
+  iov[1].iov_base = reinterpret_cast<void*>(static_cast<uintptr_t>(dmabuf_offset + first));
+  iov[1].iov_len = length - first;
   memset(control->bytes, 0, sizeof(control->bytes));
   *msg = msghdr{};
   msg->msg_iov = iov;
-  msg->msg_iovlen = 1;
+  msg->msg_iovlen = length >= 2 ? 2 : 1;
   msg->msg_control = control->bytes;
   msg->msg_controllen = sizeof(control->bytes);
   cmsghdr* cmsg = CMSG_FIRSTHDR(msg);
@@ -28,10 +31,10 @@ void BuildDevmemTxMessage(uint32_t dmabuf_id, uint64_t dmabuf_offset, size_t len
 }
 
 ssize_t SendDevmemTx(int fd, uint32_t dmabuf_id, uint64_t dmabuf_offset, size_t length) {
-  iovec iov;
+  iovec iov[2];
   DevmemTxControl control;
   msghdr msg;
-  BuildDevmemTxMessage(dmabuf_id, dmabuf_offset, length, &iov, &control, &msg);
+  BuildDevmemTxMessage(dmabuf_id, dmabuf_offset, length, iov, &control, &msg);
   return sendmsg(fd, &msg, MSG_ZEROCOPY | MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
@@ -39,8 +42,9 @@ std::string DescribeDevmemTxError(int err) {
   switch (err) {
     case EINVAL:
       return Format(
-          "devmem TX sendmsg refused (%s): the kernel knows no TX binding of that dmabuf id "
-          "for this socket, or predates devmem TX (Linux >= 6.16)",
+          "devmem TX sendmsg refused (%s): no TX binding has that dmabuf id (ids are "
+          "host-wide; an RX binding does not count), SO_ZEROCOPY is off on the socket, or the "
+          "kernel predates devmem TX (Linux >= 6.16)",
           strerror(err));
     case ENODEV:
       return Format(
@@ -52,8 +56,11 @@ std::string DescribeDevmemTxError(int err) {
       return Format("devmem TX sendmsg refused (%s): the data socket has no route any more",
                     strerror(err));
     case EFAULT:
-      return Format("devmem TX sendmsg refused (%s): the offsets reach past the bound dmabuf",
-                    strerror(err));
+      return Format(
+          "devmem TX sendmsg refused (%s): the offsets reach past the bound dmabuf, or the "
+          "kernel lacks the single-iovec fix of devmem TX (zerocopy_fill_skb_from_devmem took "
+          "ITER_IOVEC only)",
+          strerror(err));
     default:
       return Format("devmem TX sendmsg failed: %s (errno %d)", strerror(err), err);
   }

@@ -6,11 +6,14 @@
 //
 // What the kernel refuses (net/core/sock.c __sock_cmsg_send, net/ipv4/tcp.c tcp_sendmsg_locked,
 // net/core/devmem.c net_devmem_get_binding; shared/specs/devmem-uapi.md section 6):
-//   EINVAL        the id is no TX binding of this process (or the kernel predates devmem TX and
-//                 rejects the unknown cmsg type), or MSG_ZEROCOPY / SO_ZEROCOPY is missing
+//   EINVAL        no TX binding has the id (the ids are host-wide, net_devmem_dmabuf_bindings;
+//                 an RX binding does not count), or the kernel predates devmem TX and rejects
+//                 the unknown cmsg type, or MSG_ZEROCOPY / SO_ZEROCOPY is missing
 //   ENODEV        the socket's route leaves through another device than the bound one
 //   EHOSTUNREACH  the socket has no route any more
-//   EFAULT        the offsets reach past the dmabuf
+//   EFAULT        the offsets reach past the dmabuf (or, before the single-iovec fix, a
+//                 one-iovec send: zerocopy_fill_skb_from_devmem took ITER_IOVEC only; we send
+//                 two)
 #pragma once
 
 #include <sys/socket.h>
@@ -28,9 +31,12 @@ struct DevmemTxControl {
   alignas(cmsghdr) char bytes[CMSG_SPACE(sizeof(uint32_t))];
 };
 
-// Fills `msg` (with `iov` and `control`, which must outlive it) for `length` bytes at byte
-// `dmabuf_offset` of the dmabuf bound as `dmabuf_id`.
-void BuildDevmemTxMessage(uint32_t dmabuf_id, uint64_t dmabuf_offset, size_t length, iovec* iov,
+// Fills `msg` (with `iov[2]` and `control`, which must outlive it) for `length` bytes at byte
+// `dmabuf_offset` of the dmabuf bound as `dmabuf_id`. Two iovecs (the halves) whenever length
+// allows: the first devmem TX kernels (6.16) took only ITER_IOVEC, and sendmsg turns a single
+// iovec into ITER_UBUF, which they refused with EFAULT until the single-iovec fix; two work on
+// every version (ncdevmem sends two as well).
+void BuildDevmemTxMessage(uint32_t dmabuf_id, uint64_t dmabuf_offset, size_t length, iovec iov[2],
                           DevmemTxControl* control, msghdr* msg);
 
 // sendmsg(MSG_ZEROCOPY | MSG_DONTWAIT | MSG_NOSIGNAL) of such a message; returns what sendmsg

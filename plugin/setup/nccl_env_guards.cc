@@ -34,6 +34,21 @@ bool ProtoEnablesLl128(const char* value) {
   return exclude ? !listed : listed;
 }
 
+NcclEnvNeeds NeedsOf(const std::vector<NicEnvFacts>& nics) {
+  NcclEnvNeeds needs;
+  bool every_cuda_nic_has_tx = true;
+  for (const NicEnvFacts& nic : nics) {
+    const bool cuda = nic.gpu_rx_region || nic.devmem_tx;
+    needs.gpu_rx_region |= nic.gpu_rx_region;
+    needs.unpack |= nic.unpack;
+    needs.cuda_pointers |= cuda;
+    needs.devmem_tx |= nic.devmem_tx;
+    if (cuda && !nic.devmem_tx) every_cuda_nic_has_tx = false;
+  }
+  needs.devmem_tx = needs.devmem_tx && every_cuda_nic_has_tx;
+  return needs;
+}
+
 NcclEnvPlan PlanNcclEnvGuards(const NcclEnvNeeds& needs, const EnvGetter& getenv_fn) {
   NcclEnvPlan plan;
   auto guard_zero = [&](const char* name, const char* reason, bool unpack_conflict) {

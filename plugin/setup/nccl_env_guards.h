@@ -30,6 +30,18 @@ struct NcclEnvNeeds {
   bool devmem_tx = false;      // the send side sends straight from GPU memory
 };
 
+// What one NIC offers NCCL, as NeedsOf reads it.
+struct NicEnvFacts {
+  bool gpu_rx_region = false;  // devmem RX (or its emulation) lands payload in GPU memory
+  bool unpack = false;         // and NCCL's device unpack consumes it
+  bool devmem_tx = false;      // CUDA send buffers go out from GPU memory (tx_setup.h)
+};
+
+// The process's needs from its NICs. NCCL_NET_GDR_READ is process-wide, so devmem_tx holds
+// only when every NIC that advertises CUDA buffers (GPU RX region or devmem TX) has devmem TX:
+// otherwise lifting the guard would make some NIC stage every CUDA send.
+NcclEnvNeeds NeedsOf(const std::vector<NicEnvFacts>& nics);
+
 struct NcclEnvSetting {
   std::string name;
   std::string value;

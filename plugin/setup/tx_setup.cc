@@ -14,12 +14,16 @@
 namespace devmem {
 
 namespace {
-constexpr uint64_t kPageBytes = 4096;  // dmabuf exports and bind-tx work in host pages
+// dmabuf exports and bind-tx work in host pages (64 KiB on some aarch64 kernels).
+uint64_t PageBytes() {
+  const long page = sysconf(_SC_PAGESIZE);
+  return page > 0 ? static_cast<uint64_t>(page) : 4096;
+}
 }  // namespace
 
 Status ProbeNetmemTx(int ifindex) {
   UniqueFd probe(static_cast<int>(syscall(SYS_memfd_create, "devmem-tx-probe", 0)));
-  if (!probe.valid() || ftruncate(probe.get(), kPageBytes) != 0) {
+  if (!probe.valid() || ftruncate(probe.get(), static_cast<off_t>(PageBytes())) != 0) {
     return Status::Errno(errno, "memfd for the netmem TX probe");
   }
   Result<TxBinding> binding = TxBinding::Bind(ifindex, probe.get());
@@ -78,6 +82,20 @@ std::vector<std::string> PlanTransmitPaths(const std::vector<NetDevice>& devices
   return reasons;
 }
 
+std::string TxRouteMismatch(const std::vector<SocketAddress>& remote, int ifindex) {
+  for (const SocketAddress& to : remote) {
+    Result<int> oif = RouteOutputInterface(to);
+    if (!oif.ok()) return oif.status().message();
+    if (oif.value() != ifindex) {
+      return Format(
+          "the route to %s leaves through ifindex %d, not the NIC (ifindex %d) the "
+          "send buffers would be bound to",
+          to.ToString().c_str(), oif.value(), ifindex);
+    }
+  }
+  return "";
+}
+
 TxBinderOps RealTxBinderOps() {
   TxBinderOps ops;
   ops.allocation_of = [](uint64_t address) -> Result<TxBinderOps::Allocation> {
@@ -85,7 +103,7 @@ TxBinderOps RealTxBinderOps() {
     if (!driver.ok()) return driver.status();
     Result<CudaDriver::AllocationRange> range = driver.value()->AllocationOf(address);
     if (!range.ok()) return range.status();
-    return TxBinderOps::Allocation{range->base, range->bytes};
+    return TxBinderOps::Allocation{range->base, range->bytes, range->buffer_id};
   };
   ops.export_dmabuf = [](uint64_t base, size_t bytes) -> Result<UniqueFd> {
     Result<const CudaDriver*> driver = CudaDriver::Get();
@@ -122,18 +140,25 @@ Result<TxMapping> TxBinder::Map(int ifindex, const void* data, size_t size) {
                          "+%zu))",
                          data, size, static_cast<unsigned long long>(base), allocation->bytes);
   }
-  if (base % kPageBytes != 0) {
+  const uint64_t page = PageBytes();
+  if (base % page != 0) {
     return Status::Error(ErrorKind::kInvalidArgument,
                          "the CUDA allocation at 0x%llx is not page-aligned: it cannot be "
                          "exported as a dmabuf",
                          static_cast<unsigned long long>(base));
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  for (auto it = entries_.begin(); it != entries_.end();) {  // forget unbound allocations
+    it = it->second.binding.expired() ? entries_.erase(it) : std::next(it);
+  }
   Entry& entry = entries_[{ifindex, base}];
   std::shared_ptr<const void> binding = entry.binding.lock();
-  if (binding == nullptr || entry.bytes != allocation->bytes) {
+  // The same base may be a new allocation (freed and allocated again while a registration of
+  // the old one lives): its size or CUDA buffer id tells.
+  if (binding == nullptr || entry.bytes != allocation->bytes ||
+      entry.buffer_id != allocation->buffer_id) {
     // Pages of the allocation, rounded up: the export and bind work on whole pages.
-    const size_t bytes = (allocation->bytes + kPageBytes - 1) / kPageBytes * kPageBytes;
+    const size_t bytes = (allocation->bytes + page - 1) / page * page;
     Result<UniqueFd> fd = ops_.export_dmabuf(base, bytes);
     if (!fd.ok()) {
       return fd.status().WithContext(
@@ -148,7 +173,7 @@ Result<TxMapping> TxBinder::Map(int ifindex, const void* data, size_t size) {
     }
     // The binding holds the dmabuf itself (the kernel took its reference); our fd can go.
     binding = bound->owner;
-    entry = Entry{base, allocation->bytes, bound->dmabuf_id, binding};
+    entry = Entry{base, allocation->bytes, allocation->buffer_id, bound->dmabuf_id, binding};
   }
   return TxMapping{binding, entry.dmabuf_id, address - base};
 }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "plugin/core/net_device.h"
+#include "plugin/core/socket_address.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
 
@@ -39,6 +40,11 @@ std::string TxUnavailableReason(const NetDevice& device, bool gpu_dmabuf_ok,
 // driver, a GPU, CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED); logs one line per NIC saying which
 // send path its CUDA buffers take and why.
 std::vector<std::string> PlanTransmitPaths(const std::vector<NetDevice>& devices);
+
+// The kernel sends devmem TX packets only out of the bound NIC and refuses a sendmsg whose
+// route leaves elsewhere (ENODEV, net/core/devmem.c net_devmem_get_binding). Empty when the
+// route to every address in `remote` leaves through `ifindex`, else why not.
+std::string TxRouteMismatch(const std::vector<SocketAddress>& remote, int ifindex);
 
 // bind-tx of a 4 KiB memfd on `ifindex`. The kernel checks the driver's netmem TX support
 // before it looks at the fd (net/core/netdev-genl.c netdev_nl_bind_tx_doit), so a driver
@@ -60,6 +66,7 @@ struct TxBinderOps {
   struct Allocation {
     uint64_t base = 0;
     size_t bytes = 0;
+    uint64_t buffer_id = 0;  // CUDA's id of the allocation (unique per process lifetime)
   };
   struct Bound {
     std::shared_ptr<const void> owner;  // unbinds when the last reference goes
@@ -90,6 +97,7 @@ class TxBinder {
   struct Entry {
     uint64_t base = 0;
     size_t bytes = 0;
+    uint64_t buffer_id = 0;
     uint32_t dmabuf_id = 0;
     std::weak_ptr<const void> binding;
   };

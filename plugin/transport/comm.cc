@@ -138,6 +138,7 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
     task.seq = seq;
     task.scatter_now = scatter_now;
     task.tx_dmabuf_id = tx_dmabuf_id;
+    task.zerocopy = direction_ == Direction::kSend && (params_.zerocopy_tx || tx_dmabuf_id != 0);
     // Count before publishing: the worker may finish the task before QueueTask returns.
     request->pending_tasks.fetch_add(1, std::memory_order_relaxed);
     QueueTask(s, task, by_proxy);
@@ -501,12 +502,18 @@ Status SendComm::Test(Request* request, bool* done, int* size) {
   if (request->zerocopy_pending.load(std::memory_order_acquire) != 0) {
     // Every byte is in the kernel, which may still read the buffer: done only once it said
     // so on the error queues (NCCL reuses the buffer as soon as we report done).
-    for (auto& socket : data_sockets_) {
-      if (socket->zerocopy == nullptr || socket->zerocopy->in_flight() == 0) continue;
-      Status drained = socket->zerocopy->Drain(socket->fd.get());
+    for (size_t s = 0; s < data_sockets_.size(); ++s) {
+      DataSocket& socket = *data_sockets_[s];
+      if (socket.zerocopy == nullptr || socket.zerocopy->in_flight() == 0) continue;
+      const uint64_t completed = socket.zerocopy->completed();
+      Status drained = socket.zerocopy->Drain(socket.fd.get());
       if (!drained.ok()) {
         health_.Fail(drained);
         return drained;
+      }
+      // A worker may be asleep waiting for these very completions (their POLLERR is gone).
+      if (socket.zerocopy->completed() != completed && !workers_.empty()) {
+        workers_[s % workers_.size()]->Wake();
       }
     }
     if (request->zerocopy_pending.load(std::memory_order_acquire) != 0) return Status::Ok();

@@ -420,6 +420,21 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   connector->params_.zerocopy_tx = config.emulate_tx;
   connector->params_.devmem_tx_ifindex = std::max(tx.ifindex, 0);
   connector->params_.require_tx = config.require_tx;
+  if (tx.ifindex > 0) {
+    // The kernel sends a devmem TX packet only out of the bound NIC and refuses the sendmsg
+    // otherwise (ENODEV, net/core/devmem.c net_devmem_get_binding): check the route to every
+    // remote member now, while the connection can still stage instead.
+    if (const std::string why = TxRouteMismatch(remote, tx.ifindex); !why.empty()) {
+      if (config.require_tx) {
+        return Status::Error(ErrorKind::kSystem, "NCCL_DEVMEM_REQUIRE_TX=1, but %s", why.c_str());
+      }
+      log::Warn(
+          "no devmem TX on this connection to %s (%s): CUDA buffers stage through host "
+          "memory",
+          handle.address.ToString().c_str(), why.c_str());
+      connector->params_.devmem_tx_ifindex = 0;
+    }
+  }
   connector->params_.worker_threads = config.worker_threads;
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;

@@ -13,6 +13,10 @@
 
 namespace devmem {
 
+namespace {
+constexpr uint64_t kNotAwaiting = ~uint64_t{0};
+}  // namespace
+
 void CommHealth::Fail(const Status& status) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (failed_.load(std::memory_order_relaxed)) return;
@@ -143,7 +147,10 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     const uint64_t chunk_len = std::min(task->chunk_bytes, task->size - chunk_start);
     const uint64_t remaining = chunk_len - task->done_in_chunk;
     ssize_t n;
-    if (direction_ == Direction::kSend && zerocopy != nullptr) {
+    // Zero-copy only for what asked for it: devmem TX buffers, and every send under
+    // NCCL_DEVMEM_EMULATE_TX; host buffers of a devmem TX comm go out by plain send.
+    if (direction_ == Direction::kSend && zerocopy != nullptr &&
+        (task->zerocopy || task->tx_dmabuf_id != 0)) {
       // Reads the completions waiting on the error queue; false (comm failed) on an error.
       auto drain = [&] {
         Status drained = zerocopy->Drain(fd);
@@ -168,8 +175,13 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
       errno = send_errno;
       if (n < 0 && errno == ENOBUFS) {
         // optmem is full of notifications: completions free it.
-        if (zerocopy->in_flight() > 0) {
-          return drain() ? Outcome::kAwaitCompletions : Outcome::kFailed;
+        if (const size_t before = zerocopy->in_flight(); before > 0) {
+          if (!drain()) return Outcome::kFailed;
+          // Usually the notifications are queued already and the drain just freed optmem: try
+          // again now. Only when nothing completed is there something to wait for (its
+          // POLLERR comes with the next notification).
+          if (zerocopy->in_flight() < before) continue;
+          return Outcome::kAwaitCompletions;
         }
         if (devmem_tx) {
           // Device memory cannot be copied by send(): with nothing in flight no completion
@@ -190,6 +202,13 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
         return Outcome::kFailed;
       }
     } else if (direction_ == Direction::kSend) {
+      if (task->tx_dmabuf_id != 0) {
+        // `base` is a dmabuf offset: never an address to send() from.
+        health_->Fail(Status::Error(ErrorKind::kInternal,
+                                    "a devmem TX send reached a data socket without zero-copy "
+                                    "tracking"));
+        return Outcome::kFailed;
+      }
       n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
                MSG_DONTWAIT | MSG_NOSIGNAL);
     } else if (task->base != nullptr) {
@@ -232,6 +251,10 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
 void WorkerThread::Run() {
   std::vector<pollfd> waits;
   std::vector<bool> waiting(sockets_.size());
+  // Sockets waiting for zero-copy completions, and how many had completed then: NCCL's proxy
+  // thread drains the error queue in test() too, and may consume the POLLERR this worker
+  // would sleep on (it then wakes us, and the count tells us before we sleep).
+  std::vector<uint64_t> awaited(sockets_.size(), kNotAwaiting);
   waits.reserve(sockets_.size() + 1);
   const short event = direction_ == Direction::kSend ? POLLOUT : POLLIN;
   while (!stop_.load(std::memory_order_acquire)) {
@@ -260,6 +283,7 @@ void WorkerThread::Run() {
           break;
         }
         if (outcome == Outcome::kAwaitCompletions) {
+          awaited[i] = socket->zerocopy->completed();
           // Only the error queue: poll reports POLLERR whatever the events asked.
           waits.push_back({socket->fd.get(), 0, 0});
           waiting[i] = true;
@@ -279,6 +303,10 @@ void WorkerThread::Run() {
     for (size_t i = 0; i < sockets_.size(); ++i) {
       if (!waiting[i] && !sockets_[i]->broken && sockets_[i]->tasks.Front() != nullptr) {
         fresh_work = true;
+      }
+      if (awaited[i] != kNotAwaiting) {
+        if (sockets_[i]->zerocopy->completed() != awaited[i]) fresh_work = true;
+        awaited[i] = kNotAwaiting;
       }
       // Tokens returned since this socket stalled: its pages may be free again.
       if (devmem_ != nullptr && sockets_[i]->receiver != nullptr) {

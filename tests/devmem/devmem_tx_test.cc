@@ -25,15 +25,20 @@ namespace {
 // CMSG_LEN(sizeof(u32)), anything else is EINVAL (net/core/sock.c __sock_cmsg_send, case
 // SCM_DEVMEM_DMABUF), and reads iov_base as a byte offset into the bound dmabuf
 // (Documentation/networking/devmem.rst, "TX path"; ncdevmem.c do_client).
-TEST(DevmemTxMessageTest, CarriesTheIdInOneU32CmsgAndTheOffsetAsIovBase) {
-  iovec iov;
+TEST(DevmemTxMessageTest, CarriesTheIdInOneU32CmsgAndTheOffsetsAsIovBases) {
+  iovec iov[2];
   DevmemTxControl control;
   msghdr msg;
-  BuildDevmemTxMessage(0xabcdef01u, (uint64_t{3} << 32) + 4096, 65536, &iov, &control, &msg);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(iov.iov_base), (uint64_t{3} << 32) + 4096);
-  EXPECT_EQ(iov.iov_len, 65536u);
-  ASSERT_EQ(msg.msg_iov, &iov);
-  EXPECT_EQ(msg.msg_iovlen, 1u);
+  BuildDevmemTxMessage(0xabcdef01u, (uint64_t{3} << 32) + 4096, 65537, iov, &control, &msg);
+  // Two iovecs, the halves: ITER_IOVEC on every devmem TX kernel (a single iovec becomes
+  // ITER_UBUF, which zerocopy_fill_skb_from_devmem in net/core/datagram.c refused before the
+  // single-iovec fix).
+  ASSERT_EQ(msg.msg_iov, iov);
+  EXPECT_EQ(msg.msg_iovlen, 2u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(iov[0].iov_base), (uint64_t{3} << 32) + 4096);
+  EXPECT_EQ(iov[0].iov_len, 32768u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(iov[1].iov_base), (uint64_t{3} << 32) + 4096 + 32768);
+  EXPECT_EQ(iov[1].iov_len, 32769u);
   cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
   ASSERT_NE(cmsg, nullptr);
   EXPECT_EQ(cmsg->cmsg_level, SOL_SOCKET);
@@ -43,6 +48,10 @@ TEST(DevmemTxMessageTest, CarriesTheIdInOneU32CmsgAndTheOffsetAsIovBase) {
   memcpy(&id, CMSG_DATA(cmsg), sizeof(id));
   EXPECT_EQ(id, 0xabcdef01u);
   EXPECT_EQ(CMSG_NXTHDR(&msg, cmsg), nullptr);  // exactly one cmsg
+  // One byte cannot be halved: one iovec.
+  BuildDevmemTxMessage(1, 8, 1, iov, &control, &msg);
+  EXPECT_EQ(msg.msg_iovlen, 1u);
+  EXPECT_EQ(iov[0].iov_len, 1u);
 }
 
 // A loopback socket has no TX binding: the real kernel refuses the id with EINVAL
@@ -150,6 +159,21 @@ TEST(TxBinderTest, ABindingLastsAsLongAsTheRegistrationsThatUseIt) {
   EXPECT_EQ(world.binds.size(), 2u);  // bound afresh
 }
 
+// A new allocation at the address of a freed one (its old registration still alive) is told
+// apart by CUDA's buffer id and bound afresh: the old binding would send the old memory.
+TEST(TxBinderTest, ANewAllocationAtAReusedAddressGetsItsOwnBinding) {
+  FakeTxWorld world;
+  world.allocations = {{0x40000000, 2 << 20, /*buffer_id=*/11}};
+  TxBinder binder(world.Ops());
+  Result<TxMapping> old_one = binder.Map(3, reinterpret_cast<void*>(0x40000000), 4096);
+  ASSERT_TRUE(old_one.ok());
+  world.allocations = {{0x40000000, 2 << 20, /*buffer_id=*/12}};
+  Result<TxMapping> new_one = binder.Map(3, reinterpret_cast<void*>(0x40000000), 4096);
+  ASSERT_TRUE(new_one.ok());
+  EXPECT_EQ(world.binds.size(), 2u);
+  EXPECT_NE(new_one->dmabuf_id, old_one->dmabuf_id);
+}
+
 TEST(TxBinderTest, EachRefusalNamesTheStepThatFailed) {
   FakeTxWorld world;
   world.allocations = {{0x20000000, 2 << 20}, {0x30000800, 1 << 20}};
@@ -194,6 +218,26 @@ TEST(TxBinderTest, TheKernelsRefusalOfBindTxReachesTheCaller) {
   const std::string& message = mapping.status().message();
   EXPECT_NE(message.find("bind-tx"), std::string::npos) << message;
   EXPECT_NE(message.find("errno"), std::string::npos) << message;
+}
+
+// A connection keeps devmem TX only where the kernel's route to the peer leaves through the
+// bound NIC (else every sendmsg would be ENODEV, net/core/devmem.c net_devmem_get_binding).
+TEST(TxReadinessTest, TheRouteToThePeerMustLeaveThroughTheBoundNic) {
+  const int lo = static_cast<int>(if_nametoindex("lo"));
+  Result<SocketAddress> v4 = SocketAddress::FromString("127.0.0.1", 5000);
+  Result<SocketAddress> v6 = SocketAddress::FromString("::1", 5000);
+  ASSERT_TRUE(v4.ok() && v6.ok());
+  Result<int> oif = RouteOutputInterface(v4.value());
+  ASSERT_TRUE(oif.ok()) << oif.status().message();
+  EXPECT_EQ(oif.value(), lo);
+  EXPECT_EQ(TxRouteMismatch({v4.value()}, lo), "");
+  const std::string elsewhere = TxRouteMismatch({v4.value()}, lo + 1000);
+  EXPECT_NE(elsewhere.find("leaves through ifindex " + std::to_string(lo)), std::string::npos)
+      << elsewhere;
+  Result<int> oif6 = RouteOutputInterface(v6.value());
+  if (oif6.ok()) {  // hosts with IPv6 disabled answer an error
+    EXPECT_EQ(oif6.value(), lo);
+  }
 }
 
 TEST(TxReadinessTest, LoopbackAndAMissingGpuAreReasonsWithoutAProbe) {

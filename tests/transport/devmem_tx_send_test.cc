@@ -46,7 +46,8 @@ struct TxPair {
   std::unique_ptr<RecvComm> recv;
 };
 
-TxPair MakeTxPair(TxBinder* binder, bool require_tx) {
+// `receiver_buffer`: SO_RCVBUF of the receiving data sockets (0: default).
+TxPair MakeTxPair(TxBinder* binder, bool require_tx, int receiver_buffer = 0) {
   ConnectionParams params;
   params.data_sockets = 2;
   params.worker_threads = 1;
@@ -59,6 +60,11 @@ TxPair MakeTxPair(TxBinder* binder, bool require_tx) {
     auto data = testing::TcpPair();
     int one = 1;
     EXPECT_EQ(setsockopt(data.first.get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)), 0);
+    if (receiver_buffer > 0) {
+      EXPECT_EQ(setsockopt(data.second.get(), SOL_SOCKET, SO_RCVBUF, &receiver_buffer,
+                           sizeof(receiver_buffer)),
+                0);
+    }
     send_data.push_back(std::move(data.first));
     recv_data.push_back(std::move(data.second));
   }
@@ -135,6 +141,24 @@ TEST(DevmemTxSendCommTest, ARefusedBindingStagesUnlessTxIsRequired) {
     EXPECT_NE(staged.status().message().find("CUDA"), std::string::npos)
         << staged.status().message();
   }
+}
+
+// Host buffers of a devmem TX comm (NCCL's LL buffers stay in host memory, net.cc:881) go out
+// by plain send: done once the kernel copied them into the socket, not held until the peer
+// reads them as a zero-copy send would be (plugin/transport/zerocopy.h).
+TEST(DevmemTxSendCommTest, HostBuffersOfADevmemTxCommAreSentByCopy) {
+  TxBinder binder(FakeCudaOps(false));
+  TxPair pair = MakeTxPair(&binder, false, /*receiver_buffer=*/4096);
+  ASSERT_NE(pair.send, nullptr);
+  std::vector<char> out(48 << 10, 'h');
+  Result<Request*> sent = pair.send->PostSend(out.data(), out.size(), 1, nullptr);
+  ASSERT_TRUE(sent.ok() && sent.value() != nullptr) << sent.status().message();
+  bool done = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!done && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(pair.send->Test(sent.value(), &done, nullptr).ok());
+  }
+  EXPECT_TRUE(done) << "a host send waited for the receiver: it went out with MSG_ZEROCOPY";
 }
 
 TEST(DevmemTxSendCommTest, AnMhandleBoundForTxIsRefusedOnACommWithoutIt) {

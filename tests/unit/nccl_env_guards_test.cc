@@ -108,6 +108,36 @@ TEST(NcclEnvGuardsTest, ProtoThatKeepsLl128IsWarnedAbout) {
       PlanNcclEnvGuards({.unpack = false, .gpu_rx_region = true}, env.getter()).warnings.empty());
 }
 
+// NCCL_NET_GDR_READ is one process-wide setting: it may be left to NCCL only when every NIC
+// that advertises CUDA buffers sends them from GPU memory.
+TEST(NcclEnvGuardsTest, DevmemTxCountsOnlyWhenEveryCudaNicHasIt) {
+  const NicEnvFacts tx{.gpu_rx_region = true, .unpack = false, .devmem_tx = true};
+  const NicEnvFacts tx_only{.gpu_rx_region = false, .unpack = false, .devmem_tx = true};
+  const NicEnvFacts rx_only{.gpu_rx_region = true, .unpack = true, .devmem_tx = false};
+  const NicEnvFacts plain{};
+  NcclEnvNeeds all_tx = NeedsOf({tx, tx_only, plain});
+  EXPECT_TRUE(all_tx.devmem_tx);
+  EXPECT_TRUE(all_tx.cuda_pointers);
+  EXPECT_TRUE(all_tx.gpu_rx_region);
+  EXPECT_FALSE(all_tx.unpack);
+  NcclEnvNeeds mixed = NeedsOf({tx, rx_only});
+  EXPECT_FALSE(mixed.devmem_tx);  // rx_only would stage every CUDA send
+  EXPECT_TRUE(mixed.unpack);
+  NcclEnvNeeds none = NeedsOf({plain, plain});
+  EXPECT_FALSE(none.cuda_pointers);
+  EXPECT_FALSE(none.devmem_tx);
+  // The guard follows: set for the mixed host, left alone where every CUDA NIC has TX.
+  FakeEnv env;
+  auto has_gdr_read = [](const NcclEnvPlan& plan) {
+    for (const NcclEnvSetting& setting : plan.to_set) {
+      if (setting.name == "NCCL_NET_GDR_READ") return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has_gdr_read(PlanNcclEnvGuards(mixed, env.getter())));
+  EXPECT_FALSE(has_gdr_read(PlanNcclEnvGuards(all_tx, env.getter())));
+}
+
 TEST(NcclEnvGuardsTest, ProtoSyntaxFollowsNcclsParseList) {
   EXPECT_TRUE(ProtoEnablesLl128(nullptr));  // unset: NCCL's tuner may choose it
   EXPECT_TRUE(ProtoEnablesLl128(""));
