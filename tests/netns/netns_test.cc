@@ -156,6 +156,28 @@ TEST_F(NetnsTest, ZeroCopySendsWithExhaustedOptmemDeliverEveryByte) {
   EXPECT_EQ(lines.size(), 3u);
 }
 
+// Emulated devmem TX with the peer resetting the data connections mid-stream: once a data
+// flow carried 4 MB, the receiver's namespace answers its segments with a TCP reset. The
+// sender must fail (ECONNRESET) with sends and zero-copy completions in flight, and both
+// sides must exit instead of waiting for completions or bytes that never come.
+TEST_F(NetnsTest, APeerResetMidSendFailsZeroCopySendsWithoutAHang) {
+  if (RunCommand("nft --version") != 0) GTEST_SKIP() << "nftables (nft) is not installed";
+  AddFaultRule(pair_->ns_a(), "input", "meta l4proto tcp ct bytes > 4000000 reject with tcp reset");
+  std::string output;
+  const std::string command =
+      "env NCCL_SOCKET_IFNAME=dmv NCCL_DEVMEM_TCP_USER_TIMEOUT_MS=5000 "
+      "timeout 120 " DEVMEM_BENCH_PATH " --plugin " DEVMEM_PLUGIN_PATH
+      " --mode emulated-tx "
+      "--netns-recv " +
+      pair_->ns_a() + " --netns-send " + pair_->ns_b() + " -b 16M -e 16M -n 8 -w 0";
+  const auto start = std::chrono::steady_clock::now();
+  int status = RunCommand(command, &output);
+  EXPECT_NE(status, 0) << output;
+  EXPECT_NE(status, 124) << "hung until timeout(1) killed it:\n" << output;
+  EXPECT_NE(output.find("reset"), std::string::npos) << output;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60));
+}
+
 TEST_F(NetnsTest, APartitionFailsBothSidesWithinTheUserTimeout) {
   if (RunCommand("nft --version") != 0) GTEST_SKIP() << "nftables (nft) is not installed";
   // Once a flow has carried 4 MB, every packet between the namespaces is dropped in both
