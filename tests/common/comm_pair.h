@@ -2,6 +2,9 @@
 // that drive RecvComm's consumers directly.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -57,6 +60,40 @@ inline Result<CommPair> CreateCommPair(const ConnectionParams& params, RxPath pa
   if (!recv.ok()) return recv.status();
   pair.recv = std::move(recv).value();
   auto send = SendComm::Create(std::move(control.first), std::move(send_data), params, "test send");
+  if (!send.ok()) return send.status();
+  pair.send = std::move(send).value();
+  return pair;
+}
+
+// A pair whose sender sends like the connector's zero-copy sockets (emulated or devmem TX):
+// every sending data socket has SO_ZEROCOPY; `receiver_buffer` > 0 sets SO_RCVBUF of the
+// receiving ones (a small one holds bytes, and so completions, back). The receiver gets
+// `params`, the sender `send_params` (its zero-copy and TX settings).
+inline Result<CommPair> CreateZeroCopyCommPair(const ConnectionParams& params,
+                                               const ConnectionParams& send_params,
+                                               int receiver_buffer = 0) {
+  auto control = TcpPair();
+  std::vector<UniqueFd> send_data, recv_data;
+  for (int i = 0; i < params.data_sockets; ++i) {
+    auto pair = TcpPair();
+    int one = 1;
+    if (setsockopt(pair.first.get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) != 0) {
+      return Status::Errno(errno, "SO_ZEROCOPY");
+    }
+    if (receiver_buffer > 0 && setsockopt(pair.second.get(), SOL_SOCKET, SO_RCVBUF,
+                                          &receiver_buffer, sizeof(receiver_buffer)) != 0) {
+      return Status::Errno(errno, "SO_RCVBUF");
+    }
+    send_data.push_back(std::move(pair.first));
+    recv_data.push_back(std::move(pair.second));
+  }
+  CommPair pair;
+  auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params,
+                               "zerocopy recv", RxPath());
+  if (!recv.ok()) return recv.status();
+  pair.recv = std::move(recv).value();
+  auto send = SendComm::Create(std::move(control.first), std::move(send_data), send_params,
+                               "zerocopy send");
   if (!send.ok()) return send.status();
   pair.send = std::move(send).value();
   return pair;

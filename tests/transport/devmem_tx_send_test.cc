@@ -16,7 +16,7 @@
 #include "plugin/abi/net_abi.h"
 #include "plugin/transport/comm.h"
 #include "plugin/transport/request.h"
-#include "tests/common/tcp_pair.h"
+#include "tests/common/comm_pair.h"
 
 namespace devmem {
 namespace {
@@ -41,52 +41,23 @@ TxBinderOps FakeCudaOps(bool refuse_bind) {
   return ops;
 }
 
-struct TxPair {
-  std::unique_ptr<SendComm> send;
-  std::unique_ptr<RecvComm> recv;
-};
-
 // `receiver_buffer`: SO_RCVBUF of the receiving data sockets (0: default).
-TxPair MakeTxPair(TxBinder* binder, bool require_tx, int receiver_buffer = 0) {
-  ConnectionParams params;
-  params.data_sockets = 2;
-  params.worker_threads = 1;
-  params.chunk_bytes = 64 << 10;
-  params.inline_bytes = 1024;
-  params.proxy_bytes = 1 << 30;
-  auto control = testing::TcpPair();
-  std::vector<UniqueFd> send_data, recv_data;
-  for (int i = 0; i < params.data_sockets; ++i) {
-    auto data = testing::TcpPair();
-    int one = 1;
-    EXPECT_EQ(setsockopt(data.first.get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)), 0);
-    if (receiver_buffer > 0) {
-      EXPECT_EQ(setsockopt(data.second.get(), SOL_SOCKET, SO_RCVBUF, &receiver_buffer,
-                           sizeof(receiver_buffer)),
-                0);
-    }
-    send_data.push_back(std::move(data.first));
-    recv_data.push_back(std::move(data.second));
-  }
-  TxPair pair;
-  auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params, "tx recv",
-                               RxPath());
-  EXPECT_TRUE(recv.ok()) << recv.status().message();
-  if (recv.ok()) pair.recv = std::move(recv).value();
+testing::CommPair MakeTxPair(TxBinder* binder, bool require_tx, int receiver_buffer = 0) {
+  ConnectionParams params = testing::TestParams(2, 1, 64 << 10);
+  params.proxy_bytes = 1 << 30;  // the calling thread sends
   ConnectionParams send_params = params;
   send_params.devmem_tx_ifindex = static_cast<int>(if_nametoindex("lo"));
   send_params.require_tx = require_tx;
   send_params.tx_binder = binder;
-  auto send =
-      SendComm::Create(std::move(control.first), std::move(send_data), send_params, "tx send");
-  EXPECT_TRUE(send.ok()) << send.status().message();
-  if (send.ok()) pair.send = std::move(send).value();
-  return pair;
+  Result<testing::CommPair> pair =
+      testing::CreateZeroCopyCommPair(params, send_params, receiver_buffer);
+  EXPECT_TRUE(pair.ok()) << pair.status().message();
+  return pair.ok() ? std::move(pair).value() : testing::CommPair();
 }
 
 TEST(DevmemTxSendCommTest, TheKernelsRefusalOfADevmemSendFailsTheCommWithItsReason) {
   TxBinder binder(FakeCudaOps(/*refuse_bind=*/false));
-  TxPair pair = MakeTxPair(&binder, false);
+  testing::CommPair pair = MakeTxPair(&binder, false);
   ASSERT_NE(pair.send, nullptr);
   // A "CUDA" buffer inside the fake allocation: bound, so registering needs no CUDA driver.
   void* buffer = reinterpret_cast<void*>(kFakeAllocation + (1 << 20));
@@ -120,7 +91,7 @@ TEST(DevmemTxSendCommTest, TheKernelsRefusalOfADevmemSendFailsTheCommWithItsReas
 
 TEST(DevmemTxSendCommTest, ARefusedBindingStagesUnlessTxIsRequired) {
   TxBinder refusing(FakeCudaOps(/*refuse_bind=*/true));
-  TxPair required = MakeTxPair(&refusing, /*require_tx=*/true);
+  testing::CommPair required = MakeTxPair(&refusing, /*require_tx=*/true);
   ASSERT_NE(required.send, nullptr);
   void* buffer = reinterpret_cast<void*>(kFakeAllocation);
   Result<MemoryRegion*> refused = required.send->Register(buffer, 1 << 20, nccl::kPtrCuda);
@@ -130,7 +101,7 @@ TEST(DevmemTxSendCommTest, ARefusedBindingStagesUnlessTxIsRequired) {
   EXPECT_NE(message.find("netmem TX"), std::string::npos) << message;
   // Not required: the buffer falls back to staging, which needs the CUDA driver. Without one
   // (CPU-only machines) that is the error; the bind refusal itself is not.
-  TxPair fallback = MakeTxPair(&refusing, /*require_tx=*/false);
+  testing::CommPair fallback = MakeTxPair(&refusing, /*require_tx=*/false);
   ASSERT_NE(fallback.send, nullptr);
   Result<MemoryRegion*> staged = fallback.send->Register(buffer, 1 << 20, nccl::kPtrCuda);
   if (staged.ok()) {
@@ -148,7 +119,7 @@ TEST(DevmemTxSendCommTest, ARefusedBindingStagesUnlessTxIsRequired) {
 // reads them as a zero-copy send would be (plugin/transport/zerocopy.h).
 TEST(DevmemTxSendCommTest, HostBuffersOfADevmemTxCommAreSentByCopy) {
   TxBinder binder(FakeCudaOps(false));
-  TxPair pair = MakeTxPair(&binder, false, /*receiver_buffer=*/4096);
+  testing::CommPair pair = MakeTxPair(&binder, false, /*receiver_buffer=*/4096);
   ASSERT_NE(pair.send, nullptr);
   std::vector<char> out(48 << 10, 'h');
   Result<Request*> sent = pair.send->PostSend(out.data(), out.size(), 1, nullptr);
@@ -163,7 +134,7 @@ TEST(DevmemTxSendCommTest, HostBuffersOfADevmemTxCommAreSentByCopy) {
 
 TEST(DevmemTxSendCommTest, AnMhandleBoundForTxIsRefusedOnACommWithoutIt) {
   TxBinder binder(FakeCudaOps(false));
-  TxPair tx = MakeTxPair(&binder, false);
+  testing::CommPair tx = MakeTxPair(&binder, false);
   ASSERT_NE(tx.send, nullptr);
   void* buffer = reinterpret_cast<void*>(kFakeAllocation);
   Result<MemoryRegion*> region = tx.send->Register(buffer, 1 << 20, nccl::kPtrCuda);

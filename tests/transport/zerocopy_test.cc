@@ -17,7 +17,7 @@
 #include "plugin/transport/comm.h"
 #include "plugin/transport/request.h"
 #include "plugin/transport/zerocopy.h"
-#include "tests/common/tcp_pair.h"
+#include "tests/common/comm_pair.h"
 
 namespace devmem {
 namespace {
@@ -94,50 +94,22 @@ TEST(ZeroCopyTrackerTest, AFailedSendGivesItsIdBack) {
 }
 
 // One data socket with SO_ZEROCOPY, like the connector makes them under NCCL_DEVMEM_EMULATE_TX.
-struct ZeroCopyPair {
-  std::unique_ptr<SendComm> send;
-  std::unique_ptr<RecvComm> recv;
-};
-
 // `receiver_buffer`: SO_RCVBUF of the receiving data socket (0: default).
-ZeroCopyPair MakePair(int receiver_buffer = 0) {
-  ConnectionParams params;
-  params.data_sockets = 1;
-  params.worker_threads = 1;
-  params.chunk_bytes = 512 << 10;
-  params.inline_bytes = 1024;
-  params.proxy_bytes = 1 << 30;
-  auto control = testing::TcpPair();
-  auto data = testing::TcpPair();
-  int one = 1;
-  EXPECT_EQ(setsockopt(data.first.get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)), 0)
-      << strerror(errno);
-  if (receiver_buffer > 0) {
-    EXPECT_EQ(setsockopt(data.second.get(), SOL_SOCKET, SO_RCVBUF, &receiver_buffer,
-                         sizeof(receiver_buffer)),
-              0);
-  }
-  std::vector<UniqueFd> send_data, recv_data;
-  send_data.push_back(std::move(data.first));
-  recv_data.push_back(std::move(data.second));
-  ZeroCopyPair pair;
-  auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params,
-                               "zerocopy recv", RxPath());
-  EXPECT_TRUE(recv.ok()) << recv.status().message();
-  pair.recv = std::move(recv).value();
+testing::CommPair MakePair(int receiver_buffer = 0) {
+  ConnectionParams params = testing::TestParams(1, 1, 512 << 10);
+  params.proxy_bytes = 1 << 30;  // the calling thread sends
   ConnectionParams send_params = params;
   send_params.zerocopy_tx = true;
-  auto send = SendComm::Create(std::move(control.first), std::move(send_data), send_params,
-                               "zerocopy send");
-  EXPECT_TRUE(send.ok()) << send.status().message();
-  pair.send = std::move(send).value();
-  return pair;
+  Result<testing::CommPair> pair =
+      testing::CreateZeroCopyCommPair(params, send_params, receiver_buffer);
+  EXPECT_TRUE(pair.ok()) << pair.status().message();
+  return pair.ok() ? std::move(pair).value() : testing::CommPair();
 }
 
 TEST(ZeroCopySendTest, ASendIsNotDoneBeforeTheKernelReportsItsCompletion) {
   // A tiny receive buffer closes the window after a few KiB: the rest of the message waits,
   // unsent, in the sender's write queue, with its pages referenced.
-  ZeroCopyPair pair = MakePair(/*receiver_buffer=*/4096);
+  testing::CommPair pair = MakePair(/*receiver_buffer=*/4096);
   ASSERT_NE(pair.send, nullptr);
   ASSERT_NE(pair.recv, nullptr);
   std::vector<char> out(48 << 10), in(48 << 10, 0);
@@ -190,30 +162,14 @@ TEST(ZeroCopySendTest, ASendIsNotDoneBeforeTheKernelReportsItsCompletion) {
 // the shape of the default on hosts with 8 or more CPUs. Completions recorded after sendmsg
 // returned were once dropped by the concurrent drain, and a 64 MiB stream hung for good.
 TEST(ZeroCopySendTest, WorkersSendingWhileTheCallerDrainsLoseNoCompletion) {
-  ConnectionParams params;
-  params.data_sockets = 4;
-  params.worker_threads = 4;
-  params.chunk_bytes = 64 << 10;
-  params.inline_bytes = 1024;
+  ConnectionParams params = testing::TestParams(4, 4, 64 << 10);
   params.proxy_bytes = 0;  // every message through the workers
-  auto control = testing::TcpPair();
-  std::vector<UniqueFd> send_data, recv_data;
-  for (int i = 0; i < params.data_sockets; ++i) {
-    auto data = testing::TcpPair();
-    int one = 1;
-    ASSERT_EQ(setsockopt(data.first.get(), SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)), 0)
-        << strerror(errno);
-    send_data.push_back(std::move(data.first));
-    recv_data.push_back(std::move(data.second));
-  }
-  auto recv = RecvComm::Create(std::move(control.second), std::move(recv_data), params,
-                               "zerocopy recv", RxPath());
-  ASSERT_TRUE(recv.ok()) << recv.status().message();
   ConnectionParams send_params = params;
   send_params.zerocopy_tx = true;
-  auto send = SendComm::Create(std::move(control.first), std::move(send_data), send_params,
-                               "zerocopy send");
-  ASSERT_TRUE(send.ok()) << send.status().message();
+  Result<testing::CommPair> pair = testing::CreateZeroCopyCommPair(params, send_params);
+  ASSERT_TRUE(pair.ok()) << pair.status().message();
+  SendComm* send = pair->send.get();
+  RecvComm* recv = pair->recv.get();
 
   constexpr size_t kBytes = 8 << 20;
   constexpr int kMessages = 24;
@@ -237,9 +193,9 @@ TEST(ZeroCopySendTest, WorkersSendingWhileTheCallerDrainsLoseNoCompletion) {
       size_t capacity = kBytes;
       int tag = posted;
       MemoryRegion* no_region = nullptr;
-      Result<Request*> r = recv.value()->PostRecv(1, &data, &capacity, &tag, &no_region, false);
+      Result<Request*> r = recv->PostRecv(1, &data, &capacity, &tag, &no_region, false);
       ASSERT_TRUE(r.ok()) << r.status().message();
-      Result<Request*> s = send.value()->PostSend(out[slot].data(), kBytes, posted, nullptr);
+      Result<Request*> s = send->PostSend(out[slot].data(), kBytes, posted, nullptr);
       ASSERT_TRUE(s.ok()) << s.status().message();
       if (r.value() != nullptr && s.value() != nullptr) {
         flying.push_back({posted, Slot{s.value(), r.value()}});
@@ -250,11 +206,11 @@ TEST(ZeroCopySendTest, WorkersSendingWhileTheCallerDrainsLoseNoCompletion) {
     auto& [number, slot] = flying.front();  // NCCL's proxy tests the oldest request first
     int size = 0;
     if (!slot.send_done) {
-      ASSERT_TRUE(send.value()->Test(slot.send, &slot.send_done, &size).ok());
+      ASSERT_TRUE(send->Test(slot.send, &slot.send_done, &size).ok());
     }
     int sizes[1] = {0};
     if (!slot.recv_done) {
-      ASSERT_TRUE(recv.value()->Test(slot.recv, &slot.recv_done, sizes).ok());
+      ASSERT_TRUE(recv->Test(slot.recv, &slot.recv_done, sizes).ok());
     }
     if (slot.send_done && slot.recv_done) {
       const int k = number % kWindow;
