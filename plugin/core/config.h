@@ -21,17 +21,20 @@ enum class UnpackMode {
 // Who moves a message's bytes by default, by the CPUs this process may run on (measured on
 // 2 and on 16 CPUs: perf/RESULTS.md, "Host path defaults by CPU count"). With few CPUs the
 // thread that calls isend/irecv/test (NCCL's proxy) moves every message itself: a hand-off to
-// a worker costs more than it buys. With many, messages above 256 KiB go to 4 workers (one
-// per data socket), as NCCL's socket transport uses 4 helper threads per comm on GCP.
+// a worker costs more than it buys. With many, messages above 64 KiB go to 4 workers (one
+// per data socket), as NCCL's socket transport uses 4 helper threads per comm on GCP: NCCL's
+// p2p steps (NCCL_P2P_NET_CHUNKSIZE, 128 KiB) and ring steps from many channels then no
+// longer queue behind the one proxy thread (through NCCL on 16 CPUs: sendrecv 0.54-0.74x ->
+// 1.16-2.11x NCCL's socket transport, perf/RESULTS.md).
 struct HostPathDefaults {
   int worker_threads;    // NCCL_DEVMEM_NTHREADS when unset
   uint64_t proxy_bytes;  // NCCL_DEVMEM_PROXY_BYTES when unset (given the thread count)
 };
 inline constexpr int kManyCpus = 8;  // from this many usable CPUs on, the workers' default
 inline constexpr int kManyCpusWorkerThreads = 4;
-inline constexpr uint64_t kWorkerProxyBytes = 256 << 10;  // proxy limit when workers exist
+inline constexpr uint64_t kWorkerProxyBytes = 64 << 10;  // proxy limit when workers exist
 // The thread default for `usable_cpus`, and the proxy default for `worker_threads` threads:
-// one thread moves everything on the proxy; several take every message above 256 KiB (a
+// one thread moves everything on the proxy; several take every message above 64 KiB (a
 // thread count set without a proxy limit would otherwise leave the workers idle).
 int DefaultWorkerThreads(int usable_cpus);
 uint64_t DefaultProxyBytes(int worker_threads);

@@ -158,7 +158,7 @@ TEST(ConfigTest, ReadsTheTxRailAndStripingVariables) {
 }
 
 // The host path's defaults follow the CPUs (perf/RESULTS.md "Host path defaults by CPU count":
-// one thread won on 2 CPUs, 4 workers above 256 KiB on 16).
+// one thread won on 2 CPUs, 4 workers above 64 KiB on 16).
 TEST(ConfigTest, HostPathDefaultsFollowTheUsableCpus) {
   for (int cpus : {1, 2, 7}) {
     Result<Config> config = Config::FromEnvironment(Env({}), cpus);
@@ -171,13 +171,13 @@ TEST(ConfigTest, HostPathDefaultsFollowTheUsableCpus) {
     Result<Config> config = Config::FromEnvironment(Env({}), cpus);
     ASSERT_TRUE(config.ok()) << config.status().message();
     EXPECT_EQ(config->worker_threads, 4) << cpus << " CPUs";
-    EXPECT_EQ(config->proxy_bytes, 256u << 10) << cpus << " CPUs";
+    EXPECT_EQ(config->proxy_bytes, 64u << 10) << cpus << " CPUs";
   }
   // Fewer sockets than the default threads: the threads follow the sockets.
   Result<Config> two_sockets = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NSOCKS", "2"}}), 16);
   ASSERT_TRUE(two_sockets.ok());
   EXPECT_EQ(two_sockets->worker_threads, 2);
-  EXPECT_EQ(two_sockets->proxy_bytes, 256u << 10);
+  EXPECT_EQ(two_sockets->proxy_bytes, 64u << 10);
   Result<Config> one_socket = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NSOCKS", "1"}}), 16);
   ASSERT_TRUE(one_socket.ok());
   EXPECT_EQ(one_socket->worker_threads, 1);
@@ -185,12 +185,12 @@ TEST(ConfigTest, HostPathDefaultsFollowTheUsableCpus) {
 }
 
 TEST(ConfigTest, TheProxyDefaultFollowsAThreadCountTheUserSet) {
-  // Threads asked for on a small host get the messages above 256 KiB; one thread on a large
+  // Threads asked for on a small host get the messages above 64 KiB; one thread on a large
   // host moves everything itself; an explicit proxy limit always wins.
   Result<Config> threads = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NTHREADS", "2"}}), 2);
   ASSERT_TRUE(threads.ok());
   EXPECT_EQ(threads->worker_threads, 2);
-  EXPECT_EQ(threads->proxy_bytes, 256u << 10);
+  EXPECT_EQ(threads->proxy_bytes, 64u << 10);
   Result<Config> one = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NTHREADS", "1"}}), 16);
   ASSERT_TRUE(one.ok());
   EXPECT_EQ(one->worker_threads, 1);
