@@ -152,6 +152,11 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     if (direction_ == Direction::kSend && zerocopy != nullptr &&
         (task->zerocopy || task->tx_dmabuf_id != 0)) {
       // Reads the completions waiting on the error queue; false (comm failed) on an error.
+      // Before the drain: the count a decision to wait is based on. A completion counted
+      // after it, by our drain or by NCCL's proxy thread draining in test(), means "look
+      // again" to the worker (WorkerThread::Run), so none is lost between the drain and
+      // the poll.
+      socket->completions_seen = zerocopy->completed();
       auto drain = [&] {
         Status drained = zerocopy->Drain(fd);
         if (!drained.ok()) health_->Fail(drained);
@@ -283,7 +288,7 @@ void WorkerThread::Run() {
           break;
         }
         if (outcome == Outcome::kAwaitCompletions) {
-          awaited[i] = socket->zerocopy->completed();
+          awaited[i] = socket->completions_seen;
           // Only the error queue: poll reports POLLERR whatever the events asked.
           waits.push_back({socket->fd.get(), 0, 0});
           waiting[i] = true;

@@ -101,6 +101,9 @@ struct DataSocket {
   SpscRing<SocketTask, kSocketTaskCapacity> proxy_tasks;
   std::unique_ptr<FragReceiver> receiver;     // null: plain recv straight into the buffer
   std::unique_ptr<ZeroCopyTracker> zerocopy;  // send with MSG_ZEROCOPY (null: plain send)
+  // The tracker's completed() before the mover last drained (mover-only): a worker that
+  // waits for completions sleeps only while the count has not moved past it.
+  uint64_t completions_seen = 0;
   bool broken = false;  // worker-only: an I/O error was reported, stop touching it
   // Adaptive striping (ConnectionParams::adaptive_stripes), send side: bytes queued on this
   // socket (the proxy thread's count) and bytes written to it (by whichever thread moves the

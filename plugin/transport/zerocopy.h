@@ -5,8 +5,14 @@
 // (loopback and veth always do). Until its ids are done the kernel may still read the buffer,
 // so a send request is complete only then (Request::zerocopy_pending).
 //
-// The thread that sends records (Sent) and whichever thread polls completions (Drain) may
+// The thread that sends records (WillSend) and whichever thread polls completions (Drain) may
 // differ (a worker, NCCL's proxy thread in test()): a mutex orders them.
+//
+// Consecutive sends on a socket may share one notification (net/core/skbuff.c
+// msg_zerocopy_realloc extends the tail skb's): message N's last send can then be reported
+// only together with message N+1's first, once that was acknowledged, that is, once the peer
+// read it. NCCL progresses receives independently of sends, so that never waits on itself;
+// a test that progresses both from one loop must do the same.
 #pragma once
 
 #include <cstdint>

@@ -176,51 +176,62 @@ TEST(ZeroCopySendTest, WorkersSendingWhileTheCallerDrainsLoseNoCompletion) {
   constexpr int kWindow = 4;
   std::vector<std::vector<char>> out(kWindow, std::vector<char>(kBytes));
   std::vector<std::vector<char>> in(kWindow, std::vector<char>(kBytes));
-  struct Slot {
-    Request* send = nullptr;
-    Request* recv = nullptr;
-    bool send_done = false;
-    bool recv_done = false;
-  };
-  std::deque<std::pair<int, Slot>> flying;  // message number, its requests; oldest first
-  int posted = 0;
+  // Sends and receives progress independently, each oldest first, as NCCL's proxy progresses
+  // a send and a receive connection (src/transport/net.cc sendProxyProgress /
+  // recvProxyProgress). Not one loop over both: the kernel may report message N's last
+  // zero-copy send only with message N+1's first (consecutive sends share one notification,
+  // net/core/skbuff.c msg_zerocopy_realloc), so N's send can complete only once N+1 is read.
+  std::deque<std::pair<int, Request*>> sends, recvs;  // message number, request; oldest first
+  int sends_posted = 0, recvs_posted = 0, received = 0, sent = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while ((posted < kMessages || !flying.empty()) && std::chrono::steady_clock::now() < deadline) {
-    if (posted < kMessages && flying.size() < kWindow) {
-      const int slot = posted % kWindow;
-      for (size_t i = 0; i < kBytes; i += 4096) out[slot][i] = static_cast<char>(posted * 7 + i);
-      void* data = in[slot].data();
+  while ((received < kMessages || sent < kMessages) &&
+         std::chrono::steady_clock::now() < deadline) {
+    // Message m reuses buffer m % kWindow once message m - kWindow is done both ways.
+    if (recvs_posted < kMessages && recvs_posted < sent + kWindow &&
+        recvs_posted < received + kWindow) {
+      void* data = in[recvs_posted % kWindow].data();
       size_t capacity = kBytes;
-      int tag = posted;
+      int tag = recvs_posted;
       MemoryRegion* no_region = nullptr;
       Result<Request*> r = recv->PostRecv(1, &data, &capacity, &tag, &no_region, false);
       ASSERT_TRUE(r.ok()) << r.status().message();
-      Result<Request*> s = send->PostSend(out[slot].data(), kBytes, posted, nullptr);
+      if (r.value() != nullptr) recvs.push_back({recvs_posted++, r.value()});
+    }
+    if (sends_posted < kMessages && sends_posted < sent + kWindow &&
+        sends_posted < received + kWindow) {
+      std::vector<char>& buffer = out[sends_posted % kWindow];
+      for (size_t i = 0; i < kBytes; i += 4096) buffer[i] = static_cast<char>(sends_posted * 7 + i);
+      Result<Request*> s = send->PostSend(buffer.data(), kBytes, sends_posted, nullptr);
       ASSERT_TRUE(s.ok()) << s.status().message();
-      if (r.value() != nullptr && s.value() != nullptr) {
-        flying.push_back({posted, Slot{s.value(), r.value()}});
-        ++posted;
+      if (s.value() != nullptr) sends.push_back({sends_posted++, s.value()});
+    }
+    if (!sends.empty()) {
+      bool done = false;
+      int size = 0;
+      ASSERT_TRUE(send->Test(sends.front().second, &done, &size).ok());
+      if (done) {
+        sends.pop_front();
+        ++sent;
       }
     }
-    if (flying.empty()) continue;
-    auto& [number, slot] = flying.front();  // NCCL's proxy tests the oldest request first
-    int size = 0;
-    if (!slot.send_done) {
-      ASSERT_TRUE(send->Test(slot.send, &slot.send_done, &size).ok());
-    }
-    int sizes[1] = {0};
-    if (!slot.recv_done) {
-      ASSERT_TRUE(recv->Test(slot.recv, &slot.recv_done, sizes).ok());
-    }
-    if (slot.send_done && slot.recv_done) {
-      const int k = number % kWindow;
-      ASSERT_EQ(memcmp(in[k].data(), out[k].data(), kBytes), 0) << "message " << number;
-      flying.pop_front();
+    if (!recvs.empty()) {
+      bool done = false;
+      int sizes[1] = {0};
+      ASSERT_TRUE(recv->Test(recvs.front().second, &done, sizes).ok());
+      if (done) {
+        const int number = recvs.front().first;
+        const int k = number % kWindow;
+        // The sender has not refilled buffer k: message number + kWindow waits for this one.
+        ASSERT_EQ(memcmp(in[k].data(), out[k].data(), kBytes), 0) << "message " << number;
+        recvs.pop_front();
+        ++received;
+      }
     }
   }
-  EXPECT_EQ(posted, kMessages);
-  EXPECT_TRUE(flying.empty()) << flying.size() << " messages not done within 60 s (message "
-                              << (flying.empty() ? -1 : flying.front().first) << " first)";
+  EXPECT_EQ(sent, kMessages) << "sends not done within 60 s, oldest "
+                             << (sends.empty() ? -1 : sends.front().first);
+  EXPECT_EQ(received, kMessages) << "receives not done within 60 s, oldest "
+                                 << (recvs.empty() ? -1 : recvs.front().first);
 }
 
 }  // namespace
