@@ -180,16 +180,8 @@ Result<TxMapping> TxBinder::Map(int ifindex, const void* data, size_t size) {
 
 size_t TxBinder::live_bindings() {
   std::lock_guard<std::mutex> lock(mutex_);
-  size_t live = 0;
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second.binding.expired()) {
-      it = entries_.erase(it);
-    } else {
-      ++live;
-      ++it;
-    }
-  }
-  return live;
+  return static_cast<size_t>(std::count_if(
+      entries_.begin(), entries_.end(), [](const auto& e) { return !e.second.binding.expired(); }));
 }
 
 }  // namespace devmem

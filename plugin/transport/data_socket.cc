@@ -149,15 +149,14 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     ssize_t n;
     // Zero-copy only for what asked for it: devmem TX buffers, and every send under
     // NCCL_DEVMEM_EMULATE_TX; host buffers of a devmem TX comm go out by plain send.
-    if (direction_ == Direction::kSend && zerocopy != nullptr &&
-        (task->zerocopy || task->tx_dmabuf_id != 0)) {
+    if (direction_ == Direction::kSend && zerocopy != nullptr && task->zerocopy) {
       // Reads the completions waiting on the error queue; false (comm failed) on an error.
-      // Before the drain: the count a decision to wait is based on. A completion counted
-      // after it, by our drain or by NCCL's proxy thread draining in test(), means "look
-      // again" to the worker (WorkerThread::Run), so none is lost between the drain and
-      // the poll.
-      socket->completions_seen = zerocopy->completed();
+      // Only a drain can lead to waiting for completions: the count before it is what the
+      // decision to wait is based on. A completion counted after it, by this drain or by NCCL's
+      // proxy thread draining in test(), means "look again" to the worker
+      // (WorkerThread::Run), so none is lost between the drain and the poll.
       auto drain = [&] {
+        socket->completions_seen = zerocopy->completed();
         Status drained = zerocopy->Drain(fd);
         if (!drained.ok()) health_->Fail(drained);
         return drained.ok();

@@ -87,7 +87,9 @@ struct SocketTask {
   // Send, devmem TX: `base` is the message's byte offset in the dmabuf bound as this id
   // (plugin/devmem/devmem_tx.h), and chunks go out with SendDevmemTx. 0: `base` is an address.
   uint32_t tx_dmabuf_id = 0;
-  bool zerocopy = false;  // send with MSG_ZEROCOPY (NCCL_DEVMEM_EMULATE_TX); implied by the id
+  // Send with MSG_ZEROCOPY: every send under NCCL_DEVMEM_EMULATE_TX, and every devmem TX
+  // send (QueueStripes sets it whenever tx_dmabuf_id is).
+  bool zerocopy = false;
 };
 
 // 32 requests x 8 sub-requests can each put at most one task on a socket.
