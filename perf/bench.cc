@@ -2,16 +2,21 @@
 // between two processes (fork; optionally each in its own network namespace), like NCCL's proxy
 // does: per connection a window of outstanding isend/irecv of which only the oldest is tested,
 // connections progressed round-robin by one thread per side, yielding when a pass made no
-// progress. Any plugin loads (--plugin), e.g. NCCL's own socket transport (perf/peers/).
+// progress. Any plugin loads (--plugin), and so does NCCL's own socket transport from an
+// installed libnccl.so.2 (--yardstick, perf/yardstick/installed_nccl_socket.h).
 //
-//   nccl-net-devmem-bench [--plugin PATH] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
+//   nccl-net-devmem-bench [--plugin PATH | --yardstick installed[:LIBNCCL]] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
 //                         [--window W] [--comms N] [--test-any] [--latency] [--check] [--json]
 //                         [--mode host|emulated-devmem|emulated-tx]
 //                         [--netns-send NS --netns-recv NS]
 //                         [--fuse N] [--verbose]
 //
+//   --yardstick installed[:LIBNCCL]
+//                 drive NCCL's socket transport (NCCL_NET=Socket) inside LIBNCCL (default
+//                 /usr/local/cuda/lib64/libnccl.so.2; NCCL 2.28.9 only) instead of a plugin
 //   --comms N     N connections carrying the stream (each -n ITERS messages), one proxy thread
 //                 per side progressing them in turn, as NCCL's proxy progresses its channels
+//                 (1..kMaxComms; buffers permitting: see CheckBufferBudget)
 //   --test-any    post into every free slot and test every request in flight, not only the
 //                 oldest: a stricter contract than NCCL's (NCCL's own socket transport fails it)
 //   --check       byte-exact payload check of every message (stream and ping-pong; slower)
@@ -35,16 +40,29 @@
 #include <vector>
 
 #include "perf/net_peer.h"
+#include "perf/net_table.h"
 #include "perf/plugin_loader.h"
+#include "perf/stream_lane.h"
 
 namespace {
 
-using devmem::testing::LoadedPlugin;
+using devmem::perf::CheckPattern;
+using devmem::perf::FillPattern;
+using devmem::perf::HostBuffer;
+using devmem::perf::Lane;
+using devmem::perf::NetTable;
+using devmem::perf::SlotBytes;
+using devmem::perf::StreamStep;
 using devmem::testing::NetPeer;
 using Clock = std::chrono::steady_clock;
 
+// NCCL opens about 1,000 net comms per rank in a 256-rank all-to-all (issue 19): --comms goes
+// that far, each connection with its own listen handle and lane buffers.
+constexpr int kMaxComms = 1024;
+
 struct Options {
   std::string plugin;
+  std::string yardstick;  // "installed[:PATH]": NCCL's socket transport instead of the plugin
   uint64_t min_bytes = 8;
   uint64_t max_bytes = 64ull << 20;
   double factor = 2;
@@ -110,6 +128,8 @@ Options ParseOptions(int argc, char** argv) {
     };
     if (a == "--plugin")
       o.plugin = next();
+    else if (a == "--yardstick")
+      o.yardstick = next();
     else if (a == "-b" || a == "--min-bytes")
       o.min_bytes = ParseSize(next());
     else if (a == "-e" || a == "--max-bytes")
@@ -157,7 +177,10 @@ Options ParseOptions(int argc, char** argv) {
   if (o.factor <= 1.0 || o.window < 1 || o.window > 32 || o.min_bytes > o.max_bytes) {
     Die("need factor > 1, 1 <= window <= 32, min <= max");
   }
-  if (o.comms < 1 || o.comms > 64) Die("need 1 <= comms <= 64");
+  if (o.comms < 1 || o.comms > kMaxComms) Die("need 1 <= comms <= %d", kMaxComms);
+  if (!o.yardstick.empty() && !NetTable::IsYardstickSpec(o.yardstick)) {
+    Die("--yardstick %s: expected installed or installed:PATH", o.yardstick.c_str());
+  }
   if (o.fuse < 1 || o.fuse > 4) Die("need 1 <= fuse <= 4");
   if (o.latency && o.comms > 1) Die("--comms applies to the stream test, not to --latency");
   return o;
@@ -221,163 +244,15 @@ void IdleWait() {
   }
 }
 
-// A page-aligned, pre-faulted message buffer. Transparent huge pages are requested because
-// NCCL's host buffers (cudaHostAlloc) are large pinned allocations, not 4 KiB-page heaps.
-class HostBuffer {
- public:
-  explicit HostBuffer(uint64_t bytes) : size_(bytes) {
-    constexpr size_t kHuge = 2 << 20;
-    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-    void* p = nullptr;
-    if (posix_memalign(&p, kHuge, rounded) != 0) Die("cannot allocate %" PRIu64 " bytes", bytes);
-    madvise(p, rounded, MADV_HUGEPAGE);
-    memset(p, 0, rounded);
-    data_ = static_cast<char*>(p);
-  }
-  HostBuffer(HostBuffer&& other) noexcept : data_(other.data_), size_(other.size_) {
-    other.data_ = nullptr;
-  }
-  HostBuffer(const HostBuffer&) = delete;
-  HostBuffer& operator=(const HostBuffer&) = delete;
-  ~HostBuffer() { free(data_); }
-  char* data() { return data_; }
-  uint64_t size() const { return size_; }
-  char& operator[](uint64_t i) { return data_[i]; }
-
- private:
-  char* data_ = nullptr;
-  uint64_t size_ = 0;
-};
-
-// Payload of message `salt` (connection << 32 | message index): a per-message offset that
-// neighbouring messages and other connections do not share, so a swapped, crossed or stale
-// message fails the check in almost every byte, even a 1-byte one.
-uint64_t PatternSeed(uint64_t salt) { return ((salt + 1) * 0x9E3779B97F4A7C15ull) >> 40; }
-
-void FillPattern(char* data, uint64_t size, uint64_t salt) {
-  const uint64_t seed = PatternSeed(salt);
-  for (uint64_t i = 0; i < size; ++i) data[i] = static_cast<char>((i * 131 + seed) >> 3);
-}
-
-void CheckPattern(const char* data, uint64_t size, uint64_t salt, const char* what) {
-  const uint64_t seed = PatternSeed(salt);
-  for (uint64_t i = 0; i < size; ++i) {
-    if (static_cast<uint8_t>(data[i]) != static_cast<uint8_t>((i * 131 + seed) >> 3)) {
-      Die("payload mismatch at byte %" PRIu64 " of %" PRIu64 " (%s, connection %" PRIu64
-          ", message %" PRIu64 ")",
-          i, size, what, salt >> 32, salt & 0xffffffffu);
-    }
-  }
-}
-
-// One connection's side of a stream: a buffer per window slot and the request in flight in
-// each. Message k uses slot k % window in the default (in-order) mode.
-struct Lane {
-  void* comm = nullptr;
-  std::vector<HostBuffer> buffers;
-  std::vector<void*> mhandles;
-  std::vector<void*> requests;  // per slot; nullptr when free
-  std::vector<uint64_t> salts;  // per slot: the payload of the message it carries
-  int posted = 0;
-  int completed = 0;
-};
-
-struct StreamStep {
-  const devmem::abi::NetV11* net;
-  bool sender;
-  uint64_t size;
-  int iters;  // per connection
-  int window;
-  bool check;
-};
-
-// Posts the next message of `lane` in `slot`; false when the plugin had no request free
-// (it returned NULL: NCCL retries on a later pass).
-bool Post(const StreamStep& s, Lane& lane, uint64_t lane_index, int slot) {
-  void* request = nullptr;
-  void* data = lane.buffers[static_cast<size_t>(slot)].data();
-  void* mhandle = lane.mhandles[static_cast<size_t>(slot)];
-  const uint64_t salt = lane_index << 32 | static_cast<uint64_t>(lane.posted);
-  if (s.sender) {
-    if (s.check) FillPattern(static_cast<char*>(data), s.size, salt);
-    if (s.net->isend(lane.comm, data, s.size, 1, mhandle, nullptr, &request) !=
-        devmem::abi::kSuccess) {
-      Die("isend failed");
-    }
-  } else {
-    size_t capacity = s.size;
-    int tag = 1;
-    if (s.net->irecv(lane.comm, 1, &data, &capacity, &tag, &mhandle, nullptr, &request) !=
-        devmem::abi::kSuccess) {
-      Die("irecv failed");
-    }
-  }
-  if (request == nullptr) return false;
-  lane.requests[static_cast<size_t>(slot)] = request;
-  lane.salts[static_cast<size_t>(slot)] = salt;
-  ++lane.posted;
-  return true;
-}
-
-// Tests the request in `slot` once; true when it completed.
-bool Complete(const StreamStep& s, Lane& lane, int slot) {
-  int done = 0;
-  int got = 0;
-  if (s.net->test(lane.requests[static_cast<size_t>(slot)], &done, &got) != devmem::abi::kSuccess) {
-    Die("test failed");
-  }
-  if (!done) return false;
-  if (!s.sender && static_cast<uint64_t>(got) != s.size) Die("short receive %d", got);
-  if (!s.sender && s.check) {
-    CheckPattern(lane.buffers[static_cast<size_t>(slot)].data(), s.size,
-                 lane.salts[static_cast<size_t>(slot)], "stream");
-  }
-  lane.requests[static_cast<size_t>(slot)] = nullptr;
-  ++lane.completed;
-  return true;
-}
-
-// NCCL's proxy (src/transport/net.cc): on each pass over a connection it posts at most one
-// request and tests only the oldest one in flight.
-bool ProgressInOrder(const StreamStep& s, Lane& lane, uint64_t lane_index) {
-  bool progressed = false;
-  if (lane.posted < s.iters && lane.posted - lane.completed < s.window) {
-    progressed = Post(s, lane, lane_index, lane.posted % s.window);
-  }
-  if (lane.completed < lane.posted && Complete(s, lane, lane.completed % s.window)) {
-    progressed = true;
-  }
-  return progressed;
-}
-
-// --test-any: fills every free slot and tests every request in flight, in slot order, so
-// requests complete out of posting order.
-bool ProgressAnySlot(const StreamStep& s, Lane& lane, uint64_t lane_index) {
-  bool progressed = false;
-  for (int slot = 0; slot < s.window; ++slot) {
-    if (lane.requests[static_cast<size_t>(slot)] == nullptr && lane.posted < s.iters &&
-        lane.posted - lane.completed < s.window && Post(s, lane, lane_index, slot)) {
-      progressed = true;
-    }
-    if (lane.requests[static_cast<size_t>(slot)] != nullptr && Complete(s, lane, slot)) {
-      progressed = true;
-    }
-  }
-  return progressed;
-}
-
 // Streams `iters` messages of `size` bytes on every lane, up to `window` in flight per lane,
 // the lanes progressed round-robin by this one thread. The receiver's clock runs from its
 // "go" to its last completion.
 double Stream(const Options& o, const devmem::abi::NetV11* net, bool sender,
               std::vector<Lane>& lanes, uint64_t size, int iters, bool check, int to_peer,
               int from_peer) {
-  const StreamStep step{net, sender, size, iters, o.window, check};
-  for (Lane& lane : lanes) {
-    lane.posted = lane.completed = 0;
-    lane.requests.assign(static_cast<size_t>(o.window), nullptr);
-    lane.salts.assign(static_cast<size_t>(o.window), 0);
-  }
+  std::string error;
+  const StreamStep step{net, size, iters, o.window, check};
+  for (Lane& lane : lanes) lane.Reset(o.window);
   char go = 'g';
   if (sender) ReadAll(from_peer, &go, 1);
   Clock::time_point start = Clock::now();
@@ -387,11 +262,12 @@ double Stream(const Options& o, const devmem::abi::NetV11* net, bool sender,
   while (completed < total) {
     bool progressed = false;
     completed = 0;
-    for (size_t i = 0; i < lanes.size(); ++i) {
-      if (o.test_any ? ProgressAnySlot(step, lanes[i], i) : ProgressInOrder(step, lanes[i], i)) {
+    for (Lane& lane : lanes) {
+      if (o.test_any ? ProgressAnySlot(step, lane, &error) : ProgressInOrder(step, lane, &error)) {
         progressed = true;
       }
-      completed += lanes[i].completed;
+      if (!error.empty()) Die("%s", error.c_str());
+      completed += lane.completed;
     }
     if (!progressed) IdleWait();
   }
@@ -432,18 +308,20 @@ double PingPong(NetPeer& peer, bool initiator, HostBuffer& buffer, void* send_mh
         if (net->test(request, &done, &got) != 0) Die("test failed");
       }
       if (!send_now && static_cast<uint64_t>(got) != size) Die("short receive %d", got);
-      if (check && !send_now) CheckPattern(buffer.data(), size, i, "ping-pong");
+      if (check && !send_now) {
+        const std::string mismatch = CheckPattern(buffer.data(), size, i, "ping-pong");
+        if (!mismatch.empty()) Die("%s", mismatch.c_str());
+      }
     }
   }
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Buffers of the stream lanes: `window` per connection, each of the largest size, 2 MiB-rounded.
+// Buffers of the stream lanes: `window` slots per connection, each of the largest size.
 void CheckBufferBudget(const Options& o, uint64_t largest) {
-  constexpr uint64_t kHuge = 2 << 20;
   constexpr uint64_t kBudget = 4ull << 30;
-  const uint64_t slots = o.latency ? 1 : static_cast<uint64_t>(o.comms * o.window);
-  const uint64_t bytes = slots * ((std::max<uint64_t>(largest, 1) + kHuge - 1) / kHuge * kHuge);
+  const uint64_t slots = o.latency ? 1 : static_cast<uint64_t>(o.comms) * o.window;
+  const uint64_t bytes = slots * SlotBytes(largest);
   if (bytes > kBudget) {
     Die("--comms %d x --window %d buffers of %" PRIu64 " B need %.1f GiB per process, over %" PRIu64
         " GiB: lower -e, --window or --comms",
@@ -453,12 +331,14 @@ void CheckBufferBudget(const Options& o, uint64_t largest) {
 
 int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
   EnterNetns(rank0 ? o.netns_recv : o.netns_send);
-  LoadedPlugin plugin;
-  if (!plugin.Open(o.plugin)) Die("cannot load %s: %s", o.plugin.c_str(), plugin.error().c_str());
-  const devmem::abi::NetV11* net = plugin.v11();
-  if (net == nullptr) Die("%s exports no ncclNetPlugin_v11", o.plugin.c_str());
-  NetPeer peer(net);
+  NetTable table;
   std::string error;
+  if (!(o.yardstick.empty() ? table.OpenPlugin(o.plugin, &error)
+                            : table.OpenYardstick(o.yardstick, &error))) {
+    Die("%s", error.c_str());
+  }
+  const devmem::abi::NetV11* net = table.v11();
+  NetPeer peer(net);
   const size_t handle_bytes = static_cast<size_t>(o.comms) * devmem::abi::kNetHandleMaxSize;
   std::vector<uint8_t> mine(handle_bytes);
   std::vector<uint8_t> theirs(handle_bytes);
@@ -478,6 +358,7 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
   const std::vector<uint64_t> sizes = Sizes(o);
   const uint64_t largest = std::max<uint64_t>(sizes.empty() ? 0 : sizes.back(), 1);
   std::vector<Lane> lanes;  // stream: one per connection
+  std::vector<HostBuffer> stream_arena;
   std::vector<HostBuffer> pingpong_buffer;
   void* pingpong_send_mh = nullptr;
   void* pingpong_recv_mh = nullptr;
@@ -486,20 +367,26 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
     pingpong_send_mh = peer.Register(peer.send_comm(0), buffer.data(), buffer.size());
     pingpong_recv_mh = peer.Register(peer.recv_comm(0), buffer.data(), buffer.size());
   } else {
+    const uint64_t slot_bytes = SlotBytes(largest);
+    HostBuffer& arena =
+        stream_arena.emplace_back(slot_bytes * static_cast<uint64_t>(o.comms) * o.window);
+    char* next_slot = arena.data();
     for (int c = 0; c < o.comms; ++c) {
       Lane& lane = lanes.emplace_back();
       lane.comm = rank0 ? peer.recv_comm(c) : peer.send_comm(c);
-      for (int s = 0; s < o.window; ++s) {
-        HostBuffer& buffer = lane.buffers.emplace_back(largest);
-        lane.mhandles.push_back(peer.Register(lane.comm, buffer.data(), buffer.size()));
+      lane.sender = !rank0;
+      lane.index = static_cast<uint64_t>(c);
+      for (int s = 0; s < o.window; ++s, next_slot += slot_bytes) {
+        lane.buffers.push_back(next_slot);
+        lane.mhandles.push_back(peer.Register(lane.comm, next_slot, largest));
       }
     }
   }
   const char* order = o.test_any ? "any" : "in-order";
   if (rank0 && !o.json) {
-    printf("# nccl-net-devmem-bench: mode %s, %s, window %d, comms %d, test %s, plugin %s\n",
+    printf("# nccl-net-devmem-bench: mode %s, %s, window %d, comms %d, test %s\n# %s\n",
            o.mode.c_str(), o.latency ? "ping-pong round trips" : "one-way stream",
-           o.latency ? 1 : o.window, o.comms, order, o.plugin.c_str());
+           o.latency ? 1 : o.window, o.comms, order, table.description().c_str());
     printf("# %12s %8s %12s %10s\n", "size(B)", "iters", "time(us)", "GB/s");
   }
   for (uint64_t size : sizes) {

@@ -74,9 +74,18 @@ class NetPeer {
   // transports keep their connection state inside the handle between connect() calls.
   bool Establish(uint8_t* peer_handles, bool want_send, bool want_recv, int timeout_ms,
                  std::string* error) {
-    const size_t count = listen_comms_.size();
-    send_comms_.assign(want_send ? count : 0, nullptr);
-    recv_comms_.assign(want_recv ? count : 0, nullptr);
+    const int count = static_cast<int>(listen_comms_.size());
+    return Establish(peer_handles, want_send ? count : 0, want_recv ? count : 0, timeout_ms, error);
+  }
+  // The same with `sends` send comms (to the peer's first `sends` handles) and `recvs` recv
+  // comms (on the first `recvs` listen comms).
+  bool Establish(uint8_t* peer_handles, int sends, int recvs, int timeout_ms, std::string* error) {
+    if (recvs > static_cast<int>(listen_comms_.size())) {
+      *error = "more recv comms than listen comms";
+      return false;
+    }
+    send_comms_.assign(static_cast<size_t>(sends), nullptr);
+    recv_comms_.assign(static_cast<size_t>(recvs), nullptr);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     abi::DeviceHandleV7* no_device = nullptr;
     for (;;) {
