@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Our host path vs NCCL's own socket transport (NCCL_NET=Socket), both loaded as plugins by
-# nccl-net-devmem-bench and driven the same way (in-order test, one proxy thread per side), on
-# loopback, interleaved in one run.
+# Our host path vs NCCL's own socket transport (what NCCL_NET=Socket runs), both driven by
+# nccl-net-devmem-bench the same way (in-order test, one proxy thread per side), on loopback,
+# interleaved in one run. The yardstick is the socket transport inside the installed,
+# unmodified NCCL library (`--yardstick installed:LIBNCCL`, NCCL 2.28.9 only; how it is found
+# and what is done about its one CUDA call on a machine without a CUDA driver:
+# perf/yardstick/installed_nccl_socket.h). Nothing of NCCL is built.
 #
-#   NCCL_SRC=/path/to/nccl perf/compare_nccl_socket.sh [ROUNDS]        (default 5)
+#   perf/compare_nccl_socket.sh [ROUNDS]        (default 5)
 #
 # Settings: ours (its defaults) and NCCL's socket transport at its default, at 1x4 and at 2x2
 # (NCCL_SOCKET_NTHREADS x NCCL_NSOCKS_PERTHREAD; both are set, each auto-detects separately).
@@ -14,33 +17,23 @@
 # stream_gbps.png and pingpong_rtt.png under OUT.
 #
 # Environment: BUILD (build dir, default build), BENCH (default $BUILD/bin/nccl-net-devmem-bench),
-# PLUGIN (ours; default the bench's own), YARDSTICK (NCCL's transport as a plugin, default
-# $BUILD/peers/nccl_socket/libnccl-net-ncclsocket.so: built from NCCL_SRC by
-# perf/peers/nccl_socket/build.sh when missing or older than its shim), OUT (default
-# perf/results/nccl_socket), MIN / MAX / FACTOR (bench -b / -e / -f), RUN_TIMEOUT (seconds per
-# bench run, default 600).
+# PLUGIN (ours; default the bench's own), LIBNCCL (the NCCL library whose socket transport is
+# the yardstick, default /usr/local/cuda/lib64/libnccl.so.2), OUT (default
+# $BUILD/results/nccl_socket; copy what you publish into perf/results/ yourself), MIN / MAX /
+# FACTOR (bench -b / -e / -f), RUN_TIMEOUT (seconds per bench run, default 600).
 set -euo pipefail
 rounds=${1:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 build=${BUILD:-build}
 bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
-yardstick=${YARDSTICK:-$build/peers/nccl_socket/libnccl-net-ncclsocket.so}
-out=${OUT:-$here/results/nccl_socket}
+libnccl=${LIBNCCL:-/usr/local/cuda/lib64/libnccl.so.2}
+out=${OUT:-$build/results/nccl_socket}
 sizes=(-b "${MIN:-8}" -e "${MAX:-64M}" -f "${FACTOR:-2}")
 run_timeout=${RUN_TIMEOUT:-600}
 
 die() { echo "compare_nccl_socket.sh: $*" >&2; exit 2; }
 [[ -x "$bench" ]] || die "no bench binary at $bench (cmake --build $build, or set BENCH)"
-peer_dir="$here/peers/nccl_socket"
-stale=0
-[[ -z "${YARDSTICK:-}" && ("$peer_dir/nccl_core_shim.cc" -nt "$yardstick" ||
-   "$peer_dir/build.sh" -nt "$yardstick") ]] && stale=1
-if [[ ! -f "$yardstick" || $stale == 1 ]]; then
-  [[ -n "${NCCL_SRC:-}" ]] || die "no NCCL socket plugin at $yardstick (or older than its shim):" \
-    "set NCCL_SRC to an NCCL v2.28.9-1 source tree to build it, or YARDSTICK to a built one"
-  "$peer_dir/build.sh" "$(dirname "$yardstick")" >&2
-  [[ -f "$yardstick" ]] || die "build.sh did not produce $yardstick (set YARDSTICK to its output)"
-fi
+[[ -f "$libnccl" ]] || die "no NCCL library at $libnccl (set LIBNCCL to an NCCL 2.28.9 libnccl.so.2)"
 ours_args=()
 [[ -n "${PLUGIN:-}" ]] && ours_args=(--plugin "$PLUGIN")
 
@@ -69,7 +62,7 @@ for ((r = 1; r <= rounds; r++)); do
       i=$(((k + r - 1) % count))  # rotate who runs first: no setting always follows the same one
       label=${labels[$i]}
       plugin_args=("${ours_args[@]}")
-      [[ $label != ours* ]] && plugin_args=(--plugin "$yardstick")
+      [[ $label != ours* ]] && plugin_args=(--yardstick "installed:$libnccl")
       # Output to a file first: a parser running beside the bench would steal one of the cores.
       # NCCL's thread/socket variables are cleared so that "default" means NCCL's default.
       # shellcheck disable=SC2086  # envs[i] is a list of VAR=value words
@@ -92,5 +85,5 @@ for line in open(sys.argv[3]):
     done
   done
 done
-python3 "$peer_dir/report.py" "$runs" "$out" | tee "$tmp/report.txt"
+python3 "$here/report_nccl_socket.py" "$runs" "$out" | tee "$tmp/report.txt"
 grep '^|' "$tmp/report.txt" >"$out/table.md"

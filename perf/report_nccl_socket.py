@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ratio table and plots of perf/compare_nccl_socket.sh, from its runs.jsonl.
 
-    report.py RUNS.jsonl OUT_DIR
+    report_nccl_socket.py RUNS.jsonl OUT_DIR
 
 RUNS.jsonl: the bench's --json lines, each with "label" (ours, nccl default, nccl 1x4, ...) and
 "round" added. For every size and test the median over rounds is taken per label; the ratio is
@@ -17,7 +17,7 @@ import statistics
 import sys
 
 sys.dont_write_bytecode = True  # no perf/__pycache__ from importing the plot writer
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plot_busbw import COLORS, Canvas, size_label  # noqa: E402  (perf/: its PNG writer)
 
 OURS = "ours"
