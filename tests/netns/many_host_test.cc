@@ -1,8 +1,9 @@
 // Eight hosts of one rank each, in network namespaces on one bridge (many_host_cluster.h). Each
 // rank is its own process (many_host_rank.cc) that loads the plugin with dlopen and opens a
 // send and a receive comm to every other rank through the v11 ABI, as NCCL's proxy would;
-// some ranks run emulated devmem RX, some emulated devmem TX, one both. The ranks report in
-// text lines (many_host_protocol.h); every assertion is made here, naming rank and peer.
+// some ranks run emulated devmem RX, some emulated devmem TX, one both, and some move large
+// messages on worker threads. The ranks report in text lines (many_host_protocol.h); every
+// assertion is made here, naming rank and peer.
 //
 // AllToAll: every comm carries 9 byte-checked messages of 4 KiB, 256 KiB and 4 MiB.
 // Vanishing host: mid-stream, one host's switch port goes down and its rank is SIGKILLed (its
@@ -41,17 +42,23 @@ constexpr int64_t kDetectionMarginMs = 3000;
 constexpr uint64_t kAllToAllBytesPerComm =
     kAllToAllMessages / kSizes * (kAllToAllSizes[0] + kAllToAllSizes[1] + kAllToAllSizes[2]);
 
-// What runs where: plain TCP, emulated devmem RX, emulated devmem TX (MSG_ZEROCOPY), or both.
+// What runs where: plain TCP, emulated devmem RX, emulated devmem TX (MSG_ZEROCOPY), or both;
+// `workers`: messages above 64 KiB moved by two worker threads (the path of hosts with 8 CPUs
+// or more) instead of by the thread calling isend/irecv/test (the default on fewer).
 struct HostMode {
-  bool rx;
-  bool tx;
+  bool rx, tx, workers;
 };
-constexpr HostMode kModes[kHosts] = {{false, false}, {true, false}, {false, true},  {true, true},
-                                     {true, false},  {false, true}, {false, false}, {true, false}};
+constexpr HostMode kModes[kHosts] = {
+    {false, false, false}, {true, false, false}, {false, true, true},  {true, true, false},
+    {true, false, false},  {false, true, false}, {false, false, true}, {true, false, true}};
 
 std::string ModeName(int rank) {
   const HostMode m = kModes[rank];
-  return m.rx && m.tx ? "emulated RX+TX" : m.rx ? "emulated RX" : m.tx ? "emulated TX" : "plain";
+  return std::string(m.rx && m.tx ? "emulated RX+TX"
+                     : m.rx       ? "emulated RX"
+                     : m.tx       ? "emulated TX"
+                                  : "plain") +
+         (m.workers ? ", workers" : "");
 }
 
 struct CommOutcome {
@@ -155,6 +162,10 @@ class ManyHostRun {
         env.push_back("NCCL_DEVMEM_RX_REGION_BYTES=16M");  // 7 receive comms per rank
       }
       if (kModes[r].tx) env.push_back("NCCL_DEVMEM_EMULATE_TX=1");
+      if (kModes[r].workers) {
+        env.push_back("NCCL_DEVMEM_NTHREADS=2");
+        env.push_back("NCCL_DEVMEM_PROXY_BYTES=64K");
+      }
       if (scenario_ == "kill") {
         argv.insert(argv.end(), {"--victim", std::to_string(kVictim), "--user-timeout-ms",
                                  std::to_string(kUserTimeoutMs)});
