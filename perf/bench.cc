@@ -25,7 +25,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +41,7 @@
 #include "perf/net_peer.h"
 #include "perf/net_table.h"
 #include "perf/plugin_loader.h"
+#include "perf/process_usage.h"
 #include "perf/stream_lane.h"
 
 namespace {
@@ -51,6 +51,7 @@ using devmem::perf::FillPattern;
 using devmem::perf::HostBuffer;
 using devmem::perf::Lane;
 using devmem::perf::NetTable;
+using devmem::perf::ProcessCpuSeconds;
 using devmem::perf::SlotBytes;
 using devmem::perf::StreamStep;
 using devmem::testing::NetPeer;
@@ -100,14 +101,6 @@ uint64_t ParseSize(const char* text) {
   if (*end == 'M' || *end == 'm') scale = 1ull << 20;
   if (*end == 'G' || *end == 'g') scale = 1ull << 30;
   return static_cast<uint64_t>(value * static_cast<double>(scale));
-}
-
-// User + system CPU seconds of this process so far (all its threads: workers included).
-double ProcessCpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
 std::string DefaultPluginPath(const char* argv0) {
@@ -346,8 +339,11 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
       !peer.Listen(o.comms, mine.data(), &error)) {
     Die("%s", error.c_str());
   }
-  WriteAll(to_peer, mine.data(), handle_bytes);
+  // One side writes first: above 512 connections the handles outgrow a pipe's 64 KiB, and two
+  // writers would wait for each other's reader.
+  if (rank0) WriteAll(to_peer, mine.data(), handle_bytes);
   ReadAll(from_peer, theirs.data(), handle_bytes);
+  if (!rank0) WriteAll(to_peer, mine.data(), handle_bytes);
   // Rank 1 sends bulk data to rank 0; latency mode uses both directions.
   const bool need_send = !rank0 || o.latency;
   const bool need_recv = rank0 || o.latency;
