@@ -117,9 +117,14 @@ class NetPeer {
 
   void* Register(void* comm, void* data, size_t size) {
     void* mhandle = nullptr;
-    if (net_->regMr(comm, data, size, abi::kPtrHost, &mhandle) != abi::kSuccess) return nullptr;
-    registrations_.push_back({comm, mhandle});
-    return mhandle;
+    return Register(comm, data, size, &mhandle) ? mhandle : nullptr;
+  }
+  // The same, telling a failure from a transport whose handle is NULL (NCCL's socket transport).
+  bool Register(void* comm, void* data, size_t size, void** mhandle) {
+    *mhandle = nullptr;
+    if (net_->regMr(comm, data, size, abi::kPtrHost, mhandle) != abi::kSuccess) return false;
+    registrations_.push_back({comm, *mhandle});
+    return true;
   }
 
   void Close() {
