@@ -5,7 +5,8 @@
 // progress. Any plugin loads (--plugin), and so does NCCL's own socket transport from an
 // installed libnccl.so.2 (--yardstick, perf/yardstick/installed_nccl_socket.h).
 //
-//   nccl-net-devmem-bench [--plugin PATH | --yardstick installed[:LIBNCCL]] [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
+//   nccl-net-devmem-bench [--plugin PATH | --yardstick installed[:LIBNCCL]]
+//                         [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
 //                         [--window W] [--comms N] [--test-any] [--latency] [--check] [--json]
 //                         [--mode host|emulated-devmem|emulated-tx]
 //                         [--netns-send NS --netns-recv NS]
