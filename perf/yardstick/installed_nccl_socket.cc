@@ -12,8 +12,8 @@
 
 #include <cerrno>
 #include <cinttypes>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -393,8 +393,8 @@ std::unique_ptr<InstalledNcclSocket> InstalledNcclSocket::Open(const std::string
   }
   loaded->table_ = table;
   loaded->description_ = "NCCL " + std::to_string(version) + " socket transport from " +
-                         image.path + " (ncclNetSocket at load address + " +
-                         Hex(symbol->value) + "); " + cuda;
+                         image.path + " (ncclNetSocket at load address + " + Hex(symbol->value) +
+                         "); " + cuda;
   return loaded;
 }
 
