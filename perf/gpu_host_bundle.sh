@@ -4,8 +4,11 @@
 #   .carry/lib    the plugin and every shared library the carried binaries load that is not
 #                 part of the base system (found with ldd: libnl-*.so.200,
 #                 libbenchmark.so.1debian, a shared gtest if the build used one, ...)
-#   .carry/bin    the binaries of BUILD_DIR/bin, gpu_verify.sh, nccl_compare.sh and the
-#                 python scripts (the same versions as the binaries)
+#   .carry/bin    the binaries of BUILD_DIR/bin, gpu_verify.sh, nccl_compare.sh,
+#                 compare_nccl_socket.sh, compare_scale.sh and the python scripts (the same
+#                 versions as the binaries; the compare scripts take BUILD=.carry, PLUGIN=
+#                 .carry/lib/libnccl-net-devmem.so and LIBNCCL=the host's libnccl.so.2 when it
+#                 keeps its symbol table)
 #   .carry/tests  the GPU test executables (devmem_gpu_*)
 #   .carry/MANIFEST.txt  commit, build dir, files, where each carried library came from
 #
@@ -54,7 +57,9 @@ done
 ((gpu_tests > 0)) || echo "gpu_host_bundle.sh: warning: no devmem_gpu_* test executables in $build/tests" >&2
 [[ -x "$out/bin/devmem-nccl-bench" ]] ||
   echo "gpu_host_bundle.sh: warning: devmem-nccl-bench not built (NCCL headers or nvcc missing?)" >&2
-for f in perf/gpu_verify.sh perf/nccl_compare.sh perf/plot_busbw.py perf/torch_allreduce.py; do
+for f in perf/gpu_verify.sh perf/nccl_compare.sh perf/plot_busbw.py perf/torch_allreduce.py \
+  perf/compare_nccl_socket.sh perf/report_nccl_socket.py perf/compare_scale.sh \
+  perf/report_scale.py; do
   cp "$f" "$out/bin/" || die "cannot copy $f"
   chmod +x "$out/bin/$(basename "$f")"
 done
