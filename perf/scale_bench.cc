@@ -11,7 +11,9 @@
 //     posted, before and after traffic (NCCL's socket transport starts its helper threads on
 //     the first message);
 //   - aggregate throughput with all N comms streaming at once, each with a window of W
-//     messages, progressed round-robin by one thread per process as NCCL's proxy thread does.
+//     messages, progressed round-robin by one thread per process as NCCL's proxy thread does
+//     (each size after one untimed message per comm, which starts NCCL's lazy helper threads);
+//     GB/s counts every pair's payload once.
 // Every case runs in fresh processes (fork), so that one library's threads, fds and memory
 // never count against the other.
 //
@@ -27,7 +29,8 @@
 //   --label        the name printed for the one table --only runs (e.g. "nccl 1x4")
 //   --split        the send comms in one process and the recv comms in another (fork), the
 //                  per-pair numbers summed over both; default: both ends in one process
-//   --window W     messages in flight per comm (2..8 as NCCL's NCCL_STEPS; default 4)
+//   --window W     messages in flight per comm (default 4; NCCL keeps up to NCCL_STEPS = 8)
+//   --sizes LIST   message sizes of the throughput test (up to 8; default 64K,1M)
 //   --iters N      messages per comm per size (default: ~512 MiB in all, W..1000 per comm)
 //   --check        byte-exact payload check of every message (the sender then needs a buffer
 //                  per comm and slot; without it all send comms share W slots)
