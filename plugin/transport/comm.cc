@@ -25,53 +25,68 @@ Comm::Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<Un
       direction_(direction),
       control_(std::move(control)),
       params_(params),
-      description_(std::move(description)),
-      proxy_mover_(direction, &health_, &devmem_shared_, &proxy_counters_) {
+      description_(std::move(description)) {
   for (UniqueFd& fd : data) {
-    auto socket = std::make_unique<DataSocket>();
-    socket->fd = std::move(fd);
-    data_sockets_.push_back(std::move(socket));
+    data_sockets_.push_back(
+        std::make_unique<DataSocket>(std::move(fd), direction, &health_, &devmem_shared_));
   }
 }
 
 Comm::~Comm() {
-  // Workers touch requests, health and sockets: stop them before any member goes away.
-  workers_.clear();
+  // Engine workers touch requests, health and sockets: take the sockets back before any
+  // member goes away.
+  DetachFromEngine();
 }
 
-Status Comm::StartWorkers(const char* prefix) {
-  const int threads = params_.worker_threads;
-  for (int t = 0; t < threads; ++t) {
-    std::vector<DataSocket*> mine;
-    for (size_t s = static_cast<size_t>(t); s < data_sockets_.size();
-         s += static_cast<size_t>(threads)) {
-      mine.push_back(data_sockets_[s].get());
+Status Comm::AttachToEngine() {
+  std::vector<DataSocket*> sockets;
+  for (const auto& socket : data_sockets_) sockets.push_back(socket.get());
+  return ProgressEngine::Process().Attach(sockets, params_.worker_threads, &socket_workers_);
+}
+
+void Comm::DetachFromEngine() {
+  // One request per worker, for all of its sockets of this comm.
+  std::vector<DataSocket*> mine;
+  for (size_t s = 0; s < socket_workers_.size(); ++s) {
+    EngineWorker* worker = socket_workers_[s];
+    if (worker == nullptr) continue;
+    mine.clear();
+    for (size_t k = s; k < socket_workers_.size(); ++k) {
+      if (socket_workers_[k] != worker) continue;
+      mine.push_back(data_sockets_[k].get());
+      socket_workers_[k] = nullptr;
     }
-    auto worker =
-        std::make_unique<WorkerThread>(direction_, std::move(mine), &health_, &devmem_shared_);
-    DEVMEM_RETURN_IF_ERROR(worker->Start(Format("%s%d", prefix, t)));
-    workers_.push_back(std::move(worker));
+    worker->Detach(mine);
   }
-  return Status::Ok();
+  socket_workers_.clear();
+}
+
+void Comm::WakeWorkers() {
+  for (size_t s = 0; s < socket_workers_.size(); ++s) {
+    // Each worker once (a comm's sockets go to its workers in rotation).
+    if (std::find(socket_workers_.begin(), socket_workers_.begin() + static_cast<long>(s),
+                  socket_workers_[s]) == socket_workers_.begin() + static_cast<long>(s)) {
+      socket_workers_[s]->Wake();
+    }
+  }
 }
 
 void Comm::QueueTask(uint32_t socket, const SocketTask& task, bool by_proxy) {
   DataSocket& data = *data_sockets_[socket];
-  // Capacities cover every request x sub-request of the pool, so no push can fail.
-  if (by_proxy && data.tasks.Front() == nullptr) {
-    [[maybe_unused]] bool pushed = data.proxy_tasks.Push(task);
+  if (by_proxy && data.tasks.Empty()) {
+    data.proxy_tasks.Push(task);
     proxy_has_tasks_ = true;
     return;
   }
   HandOff(socket);
-  [[maybe_unused]] bool pushed = data.tasks.Push(task);
-  workers_[socket % workers_.size()]->Wake();
+  data.tasks.Push(task);
+  socket_workers_[socket]->Schedule(&data);
 }
 
 void Comm::HandOff(uint32_t socket) {
   DataSocket& data = *data_sockets_[socket];
   while (SocketTask* task = data.proxy_tasks.Front()) {
-    [[maybe_unused]] bool pushed = data.tasks.Push(*task);
+    data.tasks.Push(*task);
     data.proxy_tasks.Pop();
   }
 }
@@ -79,11 +94,12 @@ void Comm::HandOff(uint32_t socket) {
 void Comm::ProgressProxy() {
   if (!proxy_has_tasks_) return;
   bool left = false;
+  SocketMover& mover = SocketMover::ForThisThread();
   for (uint32_t s = 0; s < data_sockets_.size(); ++s) {
     DataSocket& data = *data_sockets_[s];
     while (SocketTask* task = data.proxy_tasks.Front()) {
       bool moved = false;
-      const SocketMover::Outcome outcome = proxy_mover_.Advance(&data, task, &moved);
+      const SocketMover::Outcome outcome = mover.Advance(&data, task, &moved);
       if (outcome == SocketMover::Outcome::kDone) {
         Request* request = task->request;
         data.proxy_tasks.Pop();
@@ -93,7 +109,7 @@ void Comm::ProgressProxy() {
       if (outcome == SocketMover::Outcome::kStalled) {
         // No free RX page: the worker waits for returned tokens without spinning.
         HandOff(s);
-        workers_[s % workers_.size()]->Wake();
+        socket_workers_[s]->Schedule(&data);
         break;
       }
       left = true;  // blocked (the next call tries again) or failed (health reports it)
@@ -150,8 +166,8 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
 
 uint64_t Comm::WorkerBytes() const {
   uint64_t bytes = 0;
-  for (const auto& worker : workers_) bytes += worker->counters().bytes.load();
-  return bytes + proxy_counters_.bytes.load();
+  for (const auto& socket : data_sockets_) bytes += socket->counters.bytes.load();
+  return bytes;
 }
 
 Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
@@ -243,21 +259,16 @@ void Comm::LogClose() const {
               static_cast<unsigned long long>(zerocopy_copied),
               static_cast<unsigned long long>(zerocopy_sends - zerocopy_done));
   }
-  uint64_t syscalls = proxy_counters_.syscalls.load();
-  uint64_t polls = 0;
-  for (const auto& worker : workers_) {
-    syscalls += worker->counters().syscalls.load();
-    polls += worker->counters().polls.load();
-  }
+  uint64_t syscalls = 0;
+  for (const auto& socket : data_sockets_) syscalls += socket->counters.syscalls.load();
   log::Info(log::kNet,
             "%s closed: %llu messages (%llu inline), %llu payload bytes, %llu staged bytes, "
-            "%llu data syscalls, %llu polls, %d requests still in flight%s",
+            "%llu data syscalls, %d requests still in flight%s",
             description_.c_str(), static_cast<unsigned long long>(counters_.messages),
             static_cast<unsigned long long>(counters_.inline_messages),
             static_cast<unsigned long long>(counters_.payload_bytes),
             static_cast<unsigned long long>(counters_.staged_bytes),
-            static_cast<unsigned long long>(syscalls), static_cast<unsigned long long>(polls),
-            pool_.InUse(),
+            static_cast<unsigned long long>(syscalls), pool_.InUse(),
             params_.adaptive_stripes
                 ? Format(", %llu messages steered to the faster members' sockets",
                          static_cast<unsigned long long>(counters_.steered_messages))
@@ -278,7 +289,7 @@ Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector
   if (params.zerocopy_tx || params.devmem_tx_ifindex > 0) {
     for (auto& socket : comm->data_sockets_) socket->zerocopy = std::make_unique<ZeroCopyTracker>();
   }
-  DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-tx"));
+  DEVMEM_RETURN_IF_ERROR(comm->AttachToEngine());
   return comm;
 }
 
@@ -512,8 +523,8 @@ Status SendComm::Test(Request* request, bool* done, int* size) {
         return drained;
       }
       // A worker may be asleep waiting for these very completions (their POLLERR is gone).
-      if (socket.zerocopy->completed() != completed && !workers_.empty()) {
-        workers_[s % workers_.size()]->Wake();
+      if (socket.zerocopy->completed() != completed && !socket_workers_.empty()) {
+        socket_workers_[s]->Wake();
       }
     }
     if (request->zerocopy_pending.load(std::memory_order_acquire) != 0) return Status::Ok();

@@ -1,5 +1,6 @@
-// Send and receive comms: one control socket plus N data sockets, a request pool and the
-// worker threads that own the data sockets.
+// Send and receive comms: one control socket plus N data sockets and a request pool. The data
+// sockets' bytes move on NCCL's proxy thread (small messages) or on the process's progress
+// engine (plugin/transport/progress_engine.h); a comm owns no thread.
 #pragma once
 
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "plugin/setup/rx_path.h"
 #include "plugin/setup/tx_setup.h"
 #include "plugin/transport/data_socket.h"
+#include "plugin/transport/progress_engine.h"
 #include "plugin/transport/request.h"
 #include "plugin/transport/wire.h"
 
@@ -75,7 +77,7 @@ class Comm {
   const ConnectionParams& params() const { return params_; }
   const CommCounters& counters() const { return counters_; }
   RequestPool& pool() { return pool_; }
-  // Bytes moved by the data workers so far.
+  // Bytes moved on the data sockets so far.
   uint64_t WorkerBytes() const;
 
   // Registers memory for this comm. CUDA buffers are staged through pinned host memory on the
@@ -90,7 +92,12 @@ class Comm {
  protected:
   Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<UniqueFd> data,
        const ConnectionParams& params, std::string description);
-  Status StartWorkers(const char* prefix);
+  // Hands the data sockets to the progress engine (from then on a task pushed is moved).
+  Status AttachToEngine();
+  // Gives the sockets back: no engine worker touches them after this returns.
+  void DetachFromEngine();
+  // Wakes the engine workers of this comm's sockets (tokens returned, completions drained).
+  void WakeWorkers();
   // Queues `task` on data socket `socket`: for the proxy thread itself when `by_proxy` and the
   // socket's worker has nothing queued, else (after the proxy's own tasks of that socket, to
   // keep their order) for the worker, which is woken.
@@ -117,7 +124,8 @@ class Comm {
   DevmemShared devmem_shared_;
   UniqueFd control_;
   std::vector<std::unique_ptr<DataSocket>> data_sockets_;
-  std::vector<std::unique_ptr<WorkerThread>> workers_;
+  // socket_workers_[s]: data socket s's engine worker (empty until attached).
+  std::vector<EngineWorker*> socket_workers_;
   ConnectionParams params_;
   std::string description_;
   CommHealth health_;
@@ -128,8 +136,6 @@ class Comm {
   bool logged_tx_ = false;          // the first devmem TX registration was logged
   bool logged_tx_refusal_ = false;  // the first refused one was (WARN, once per comm)
   std::optional<CopyStream> staging_stream_;
-  WorkerCounters proxy_counters_;
-  SocketMover proxy_mover_;
   bool proxy_has_tasks_ = false;  // some socket's proxy_tasks may be non-empty
 };
 

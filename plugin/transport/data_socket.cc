@@ -1,8 +1,5 @@
 #include "plugin/transport/data_socket.h"
 
-#include <poll.h>
-#include <pthread.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -12,10 +9,6 @@
 #include "plugin/transport/request.h"
 
 namespace devmem {
-
-namespace {
-constexpr uint64_t kNotAwaiting = ~uint64_t{0};
-}  // namespace
 
 void CommHealth::Fail(const Status& status) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -29,53 +22,22 @@ Status CommHealth::error() const {
   return first_;
 }
 
-SocketMover::SocketMover(Direction direction, CommHealth* health, DevmemShared* devmem,
-                         WorkerCounters* counters)
-    : direction_(direction), health_(health), devmem_(devmem), counters_(counters) {
-  segments_.reserve(80);
-  if (direction_ == Direction::kRecv) discard_.resize(256 << 10);
+SocketMover& SocketMover::ForThisThread() {
+  thread_local SocketMover mover;
+  return mover;
 }
 
-WorkerThread::WorkerThread(Direction direction, std::vector<DataSocket*> sockets,
-                           CommHealth* health, DevmemShared* devmem)
-    : direction_(direction),
-      sockets_(std::move(sockets)),
-      health_(health),
-      devmem_(devmem),
-      mover_(direction, health, devmem, &counters_) {}
-
-WorkerThread::~WorkerThread() {
-  if (!thread_.joinable()) return;
-  stop_.store(true, std::memory_order_seq_cst);
-  const uint64_t one = 1;
-  [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
-  thread_.join();
-}
-
-Status WorkerThread::Start(const std::string& name) {
-  wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!wake_fd_.valid()) return Status::Errno(errno, "eventfd for worker %s", name.c_str());
-  try {
-    thread_ = std::thread([this] { Run(); });
-  } catch (const std::system_error& e) {
-    return Status::Error(ErrorKind::kSystem, "starting worker thread %s: %s", name.c_str(),
-                         e.what());
-  }
-  pthread_setname_np(thread_.native_handle(), name.substr(0, 15).c_str());
-  return Status::Ok();
-}
-
-void WorkerThread::Wake() {
-  if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false)) {
-    const uint64_t one = 1;
-    [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
-  }
+std::vector<char>& SocketMover::Discard() {
+  if (discard_.empty()) discard_.resize(256 << 10);
+  return discard_;
 }
 
 SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* task, bool* moved) {
   const int fd = socket->fd.get();
+  CommHealth* health = socket->health;
+  DevmemShared* devmem = socket->devmem;
   const bool oldest =
-      devmem_ == nullptr || task->seq == devmem_->oldest_seq.load(std::memory_order_acquire);
+      devmem == nullptr || task->seq == devmem->oldest_seq.load(std::memory_order_acquire);
   while (task->next_chunk < task->chunk_count) {
     const uint64_t chunk_start = task->next_chunk * task->chunk_bytes;
     const uint64_t chunk_len = std::min(task->chunk_bytes, task->size - chunk_start);
@@ -85,14 +47,14 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
     Result<FragReceiver::State> state = socket->receiver->Receive(
         fd, chunk_len - task->done_in_chunk, oldest,
         task->base != nullptr ? task->base + at : nullptr, &segments_, &consumed);
-    WorkerCounters::Add(counters_->syscalls, 1);
+    SocketCounters::Add(socket->counters.syscalls, 1);
     if (!state.ok()) {
-      health_->Fail(state.status());
+      health->Fail(state.status());
       return Outcome::kFailed;
     }
     if (consumed > 0) {
       *moved = true;
-      WorkerCounters::Add(counters_->bytes, consumed);
+      SocketCounters::Add(socket->counters.bytes, consumed);
       if (task->scatter_now) {
         // Host destination: this thread is the consumer. Copy while the frags are still in
         // cache, then hand the tokens straight back.
@@ -109,10 +71,10 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
         Status released =
             socket->receiver->Release(fd, immediate_tokens_.data(), immediate_tokens_.size());
         if (!done.ok() || !released.ok()) {
-          health_->Fail(!done.ok() ? done : released);
+          health->Fail(!done.ok() ? done : released);
           return Outcome::kFailed;
         }
-        devmem_->release_generation.fetch_add(1, std::memory_order_seq_cst);
+        devmem->release_generation.fetch_add(1, std::memory_order_seq_cst);
       } else {
         FragResult* result = task->result;
         result->used = true;
@@ -129,7 +91,7 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
       continue;
     }
     if (state.value() == FragReceiver::State::kStalled) {
-      socket->stalled_generation.store(devmem_->release_generation.load(std::memory_order_acquire),
+      socket->stalled_generation.store(devmem->release_generation.load(std::memory_order_acquire),
                                        std::memory_order_relaxed);
       return Outcome::kStalled;
     }
@@ -141,6 +103,8 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
 SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, bool* moved) {
   if (socket->receiver != nullptr) return AdvanceFrags(socket, task, moved);
   const int fd = socket->fd.get();
+  const Direction direction = socket->direction;
+  CommHealth* health = socket->health;
   ZeroCopyTracker* zerocopy = socket->zerocopy.get();
   while (task->next_chunk < task->chunk_count) {
     const uint64_t chunk_start = task->next_chunk * task->chunk_bytes;
@@ -149,7 +113,7 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     ssize_t n;
     // Zero-copy only for what asked for it: devmem TX buffers, and every send under
     // NCCL_DEVMEM_EMULATE_TX; host buffers of a devmem TX comm go out by plain send.
-    if (direction_ == Direction::kSend && zerocopy != nullptr && task->zerocopy) {
+    if (direction == Direction::kSend && zerocopy != nullptr && task->zerocopy) {
       // Reads the completions waiting on the error queue; false (comm failed) on an error.
       // Only a drain can lead to waiting for completions: the count before it is what the
       // decision to wait is based on. A completion counted after it, by this drain or by NCCL's
@@ -158,7 +122,7 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
       auto drain = [&] {
         socket->completions_seen = zerocopy->completed();
         Status drained = zerocopy->Drain(fd);
-        if (!drained.ok()) health_->Fail(drained);
+        if (!drained.ok()) health->Fail(drained);
         return drained.ok();
       };
       if (!zerocopy->HasRoom()) {
@@ -190,7 +154,7 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
         if (devmem_tx) {
           // Device memory cannot be copied by send(): with nothing in flight no completion
           // will free optmem, so waiting would hang.
-          health_->Fail(Status::Error(ErrorKind::kSystem,
+          health->Fail(Status::Error(ErrorKind::kSystem,
                                       "devmem TX sendmsg: ENOBUFS with no zero-copy send in "
                                       "flight: net.core.optmem_max is too small for even one "
                                       "notification"));
@@ -201,14 +165,14 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
         n = send(fd, task->base + chunk_start + task->done_in_chunk, remaining,
                  MSG_DONTWAIT | MSG_NOSIGNAL);
       } else if (n < 0 && devmem_tx && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        health_->Fail(
+        health->Fail(
             Status::Error(ErrorKind::kSystem, "%s", DescribeDevmemTxError(errno).c_str()));
         return Outcome::kFailed;
       }
-    } else if (direction_ == Direction::kSend) {
+    } else if (direction == Direction::kSend) {
       if (task->tx_dmabuf_id != 0) {
         // `base` is a dmabuf offset: never an address to send() from.
-        health_->Fail(Status::Error(ErrorKind::kInternal,
+        health->Fail(Status::Error(ErrorKind::kInternal,
                                     "a devmem TX send reached a data socket without zero-copy "
                                     "tracking"));
         return Outcome::kFailed;
@@ -218,15 +182,16 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     } else if (task->base != nullptr) {
       n = recv(fd, task->base + chunk_start + task->done_in_chunk, remaining, MSG_DONTWAIT);
     } else {
-      n = recv(fd, discard_.data(), std::min<uint64_t>(remaining, discard_.size()), MSG_DONTWAIT);
+      std::vector<char>& discard = Discard();
+      n = recv(fd, discard.data(), std::min<uint64_t>(remaining, discard.size()), MSG_DONTWAIT);
     }
-    WorkerCounters::Add(counters_->syscalls, 1);
+    SocketCounters::Add(socket->counters.syscalls, 1);
     if (n > 0) {
       *moved = true;
-      WorkerCounters::Add(counters_->bytes, static_cast<uint64_t>(n));
+      SocketCounters::Add(socket->counters.bytes, static_cast<uint64_t>(n));
       // One mover at a time per socket: a plain store, no locked add on the hot path.
-      if (direction_ == Direction::kSend) {
-        WorkerCounters::Add(socket->moved_bytes, static_cast<uint64_t>(n));
+      if (direction == Direction::kSend) {
+        SocketCounters::Add(socket->moved_bytes, static_cast<uint64_t>(n));
       }
       task->done_in_chunk += static_cast<uint64_t>(n);
       if (task->done_in_chunk == chunk_len) {
@@ -238,106 +203,18 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Outcome::kBlocked;
     if (n == 0) {
-      health_->Fail(Status::Error(
+      health->Fail(Status::Error(
           ErrorKind::kRemote,
           "peer closed a data connection with %llu bytes of a message "
           "still to arrive",
           static_cast<unsigned long long>(task->size - chunk_start - task->done_in_chunk)));
     } else {
-      health_->Fail(Status::Errno(errno, "%s on a data connection",
-                                  direction_ == Direction::kSend ? "send" : "recv"));
+      health->Fail(Status::Errno(errno, "%s on a data connection",
+                                  direction == Direction::kSend ? "send" : "recv"));
     }
     return Outcome::kFailed;
   }
   return Outcome::kDone;
-}
-
-void WorkerThread::Run() {
-  std::vector<pollfd> waits;
-  std::vector<bool> waiting(sockets_.size());
-  // Sockets waiting for zero-copy completions, and how many had completed then: NCCL's proxy
-  // thread drains the error queue in test() too, and may consume the POLLERR this worker
-  // would sleep on (it then wakes us, and the count tells us before we sleep).
-  std::vector<uint64_t> awaited(sockets_.size(), kNotAwaiting);
-  waits.reserve(sockets_.size() + 1);
-  const short event = direction_ == Direction::kSend ? POLLOUT : POLLIN;
-  while (!stop_.load(std::memory_order_acquire)) {
-    bool moved = false;
-    waits.clear();
-    for (size_t i = 0; i < sockets_.size(); ++i) {
-      DataSocket* socket = sockets_[i];
-      waiting[i] = false;
-      if (socket->broken) continue;
-      while (SocketTask* task = socket->tasks.Front()) {
-        Outcome outcome = mover_.Advance(socket, task, &moved);
-        if (outcome == Outcome::kDone) {
-          Request* request = task->request;
-          socket->tasks.Pop();
-          request->pending_tasks.fetch_sub(1, std::memory_order_release);
-          moved = true;
-          continue;
-        }
-        if (outcome == Outcome::kFailed) {
-          socket->broken = true;
-          break;
-        }
-        if (outcome == Outcome::kStalled) {
-          // No free page: wait for the consumer to return tokens, not for the socket.
-          waiting[i] = true;
-          break;
-        }
-        if (outcome == Outcome::kAwaitCompletions) {
-          awaited[i] = socket->completions_seen;
-          // Only the error queue: poll reports POLLERR whatever the events asked.
-          waits.push_back({socket->fd.get(), 0, 0});
-          waiting[i] = true;
-          break;
-        }
-        waits.push_back({socket->fd.get(), event, 0});
-        waiting[i] = true;
-        break;
-      }
-    }
-    if (moved) continue;
-
-    // Nothing moved. Announce that we sleep, then look once more for work pushed meanwhile:
-    // with the producer's seq_cst push and Wake() check, one of the two sides sees the other.
-    sleeping_.store(true, std::memory_order_seq_cst);
-    bool fresh_work = false;
-    for (size_t i = 0; i < sockets_.size(); ++i) {
-      if (!waiting[i] && !sockets_[i]->broken && sockets_[i]->tasks.Front() != nullptr) {
-        fresh_work = true;
-      }
-      if (awaited[i] != kNotAwaiting) {
-        if (sockets_[i]->zerocopy->completed() != awaited[i]) fresh_work = true;
-        awaited[i] = kNotAwaiting;
-      }
-      // Tokens returned since this socket stalled: its pages may be free again.
-      if (devmem_ != nullptr && sockets_[i]->receiver != nullptr) {
-        const uint64_t released = devmem_->release_generation.load(std::memory_order_seq_cst);
-        if (sockets_[i]->stalled_generation.exchange(released, std::memory_order_relaxed) !=
-            released) {
-          fresh_work = true;
-        }
-      }
-    }
-    if (fresh_work || stop_.load(std::memory_order_seq_cst)) {
-      sleeping_.store(false, std::memory_order_relaxed);
-      continue;
-    }
-    waits.push_back({wake_fd_.get(), POLLIN, 0});
-    WorkerCounters::Add(counters_.polls, 1);
-    int ready = poll(waits.data(), waits.size(), -1);
-    sleeping_.store(false, std::memory_order_relaxed);
-    if (ready < 0 && errno != EINTR) {
-      health_->Fail(Status::Errno(errno, "poll in a data worker"));
-      return;
-    }
-    if (waits.back().revents & POLLIN) {
-      uint64_t drained;
-      [[maybe_unused]] ssize_t ignored = read(wake_fd_.get(), &drained, sizeof(drained));
-    }
-  }
 }
 
 }  // namespace devmem

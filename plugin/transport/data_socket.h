@@ -1,55 +1,28 @@
 // The data plane: each data socket has a FIFO of tasks (one per message that uses it). Bytes
-// are moved, never blocking, by a SocketMover: the NCCL proxy thread's own for messages small
-// enough that a hand-off would cost more than the copy, a worker thread's for the rest (where
-// parallel sockets pay). A socket is touched by one thread at a time: the proxy thread only
-// while the worker's FIFO of that socket is empty, the worker only what its FIFO holds.
+// are moved, never blocking, by a SocketMover: on the NCCL proxy thread for messages small
+// enough that a hand-off would cost more than the copy, on the socket's progress-engine worker
+// for the rest (plugin/transport/progress_engine.h). A socket is touched by one thread at a
+// time: the proxy thread only while the worker's FIFO of that socket is empty, the worker only
+// what its FIFO holds.
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/devmem/frag_receiver.h"
 #include "plugin/devmem/offset_table.h"
+#include "plugin/transport/task_queue.h"
 #include "plugin/transport/zerocopy.h"
 
 namespace devmem {
 
 struct Request;
-
-// Single-producer (proxy thread) / single-consumer (worker) ring.
-template <typename T, size_t N>
-class SpscRing {
-  static_assert((N & (N - 1)) == 0, "power of two");
-
- public:
-  bool Push(const T& value) {
-    const uint64_t tail = tail_.load(std::memory_order_relaxed);
-    if (tail - head_.load(std::memory_order_acquire) == N) return false;
-    slots_[tail % N] = value;
-    // seq_cst pairs with the worker's sleep check (see WorkerThread::Run).
-    tail_.store(tail + 1, std::memory_order_seq_cst);
-    return true;
-  }
-  T* Front() {
-    const uint64_t head = head_.load(std::memory_order_relaxed);
-    if (head == tail_.load(std::memory_order_seq_cst)) return nullptr;
-    return &slots_[head % N];
-  }
-  void Pop() { head_.store(head_.load(std::memory_order_relaxed) + 1, std::memory_order_release); }
-
- private:
-  std::array<T, N> slots_{};
-  alignas(64) std::atomic<uint64_t> head_{0};
-  alignas(64) std::atomic<uint64_t> tail_{0};
-};
 
 // What one data socket received of one message through a FragReceiver: region frags as an
 // offset table, and the tokens that pin them until the consumer has scattered them.
@@ -92,28 +65,56 @@ struct SocketTask {
   bool zerocopy = false;
 };
 
-// 32 requests x 8 sub-requests can each put at most one task on a socket.
-inline constexpr size_t kSocketTaskCapacity = 256;
+class CommHealth;
+class EngineWorker;
+enum class Direction { kSend, kRecv };
+
+// Counters with a single writer (whichever thread moves the socket, one at a time): plain
+// relaxed stores, no locked instructions on the hot path; other threads read them when the
+// comm closes or a benchmark asks.
+struct SocketCounters {
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> syscalls{0};
+  static void Add(std::atomic<uint64_t>& counter, uint64_t n) {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+// Where a socket stands with its progress-engine worker (worker-only; see progress_engine.h).
+enum class EngineStage : uint8_t { kIdle, kActive, kBlocked, kStalled, kAwaiting, kBroken };
 
 struct DataSocket {
+  DataSocket(UniqueFd socket_fd, Direction dir, CommHealth* comm_health, DevmemShared* shared)
+      : fd(std::move(socket_fd)), direction(dir), health(comm_health), devmem(shared) {}
+
   UniqueFd fd;
-  SpscRing<SocketTask, kSocketTaskCapacity> tasks;  // the worker's
+  const Direction direction;
+  CommHealth* const health;    // the comm's: an I/O error fails it
+  DevmemShared* const devmem;  // the comm's (receive side, devmem modes)
+  TaskQueue<SocketTask> tasks;  // the worker's
   // The proxy thread's tasks of this socket (proxy-only): non-empty only while `tasks` is
   // empty; handed to the worker, in order, before anything is pushed behind them.
-  SpscRing<SocketTask, kSocketTaskCapacity> proxy_tasks;
+  TaskQueue<SocketTask> proxy_tasks;
   std::unique_ptr<FragReceiver> receiver;     // null: plain recv straight into the buffer
   std::unique_ptr<ZeroCopyTracker> zerocopy;  // send with MSG_ZEROCOPY (null: plain send)
   // The tracker's completed() before the mover last drained (mover-only): a worker that
   // waits for completions sleeps only while the count has not moved past it.
   uint64_t completions_seen = 0;
-  bool broken = false;  // worker-only: an I/O error was reported, stop touching it
+  SocketCounters counters;
   // Adaptive striping (ConnectionParams::adaptive_stripes), send side: bytes queued on this
-  // socket (the proxy thread's count) and bytes written to it (by whichever thread moves the
-  // socket, one at a time: a single-writer counter like WorkerCounters).
+  // socket (the proxy thread's count) and bytes written to it (single writer, as counters).
   uint64_t queued_bytes = 0;
   std::atomic<uint64_t> moved_bytes{0};
   // Release generation seen when it stalled (whoever moved its bytes then).
   std::atomic<uint64_t> stalled_generation{0};
+
+  // The progress engine's: the worker that owns the socket, whether the socket is in (or on
+  // its way to) the worker's run list (set by the producer, cleared by the worker), and the
+  // worker-only stage and the completion count an awaiting socket waits to see move.
+  EngineWorker* worker = nullptr;
+  std::atomic<bool> scheduled{false};
+  EngineStage stage = EngineStage::kIdle;
+  uint64_t awaited_completions = 0;
 };
 
 // First failure of a comm, visible to every request of it.
@@ -129,70 +130,28 @@ class CommHealth {
   Status first_;
 };
 
-enum class Direction { kSend, kRecv };
-
-// Counters with a single writer (the worker): plain relaxed stores, no locked instructions on
-// the hot path; other threads read them when the comm closes or a benchmark asks.
-struct WorkerCounters {
-  std::atomic<uint64_t> bytes{0};
-  std::atomic<uint64_t> syscalls{0};
-  std::atomic<uint64_t> polls{0};
-  static void Add(std::atomic<uint64_t>& counter, uint64_t n) {
-    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
-};
-
-// Moves the bytes of one socket's front task as far as the socket allows without blocking;
-// the worker threads and the proxy thread each own one (scratch buffers, counters).
+// Moves the bytes of one socket's front task as far as the socket allows without blocking.
+// Holds only scratch space: one per thread that moves bytes (engine workers, NCCL's proxy
+// threads), never per comm.
 class SocketMover {
  public:
   // kAwaitCompletions: a zero-copy socket has the most sends in flight it may: wait for its
   // error queue (POLLERR), not for room in the socket.
   enum class Outcome { kDone, kBlocked, kStalled, kFailed, kAwaitCompletions };
-  SocketMover(Direction direction, CommHealth* health, DevmemShared* devmem,
-              WorkerCounters* counters);
+  // The calling thread's mover.
+  static SocketMover& ForThisThread();
   Outcome Advance(DataSocket* socket, SocketTask* task, bool* moved);
 
  private:
   Outcome AdvanceFrags(DataSocket* socket, SocketTask* task, bool* moved);
+  // Receive: a buffer to read a truncated message's bytes into and drop (allocated on the
+  // first truncation: most threads never see one).
+  std::vector<char>& Discard();
 
-  const Direction direction_;
-  CommHealth* health_;
-  DevmemShared* devmem_;
-  WorkerCounters* counters_;
   std::vector<StreamSegment> segments_;  // scratch for one FragReceiver call
   OffsetTable immediate_;                // scratch: frags scattered right after they arrive
   std::vector<uint32_t> immediate_tokens_;
-  std::vector<char> discard_;  // receive: bytes of a truncated message
-};
-
-class WorkerThread final {
- public:
-  WorkerThread(Direction direction, std::vector<DataSocket*> sockets, CommHealth* health,
-               DevmemShared* devmem = nullptr);
-  WorkerThread(const WorkerThread&) = delete;
-  WorkerThread& operator=(const WorkerThread&) = delete;
-  ~WorkerThread();  // stops and joins
-
-  Status Start(const std::string& name);
-  // Called by the producer after pushing tasks; a syscall only when the worker sleeps.
-  void Wake();
-  const WorkerCounters& counters() const { return counters_; }
-
- private:
-  using Outcome = SocketMover::Outcome;
-  void Run();
-
-  const Direction direction_;
-  std::vector<DataSocket*> sockets_;
-  CommHealth* health_;
-  DevmemShared* devmem_;
-  WorkerCounters counters_;
-  SocketMover mover_;
-  UniqueFd wake_fd_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> sleeping_{false};
-  std::thread thread_;
+  std::vector<char> discard_;
 };
 
 }  // namespace devmem

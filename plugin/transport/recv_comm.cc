@@ -38,7 +38,7 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
     log::Info(log::kNet, "%s: plain-TCP data path (devmem RX unavailable: %s)", name.c_str(),
               path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
     comm->path_ = std::move(path);
-    DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
+    DEVMEM_RETURN_IF_ERROR(comm->AttachToEngine());
     return comm;
   }
 
@@ -109,14 +109,15 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
                   : "");
   }
   comm->path_ = std::move(path);
-  DEVMEM_RETURN_IF_ERROR(comm->StartWorkers("devmem-rx"));
+  DEVMEM_RETURN_IF_ERROR(comm->AttachToEngine());
   return comm;
 }
 
 RecvComm::~RecvComm() {
-  // Workers write into the region and the requests: stop them before our members go. Kernels
-  // still reading the region finish before the region goes (the engine synchronizes).
-  workers_.clear();
+  // Engine workers write into the region and the requests: take the sockets back before our
+  // members go. Kernels still reading the region finish before the region goes (the scatter
+  // engine synchronizes).
+  DetachFromEngine();
   if (consumer_ != nullptr) {
     Status drained = consumer_->Drain();
     if (!drained.ok()) {
@@ -198,7 +199,7 @@ Status RecvComm::ReleaseFrags(Request* request) {
     // Only returned pages can unstall a worker: skip the wake-ups when nothing was held
     // (host destinations are scattered and released by the workers themselves).
     devmem_shared_.release_generation.fetch_add(1, std::memory_order_seq_cst);
-    for (const auto& worker : workers_) worker->Wake();
+    WakeWorkers();
   }
   return result;
 }

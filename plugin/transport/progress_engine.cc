@@ -1,0 +1,343 @@
+#include "plugin/transport/progress_engine.h"
+
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "plugin/core/config.h"
+#include "plugin/core/log.h"
+#include "plugin/transport/data_socket.h"
+#include "plugin/transport/request.h"
+
+namespace devmem {
+namespace {
+
+constexpr int kEventsPerWait = 64;
+
+void RemoveFrom(std::vector<DataSocket*>* list, DataSocket* socket) {
+  auto it = std::find(list->begin(), list->end(), socket);
+  if (it != list->end()) list->erase(it);
+}
+
+}  // namespace
+
+EngineWorker::EngineWorker(int index) : index_(index) {}
+
+EngineWorker::~EngineWorker() {
+  if (!thread_.joinable()) return;
+  stop_.store(true, std::memory_order_seq_cst);
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+  thread_.join();
+}
+
+Status EngineWorker::Start() {
+  const std::string name = Format("devmem-eng%d", index_);
+  epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_fd_.valid()) return Status::Errno(errno, "epoll_create1 for %s", name.c_str());
+  wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_fd_.valid()) return Status::Errno(errno, "eventfd for %s", name.c_str());
+  epoll_event wake{};
+  wake.events = EPOLLIN;
+  wake.data.ptr = nullptr;  // the wake-up eventfd: the only entry without a socket
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &wake) != 0) {
+    return Status::Errno(errno, "epoll_ctl(ADD) of %s's wake-up eventfd", name.c_str());
+  }
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (const std::system_error& e) {
+    return Status::Error(ErrorKind::kSystem, "starting progress-engine thread %s: %s",
+                         name.c_str(), e.what());
+  }
+  pthread_setname_np(thread_.native_handle(), name.c_str());
+  return Status::Ok();
+}
+
+Status EngineWorker::Attach(DataSocket* socket) {
+  // Edge-triggered: the worker waits on a socket only after the socket said EAGAIN, and every
+  // edge after that is a reason to try again. EPOLLERR (zero-copy completions on the error
+  // queue) and EPOLLHUP are always reported.
+  epoll_event event{};
+  event.events =
+      EPOLLET | (socket->direction == Direction::kSend ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP));
+  event.data.ptr = socket;
+  socket->worker = this;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, socket->fd.get(), &event) != 0) {
+    return Status::Errno(errno, "epoll_ctl(ADD) of a data socket to devmem-eng%d", index_);
+  }
+  return Status::Ok();
+}
+
+void EngineWorker::Detach(const std::vector<DataSocket*>& sockets) {
+  // No event for these fds after this (the worker may still hold one from its last wait: it
+  // handles those before it takes the request below, while the sockets still exist).
+  for (DataSocket* socket : sockets) {
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, socket->fd.get(), nullptr);
+  }
+  std::unique_lock<std::mutex> lock(inbox_mutex_);
+  detach_.insert(detach_.end(), sockets.begin(), sockets.end());
+  const uint64_t ticket = ++detach_requested_;
+  inbox_nonempty_.store(true, std::memory_order_seq_cst);
+  lock.unlock();
+  sleeping_.store(false, std::memory_order_seq_cst);
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+  lock.lock();
+  detached_.wait(lock, [&] { return detach_done_ >= ticket || exited_; });
+}
+
+void EngineWorker::Schedule(DataSocket* socket) {
+  if (socket->scheduled.exchange(true, std::memory_order_seq_cst)) return;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    inbox_.push_back(socket);
+    inbox_nonempty_.store(true, std::memory_order_seq_cst);
+  }
+  Wake();
+}
+
+void EngineWorker::Wake() {
+  if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false)) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+  }
+}
+
+void EngineWorker::TakeInbox() {
+  if (!inbox_nonempty_.load(std::memory_order_seq_cst)) return;
+  std::lock_guard<std::mutex> lock(inbox_mutex_);
+  inbox_nonempty_.store(false, std::memory_order_relaxed);
+  for (DataSocket* socket : inbox_) {
+    // Scheduled by its producer: it was idle (only then is it posted).
+    socket->stage = EngineStage::kActive;
+    run_.push_back(socket);
+  }
+  inbox_.clear();
+  if (detach_.empty()) return;
+  for (DataSocket* socket : detach_) {
+    switch (socket->stage) {
+      case EngineStage::kActive:
+        RemoveFrom(&run_, socket);
+        break;
+      case EngineStage::kStalled:
+        RemoveFrom(&stalled_, socket);
+        break;
+      case EngineStage::kAwaiting:
+        RemoveFrom(&awaiting_, socket);
+        break;
+      default:
+        break;
+    }
+    socket->stage = EngineStage::kBroken;  // never touched again
+  }
+  detach_.clear();
+  detach_done_ = detach_requested_;
+  detached_.notify_all();
+}
+
+bool EngineWorker::Advance(DataSocket* socket) {
+  using Outcome = SocketMover::Outcome;
+  SocketMover& mover = SocketMover::ForThisThread();
+  bool moved = false;
+  for (;;) {
+    SocketTask* task = socket->tasks.Front();
+    if (task == nullptr) {
+      // Out of work: unschedule, then look once more (the producer pushes, then tests the
+      // flag; one of the two sees the other).
+      socket->scheduled.store(false, std::memory_order_seq_cst);
+      if (socket->tasks.Front() != nullptr &&
+          !socket->scheduled.exchange(true, std::memory_order_seq_cst)) {
+        continue;
+      }
+      socket->stage = EngineStage::kIdle;
+      return moved;
+    }
+    const Outcome outcome = mover.Advance(socket, task, &moved);
+    switch (outcome) {
+      case Outcome::kDone: {
+        Request* request = task->request;
+        socket->tasks.Pop();
+        request->pending_tasks.fetch_sub(1, std::memory_order_release);
+        moved = true;
+        continue;
+      }
+      case Outcome::kFailed:
+        socket->stage = EngineStage::kBroken;
+        return moved;
+      case Outcome::kStalled:
+        // No free page: wait for the consumer to return tokens, not for the socket.
+        socket->stage = EngineStage::kStalled;
+        stalled_.push_back(socket);
+        return moved;
+      case Outcome::kAwaitCompletions:
+        socket->stage = EngineStage::kAwaiting;
+        socket->awaited_completions = socket->completions_seen;
+        awaiting_.push_back(socket);
+        return moved;
+      case Outcome::kBlocked:
+        socket->stage = EngineStage::kBlocked;
+        return moved;
+    }
+  }
+}
+
+size_t EngineWorker::Recheck() {
+  size_t woken = 0;
+  for (size_t i = 0; i < stalled_.size();) {
+    DataSocket* socket = stalled_[i];
+    // Tokens returned since it stalled: its pages may be free again.
+    const uint64_t released = socket->devmem->release_generation.load(std::memory_order_seq_cst);
+    if (socket->stalled_generation.exchange(released, std::memory_order_relaxed) != released) {
+      socket->stage = EngineStage::kActive;
+      run_.push_back(socket);
+      stalled_[i] = stalled_.back();
+      stalled_.pop_back();
+      ++woken;
+    } else {
+      ++i;
+    }
+  }
+  for (size_t i = 0; i < awaiting_.size();) {
+    DataSocket* socket = awaiting_[i];
+    // NCCL's proxy thread drains the error queue in test() too, and may consume the edge this
+    // worker would wait for (it then wakes us, and the count tells us).
+    if (socket->zerocopy->completed() != socket->awaited_completions) {
+      socket->stage = EngineStage::kActive;
+      run_.push_back(socket);
+      awaiting_[i] = awaiting_.back();
+      awaiting_.pop_back();
+      ++woken;
+    } else {
+      ++i;
+    }
+  }
+  return woken;
+}
+
+void EngineWorker::Run() {
+  RunLoop();
+  std::lock_guard<std::mutex> lock(inbox_mutex_);
+  exited_ = true;
+  detached_.notify_all();
+}
+
+void EngineWorker::RunLoop() {
+  epoll_event events[kEventsPerWait];
+  while (!stop_.load(std::memory_order_acquire)) {
+    TakeInbox();
+    bool moved = false;
+    // Every active socket gets a turn, then the ones that became active meanwhile.
+    scratch_.swap(run_);
+    run_.clear();
+    for (DataSocket* socket : scratch_) {
+      if (socket->stage != EngineStage::kActive) continue;  // detached meanwhile
+      moved |= Advance(socket);
+      if (socket->stage == EngineStage::kActive) run_.push_back(socket);
+    }
+    scratch_.clear();
+
+    int timeout = 0;
+    if (!moved && run_.empty()) {
+      // Nothing to do. Announce that we sleep, then look once more for work posted meanwhile:
+      // with the producers' seq_cst posts and Wake() checks, one side sees the other.
+      sleeping_.store(true, std::memory_order_seq_cst);
+      if (inbox_nonempty_.load(std::memory_order_seq_cst) || Recheck() > 0 ||
+          stop_.load(std::memory_order_seq_cst)) {
+        sleeping_.store(false, std::memory_order_relaxed);
+        continue;
+      }
+      timeout = -1;
+      polls_.store(polls_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    const int ready = epoll_wait(epoll_fd_.get(), events, kEventsPerWait, timeout);
+    sleeping_.store(false, std::memory_order_relaxed);
+    if (ready < 0 && errno != EINTR) {
+      log::Warn("devmem-eng%d: epoll_wait failed: %s; the progress engine worker stops", index_,
+                strerror(errno));
+      return;
+    }
+    for (int i = 0; i < ready; ++i) {
+      auto* socket = static_cast<DataSocket*>(events[i].data.ptr);
+      if (socket == nullptr) {
+        uint64_t drained;
+        [[maybe_unused]] ssize_t ignored = read(wake_fd_.get(), &drained, sizeof(drained));
+        continue;
+      }
+      if (socket->stage == EngineStage::kBlocked) {
+        socket->stage = EngineStage::kActive;
+        run_.push_back(socket);
+      } else if (socket->stage == EngineStage::kAwaiting && (events[i].events & EPOLLERR)) {
+        socket->stage = EngineStage::kActive;
+        RemoveFrom(&awaiting_, socket);
+        run_.push_back(socket);
+      }
+    }
+    if (timeout != 0 || moved) Recheck();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+ProgressEngine& ProgressEngine::Process() {
+  // Never destroyed: comms NCCL never closed may still be attached at exit.
+  static auto* engine = new ProgressEngine();  // NOLINT: on purpose
+  return *engine;
+}
+
+Result<EngineWorker*> ProgressEngine::Worker(int index) {
+  while (static_cast<int>(workers_.size()) <= index) {
+    auto worker = std::make_unique<EngineWorker>(static_cast<int>(workers_.size()));
+    DEVMEM_RETURN_IF_ERROR(worker->Start());
+    if (workers_.empty()) {
+      log::Info(log::kNet,
+                "progress engine: worker threads start on demand, at most NCCL_DEVMEM_NTHREADS "
+                "per process, shared by every comm");
+    }
+    workers_.push_back(std::move(worker));
+  }
+  return workers_[static_cast<size_t>(index)].get();
+}
+
+Status ProgressEngine::Attach(const std::vector<DataSocket*>& sockets, int threads,
+                              std::vector<EngineWorker*>* out) {
+  threads = std::clamp(threads, 1, kMaxWorkerThreads);
+  std::lock_guard<std::mutex> lock(mutex_);
+  Result<EngineWorker*> last = Worker(threads - 1);
+  if (!last.ok()) return last.status().WithContext("progress engine");
+  // Comms take turns at which worker their first socket goes to, so that one-socket comms
+  // spread over every worker the engine has.
+  const auto total = static_cast<uint32_t>(workers_.size());
+  const uint32_t first = next_first_++ % total;
+  out->clear();
+  for (size_t s = 0; s < sockets.size(); ++s) {
+    EngineWorker* worker = workers_[(first + s % static_cast<uint32_t>(threads)) % total].get();
+    Status attached = worker->Attach(sockets[s]);
+    if (!attached.ok()) {
+      // Undo what was attached: none of these sockets is known to any worker afterwards.
+      for (size_t k = 0; k < s; ++k) (*out)[k]->Detach({sockets[k]});
+      out->clear();
+      return attached;
+    }
+    out->push_back(worker);
+  }
+  return Status::Ok();
+}
+
+int ProgressEngine::workers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return static_cast<int>(workers_.size());
+}
+
+uint64_t ProgressEngine::polls() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  uint64_t polls = 0;
+  for (const auto& worker : workers_) polls += worker->polls();
+  return polls;
+}
+
+}  // namespace devmem
