@@ -274,17 +274,6 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     // Flow rules must exist before the sender streams: set the path up before the reply.
     Result<RxPath> path = PlanRxPath(ready);
     if (!path.ok()) return path.status();
-    wire::HelloReply reply;
-    reply.code = wire::HelloReply::kAccepted;
-    reply.nonce = nonce_;
-    uint8_t bytes[wire::HelloReply::kSize];
-    reply.Encode(bytes);
-    // A fresh socket's send buffer always has room for 16 bytes.
-    if (send(ready.control.get(), bytes, sizeof(bytes), MSG_DONTWAIT | MSG_NOSIGNAL) !=
-        static_cast<ssize_t>(sizeof(bytes))) {
-      return Status::Errno(errno, "sending the handshake reply to %s",
-                           ready.peer.ToString().c_str());
-    }
     ConnectionParams params;
     params.data_sockets = ready.first.data_sockets;
     params.worker_threads = std::min(config_.worker_threads, params.data_sockets);
@@ -296,8 +285,30 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
         Format("recv comm %s<-%s (%d data sockets, %d threads, %llu-byte chunks)",
                address_.ToString().c_str(), ready.peer.ToString().c_str(), params.data_sockets,
                params.worker_threads, static_cast<unsigned long long>(params.chunk_bytes));
-    return RecvComm::Create(std::move(ready.control), std::move(ready.data), params,
-                            std::move(description), std::move(path).value());
+    // The comm first, the reply after: a connection this side cannot turn into a comm (out
+    // of fds, threads, memory) is closed unanswered, so the sender's connect fails as well and
+    // both ends agree on which connections exist.
+    const int control_fd = ready.control.get();
+    Result<std::unique_ptr<RecvComm>> comm =
+        RecvComm::Create(std::move(ready.control), std::move(ready.data), params,
+                         std::move(description), std::move(path).value());
+    if (!comm.ok()) {
+      return comm.status().WithContext(
+          Format("accepting the connection from %s (refused: the sender's connect fails too)",
+                 ready.peer.ToString().c_str()));
+    }
+    wire::HelloReply reply;
+    reply.code = wire::HelloReply::kAccepted;
+    reply.nonce = nonce_;
+    uint8_t bytes[wire::HelloReply::kSize];
+    reply.Encode(bytes);
+    // A fresh socket's send buffer always has room for 16 bytes.
+    if (send(control_fd, bytes, sizeof(bytes), MSG_DONTWAIT | MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(sizeof(bytes))) {
+      return Status::Errno(errno, "sending the handshake reply to %s",
+                           ready.peer.ToString().c_str());
+    }
+    return comm;
   }
   return std::unique_ptr<RecvComm>();
 }
@@ -485,6 +496,7 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
     }
     Socket socket;
     socket.fd = std::move(fd).value();
+    socket.to = to;
     wire::Hello hello;
     hello.role = i == 0 ? wire::SocketRole::kControl : wire::SocketRole::kData;
     hello.socket_index = static_cast<uint16_t>(i == 0 ? 0 : i - 1);
@@ -516,7 +528,10 @@ Result<std::unique_ptr<SendComm>> Connector::Progress() {
       int err = 0;
       socklen_t len = sizeof(err);
       getsockopt(socket.fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err != 0) return Status::Errno(err, "connect to %s", peer.c_str());
+      if (err != 0) {
+        // Name the member that failed: with a virtual NIC it need not be the handle's first.
+        return Status::Errno(err, "connect to %s", socket.to.ToString().c_str());
+      }
       socket.connected = true;
     }
     while (socket.sent < sizeof(socket.hello)) {
@@ -528,7 +543,7 @@ Result<std::unique_ptr<SendComm>> Connector::Progress() {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      return Status::Errno(errno, "sending the handshake to %s", peer.c_str());
+      return Status::Errno(errno, "sending the handshake to %s", socket.to.ToString().c_str());
     }
   }
   bool all_sent = std::all_of(sockets_.begin(), sockets_.end(), [](const Socket& s) {
@@ -546,8 +561,10 @@ Result<std::unique_ptr<SendComm>> Connector::Progress() {
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       if (n == 0) {
         return Status::Error(ErrorKind::kRemote,
-                             "%s closed the connection during the handshake (it does not "
-                             "accept our handle: stale nonce, or not a devmem listener?)",
+                             "%s closed the connection during the handshake: it could not set "
+                             "the connection up (its log says why, e.g. out of file "
+                             "descriptors) or does not accept our handle (stale nonce, or not a "
+                             "devmem listener)",
                              peer.c_str());
       }
       return Status::Errno(errno, "receiving the handshake reply from %s", peer.c_str());

@@ -116,6 +116,7 @@ class Connector final {
   ConnectionParams params_;
   struct Socket {
     UniqueFd fd;
+    SocketAddress to;  // the remote member this socket dials (errors name it)
     bool connected = false;
     uint8_t hello[wire::Hello::kSize] = {};
     size_t sent = 0;

@@ -5,12 +5,17 @@
 // descriptor limits: listener_flood_test.cc.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
@@ -283,6 +288,130 @@ TEST_F(HandshakeTest, ConnectToAClosedPortFails) {
   }
   EXPECT_EQ(result, abi::kSystemError);
   EXPECT_EQ(send_comm, nullptr);
+}
+
+// Issue 19 defect (b): a virtual NIC's handle names several remote members; the one that
+// refused is named, not the handle's first address.
+TEST_F(HandshakeTest, AVirtualNicMemberThatRefusesIsNamedInTheError) {
+  wire::ListenHandle handle;
+  handle.address = listen_address_;  // 127.0.0.1:P, listening
+  handle.nonce = nonce_;
+  Result<SocketAddress> refusing = SocketAddress::FromString("127.0.0.2", listen_address_.port());
+  ASSERT_TRUE(refusing.ok());
+  handle.extra_members.push_back(refusing.value());  // nothing listens on 127.0.0.2:P
+  uint8_t bytes[abi::kNetHandleMaxSize] = {};
+  handle.Encode(bytes);
+  void* send_comm = nullptr;
+  abi::DeviceHandleV7* dev = nullptr;
+  abi::Result result = abi::kSuccess;
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (result == abi::kSuccess && send_comm == nullptr && Clock::now() < deadline) {
+    result = net_->connect(ctx_, 0, bytes, &send_comm, &dev);
+    void* recv_comm = nullptr;
+    EXPECT_EQ(net_->accept(listen_comm_, &recv_comm, &dev), abi::kSuccess);
+    EXPECT_EQ(recv_comm, nullptr);
+  }
+  EXPECT_EQ(result, abi::kSystemError);
+  EXPECT_EQ(send_comm, nullptr);
+  const std::string member = refusing->ToString();
+  std::vector<std::string> warnings = CapturedLog::WarningsWith("connect to ");
+  ASSERT_FALSE(warnings.empty());
+  EXPECT_NE(warnings.back().find("connect to " + member), std::string::npos) << warnings.back();
+  EXPECT_NE(warnings.back().find("Connection refused"), std::string::npos) << warnings.back();
+}
+
+// Threads of this process named like the progress engine's workers.
+int EngineThreads() {
+  int count = 0;
+  DIR* dir = opendir("/proc/self/task");
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + entry->d_name + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    count += name.rfind("devmem-eng", 0) == 0 ? 1 : 0;
+  }
+  closedir(dir);
+  return count;
+}
+
+int OpenFds() {
+  int count = 0;
+  DIR* dir = opendir("/proc/self/fd");
+  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
+  closedir(dir);
+  return count;
+}
+
+// The highest open fd number (not counting the directory read to find it).
+int HighestFd() {
+  int highest = -1;
+  DIR* dir = opendir("/proc/self/fd");
+  const int own = dirfd(dir);
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    const int fd = atoi(entry->d_name);
+    if (fd != own) highest = std::max(highest, fd);
+  }
+  closedir(dir);
+  return highest;
+}
+
+// Issue 19 defect (a): the listener used to reply "accepted" before it had created the receive
+// comm; when that failed (here: the progress engine cannot get the epoll fd for its first
+// worker, the process being out of descriptors), the sender held a send comm nobody received
+// from. Now the connection is closed unanswered: both ends fail, and a later connection works.
+TEST_F(HandshakeTest, AConnectionTheListenerCannotTurnIntoACommFailsOnBothEnds) {
+  if (EngineThreads() > 0) {
+    GTEST_SKIP() << "the progress engine already runs in this process (an earlier test started "
+                    "it); ctest runs this test in a process of its own";
+  }
+  uint8_t handle[abi::kNetHandleMaxSize];
+  memcpy(handle, handle_, sizeof(handle));
+  void* send_comm = nullptr;
+  abi::DeviceHandleV7* dev = nullptr;
+  // The first connect opens every socket of the connection (1 control + the data sockets).
+  const int before_connect = OpenFds();
+  ASSERT_EQ(net_->connect(ctx_, 0, handle, &send_comm, &dev), abi::kSuccess);
+  ASSERT_EQ(send_comm, nullptr);
+  const int connection_sockets = OpenFds() - before_connect;
+  ASSERT_GT(connection_sockets, 1);
+  // Fill every gap below the highest open fd, so that the limit below leaves room for exactly
+  // the listener's ends of those sockets (new fds take the lowest free number).
+  std::vector<UniqueFd> fillers;
+  const int top = HighestFd();
+  do {
+    fillers.emplace_back(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fillers.back().valid());
+  } while (fillers.back().get() < top);
+  const int highest = fillers.back().get();
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(highest + 1 + connection_sockets);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  abi::Result connected = abi::kSuccess;
+  abi::Result accepted = abi::kSuccess;
+  void* recv_comm = nullptr;
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (accepted == abi::kSuccess && recv_comm == nullptr && Clock::now() < deadline) {
+    if (connected == abi::kSuccess && send_comm == nullptr) {
+      connected = net_->connect(ctx_, 0, handle, &send_comm, &dev);
+    }
+    accepted = net_->accept(listen_comm_, &recv_comm, &dev);
+  }
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+  fillers.clear();
+  EXPECT_EQ(recv_comm, nullptr);
+  EXPECT_EQ(accepted, abi::kSystemError) << "the listener must report the comm it could not create";
+  EXPECT_FALSE(CapturedLog::WarningsWith("refused: the sender's connect fails too").empty());
+  // The sender must not end up with a comm: its connect fails once the listener closed it.
+  while (connected == abi::kSuccess && send_comm == nullptr && Clock::now() < deadline) {
+    connected = net_->connect(ctx_, 0, handle, &send_comm, &dev);
+  }
+  EXPECT_EQ(send_comm, nullptr) << "the sender got a comm the receiver never created";
+  EXPECT_NE(connected, abi::kSuccess);
+  ExpectLegitimateConnectionWorks();
 }
 
 TEST_F(HandshakeTest, PortScanStormLeavesTheListenerWorking) {
