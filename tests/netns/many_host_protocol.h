@@ -5,7 +5,7 @@
 // rank -> parent (the rank's stdout):
 //   baseline FDS THREADS                 after init and one warm-up comm pair, opened and closed
 //   handle PEER HEX                      the listen handle PEER connects to (kNetHandleMaxSize)
-//   connected MS                         every send and recv comm is up, MS after the handles
+//   connected MS                         every comm is up (MS after the handles) and registered
 //   streaming                            every comm completed kStreamingMessages messages
 //   comm DIR PEER ok MESSAGES BYTES WINDOW_MESSAGES
 //   comm DIR PEER failed CALL RESULT AT_MS MESSAGES WARN...
@@ -18,6 +18,7 @@
 //   done                                 finalize returned; the rank exits 0
 // parent -> rank (the rank's stdin):
 //   peer PEER HEX                        PEER's handle for this rank to connect to
+//   go                                   every rank is connected: start the traffic
 //   killed                               the victim's link is cut and the victim SIGKILLed
 //
 // DIR is send or recv; CALL the ABI call that returned RESULT (an ncclResult_t; `check`: a

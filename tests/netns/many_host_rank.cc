@@ -144,6 +144,7 @@ class Rank {
   bool WarmUp();
   bool ListenAndSwapHandles();
   bool Establish();
+  bool AwaitGo();
   bool Traffic();
   void CloseAll();
   bool ReadParentLine(std::string* line, int64_t timeout_ms);
@@ -166,6 +167,7 @@ class Rank {
   // By peer: the handle to connect to, kept in place (connect() parks its state in it).
   std::vector<std::vector<uint8_t>> handles_;
   int handles_missing_ = 0;
+  bool go_ = false;
   std::vector<Stream> streams_;
   std::string stdin_buffer_;
   int64_t killed_at_ = -1, victim_settled_at_ = -1;
@@ -198,6 +200,8 @@ void Rank::OnParentLine(const std::string& line) {
         Unhex(words[2], handles_[static_cast<size_t>(peer)].data(), abi::kNetHandleMaxSize)) {
       --handles_missing_;
     }
+  } else if (words.size() == 1 && words[0] == "go") {
+    go_ = true;
   } else if (words.size() == 1 && words[0] == "killed") {
     killed_at_ = NowMs();
   }
@@ -220,12 +224,15 @@ bool Rank::Init() {
   return true;
 }
 
-void AddStreams(std::vector<Stream>* streams, int peer) {
+// A send and a receive stream with `peer`, their buffers allocated and touched now: a rank
+// still faulting in pages once its peers stream would be a late receiver (see AwaitGo).
+void AddStreams(std::vector<Stream>* streams, int peer, size_t buffer_bytes) {
   for (bool send : {true, false}) {
     Stream stream;
     stream.send = send;
     stream.peer = peer;
     stream.slots.resize(send ? kSendWindow : 1);
+    for (Slot& slot : stream.slots) slot.buffer.resize(buffer_bytes);
     streams->push_back(std::move(stream));
   }
 }
@@ -238,7 +245,7 @@ bool Rank::WarmUp() {
   if (net_->listen(ctx_, 0, handles_[self].data(), &listen_comms_[self]) != abi::kSuccess) {
     return Fail("warm-up listen: " + t_last_warn);
   }
-  AddStreams(&streams_, o_.rank);
+  AddStreams(&streams_, o_.rank, MessageSize(kSizes - 1));
   warming_up_ = true;
   if (!Establish() || !Traffic()) return false;
   for (const Stream& s : streams_) {
@@ -262,7 +269,7 @@ bool Rank::ListenAndSwapHandles() {
       return Fail("listen for peer " + std::to_string(p) + ": " + t_last_warn);
     }
     Report("handle " + std::to_string(p) + " " + Hex(handle, sizeof(handle)));
-    AddStreams(&streams_, p);
+    AddStreams(&streams_, p, MessageSize(kSizes - 1));
   }
   handles_missing_ = o_.ranks - 1;
   const int64_t deadline = NowMs() + kSetupTimeoutMs;
@@ -302,17 +309,16 @@ bool Rank::Establish() {
     }
     if (!all_up) sched_yield();  // eight ranks share a few cores: let the peers accept
   }
-  if (!warming_up_) Report("connected " + std::to_string(NowMs() - start));
-  const size_t buffer_bytes = MessageSize(kSizes - 1);
+  const int64_t up_ms = NowMs() - start;
   for (Stream& s : streams_) {
     for (Slot& slot : s.slots) {
-      slot.buffer.resize(buffer_bytes);
       if (net_->regMr(s.comm, slot.buffer.data(), slot.buffer.size(), abi::kPtrHost,
                       &slot.mhandle) != abi::kSuccess) {
         return Fail("regMr on comm " + s.Name() + ": " + t_last_warn);
       }
     }
   }
+  if (!warming_up_) Report("connected " + std::to_string(up_ms));
   return true;
 }
 
@@ -437,6 +443,21 @@ void Rank::Advance(Stream& s) {
   }
 }
 
+// Traffic starts when the parent says `go`, once every rank's comms are up. A rank that starts
+// receiving seconds after its peers started sending is a late receiver: its senders' sockets
+// fill and the window stays shut, and under NCCL_DEVMEM_TCP_USER_TIMEOUT_MS the kernel fails a
+// connection whose window stayed shut that long, answered probes or not (seen under TSan, where
+// setup is ten times slower).
+bool Rank::AwaitGo() {
+  const int64_t deadline = NowMs() + kSetupTimeoutMs;
+  std::string line;
+  while (!go_) {
+    if (!ReadParentLine(&line, deadline - NowMs())) return Fail("no `go` from the parent in 30 s");
+    OnParentLine(line);
+  }
+  return true;
+}
+
 bool Rank::Traffic() {
   const int64_t start = NowMs();
   for (Stream& s : streams_) s.last_progress_ms = start;
@@ -514,7 +535,9 @@ void Rank::CloseAll() {
 
 int Rank::Run() {
   fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
-  if (!Init() || !WarmUp() || !ListenAndSwapHandles() || !Establish() || !Traffic()) return 1;
+  if (!Init() || !WarmUp() || !ListenAndSwapHandles() || !Establish() || !AwaitGo() || !Traffic()) {
+    return 1;
+  }
   CloseAll();
   // Teardown may finish behind close (a shared engine): give it a moment, never forever.
   const int64_t deadline = NowMs() + kSettleTimeoutMs;

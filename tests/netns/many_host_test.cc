@@ -254,7 +254,8 @@ class ManyHostTest : public ::testing::Test {
     ASSERT_TRUE(network_->error().empty()) << network_->error();
   }
 
-  // Starts the ranks and exchanges the listen handles (every rank listens once per peer).
+  // Starts the ranks, exchanges the listen handles (every rank listens once per peer) and,
+  // once every rank has all its comms, starts the traffic.
   void StartAndConnect(ManyHostRun* run) {
     std::string error;
     ASSERT_TRUE(run->Start(&error)) << error;
@@ -267,6 +268,13 @@ class ManyHostTest : public ::testing::Test {
              << "; 125: setns, 127: exec) before listening:" << run->record(r).Tail();
     }
     run->SendHandles();
+    auto connected = [](const RankRecord& r) { return r.connect_ms >= 0 || r.eof; };
+    ASSERT_TRUE(run->PumpUntil(NowMs() + 40000, all, connected))
+        << "ranks without all their comms after 40 s:" << run->NotReady(all, connected);
+    for (int r : all) {
+      ASSERT_GE(run->record(r).connect_ms, 0) << "rank " << r << run->record(r).Tail();
+      run->rank(r).Send("go");
+    }
   }
 
   // A rank that ran to the end: exit 0, no error, nothing corrupt, fds and threads back at
