@@ -45,6 +45,7 @@ Status Comm::AttachToEngine() {
 }
 
 void Comm::DetachFromEngine() {
+  if (socket_workers_.empty()) return;
   // One request per worker, for all of its sockets of this comm.
   std::vector<DataSocket*> mine;
   for (size_t s = 0; s < socket_workers_.size(); ++s) {
@@ -59,6 +60,7 @@ void Comm::DetachFromEngine() {
     worker->Detach(mine);
   }
   socket_workers_.clear();
+  ProgressEngine::Process().Detached();
 }
 
 void Comm::WakeWorkers() {
@@ -283,9 +285,7 @@ Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector
                                                    std::string description) {
   std::unique_ptr<SendComm> comm(new SendComm(kSendMagic, Direction::kSend, std::move(control),
                                               std::move(data), params, std::move(description)));
-  // Room for a header (and inline payload) of every request in the pool.
-  comm->tx_ring_.resize(nccl::kNetMaxRequests *
-                        (wire::MessageHeader::kMaxSize + params.inline_bytes));
+  comm->tx_ring_.resize(kControlRingStart);
   if (params.zerocopy_tx || params.devmem_tx_ifindex > 0) {
     for (auto& socket : comm->data_sockets_) socket->zerocopy = std::make_unique<ZeroCopyTracker>();
   }
@@ -294,6 +294,29 @@ Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector
 }
 
 SendComm::~SendComm() { LogClose(); }
+
+bool SendComm::GrowControl(size_t need) {
+  // At most a header (and inline payload) for every request of the pool; the ring starts with
+  // room for headers and grows to that only when inline messages queue up.
+  const size_t most = nccl::kNetMaxRequests * (wire::MessageHeader::kMaxSize + params_.inline_bytes);
+  const size_t pending = tx_appended_ - tx_flushed_;
+  const size_t old_capacity = tx_ring_.size();
+  if (old_capacity - pending >= need) return true;
+  size_t capacity = old_capacity;
+  while (capacity - pending < need && capacity < most) capacity = std::min(capacity * 2, most);
+  if (capacity - pending < need) return false;
+  std::vector<uint8_t> grown(capacity);
+  // Every unflushed byte keeps its stream offset: it moves to offset % the new capacity.
+  for (uint64_t i = tx_flushed_; i < tx_appended_;) {
+    const size_t from = i % old_capacity;
+    const size_t to = i % capacity;
+    const size_t n = std::min<uint64_t>({tx_appended_ - i, old_capacity - from, capacity - to});
+    memcpy(grown.data() + to, tx_ring_.data() + from, n);
+    i += n;
+  }
+  tx_ring_.swap(grown);
+  return true;
+}
 
 bool SendComm::AppendControl(const uint8_t* bytes, size_t len) {
   const size_t capacity = tx_ring_.size();
@@ -382,7 +405,7 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
     }
   }
   const size_t control_bytes = header.encoded_size() + (is_inline ? size : 0);
-  if (tx_ring_.size() - (tx_appended_ - tx_flushed_) < control_bytes) {
+  if (!GrowControl(control_bytes)) {
     pool_.Release(request);
     DEVMEM_RETURN_IF_ERROR(FlushControl());
     return static_cast<Request*>(nullptr);

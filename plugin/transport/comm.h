@@ -152,7 +152,11 @@ class SendComm final : public Comm {
 
  private:
   using Comm::Comm;
+  // The control ring's first size: headers of every request in the pool, no inline payload.
+  static constexpr size_t kControlRingStart = 4 << 10;
   Status FlushControl();
+  // Room for `need` more bytes in the control ring, grown if it may; false: wait for a flush.
+  bool GrowControl(size_t need);
   bool AppendControl(const uint8_t* bytes, size_t len);
   // ConnectionParams::adaptive_stripes: the data sockets the next message of `size` bytes may
   // use; 0: all of them, dealt round-robin as usual (the members deliver at similar rates).
@@ -201,6 +205,10 @@ class RecvComm final : public Comm {
 
  private:
   using Comm::Comm;
+  // The control receive buffer: it starts small and doubles while reads fill it (inline
+  // payload streams through it), up to kControlRxMost.
+  static constexpr size_t kControlRxStart = 4 << 10;
+  static constexpr size_t kControlRxMost = 64 << 10;
   Status ProgressControl();
   Status ReadControl();
   // Matches one header to the oldest posted request that waits for its tag; false if none.

@@ -28,7 +28,9 @@ void RemoveFrom(std::vector<DataSocket*>* list, DataSocket* socket) {
 
 EngineWorker::EngineWorker(int index) : index_(index) {}
 
-EngineWorker::~EngineWorker() {
+EngineWorker::~EngineWorker() { Stop(); }
+
+void EngineWorker::Stop() {
   if (!thread_.joinable()) return;
   stop_.store(true, std::memory_order_seq_cst);
   const uint64_t one = 1;
@@ -284,19 +286,38 @@ void EngineWorker::RunLoop() {
 // ---------------------------------------------------------------------------------------------
 
 ProgressEngine& ProgressEngine::Process() {
-  // Never destroyed: comms NCCL never closed may still be attached at exit.
+  // Never destroyed: comms NCCL never closed may still point at its workers at exit.
   static auto* engine = new ProgressEngine();  // NOLINT: on purpose
   return *engine;
+}
+
+namespace {
+// Runs when the library is unloaded or the process exits: engine threads must not outlive the
+// code they run. Comms left open keep their (stopped) workers' objects.
+struct StopEngineAtUnload {
+  ~StopEngineAtUnload() { ProgressEngine::Process().StopThreads(); }
+} stop_engine_at_unload;
+}  // namespace
+
+void ProgressEngine::Detached() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (attached_comms_ > 0 && --attached_comms_ == 0) workers_.clear();
+}
+
+void ProgressEngine::StopThreads() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& worker : workers_) worker->Stop();
 }
 
 Result<EngineWorker*> ProgressEngine::Worker(int index) {
   while (static_cast<int>(workers_.size()) <= index) {
     auto worker = std::make_unique<EngineWorker>(static_cast<int>(workers_.size()));
     DEVMEM_RETURN_IF_ERROR(worker->Start());
-    if (workers_.empty()) {
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true)) {
       log::Info(log::kNet,
-                "progress engine: worker threads start on demand, at most NCCL_DEVMEM_NTHREADS "
-                "per process, shared by every comm");
+                "progress engine: worker threads start with the first comm, at most "
+                "NCCL_DEVMEM_NTHREADS per process, shared by every comm, and stop with the last");
     }
     workers_.push_back(std::move(worker));
   }
@@ -308,7 +329,10 @@ Status ProgressEngine::Attach(const std::vector<DataSocket*>& sockets, int threa
   threads = std::clamp(threads, 1, kMaxWorkerThreads);
   std::lock_guard<std::mutex> lock(mutex_);
   Result<EngineWorker*> last = Worker(threads - 1);
-  if (!last.ok()) return last.status().WithContext("progress engine");
+  if (!last.ok()) {
+    if (attached_comms_ == 0) workers_.clear();  // none serves a comm: start afresh next time
+    return last.status().WithContext("progress engine");
+  }
   // Comms take turns at which worker their first socket goes to, so that one-socket comms
   // spread over every worker the engine has.
   const auto total = static_cast<uint32_t>(workers_.size());
@@ -321,10 +345,12 @@ Status ProgressEngine::Attach(const std::vector<DataSocket*>& sockets, int threa
       // Undo what was attached: none of these sockets is known to any worker afterwards.
       for (size_t k = 0; k < s; ++k) (*out)[k]->Detach({sockets[k]});
       out->clear();
+      if (attached_comms_ == 0) workers_.clear();
       return attached;
     }
     out->push_back(worker);
   }
+  ++attached_comms_;
   return Status::Ok();
 }
 

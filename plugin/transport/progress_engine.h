@@ -38,6 +38,8 @@ class EngineWorker final {
   ~EngineWorker();  // stops and joins
 
   Status Start();
+  // Stops and joins the thread (idempotent).
+  void Stop();
   // Watches `socket` from now on (any thread; before its first Schedule).
   Status Attach(DataSocket* socket);
   // Forgets `sockets` and returns once the worker holds no pointer to any of them (any thread
@@ -89,8 +91,9 @@ class EngineWorker final {
 
 class ProgressEngine final {
  public:
-  // The process's engine (created on first use; its threads live as long as the process, as
-  // NCCL's own proxy threads do).
+  // The process's engine. Its workers start with the first comm that needs them and stop
+  // (joined, their fds closed) when the last comm detached: a process without comms has no
+  // engine thread, and NCCL may unload the plugin (dlclose) once it closed every comm.
   static ProgressEngine& Process();
 
   // Assigns `sockets` to `threads` workers (socket s to the (s mod threads)-th of them, the
@@ -98,7 +101,13 @@ class ProgressEngine final {
   // socket s's worker.
   Status Attach(const std::vector<DataSocket*>& sockets, int threads,
                 std::vector<EngineWorker*>* out);
-  // Workers started so far.
+  // A comm that attached gave its sockets back (EngineWorker::Detach): the last one stops the
+  // workers.
+  void Detached();
+  // Stops and joins every worker without forgetting them (the library is being unloaded or
+  // the process exits: no thread may run its code afterwards).
+  void StopThreads();
+  // Workers running now.
   int workers() const;
   uint64_t polls() const;
 
@@ -109,6 +118,7 @@ class ProgressEngine final {
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<EngineWorker>> workers_;
   uint32_t next_first_ = 0;
+  size_t attached_comms_ = 0;
 };
 
 }  // namespace devmem

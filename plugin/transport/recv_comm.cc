@@ -10,13 +10,6 @@
 #include "plugin/transport/comm.h"
 
 namespace devmem {
-namespace {
-
-// Enough for many headers per syscall; inline payload streams through it.
-constexpr size_t kControlRxBytes = 64 << 10;
-
-}  // namespace
-
 // Message sequence numbers in flight at once are bounded by requests x sub-requests.
 constexpr size_t kSeqRing = 1024;
 static_assert(kSeqRing > nccl::kNetMaxRequests * kMaxRecvsLimit);
@@ -31,7 +24,7 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
                                                    std::string description, RxPath path) {
   std::unique_ptr<RecvComm> comm(new RecvComm(kRecvMagic, Direction::kRecv, std::move(control),
                                               std::move(data), params, std::move(description)));
-  comm->rx_buffer_.resize(kControlRxBytes);
+  comm->rx_buffer_.resize(kControlRxStart);
   comm->posted_.reserve(nccl::kNetMaxRequests);
   const std::string& name = comm->description_;
   if (path.mode == RxPath::Mode::kPlain) {

@@ -21,6 +21,9 @@ Status RecvComm::ReadControl() {
                      MSG_DONTWAIT);
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
+      if (rx_end_ == rx_buffer_.size() && rx_buffer_.size() < kControlRxMost) {
+        rx_buffer_.resize(rx_buffer_.size() * 2);  // the peer sends more than it holds
+      }
       return Status::Ok();
     }
     if (n < 0 && errno == EINTR) continue;

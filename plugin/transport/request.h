@@ -6,6 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <new>
 
 #include <vector>
 
@@ -47,6 +49,7 @@ struct SubRequest {
 struct Request {
   enum class Kind : uint8_t { kSend, kRecv } kind = Kind::kSend;
   Comm* comm = nullptr;
+  size_t pool_index = 0;  // its index in the comm's RequestPool (the ABI's name for it)
   bool in_use = false;
   int count = 0;  // sub-requests
   std::array<SubRequest, kMaxRecvsLimit> subs{};
@@ -88,14 +91,30 @@ struct Request {
 // Requests NCCL keeps in flight per connection (NCCL_STEPS).
 inline constexpr size_t kStagedInFlight = 8;
 
+// NCCL keeps NCCL_STEPS (8) requests in flight per connection, but may post up to 32: the pool
+// holds them in blocks of 8, the first made with the comm and the others the first time the
+// comm has more in flight (a Request is ~1 KiB; a job has thousands of comms).
 class RequestPool {
  public:
-  // nullptr when all are in flight: the caller returns a NULL request and NCCL retries.
+  static constexpr size_t kSize = nccl::kNetMaxRequests;
+  static constexpr size_t kBlock = 8;
+  static_assert(kSize % kBlock == 0);
+
+  RequestPool() { blocks_[0] = NewBlock(0); }
+
+  // nullptr when all are in flight (or no memory for another block): the caller returns a NULL
+  // request and NCCL retries.
   Request* Acquire(Comm* owner, Request::Kind kind) {
-    for (Request& request : requests_) {
-      if (!request.in_use) {
-        request.Reset(owner, kind);
-        return &request;
+    for (size_t b = 0; b < blocks_.size(); ++b) {
+      if (blocks_[b] == nullptr) {
+        blocks_[b] = NewBlock(b);
+        if (blocks_[b] == nullptr) return nullptr;
+      }
+      for (Request& request : *blocks_[b]) {
+        if (!request.in_use) {
+          request.Reset(owner, kind);
+          return &request;
+        }
       }
     }
     return nullptr;
@@ -104,26 +123,36 @@ class RequestPool {
   // Gives the staging of the first `count` requests (the ones Acquire hands out first) at least
   // `bytes`, so the data path finds it allocated.
   Status PresizeStaging(size_t count, size_t bytes) {
-    for (size_t i = 0; i < count && i < requests_.size(); ++i) {
-      Result<char*> reserved = requests_[i].staging.Reserve(bytes);
+    for (size_t i = 0; i < count && i < kBlock; ++i) {
+      Result<char*> reserved = (*blocks_[0])[i].staging.Reserve(bytes);
       if (!reserved.ok()) return reserved.status();
     }
     return Status::Ok();
   }
   // The ABI names a request by its comm and its index here (never by its address).
-  static constexpr size_t kSize = nccl::kNetMaxRequests;
-  size_t IndexOf(const Request* request) const {
-    return static_cast<size_t>(request - requests_.data());
+  size_t IndexOf(const Request* request) const { return request->pool_index; }
+  Request* At(size_t index) {
+    if (index >= kSize || blocks_[index / kBlock] == nullptr) return nullptr;
+    return &(*blocks_[index / kBlock])[index % kBlock];
   }
-  Request* At(size_t index) { return index < requests_.size() ? &requests_[index] : nullptr; }
   int InUse() const {
     int n = 0;
-    for (const Request& request : requests_) n += request.in_use ? 1 : 0;
+    for (const auto& block : blocks_) {
+      if (block == nullptr) continue;
+      for (const Request& request : *block) n += request.in_use ? 1 : 0;
+    }
     return n;
   }
 
  private:
-  std::array<Request, nccl::kNetMaxRequests> requests_;
+  using Block = std::array<Request, kBlock>;
+  static std::unique_ptr<Block> NewBlock(size_t b) {
+    std::unique_ptr<Block> block(new (std::nothrow) Block());
+    if (block == nullptr) return nullptr;
+    for (size_t i = 0; i < kBlock; ++i) (*block)[i].pool_index = b * kBlock + i;
+    return block;
+  }
+  std::array<std::unique_ptr<Block>, kSize / kBlock> blocks_;
 };
 
 }  // namespace devmem

@@ -13,7 +13,7 @@
 
 namespace devmem {
 
-template <typename T, size_t kBlockSize = 16>
+template <typename T, size_t kBlockSize = 8>
 class TaskQueue {
  public:
   TaskQueue() : head_block_(new Block), tail_block_(head_block_) {}

@@ -30,6 +30,14 @@ int OpenFdCount() {
   return count;
 }
 
+int ThreadCount() {
+  int count = 0;
+  DIR* dir = opendir("/proc/self/task");
+  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
+  closedir(dir);
+  return count;
+}
+
 class LoopbackTest : public testing::PluginSuite {
  protected:
   void SetUp() override {
@@ -405,6 +413,73 @@ TEST_F(LoopbackTest, PeerCloseFailsPendingReceivesWithoutHanging) {
   }
   EXPECT_EQ(done, 0);
   EXPECT_EQ(result, abi::kRemoteError);
+}
+
+// Issue 19: comms share the process's progress engine. 64 more comm pairs start no thread, each
+// costs exactly its sockets in fds (what one pair costs, 64 times), and all of them carry a
+// message larger than the proxy thread moves itself (the engine's workers move it) at once,
+// byte-exact.
+TEST_F(LoopbackTest, SixtyFourMoreCommPairsShareTheEngineThreadsAndCarryTheirBytes) {
+  constexpr int kPairs = 64;
+  constexpr size_t kSize = (1 << 20) + 13;
+  const int threads_before = ThreadCount();
+  const int fds_one_pair_before = OpenFdCount();
+  std::vector<void*> sends(kPairs, nullptr), recvs(kPairs, nullptr);
+  Connect(&sends[0], &recvs[0]);
+  const int fds_per_pair = OpenFdCount() - fds_one_pair_before;
+  // A control socket and the data sockets per comm, nothing else (no eventfd, no epoll).
+  EXPECT_EQ(fds_per_pair % 2, 0);
+  EXPECT_GE(fds_per_pair, 4);
+  for (int p = 1; p < kPairs; ++p) Connect(&sends[p], &recvs[p]);
+  EXPECT_EQ(ThreadCount(), threads_before) << "a comm started a thread of its own";
+  EXPECT_EQ(OpenFdCount() - fds_one_pair_before, kPairs * fds_per_pair);
+
+  std::vector<std::vector<char>> sources, sinks;
+  std::vector<void*> requests;
+  std::vector<std::pair<void*, void*>> handles;  // (comm, mh) to deregister
+  for (int p = 0; p < kPairs; ++p) {
+    sources.push_back(RandomBytes(kSize, 500 + static_cast<uint64_t>(p)));
+    sinks.emplace_back(kSize, 0);
+  }
+  for (int p = 0; p < kPairs; ++p) {
+    void* send_mh = nullptr;
+    void* recv_mh = nullptr;
+    ASSERT_EQ(net_->regMr(sends[p], sources[p].data(), kSize, abi::kPtrHost, &send_mh),
+              abi::kSuccess);
+    ASSERT_EQ(net_->regMr(recvs[p], sinks[p].data(), kSize, abi::kPtrHost, &recv_mh),
+              abi::kSuccess);
+    handles.push_back({sends[p], send_mh});
+    handles.push_back({recvs[p], recv_mh});
+    void* recv_request = nullptr;
+    void* data = sinks[p].data();
+    size_t size = kSize;
+    int tag = p;
+    ASSERT_EQ(net_->irecv(recvs[p], 1, &data, &size, &tag, &recv_mh, nullptr, &recv_request),
+              abi::kSuccess);
+    ASSERT_NE(recv_request, nullptr);
+    void* send_request = nullptr;
+    const auto deadline = Clock::now() + kDeadline;
+    while (send_request == nullptr && Clock::now() < deadline) {
+      ASSERT_EQ(net_->isend(sends[p], sources[p].data(), kSize, p, send_mh, nullptr,
+                            &send_request),
+                abi::kSuccess);
+    }
+    ASSERT_NE(send_request, nullptr);
+    requests.push_back(send_request);
+    requests.push_back(recv_request);
+  }
+  std::vector<int> sizes = WaitAll(requests);
+  for (int p = 0; p < kPairs; ++p) {
+    EXPECT_EQ(sizes[2 * p + 1], static_cast<int>(kSize)) << "pair " << p;
+    EXPECT_TRUE(sinks[p] == sources[p]) << "pair " << p << " received other bytes";
+  }
+  EXPECT_EQ(ThreadCount(), threads_before);
+  for (auto& [comm, mh] : handles) EXPECT_EQ(net_->deregMr(comm, mh), abi::kSuccess);
+  for (int p = 0; p < kPairs; ++p) {
+    EXPECT_EQ(net_->closeSend(sends[p]), abi::kSuccess);
+    EXPECT_EQ(net_->closeRecv(recvs[p]), abi::kSuccess);
+  }
+  EXPECT_EQ(OpenFdCount(), fds_one_pair_before);
 }
 
 TEST_F(LoopbackTest, ManyMessagesStressBothDirectionsOfTheWindow) {
