@@ -323,7 +323,8 @@ bool Rank::Establish() {
 }
 
 size_t Rank::MessageSize(uint64_t seq) const {
-  return (o_.scenario == "alltoall" ? kAllToAllSizes : kKillSizes)[seq % kSizes];
+  const size_t* sizes = o_.scenario == "alltoall" ? kAllToAllSizes : kKillSizes;
+  return sizes[seq % kSizes];
 }
 
 bool Rank::IsLast(Stream& s) {
