@@ -16,20 +16,13 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <ctime>
 #include <string>
 #include <vector>
 
 #include "tests/common/shell.h"
+#include "tests/netns/many_host_protocol.h"
 
 namespace devmem::testing::many_host {
-
-// CLOCK_MONOTONIC in milliseconds: the clock the ranks stamp their reports with.
-inline int64_t NowMs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 // `hosts` namespaces, each with one interface kInterface at 198.18.8.(h+1)/24 (RFC 2544
 // benchmarking range: these addresses exist only inside these namespaces), plugged into one

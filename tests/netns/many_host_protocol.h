@@ -31,11 +31,19 @@
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <sstream>
 #include <string>
 #include <vector>
 
 namespace devmem::testing::many_host {
+
+// AT_MS and every deadline: CLOCK_MONOTONIC in milliseconds.
+inline int64_t NowMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
 
 inline constexpr int kStreamingMessages = 2;
 inline constexpr int kMessageTag = 0x5a;

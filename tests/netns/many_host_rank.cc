@@ -22,7 +22,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -42,12 +41,6 @@ constexpr int64_t kAllToAllTimeoutMs = 60000;
 constexpr int64_t kKillTimeoutMs = 90000;      // from the start of traffic to its end
 constexpr int64_t kAfterKillMarginMs = 15000;  // on top of the user timeout
 constexpr int64_t kSettleTimeoutMs = 3000;     // for fds and threads to return to the baseline
-
-int64_t NowMs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 // One write(2) per line: the plugin's own threads log through here too.
 void Report(const std::string& line) {
