@@ -475,7 +475,7 @@ abi::Result Test(void* request, int* done, int* sizes) {
                    request);
   }
   Request* req = live.request;
-  if (!req->in_use) {
+  if (!req->in_use()) {
     return Report("test", Status::Error(ErrorKind::kInvalidUsage,
                                         "request %p was already completed", request));
   }

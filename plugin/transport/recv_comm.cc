@@ -381,18 +381,18 @@ bool RecvComm::Complete(const Request* request) const {
 Status RecvComm::Test(Request* request, bool* done, int* sizes) {
   *done = false;
   if (health_.failed()) return health_.error();
-  if (request->awaiting_consumed) {
+  if (request->stage == Request::Stage::kAwaitingConsumed) {
     return Status::Error(ErrorKind::kInvalidUsage,
                          "test() on a receive that already completed and waits for "
                          "irecvConsumed");
   }
-  if (!request->consuming) {
+  if (request->stage == Request::Stage::kPosted) {
     if (!Complete(request)) {
       DEVMEM_RETURN_IF_ERROR(ProgressControl());
       ProgressProxy();
       if (!Complete(request)) return Status::Ok();
     }
-    request->consuming = true;  // every byte is in: from here on only the consumer runs
+    request->stage = Request::Stage::kConsuming;  // every byte is in: only the consumer runs
     // The consumer watchdog's start (a clock read only where a consumer runs).
     if (request->consumer != nullptr && path_.mode != RxPath::Mode::kPlain) {
       request->consuming_since = std::chrono::steady_clock::now();
@@ -442,7 +442,7 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
     // NCCL keeps every receive pointer of an unpack comm until it calls irecvConsumed (LL
     // receives included): the request must not be reused before, or that call would hit a
     // newer receive.
-    request->awaiting_consumed = true;
+    request->stage = Request::Stage::kAwaitingConsumed;
   } else {
     if (tokens_wait) {
       (void)ReleaseFrags(request);  // the comm failed; its first error is what is reported
@@ -454,12 +454,11 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
 }
 
 Status RecvComm::Consumed(Request* request) {
-  if (!request->awaiting_consumed) {
+  if (request->stage != Request::Stage::kAwaitingConsumed) {
     // Receives the plugin consumed itself (and every receive of other modes) were released in
     // test(): nothing to do. NCCL calls this for every completed receive.
     return Status::Ok();
   }
-  request->awaiting_consumed = false;
   Status released = ReleaseFrags(request);  // nothing left for receives the plugin consumed
   if (request->consumer != nullptr && request->consumer->HoldsTokensUntilConsumed()) {
     request->consumer->Retire(&request->subs[0].job);

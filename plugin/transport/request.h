@@ -48,9 +48,16 @@ struct SubRequest {
 
 struct Request {
   enum class Kind : uint8_t { kSend, kRecv } kind = Kind::kSend;
+  // One life, one stage: RecvComm::Test / SendComm::Test advance it.
+  //   kFree              in the pool
+  //   kPosted            handed to NCCL; bytes still arriving (recv) or leaving (send)
+  //   kConsuming         recv: every byte arrived, the frags' consumer runs
+  //   kAwaitingConsumed  recv, NCCL unpack: reported done, its tokens wait for irecvConsumed
+  enum class Stage : uint8_t { kFree, kPosted, kConsuming, kAwaitingConsumed };
+  Stage stage = Stage::kFree;
+  bool in_use() const { return stage != Stage::kFree; }
   Comm* comm = nullptr;
   size_t pool_index = 0;  // its index in the comm's RequestPool (the ABI's name for it)
-  bool in_use = false;
   int count = 0;  // sub-requests
   std::array<SubRequest, kMaxRecvsLimit> subs{};
   int unmatched = 0;                  // recv: subs still waiting for a header
@@ -67,14 +74,12 @@ struct Request {
   std::vector<FragResult> frag_results;
   // recv: who reads the held frags (nullptr: plain path, nothing held).
   FragConsumer* consumer = nullptr;
-  bool consuming = false;  // recv: every byte arrived, the consumer runs
   std::chrono::steady_clock::time_point consuming_since;  // recv: when consuming began
-  bool awaiting_consumed = false;  // recv, NCCL unpack: reported done, tokens wait for NCCL
 
   void Reset(Comm* owner, Kind k) {
     comm = owner;
     kind = k;
-    in_use = true;
+    stage = Stage::kPosted;
     count = 0;
     unmatched = 0;
     inline_pending = 0;
@@ -83,8 +88,6 @@ struct Request {
     zerocopy_pending.store(0, std::memory_order_relaxed);
     error = Status::Ok();
     consumer = nullptr;
-    consuming = false;
-    awaiting_consumed = false;
   }
 };
 
@@ -111,7 +114,7 @@ class RequestPool {
         if (blocks_[b] == nullptr) return nullptr;
       }
       for (Request& request : *blocks_[b]) {
-        if (!request.in_use) {
+        if (!request.in_use()) {
           request.Reset(owner, kind);
           return &request;
         }
@@ -119,7 +122,7 @@ class RequestPool {
     }
     return nullptr;
   }
-  void Release(Request* request) { request->in_use = false; }
+  void Release(Request* request) { request->stage = Request::Stage::kFree; }
   // Gives the staging of the first `count` requests (the ones Acquire hands out first) at least
   // `bytes`, so the data path finds it allocated.
   Status PresizeStaging(size_t count, size_t bytes) {
@@ -139,7 +142,7 @@ class RequestPool {
     int n = 0;
     for (const auto& block : blocks_) {
       if (block == nullptr) continue;
-      for (const Request& request : *block) n += request.in_use ? 1 : 0;
+      for (const Request& request : *block) n += request.in_use() ? 1 : 0;
     }
     return n;
   }
