@@ -1,6 +1,7 @@
 #include "plugin/core/status.h"
 
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 
 namespace devmem {
@@ -44,6 +45,31 @@ Status Status::Errno(int err, const char* fmt, ...) {
   const char* text = strerror_r(err, buffer, sizeof(buffer));
   message += Format(": %s (errno %d)", text, err);
   return Status(ErrorKind::kSystem, std::move(message));
+}
+
+Status Status::PeerErrno(int err, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  std::string message = FormatV(fmt, args);
+  va_end(args);
+  char buffer[128];
+  const char* text = strerror_r(err, buffer, sizeof(buffer));
+  message += Format(": %s (errno %d)", text, err);
+  switch (err) {
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ECONNREFUSED:
+    case ETIMEDOUT:
+    case EPIPE:
+    case EHOSTUNREACH:
+    case EHOSTDOWN:
+    case ENETUNREACH:
+    case ENETDOWN:
+    case ENETRESET:
+      return Status(ErrorKind::kRemote, std::move(message));
+    default:
+      return Status(ErrorKind::kSystem, std::move(message));
+  }
 }
 
 Status Status::WithContext(const std::string& context) const& {

@@ -26,6 +26,10 @@ class [[nodiscard]] Status {
   static Status Error(ErrorKind kind, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
   // Like Error, with ": <strerror(err)>" appended.
   static Status Errno(int err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+  // Errno on a connection to a peer: a reset, timeout or unreachable peer is the remote's
+  // failure (kRemote, NCCL's "remote process exited or there was a network error", as NCCL's
+  // socket transport reports it); anything else is kSystem.
+  static Status PeerErrno(int err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
   bool ok() const { return kind_ == ErrorKind::kOk; }
   ErrorKind kind() const { return kind_; }

@@ -13,7 +13,8 @@ namespace devmem {
 void CommHealth::Fail(const Status& status) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (failed_.load(std::memory_order_relaxed)) return;
-  first_ = status;
+  first_ = name_.empty() || status.message().rfind(name_, 0) == 0 ? status
+                                                                   : status.WithContext(name_);
   failed_.store(true, std::memory_order_release);
 }
 
@@ -209,7 +210,7 @@ SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, 
           "still to arrive",
           static_cast<unsigned long long>(task->size - chunk_start - task->done_in_chunk)));
     } else {
-      health->Fail(Status::Errno(errno, "%s on a data connection",
+      health->Fail(Status::PeerErrno(errno, "%s on a data connection",
                                   direction == Direction::kSend ? "send" : "recv"));
     }
     return Outcome::kFailed;

@@ -117,9 +117,11 @@ struct DataSocket {
   uint64_t awaited_completions = 0;
 };
 
-// First failure of a comm, visible to every request of it.
+// First failure of a comm, visible to every request of it. Its message names the comm (which
+// peer, which NIC): a job has a thousand comms, and the WARN must say which one failed.
 class CommHealth {
  public:
+  void SetName(std::string name) { name_ = std::move(name); }
   void Fail(const Status& status);
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   Status error() const;
@@ -128,6 +130,7 @@ class CommHealth {
   std::atomic<bool> failed_{false};
   mutable std::mutex mutex_;
   Status first_;
+  std::string name_;
 };
 
 // Moves the bytes of one socket's front task as far as the socket allows without blocking.

@@ -31,7 +31,7 @@ Status RecvComm::ReadControl() {
     Status status = n == 0 ? Status::Error(ErrorKind::kRemote,
                                            "peer closed the control connection while receives "
                                            "were posted")
-                           : Status::Errno(errno, "recv on the control connection");
+                           : Status::PeerErrno(errno, "recv on the control connection");
     health_.Fail(status);
     return status;
   }
