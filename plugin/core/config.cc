@@ -196,6 +196,11 @@ uint64_t DefaultProxyBytes(int worker_threads) {
   return worker_threads > 1 ? kWorkerProxyBytes : static_cast<uint64_t>(kMaxProxyBytes);
 }
 
+uint32_t DefaultInlineBytes(uint64_t proxy_bytes) {
+  return static_cast<uint32_t>(std::clamp<uint64_t>(proxy_bytes, kMinDefaultInlineBytes,
+                                                    kMaxDefaultInlineBytes));
+}
+
 int UsableCpuCount() {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -224,10 +229,10 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
       ReadInteger(getenv_fn, kChunk, kMinChunkBytes, kMaxChunkBytes, &value, IntegerUnit::kBytes));
   config.chunk_bytes = static_cast<uint64_t>(value);
 
-  value = config.inline_bytes;
+  value = -1;  // unset: follows the proxy limit, below
   DEVMEM_RETURN_IF_ERROR(
       ReadInteger(getenv_fn, kInline, 0, kMaxInlineBytes, &value, IntegerUnit::kBytes));
-  config.inline_bytes = static_cast<uint32_t>(value);
+  const int64_t inline_bytes_set = value;
 
   value = -1;  // unset: follows the final thread count, below
   DEVMEM_RETURN_IF_ERROR(
@@ -329,6 +334,8 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   }
   config.proxy_bytes = proxy_bytes_set >= 0 ? static_cast<uint64_t>(proxy_bytes_set)
                                             : DefaultProxyBytes(config.worker_threads);
+  config.inline_bytes = inline_bytes_set >= 0 ? static_cast<uint32_t>(inline_bytes_set)
+                                              : DefaultInlineBytes(config.proxy_bytes);
 
   if (const char* ifname = getenv_fn(kIfname); ifname != nullptr) {
     config.socket_ifname = ifname;
@@ -393,7 +400,13 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   }
   log::Info(log::kEnv, "%s=%llu (%s)", kChunk, static_cast<unsigned long long>(chunk_bytes),
             origin(kChunk));
-  log::Info(log::kEnv, "%s=%u (%s)", kInline, inline_bytes, origin(kInline));
+  if (getenv_fn(kInline) != nullptr) {
+    log::Info(log::kEnv, "%s=%u (env)", kInline, inline_bytes);
+  } else {
+    log::Info(log::kEnv,
+              "%s=%u (default: %s within [32K, 1M]; a devmem RX receiver takes at most %u)",
+              kInline, inline_bytes, kProxyBytes, kDevmemInlineBytes);
+  }
   log::Info(log::kEnv, "%s=%llu (%s)", kProxyBytes, static_cast<unsigned long long>(proxy_bytes),
             getenv_fn(kProxyBytes) != nullptr ? "env"
             : worker_threads > 1 ? "default with worker threads: larger messages go to them"

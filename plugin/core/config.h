@@ -33,11 +33,21 @@ struct HostPathDefaults {
 inline constexpr int kManyCpus = 8;  // from this many usable CPUs on, the workers' default
 inline constexpr int kManyCpusWorkerThreads = 4;
 inline constexpr uint64_t kWorkerProxyBytes = 64 << 10;  // proxy limit when workers exist
+// The most a devmem RX connection takes inline (its receiver caps the sender's offer in the
+// handshake reply): inline bytes land in host memory, not in the RX region.
+inline constexpr uint32_t kDevmemInlineBytes = 32 << 10;
+// NCCL_DEVMEM_INLINE_BYTES' default follows the proxy limit within these: where NCCL's proxy
+// thread moves a message itself, one stream (header and payload on the control socket, as
+// NCCL's socket transport sends by default) beat a separate data socket from 64 KiB to 1 MiB
+// (perf/RESULTS.md, "Progress engine").
+inline constexpr uint32_t kMinDefaultInlineBytes = 32 << 10;
+inline constexpr uint32_t kMaxDefaultInlineBytes = 1 << 20;
 // The thread default for `usable_cpus`, and the proxy default for `worker_threads` threads:
 // one thread moves everything on the proxy; several take every message above 64 KiB (a
 // thread count set without a proxy limit would otherwise leave the workers idle).
 int DefaultWorkerThreads(int usable_cpus);
 uint64_t DefaultProxyBytes(int worker_threads);
+uint32_t DefaultInlineBytes(uint64_t proxy_bytes);
 // The CPUs the calling thread may run on (sched_getaffinity), at least 1.
 int UsableCpuCount();
 
@@ -45,7 +55,8 @@ struct Config {
   int data_sockets = 4;              // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
   int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (default: DefaultWorkerThreads)
   uint64_t chunk_bytes = 512 << 10;  // NCCL_DEVMEM_CHUNK_SIZE
-  uint32_t inline_bytes = 32 << 10;  // NCCL_DEVMEM_INLINE_BYTES (measured: perf/RESULTS.md)
+  uint32_t inline_bytes = kMinDefaultInlineBytes;  // NCCL_DEVMEM_INLINE_BYTES (default:
+                                                   // DefaultInlineBytes of proxy_bytes)
   // NCCL_DEVMEM_PROXY_BYTES: messages up to this size move on the calling thread, larger ones
   // on the workers (default: DefaultProxyBytes of the thread count).
   uint64_t proxy_bytes = uint64_t{1} << 30;
@@ -121,7 +132,7 @@ inline constexpr int kMaxWorkerThreads = 16;
 std::string JoinQueueIds(const std::vector<uint32_t>& queues);
 inline constexpr uint64_t kMinChunkBytes = 4 << 10;
 inline constexpr uint64_t kMaxChunkBytes = 64 << 20;
-inline constexpr uint32_t kMaxInlineBytes = 64 << 10;
+inline constexpr uint32_t kMaxInlineBytes = 16 << 20;
 // NCCL_DEVMEM_PROXY_BYTES: up to 1 GiB (0: every message goes to the workers).
 inline constexpr int64_t kMaxProxyBytes = int64_t{1} << 30;
 inline constexpr int64_t kMaxSocketBufferBytes = int64_t{1} << 30;

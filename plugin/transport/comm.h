@@ -154,17 +154,34 @@ class SendComm final : public Comm {
   using Comm::Comm;
   // The control ring's first size: headers of every request in the pool, no inline payload.
   static constexpr size_t kControlRingStart = 4 << 10;
+  // Inline payloads up to this size are copied into the ring; larger ones are sent from the
+  // caller's buffer (an ExternalPayload).
+  static constexpr size_t kInlineCopyBytes = 4 << 10;
+  static constexpr size_t kControlIovecs = 16;
   Status FlushControl();
   // Room for `need` more bytes in the control ring, grown if it may; false: wait for a flush.
   bool GrowControl(size_t need);
   bool AppendControl(const uint8_t* bytes, size_t len);
+  // Puts `len` bytes at `data` on the control stream without copying them; they must stay
+  // until the stream is flushed past them (the request's control_end).
+  void AppendExternal(const char* data, size_t len);
   // ConnectionParams::adaptive_stripes: the data sockets the next message of `size` bytes may
   // use; 0: all of them, dealt round-robin as usual (the members deliver at similar rates).
   uint64_t LeastLoadedSockets(uint64_t size) const;
 
+  // The control stream: ring bytes (headers, small inline payloads) interleaved with external
+  // payloads at their stream offsets. tx_*: ring bytes only; stream_*: the whole stream.
+  struct ExternalPayload {
+    uint64_t at;  // stream offset of its first byte
+    const char* data;
+    uint64_t length;
+  };
   std::vector<uint8_t> tx_ring_;
   uint64_t tx_appended_ = 0;
   uint64_t tx_flushed_ = 0;
+  std::vector<ExternalPayload> external_;  // at most one per request in flight, in order
+  uint64_t stream_appended_ = 0;
+  uint64_t stream_flushed_ = 0;
 };
 
 struct RecvDevmemCounters {
@@ -209,7 +226,11 @@ class RecvComm final : public Comm {
   // payload streams through it), up to kControlRxMost.
   static constexpr size_t kControlRxStart = 4 << 10;
   static constexpr size_t kControlRxMost = 64 << 10;
+  // Inline payload left to receive from which the rest goes straight to the destination.
+  static constexpr size_t kInlineDirectBytes = 4 << 10;
   Status ProgressControl();
+  // Receives the current inline payload's remaining bytes into its destination.
+  Status ReceiveInlineDirect(bool* moved);
   Status ReadControl();
   // Matches one header to the oldest posted request that waits for its tag; false if none.
   Result<bool> Dispatch(const wire::MessageHeader& header);

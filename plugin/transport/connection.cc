@@ -278,7 +278,11 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     params.data_sockets = ready.first.data_sockets;
     params.worker_threads = std::min(config_.worker_threads, params.data_sockets);
     params.chunk_bytes = ready.first.chunk_bytes;
-    params.inline_bytes = ready.first.inline_bytes;
+    // Inline payload arrives on the control stream, in host memory: a devmem RX connection
+    // takes only small messages that way, so that the rest lands in the RX region.
+    params.inline_bytes = path->mode == RxPath::Mode::kPlain
+                              ? ready.first.inline_bytes
+                              : std::min(ready.first.inline_bytes, kDevmemInlineBytes);
     params.proxy_bytes = config_.proxy_bytes;
     params.gpu_wait_limit = std::chrono::milliseconds(config_.gpu_consumer_timeout_ms);
     std::string description =
@@ -300,6 +304,7 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     wire::HelloReply reply;
     reply.code = wire::HelloReply::kAccepted;
     reply.nonce = nonce_;
+    reply.inline_bytes = params.inline_bytes;
     uint8_t bytes[wire::HelloReply::kSize];
     reply.Encode(bytes);
     // A fresh socket's send buffer always has room for 16 bytes.
@@ -587,6 +592,12 @@ Result<std::unique_ptr<SendComm>> Connector::Progress() {
                          "belongs to another listener",
                          peer.c_str(), reply->code);
   }
+  if (reply->inline_bytes > params_.inline_bytes) {
+    return Status::Error(ErrorKind::kRemote,
+                         "%s accepted %u inline bytes, above the %u this side offered", peer.c_str(),
+                         reply->inline_bytes, params_.inline_bytes);
+  }
+  params_.inline_bytes = reply->inline_bytes;  // the receiver's data path decides
   std::vector<UniqueFd> data;
   for (size_t i = 1; i < sockets_.size(); ++i) data.push_back(std::move(sockets_[i].fd));
   std::string description =

@@ -154,10 +154,44 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
   return true;
 }
 
+Status RecvComm::ReceiveInlineDirect(bool* moved) {
+  *moved = false;
+  while (inline_left_ > 0) {
+    ssize_t n = recv(control_.get(), inline_dst_, inline_left_, MSG_DONTWAIT);
+    if (n > 0) {
+      *moved = true;
+      inline_dst_ += n;
+      inline_left_ -= static_cast<uint64_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::Ok();
+    Status status = n == 0 ? Status::Error(ErrorKind::kRemote,
+                                           "peer closed the control connection with %llu inline "
+                                           "bytes of a message still to arrive",
+                                           static_cast<unsigned long long>(inline_left_))
+                           : Status::PeerErrno(errno, "recv on the control connection");
+    health_.Fail(status);
+    return status;
+  }
+  --inline_request_->inline_pending;
+  inline_request_ = nullptr;
+  return Status::Ok();
+}
+
 Status RecvComm::ProgressControl() {
   while (true) {
     if (inline_left_ > 0) {
       ConsumeInline();
+      if (inline_left_ > 0 && inline_dst_ != nullptr && rx_begin_ == rx_end_ &&
+          inline_left_ >= kInlineDirectBytes) {
+        // What is buffered is consumed: the rest of a large inline payload goes from the
+        // socket straight into its destination, no copy through the control buffer.
+        bool moved = false;
+        DEVMEM_RETURN_IF_ERROR(ReceiveInlineDirect(&moved));
+        if (inline_left_ > 0) return Status::Ok();
+        continue;
+      }
       if (inline_left_ > 0) {
         const size_t before = rx_end_ - rx_begin_;
         DEVMEM_RETURN_IF_ERROR(ReadControl());

@@ -25,6 +25,7 @@ Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector
   std::unique_ptr<SendComm> comm(new SendComm(kSendMagic, Direction::kSend, std::move(control),
                                               std::move(data), params, std::move(description)));
   comm->tx_ring_.resize(kControlRingStart);
+  comm->external_.reserve(nccl::kNetMaxRequests);
   if (params.zerocopy_tx || params.devmem_tx_ifindex > 0) {
     for (auto& socket : comm->data_sockets_) socket->zerocopy = std::make_unique<ZeroCopyTracker>();
   }
@@ -35,9 +36,10 @@ Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector
 SendComm::~SendComm() { LogClose(); }
 
 bool SendComm::GrowControl(size_t need) {
-  // At most a header (and inline payload) for every request of the pool; the ring starts with
-  // room for headers and grows to that only when inline messages queue up.
-  const size_t most = nccl::kNetMaxRequests * (wire::MessageHeader::kMaxSize + params_.inline_bytes);
+  // At most a header and a copied inline payload for every request of the pool; the ring
+  // starts with room for headers and grows to that only when small inline messages queue up.
+  const size_t most =
+      nccl::kNetMaxRequests * (wire::MessageHeader::kMaxSize + kInlineCopyBytes);
   const size_t pending = tx_appended_ - tx_flushed_;
   const size_t old_capacity = tx_ring_.size();
   if (old_capacity - pending >= need) return true;
@@ -45,7 +47,7 @@ bool SendComm::GrowControl(size_t need) {
   while (capacity - pending < need && capacity < most) capacity = std::min(capacity * 2, most);
   if (capacity - pending < need) return false;
   std::vector<uint8_t> grown(capacity);
-  // Every unflushed byte keeps its stream offset: it moves to offset % the new capacity.
+  // Every unflushed byte keeps its ring offset: it moves to offset % the new capacity.
   for (uint64_t i = tx_flushed_; i < tx_appended_;) {
     const size_t from = i % old_capacity;
     const size_t to = i % capacity;
@@ -65,25 +67,65 @@ bool SendComm::AppendControl(const uint8_t* bytes, size_t len) {
   memcpy(tx_ring_.data() + at, bytes, first);
   memcpy(tx_ring_.data(), bytes + first, len - first);
   tx_appended_ += len;
+  stream_appended_ += len;
   return true;
+}
+
+void SendComm::AppendExternal(const char* data, size_t len) {
+  external_.push_back({stream_appended_, data, len});
+  stream_appended_ += len;
 }
 
 Status SendComm::FlushControl() {
   const size_t capacity = tx_ring_.size();
-  while (tx_flushed_ < tx_appended_) {
-    const size_t at = tx_flushed_ % capacity;
-    const size_t pending = tx_appended_ - tx_flushed_;
-    iovec iov[2];
-    iov[0].iov_base = tx_ring_.data() + at;
-    iov[0].iov_len = std::min(pending, capacity - at);
-    iov[1].iov_base = tx_ring_.data();
-    iov[1].iov_len = pending - iov[0].iov_len;
+  while (stream_flushed_ < stream_appended_) {
+    // The stream from stream_flushed_ on: ring bytes up to the next external payload, that
+    // payload from the caller's buffer, and so on (as many as fit one sendmsg).
+    iovec iov[kControlIovecs];
+    size_t count = 0;
+    uint64_t cursor = stream_flushed_;
+    uint64_t ring_cursor = tx_flushed_;
+    size_t next = 0;  // external_ index
+    while (count < kControlIovecs && cursor < stream_appended_) {
+      if (next < external_.size() && external_[next].at <= cursor) {
+        const ExternalPayload& e = external_[next++];
+        iov[count].iov_base = const_cast<char*>(e.data) + (cursor - e.at);
+        iov[count].iov_len = e.at + e.length - cursor;
+        cursor = e.at + e.length;
+        ++count;
+        continue;
+      }
+      const uint64_t end = next < external_.size() ? external_[next].at : stream_appended_;
+      const size_t at = ring_cursor % capacity;
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(end - cursor, capacity - at));
+      iov[count].iov_base = tx_ring_.data() + at;
+      iov[count].iov_len = len;
+      cursor += len;
+      ring_cursor += len;
+      ++count;
+    }
     msghdr msg{};
     msg.msg_iov = iov;
-    msg.msg_iovlen = iov[1].iov_len > 0 ? 2 : 1;
+    msg.msg_iovlen = count;
     ssize_t n = sendmsg(control_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n > 0) {
-      tx_flushed_ += static_cast<uint64_t>(n);
+      // Consume what went out: ring bytes advance the ring, finished externals leave.
+      uint64_t left = static_cast<uint64_t>(n);
+      while (left > 0) {
+        if (!external_.empty() && external_.front().at <= stream_flushed_) {
+          const ExternalPayload& e = external_.front();
+          const uint64_t take = std::min(left, e.at + e.length - stream_flushed_);
+          stream_flushed_ += take;
+          left -= take;
+          if (stream_flushed_ == e.at + e.length) external_.erase(external_.begin());
+          continue;
+        }
+        const uint64_t end = !external_.empty() ? external_.front().at : stream_appended_;
+        const uint64_t take = std::min(left, end - stream_flushed_);
+        stream_flushed_ += take;
+        tx_flushed_ += take;
+        left -= take;
+      }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -143,7 +185,11 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
       ++counters_.steered_messages;
     }
   }
-  const size_t control_bytes = header.encoded_size() + (is_inline ? size : 0);
+  // Small inline payloads are copied behind their header (many messages, one sendmsg); larger
+  // ones go out from the caller's buffer (or its staging) directly, like NCCL's socket
+  // transport sends on its one socket.
+  const bool copy_inline = is_inline && size <= kInlineCopyBytes;
+  const size_t control_bytes = header.encoded_size() + (copy_inline ? size : 0);
   if (!GrowControl(control_bytes)) {
     pool_.Release(request);
     DEVMEM_RETURN_IF_ERROR(FlushControl());
@@ -174,8 +220,12 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   uint8_t encoded[wire::MessageHeader::kMaxSize];
   header.Encode(encoded);
   AppendControl(encoded, header.encoded_size());
-  if (is_inline && size > 0) AppendControl(reinterpret_cast<const uint8_t*>(source), size);
-  request->control_end = tx_appended_;
+  if (copy_inline && size > 0) {
+    AppendControl(reinterpret_cast<const uint8_t*>(source), size);
+  } else if (is_inline && size > 0) {
+    AppendExternal(source, size);
+  }
+  request->control_end = stream_appended_;
   request->count = 1;
   SubRequest sub;
   sub.data = source;
@@ -270,7 +320,7 @@ Status SendComm::Test(Request* request, bool* done, int* size) {
   if (health_.failed()) return health_.error();
   DEVMEM_RETURN_IF_ERROR(FlushControl());
   ProgressProxy();
-  if (tx_flushed_ < request->control_end) return Status::Ok();
+  if (stream_flushed_ < request->control_end) return Status::Ok();
   if (request->pending_tasks.load(std::memory_order_acquire) != 0) return Status::Ok();
   if (request->zerocopy_pending.load(std::memory_order_acquire) != 0) {
     // Every byte is in the kernel, which may still read the buffer: done only once it said

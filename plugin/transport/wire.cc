@@ -166,6 +166,8 @@ void HelloReply::Encode(uint8_t* out) const {
   PutU32(out, kMagic);
   PutU32(out + 4, code);
   PutU64(out + 8, nonce);
+  PutU32(out + 16, inline_bytes);
+  PutU32(out + 20, 0);  // reserved
 }
 
 Result<HelloReply> HelloReply::Decode(const uint8_t* in) {
@@ -175,6 +177,11 @@ Result<HelloReply> HelloReply::Decode(const uint8_t* in) {
   HelloReply out;
   out.code = GetU32(in + 4);
   out.nonce = GetU64(in + 8);
+  out.inline_bytes = GetU32(in + 16);
+  if (out.inline_bytes > kMaxInlineBytes) {
+    return Status::Error(ErrorKind::kRemote, "handshake reply inline limit %u above %u",
+                         out.inline_bytes, kMaxInlineBytes);
+  }
   return out;
 }
 

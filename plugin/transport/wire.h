@@ -15,7 +15,7 @@ namespace devmem::wire {
 // 2: messages are striped in chunks of the negotiated chunk size (plugin/transport/striping.h);
 // a version-1 peer would place bytes differently, so the handshake refuses it.
 // 3: a message header may name the data sockets its chunks use (kStripedOver, virtual NICs).
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 
 inline void PutU16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v);
@@ -93,10 +93,14 @@ struct Hello {
 // Receiver -> sender on the control socket once all sockets of a connection are in.
 struct HelloReply {
   static constexpr uint32_t kMagic = 0x4d445052;  // "RPDM"
-  static constexpr size_t kSize = 16;
+  static constexpr size_t kSize = 24;
   enum Code : uint32_t { kAccepted = 0, kRejected = 1 };
   uint32_t code = kAccepted;
   uint64_t nonce = 0;
+  // Protocol 4: the largest inline payload the receiver takes on this connection (at most the
+  // hello's): a devmem RX connection keeps payload off the control stream, whose bytes land in
+  // host memory. 0 in a rejection.
+  uint32_t inline_bytes = 0;
 
   void Encode(uint8_t* out) const;
   static Result<HelloReply> Decode(const uint8_t* in);

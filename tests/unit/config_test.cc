@@ -26,7 +26,7 @@ TEST(ConfigTest, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(config->data_sockets, 4);
   EXPECT_EQ(config->worker_threads, 1);
   EXPECT_EQ(config->chunk_bytes, 512u << 10);
-  EXPECT_EQ(config->inline_bytes, 32u << 10);
+  EXPECT_EQ(config->inline_bytes, 1u << 20);  // the proxy moves everything: 1 MiB inline
   EXPECT_EQ(config->proxy_bytes, uint64_t{1} << 30);
   EXPECT_EQ(config->socket_buffer_bytes, 0u);
   EXPECT_EQ(config->gpu_consumer_timeout_ms, 20000);
@@ -111,7 +111,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"NCCL_DEVMEM_NTHREADS", "-1", "[1, 16]"},
                       BadValue{"NCCL_DEVMEM_CHUNK_SIZE", "1K", "[4096, 67108864]"},
                       BadValue{"NCCL_DEVMEM_CHUNK_SIZE", "1G", "out of range"},
-                      BadValue{"NCCL_DEVMEM_INLINE_BYTES", "65537", "[0, 65536]"},
+                      BadValue{"NCCL_DEVMEM_INLINE_BYTES", "16777217", "[0, 16777216]"},
                       BadValue{"NCCL_DEVMEM_PROXY_BYTES", "2G", "[0, 1073741824]"},
                       BadValue{"NCCL_DEVMEM_PROXY_BYTES", "-1", "[0, 1073741824]"},
                       BadValue{"NCCL_DEVMEM_SOCKET_BUFFER_BYTES", "2G", "[0, 1073741824]"},
@@ -182,6 +182,26 @@ TEST(ConfigTest, HostPathDefaultsFollowTheUsableCpus) {
   ASSERT_TRUE(one_socket.ok());
   EXPECT_EQ(one_socket->worker_threads, 1);
   EXPECT_EQ(one_socket->proxy_bytes, uint64_t{1} << 30);  // no worker to hand anything to
+}
+
+// Inline (header and payload on the control stream) is the proxy thread's one-stream path: its
+// default follows the proxy limit within [32 KiB, 1 MiB]; a value the user set wins.
+TEST(ConfigTest, TheInlineDefaultFollowsTheProxyLimit) {
+  for (int cpus : {1, 2, 7}) {
+    Result<Config> config = Config::FromEnvironment(Env({}), cpus);
+    ASSERT_TRUE(config.ok());
+    EXPECT_EQ(config->inline_bytes, 1u << 20) << cpus << " CPUs";
+  }
+  Result<Config> many = Config::FromEnvironment(Env({}), 16);
+  ASSERT_TRUE(many.ok());
+  EXPECT_EQ(many->inline_bytes, 64u << 10);  // = the 64 KiB proxy limit with workers
+  Result<Config> small = Config::FromEnvironment(Env({{"NCCL_DEVMEM_PROXY_BYTES", "4K"}}), 2);
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->inline_bytes, 32u << 10);
+  Result<Config> set = Config::FromEnvironment(
+      Env({{"NCCL_DEVMEM_PROXY_BYTES", "4K"}, {"NCCL_DEVMEM_INLINE_BYTES", "2M"}}), 2);
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->inline_bytes, 2u << 20);
 }
 
 TEST(ConfigTest, TheProxyDefaultFollowsAThreadCountTheUserSet) {

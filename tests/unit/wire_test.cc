@@ -7,6 +7,7 @@
 #include <string>
 
 #include "plugin/abi/net_abi.h"
+#include "plugin/core/config.h"
 
 namespace devmem::wire {
 namespace {
@@ -93,7 +94,7 @@ TEST(WireTest, HelloRejectsOutOfRangeFields) {
   hello.chunk_bytes = 1;
   expect_rejected(hello, "chunk size 1");
   hello = ValidHello();
-  hello.inline_bytes = 1 << 20;
+  hello.inline_bytes = devmem::kMaxInlineBytes + 1;
   expect_rejected(hello, "inline limit");
   hello = ValidHello();
   // A peer of another protocol version stripes differently: refused, whichever side is newer.
@@ -165,8 +166,26 @@ TEST(WireTest, ReplyRoundTrips) {
   ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(decoded->code, HelloReply::kRejected);
   EXPECT_EQ(decoded->nonce, 5u);
+  EXPECT_EQ(decoded->inline_bytes, 0u);
   bytes[0] ^= 1;
   EXPECT_FALSE(HelloReply::Decode(bytes).ok());
+}
+
+// Protocol 4: the receiver says how much it takes inline (a devmem RX receiver caps it).
+TEST(WireTest, ReplyCarriesTheReceiversInlineLimitWithinTheMaximum) {
+  uint8_t bytes[HelloReply::kSize];
+  HelloReply reply;
+  reply.nonce = 9;
+  reply.inline_bytes = devmem::kDevmemInlineBytes;
+  reply.Encode(bytes);
+  Result<HelloReply> decoded = HelloReply::Decode(bytes);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->inline_bytes, devmem::kDevmemInlineBytes);
+  reply.inline_bytes = devmem::kMaxInlineBytes + 1;
+  reply.Encode(bytes);
+  Result<HelloReply> too_big = HelloReply::Decode(bytes);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_NE(too_big.status().message().find("inline limit"), std::string::npos);
 }
 
 }  // namespace
