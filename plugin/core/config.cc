@@ -192,6 +192,10 @@ int DefaultWorkerThreads(int usable_cpus) {
   return usable_cpus >= kManyCpus ? kManyCpusWorkerThreads : 1;
 }
 
+int DefaultDataSockets(int usable_cpus) {
+  return usable_cpus >= kManyCpus ? kManyCpusDataSockets : kFewCpusDataSockets;
+}
+
 uint64_t DefaultProxyBytes(int worker_threads) {
   return worker_threads > 1 ? kWorkerProxyBytes : static_cast<uint64_t>(kMaxProxyBytes);
 }
@@ -216,13 +220,16 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
                                        int usable_cpus) {
   Config config;
   config.usable_cpus = std::max(1, usable_cpus);
-  int64_t value = config.data_sockets;
-  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kNsocks, 1, kMaxDataSockets, &value));
-  config.data_sockets = static_cast<int>(value);
-
-  value = DefaultWorkerThreads(config.usable_cpus);
+  int64_t value = DefaultWorkerThreads(config.usable_cpus);
   DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kNthreads, 1, kMaxWorkerThreads, &value));
   config.worker_threads = static_cast<int>(value);
+
+  // Unset: the CPUs' default, and never fewer sockets than threads the user asked for.
+  value = getenv_fn(kNthreads) != nullptr
+              ? std::max(DefaultDataSockets(config.usable_cpus), config.worker_threads)
+              : DefaultDataSockets(config.usable_cpus);
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kNsocks, 1, kMaxDataSockets, &value));
+  config.data_sockets = static_cast<int>(value);
 
   value = static_cast<int64_t>(config.chunk_bytes);
   DEVMEM_RETURN_IF_ERROR(
@@ -391,7 +398,12 @@ std::string JoinQueueIds(const std::vector<uint32_t>& queues) {
 
 void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn) const {
   auto origin = [&](const char* name) { return getenv_fn(name) != nullptr ? "env" : "default"; };
-  log::Info(log::kEnv, "%s=%d (%s)", kNsocks, data_sockets, origin(kNsocks));
+  if (getenv_fn(kNsocks) != nullptr) {
+    log::Info(log::kEnv, "%s=%d (env)", kNsocks, data_sockets);
+  } else {
+    log::Info(log::kEnv, "%s=%d (default for %d usable CPUs)", kNsocks, data_sockets,
+              usable_cpus);
+  }
   if (getenv_fn(kNthreads) != nullptr) {
     log::Info(log::kEnv, "%s=%d (env)", kNthreads, worker_threads);
   } else {

@@ -32,6 +32,12 @@ struct HostPathDefaults {
 };
 inline constexpr int kManyCpus = 8;  // from this many usable CPUs on, the workers' default
 inline constexpr int kManyCpusWorkerThreads = 4;
+// Data sockets per comm: four for four workers; two where the proxy thread moves everything
+// (with one-stream inline up to 1 MiB the data sockets carry only larger messages, and one
+// thread moving four lost to two at 16 MiB ping-pong, 0.54-0.59x vs 1.09x NCCL's socket
+// transport: perf/RESULTS.md, "Progress engine").
+inline constexpr int kManyCpusDataSockets = 4;
+inline constexpr int kFewCpusDataSockets = 2;
 inline constexpr uint64_t kWorkerProxyBytes = 64 << 10;  // proxy limit when workers exist
 // The most a devmem RX connection takes inline (its receiver caps the sender's offer in the
 // handshake reply): inline bytes land in host memory, not in the RX region.
@@ -46,13 +52,14 @@ inline constexpr uint32_t kMaxDefaultInlineBytes = 1 << 20;
 // one thread moves everything on the proxy; several take every message above 64 KiB (a
 // thread count set without a proxy limit would otherwise leave the workers idle).
 int DefaultWorkerThreads(int usable_cpus);
+int DefaultDataSockets(int usable_cpus);
 uint64_t DefaultProxyBytes(int worker_threads);
 uint32_t DefaultInlineBytes(uint64_t proxy_bytes);
 // The CPUs the calling thread may run on (sched_getaffinity), at least 1.
 int UsableCpuCount();
 
 struct Config {
-  int data_sockets = 4;              // NCCL_DEVMEM_NSOCKS (measured: perf/RESULTS.md)
+  int data_sockets = kManyCpusDataSockets;  // NCCL_DEVMEM_NSOCKS (default: DefaultDataSockets)
   int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (default: DefaultWorkerThreads)
   uint64_t chunk_bytes = 512 << 10;  // NCCL_DEVMEM_CHUNK_SIZE
   uint32_t inline_bytes = kMinDefaultInlineBytes;  // NCCL_DEVMEM_INLINE_BYTES (default:

@@ -23,7 +23,7 @@ std::function<const char*(const char*)> Env(std::map<std::string, std::string> v
 TEST(ConfigTest, DefaultsWhenNothingIsSet) {
   Result<Config> config = Config::FromEnvironment(Env({}), /*usable_cpus=*/2);
   ASSERT_TRUE(config.ok()) << config.status().message();
-  EXPECT_EQ(config->data_sockets, 4);
+  EXPECT_EQ(config->data_sockets, 2);
   EXPECT_EQ(config->worker_threads, 1);
   EXPECT_EQ(config->chunk_bytes, 512u << 10);
   EXPECT_EQ(config->inline_bytes, 1u << 20);  // the proxy moves everything: 1 MiB inline
@@ -163,6 +163,7 @@ TEST(ConfigTest, HostPathDefaultsFollowTheUsableCpus) {
   for (int cpus : {1, 2, 7}) {
     Result<Config> config = Config::FromEnvironment(Env({}), cpus);
     ASSERT_TRUE(config.ok()) << config.status().message();
+    EXPECT_EQ(config->data_sockets, 2) << cpus << " CPUs";
     EXPECT_EQ(config->worker_threads, 1) << cpus << " CPUs";
     EXPECT_EQ(config->proxy_bytes, uint64_t{1} << 30) << cpus << " CPUs";
     EXPECT_EQ(config->usable_cpus, cpus);
@@ -170,6 +171,7 @@ TEST(ConfigTest, HostPathDefaultsFollowTheUsableCpus) {
   for (int cpus : {8, 16, 224}) {
     Result<Config> config = Config::FromEnvironment(Env({}), cpus);
     ASSERT_TRUE(config.ok()) << config.status().message();
+    EXPECT_EQ(config->data_sockets, 4) << cpus << " CPUs";
     EXPECT_EQ(config->worker_threads, 4) << cpus << " CPUs";
     EXPECT_EQ(config->proxy_bytes, 64u << 10) << cpus << " CPUs";
   }
@@ -210,6 +212,10 @@ TEST(ConfigTest, TheProxyDefaultFollowsAThreadCountTheUserSet) {
   Result<Config> threads = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NTHREADS", "2"}}), 2);
   ASSERT_TRUE(threads.ok());
   EXPECT_EQ(threads->worker_threads, 2);
+  // More threads than the small host's default sockets: the sockets follow the threads.
+  Result<Config> four = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NTHREADS", "4"}}), 2);
+  ASSERT_TRUE(four.ok()) << four.status().message();
+  EXPECT_EQ(four->data_sockets, 4);
   EXPECT_EQ(threads->proxy_bytes, 64u << 10);
   Result<Config> one = Config::FromEnvironment(Env({{"NCCL_DEVMEM_NTHREADS", "1"}}), 16);
   ASSERT_TRUE(one.ok());
