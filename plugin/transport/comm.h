@@ -222,10 +222,11 @@ class RecvComm final : public Comm {
 
  private:
   using Comm::Comm;
-  // The control receive buffer: it starts small and doubles while reads fill it (inline
-  // payload streams through it), up to kControlRxMost.
+  // The control receive buffer: it starts small and doubles while reads fill it, up to
+  // kControlRxMost (headers and small inline payloads; larger inline payloads bypass it, see
+  // ReceiveInlineDirect, so a bigger buffer would only cost memory per comm).
   static constexpr size_t kControlRxStart = 4 << 10;
-  static constexpr size_t kControlRxMost = 64 << 10;
+  static constexpr size_t kControlRxMost = 16 << 10;
   // Inline payload left to receive from which the rest goes straight to the destination.
   static constexpr size_t kInlineDirectBytes = 4 << 10;
   Status ProgressControl();
