@@ -236,6 +236,15 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   sub.region = region;
   sub.user_data = data;
   request->subs[0] = sub;
+  // The header goes out before the payload moves: the receiver can match it and read the data
+  // sockets while the bytes still arrive, instead of finding their buffers full of bytes it
+  // cannot place yet. (Same-run at 4 MiB on loopback: stream 2.49-2.99 vs 2.21-2.56 GB/s,
+  // ping-pong unchanged within noise; perf/RESULTS.md "Progress engine".)
+  Status flushed = FlushControl();
+  if (!flushed.ok()) {
+    pool_.Release(request);
+    return flushed;
+  }
   if (!is_inline && size > 0) {
     QueueStripes(request, source, size, nullptr, 0, false,
                  header.kind == wire::MessageHeader::kStripedOver ? header.sockets : 0,
@@ -245,7 +254,6 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   ++counters_.messages;
   counters_.inline_messages += is_inline ? 1 : 0;
   counters_.payload_bytes += size;
-  DEVMEM_RETURN_IF_ERROR(FlushControl());
   return request;
 }
 
