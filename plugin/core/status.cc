@@ -36,25 +36,18 @@ Status Status::Error(ErrorKind kind, const char* fmt, ...) {
   return Status(kind, std::move(message));
 }
 
-Status Status::Errno(int err, const char* fmt, ...) {
-  va_list args;
-  va_start(args, fmt);
+namespace {
+
+// "<message>: <strerror> (errno N)" of a printf-style format.
+std::string ErrnoMessage(int err, const char* fmt, va_list args) {
   std::string message = FormatV(fmt, args);
-  va_end(args);
   char buffer[128];
   const char* text = strerror_r(err, buffer, sizeof(buffer));
   message += Format(": %s (errno %d)", text, err);
-  return Status(ErrorKind::kSystem, std::move(message));
+  return message;
 }
 
-Status Status::PeerErrno(int err, const char* fmt, ...) {
-  va_list args;
-  va_start(args, fmt);
-  std::string message = FormatV(fmt, args);
-  va_end(args);
-  char buffer[128];
-  const char* text = strerror_r(err, buffer, sizeof(buffer));
-  message += Format(": %s (errno %d)", text, err);
+bool IsPeerErrno(int err) {
   switch (err) {
     case ECONNRESET:
     case ECONNABORTED:
@@ -66,10 +59,28 @@ Status Status::PeerErrno(int err, const char* fmt, ...) {
     case ENETUNREACH:
     case ENETDOWN:
     case ENETRESET:
-      return Status(ErrorKind::kRemote, std::move(message));
+      return true;
     default:
-      return Status(ErrorKind::kSystem, std::move(message));
+      return false;
   }
+}
+
+}  // namespace
+
+Status Status::Errno(int err, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  std::string message = ErrnoMessage(err, fmt, args);
+  va_end(args);
+  return Status(ErrorKind::kSystem, std::move(message));
+}
+
+Status Status::PeerErrno(int err, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  std::string message = ErrnoMessage(err, fmt, args);
+  va_end(args);
+  return Status(IsPeerErrno(err) ? ErrorKind::kRemote : ErrorKind::kSystem, std::move(message));
 }
 
 Status Status::WithContext(const std::string& context) const& {

@@ -21,6 +21,7 @@
 #include "plugin/abi/net_abi.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/transport/wire.h"
+#include "tests/common/proc_counts.h"
 #include "tests/transport/captured_log.h"
 
 namespace devmem {
@@ -335,13 +336,7 @@ int EngineThreads() {
   return count;
 }
 
-int OpenFds() {
-  int count = 0;
-  DIR* dir = opendir("/proc/self/fd");
-  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
-  closedir(dir);
-  return count;
-}
+using testing::OpenFdCount;
 
 // The highest open fd number (not counting the directory read to find it).
 int HighestFd() {
@@ -371,10 +366,10 @@ TEST_F(HandshakeTest, AConnectionTheListenerCannotTurnIntoACommFailsOnBothEnds) 
   void* send_comm = nullptr;
   abi::DeviceHandleV7* dev = nullptr;
   // The first connect opens every socket of the connection (1 control + the data sockets).
-  const int before_connect = OpenFds();
+  const int before_connect = OpenFdCount();
   ASSERT_EQ(net_->connect(ctx_, 0, handle, &send_comm, &dev), abi::kSuccess);
   ASSERT_EQ(send_comm, nullptr);
-  const int connection_sockets = OpenFds() - before_connect;
+  const int connection_sockets = OpenFdCount() - before_connect;
   ASSERT_GT(connection_sockets, 1);
   // Fill every gap below the highest open fd, so that the limit below leaves room for exactly
   // the listener's ends of those sockets (new fds take the lowest free number).

@@ -12,6 +12,7 @@
 
 #include "plugin/abi/net_abi.h"
 #include "tests/common/plugin_fixture.h"
+#include "tests/common/proc_counts.h"
 
 namespace devmem {
 namespace {
@@ -22,21 +23,8 @@ using testing::StderrLogger;
 
 constexpr auto kDeadline = std::chrono::seconds(120);
 
-int OpenFdCount() {
-  int count = 0;
-  DIR* dir = opendir("/proc/self/fd");
-  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
-  closedir(dir);
-  return count;
-}
-
-int ThreadCount() {
-  int count = 0;
-  DIR* dir = opendir("/proc/self/task");
-  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
-  closedir(dir);
-  return count;
-}
+using testing::OpenFdCount;
+using testing::ThreadCount;
 
 class LoopbackTest : public testing::PluginSuite {
  protected:
