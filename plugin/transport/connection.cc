@@ -307,7 +307,7 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
     reply.inline_bytes = params.inline_bytes;
     uint8_t bytes[wire::HelloReply::kSize];
     reply.Encode(bytes);
-    // A fresh socket's send buffer always has room for 16 bytes.
+    // A fresh socket's send buffer always has room for the 24-byte reply.
     if (send(control_fd, bytes, sizeof(bytes), MSG_DONTWAIT | MSG_NOSIGNAL) !=
         static_cast<ssize_t>(sizeof(bytes))) {
       return Status::Errno(errno, "sending the handshake reply to %s",
