@@ -357,6 +357,13 @@ int HighestFd() {
 // worker, the process being out of descriptors), the sender held a send comm nobody received
 // from. Now the connection is closed unanswered: both ends fail, and a later connection works.
 TEST_F(HandshakeTest, AConnectionTheListenerCannotTurnIntoACommFailsOnBothEnds) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check probes memory through a pipe: in a process without a free descriptor
+  // it reports every checked member access (seen in CI's ASan+UBSan stage). The normal and
+  // Release builds run this test.
+  GTEST_SKIP() << "needs a process out of descriptors, which the sanitizers' own checks cannot "
+                  "run in";
+#endif
   if (EngineThreads() > 0) {
     GTEST_SKIP() << "the progress engine already runs in this process (an earlier test started "
                     "it); ctest runs this test in a process of its own";
