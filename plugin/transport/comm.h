@@ -231,7 +231,7 @@ class RecvComm final : public Comm {
   static constexpr size_t kInlineDirectBytes = 4 << 10;
   Status ProgressControl();
   // Receives the current inline payload's remaining bytes into its destination.
-  Status ReceiveInlineDirect(bool* moved);
+  Status ReceiveInlineDirect();
   Status ReadControl();
   // Matches one header to the oldest posted request that waits for its tag; false if none.
   Result<bool> Dispatch(const wire::MessageHeader& header);

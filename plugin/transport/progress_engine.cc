@@ -233,13 +233,13 @@ void EngineWorker::RunLoop() {
   while (!stop_.load(std::memory_order_acquire)) {
     TakeInbox();
     bool moved = false;
-    // Every active socket gets a turn, then the ones that became active meanwhile.
+    // Every active socket gets a turn (Advance leaves it idle, blocked, stalled, awaiting or
+    // broken); the ones that become active meanwhile go in the next round.
     scratch_.swap(run_);
     run_.clear();
     for (DataSocket* socket : scratch_) {
       if (socket->stage != EngineStage::kActive) continue;  // detached meanwhile
       moved |= Advance(socket);
-      if (socket->stage == EngineStage::kActive) run_.push_back(socket);
     }
     scratch_.clear();
 
@@ -254,7 +254,6 @@ void EngineWorker::RunLoop() {
         continue;
       }
       timeout = -1;
-      polls_.store(polls_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
     const int ready = epoll_wait(epoll_fd_.get(), events, kEventsPerWait, timeout);
     sleeping_.store(false, std::memory_order_relaxed);
@@ -352,18 +351,6 @@ Status ProgressEngine::Attach(const std::vector<DataSocket*>& sockets, int threa
   }
   ++attached_comms_;
   return Status::Ok();
-}
-
-int ProgressEngine::workers() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return static_cast<int>(workers_.size());
-}
-
-uint64_t ProgressEngine::polls() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  uint64_t polls = 0;
-  for (const auto& worker : workers_) polls += worker->polls();
-  return polls;
 }
 
 }  // namespace devmem

@@ -52,8 +52,6 @@ class EngineWorker final {
   // completions drained by another thread): look again. A syscall only when it sleeps.
   void Wake();
 
-  uint64_t polls() const { return polls_.load(std::memory_order_relaxed); }
-
  private:
   void Run();
   void RunLoop();
@@ -70,7 +68,6 @@ class EngineWorker final {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> sleeping_{false};
-  std::atomic<uint64_t> polls_{0};
 
   // Posted by other threads (under inbox_mutex_).
   std::mutex inbox_mutex_;
@@ -107,9 +104,6 @@ class ProgressEngine final {
   // Stops and joins every worker without forgetting them (the library is being unloaded or
   // the process exits: no thread may run its code afterwards).
   void StopThreads();
-  // Workers running now.
-  int workers() const;
-  uint64_t polls() const;
 
  private:
   ProgressEngine() = default;

@@ -154,12 +154,10 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
   return true;
 }
 
-Status RecvComm::ReceiveInlineDirect(bool* moved) {
-  *moved = false;
+Status RecvComm::ReceiveInlineDirect() {
   while (inline_left_ > 0) {
     ssize_t n = recv(control_.get(), inline_dst_, inline_left_, MSG_DONTWAIT);
     if (n > 0) {
-      *moved = true;
       inline_dst_ += n;
       inline_left_ -= static_cast<uint64_t>(n);
       continue;
@@ -187,8 +185,7 @@ Status RecvComm::ProgressControl() {
           inline_left_ >= kInlineDirectBytes) {
         // What is buffered is consumed: the rest of a large inline payload goes from the
         // socket straight into its destination, no copy through the control buffer.
-        bool moved = false;
-        DEVMEM_RETURN_IF_ERROR(ReceiveInlineDirect(&moved));
+        DEVMEM_RETURN_IF_ERROR(ReceiveInlineDirect());
         if (inline_left_ > 0) return Status::Ok();
         continue;
       }
