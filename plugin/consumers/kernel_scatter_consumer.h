@@ -28,8 +28,18 @@ class KernelScatterConsumer final : public FragConsumer {
       const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
       std::chrono::milliseconds drain_limit = std::chrono::milliseconds(0));
   ~KernelScatterConsumer() override;
-  Kind kind() const override { return Kind::kScatterKernel; }
   const char* name() const override { return "plugin scatter kernel"; }
+  // Besides a GPU consumer's landing: the kernel cannot write unpinned host memory, so a host
+  // buffer over a GPU region lands in mapped staging and is copied out after the kernel.
+  LandingPlan PlanLanding(bool cuda_destination) const override {
+    LandingPlan plan = DeviceConsumerLanding(cuda_destination);
+    if (!cuda_destination && region_->host_base() == nullptr) {
+      plan.staged = true;
+      plan.consumer_writes_staging = true;
+      plan.delivery = HostDelivery::kWholeToHost;
+    }
+    return plan;
+  }
   Result<bool> Start(const HeldMessage& message, ConsumerJob* job) override;
   Result<bool> Finished(ConsumerJob* job) override;
   // Waits up to the drain limit. Past it the engine is abandoned (kept, never synchronized

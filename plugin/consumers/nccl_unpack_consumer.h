@@ -16,8 +16,11 @@ class NcclUnpackConsumer final : public FragConsumer {
  public:
   // The queue's bounce_buf is the region's arena base, shared by every region of its GPU.
   static Result<std::unique_ptr<NcclUnpackConsumer>> Create(const RxRegion* region);
-  Kind kind() const override { return Kind::kNcclUnpack; }
   const char* name() const override { return "NCCL device unpack"; }
+  LandingPlan PlanLanding(bool cuda_destination) const override {
+    return DeviceConsumerLanding(cuda_destination);
+  }
+  bool ConsumesEveryStep() const override { return true; }
   Status Reserve(ConsumerJob* job) override;
   void Unreserve(ConsumerJob* job) override;
   Result<bool> Start(const HeldMessage& message, ConsumerJob* job) override;

@@ -116,7 +116,8 @@ void Comm::ProgressProxy() {
 }
 
 int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* results,
-                       uint64_t seq, bool scatter_now, uint64_t allowed, uint32_t tx_dmabuf_id) {
+                       uint64_t seq, const FragConsumer* arrival_consumer, uint64_t allowed,
+                       uint32_t tx_dmabuf_id) {
   const auto sockets = static_cast<uint32_t>(data_sockets_.size());
   const StripePlan plan = PlanStripes(size, params_.chunk_bytes, sockets, next_first_socket_);
   uint32_t order[kMaxDataSockets];
@@ -148,7 +149,7 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
     task.stride = used;
     task.result = results != nullptr ? &results[s] : nullptr;
     task.seq = seq;
-    task.scatter_now = scatter_now;
+    task.arrival_consumer = arrival_consumer;
     task.tx_dmabuf_id = tx_dmabuf_id;
     task.zerocopy = direction_ == Direction::kSend && (params_.zerocopy_tx || tx_dmabuf_id != 0);
     // Count before publishing: the worker may finish the task before QueueTask returns.

@@ -12,13 +12,13 @@
 #include <vector>
 
 #include "plugin/consumers/frag_consumer.h"
-#include "plugin/consumers/nccl_unpack_consumer.h"
 #include "plugin/core/config.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/memory.h"
 #include "plugin/setup/rx_path.h"
+#include "plugin/setup/rx_pipeline.h"
 #include "plugin/setup/tx_setup.h"
 #include "plugin/transport/data_socket.h"
 #include "plugin/transport/progress_engine.h"
@@ -112,7 +112,8 @@ class Comm {
   // `tx_dmabuf_id` (sender, devmem TX): `base` is the message's byte offset in that bound
   // dmabuf, not an address.
   int QueueStripes(Request* request, char* base, uint64_t size, FragResult* results = nullptr,
-                   uint64_t seq = 0, bool scatter_now = false, uint64_t allowed = 0,
+                   uint64_t seq = 0, const FragConsumer* arrival_consumer = nullptr,
+                   uint64_t allowed = 0,
                    uint32_t tx_dmabuf_id = 0);
   void LogClose() const;
   // The comm's stream for staging copies, created on first use in GPU `device`'s primary
@@ -202,7 +203,7 @@ class RecvComm final : public Comm {
   RecvDevmemCounters DevmemCounters() const;
   ~RecvComm() override;
   const char* CudaBufferPath() const override {
-    if (path_.mode == RxPath::Mode::kPlain) return Comm::CudaBufferPath();
+    if (!rx_.carries_frags()) return Comm::CudaBufferPath();
     return "frags are scattered into CUDA buffers on the GPU; inline and linear (header-side) "
            "bytes reach them through pinned host staging";
   }
@@ -216,9 +217,11 @@ class RecvComm final : public Comm {
   // NCCL's kernels finished with the receive (irecvConsumed): its tokens go back.
   Status Consumed(Request* request);
   // NCCL unpack mode: the device handle NCCL's kernels read (nullptr otherwise).
-  void* unpack_device_handle() const { return unpack_ ? unpack_->device_handle() : nullptr; }
-  size_t unpack_device_handle_bytes() const { return unpack_ ? unpack_->device_handle_bytes() : 0; }
-  const char* consumer_name() const;
+  void* unpack_device_handle() const { return rx_.unpack ? rx_.unpack->device_handle() : nullptr; }
+  size_t unpack_device_handle_bytes() const {
+    return rx_.unpack ? rx_.unpack->device_handle_bytes() : 0;
+  }
+  const char* consumer_name() const { return rx_.consumer_name; }
 
  private:
   using Comm::Comm;
@@ -248,14 +251,9 @@ class RecvComm final : public Comm {
   Status ReleaseFrags(Request* request);
   void MarkReleased(uint64_t seq);
 
-  RxPath path_;
-  std::shared_ptr<RxRegion> region_;
-  // Who reads held frags: the plugin's kernel (GPU region) or the CPU (host region); NCCL's
-  // unpack takes the SIMPLE steps where it is on. The plain path has neither.
-  std::unique_ptr<FragConsumer> consumer_;
-  std::unique_ptr<NcclUnpackConsumer> unpack_;
+  // Region, consumers and (until Create moves them onto the sockets) frag receivers.
+  RxPipeline rx_;
   std::vector<const OffsetTable*> tables_;  // scratch: one sub's tables
-  std::unique_ptr<PagePool> pool_pages_;
   uint64_t next_seq_ = 0;
   std::vector<bool> released_;  // ring over message sequence numbers
 

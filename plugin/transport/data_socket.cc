@@ -56,19 +56,18 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
     if (consumed > 0) {
       *moved = true;
       SocketCounters::Add(socket->counters.bytes, consumed);
-      if (task->scatter_now) {
-        // Host destination: this thread is the consumer. Copy while the frags are still in
-        // cache, then hand the tokens straight back.
+      if (task->arrival_consumer != nullptr) {
+        // The consumer copies on this thread while the frags are still in cache; their tokens
+        // go straight back.
         immediate_.Clear();
         immediate_tokens_.clear();
         immediate_.Append(segments_.data(), segments_.size(), at);
         for (const StreamSegment& s : segments_) {
           if (s.kind == StreamSegment::Kind::kRegion) immediate_tokens_.push_back(s.token);
         }
-        Status done = task->base != nullptr
-                          ? HostScatter(immediate_, socket->receiver->region_base(),
-                                        socket->receiver->region_bytes(), task->base, task->size)
-                          : Status::Ok();
+        Status done = task->base != nullptr ? task->arrival_consumer->ScatterOnArrival(
+                                                  immediate_, task->base, task->size)
+                                            : Status::Ok();
         Status released =
             socket->receiver->Release(fd, immediate_tokens_.data(), immediate_tokens_.size());
         if (!done.ok() || !released.ok()) {

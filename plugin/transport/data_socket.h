@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "plugin/consumers/frag_consumer.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/devmem/frag_receiver.h"
@@ -55,7 +56,9 @@ struct SocketTask {
   uint32_t stride = 1;
   uint64_t done_in_chunk = 0;
   FragResult* result = nullptr;  // devmem modes: where deferred frags and tokens are recorded
-  bool scatter_now = false;      // devmem modes: host destination, the worker scatters at once
+  // Devmem modes: the consumer that scatters frags as they arrive (FragConsumer::PlanLanding);
+  // nullptr: the frags are recorded in `result` and held until the consumer runs.
+  const FragConsumer* arrival_consumer = nullptr;
   uint64_t seq = 0;              // devmem modes: message sequence number (reserve policy)
   // Send, devmem TX: `base` is the message's byte offset in the dmabuf bound as this id
   // (plugin/devmem/devmem_tx.h), and chunks go out with SendDevmemTx. 0: `base` is an address.

@@ -1,9 +1,9 @@
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
-#include "plugin/consumers/host_scatter_consumer.h"
 #include "plugin/core/log.h"
 #include "plugin/core/nccl_contract.h"
 #include "plugin/cuda/cuda_driver.h"
@@ -14,11 +14,6 @@ namespace devmem {
 constexpr size_t kSeqRing = 1024;
 static_assert(kSeqRing > nccl::kNetMaxRequests * kMaxRecvsLimit);
 
-const char* RecvComm::consumer_name() const {
-  if (unpack_ != nullptr) return "NCCL device unpack (SIMPLE) + plugin consumer (LL)";
-  return consumer_ != nullptr ? consumer_->name() : "none (plain TCP)";
-}
-
 Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector<UniqueFd> data,
                                                    const ConnectionParams& params,
                                                    std::string description, RxPath path) {
@@ -26,82 +21,15 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
                                               std::move(data), params, std::move(description)));
   comm->rx_buffer_.resize(kControlRxStart);
   comm->posted_.reserve(nccl::kNetMaxRequests);
-  const std::string& name = comm->description_;
-  if (path.mode == RxPath::Mode::kPlain) {
-    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX unavailable: %s)", name.c_str(),
-              path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
-    comm->path_ = std::move(path);
-    DEVMEM_RETURN_IF_ERROR(comm->AttachToEngine());
-    return comm;
+  Result<RxPipeline> rx =
+      BuildRxPipeline(std::move(path), comm->data_sockets_.size(), comm->description_);
+  if (!rx.ok()) return rx.status();
+  comm->rx_ = std::move(rx).value();
+  for (size_t s = 0; s < comm->rx_.receivers.size(); ++s) {
+    comm->data_sockets_[s]->receiver = std::move(comm->rx_.receivers[s]);
   }
-
-  // The region frags land in: a slice of its GPU's arena, set up by the listener.
-  if (path.region == nullptr) {
-    return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without a region",
-                         name.c_str());
-  }
-  comm->region_ = path.region;
-  if (path.mode == RxPath::Mode::kDevmem) {
-    if (path.receivers.size() != comm->data_sockets_.size()) {
-      return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without receivers",
-                           name.c_str());
-    }
-    for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
-      comm->data_sockets_[s]->receiver = std::move(path.receivers[s]);
-    }
-  } else {
-    comm->pool_pages_ = std::make_unique<PagePool>(comm->region_->bytes());
-    for (size_t s = 0; s < comm->data_sockets_.size(); ++s) {
-      Result<std::unique_ptr<EmulatedFragReceiver>> receiver =
-          EmulatedFragReceiver::Create(comm->region_.get(), comm->pool_pages_.get(), path.mix,
-                                       0x9e3779b97f4a7c15ull * (s + 1), path.consumer_timeout);
-      if (!receiver.ok()) return receiver.status().WithContext(name);
-      comm->data_sockets_[s]->receiver = std::move(receiver).value();
-    }
-  }
-  comm->released_.assign(kSeqRing, false);
-
-  // Who consumes the frags. A GPU region needs a GPU consumer; NCCL's unpack handles SIMPLE
-  // steps and the comm's own consumer the rest (LL/LL128 receives).
-  const bool gpu_region = comm->region_->host_base() == nullptr;
-  if (gpu_region) WarnIfMpsSharesWorkQueues(comm->region_->gpu());
-  if (gpu_region || path.engine_factory) {
-    ScatterEngineFactory factory = path.engine_factory
-                                       ? path.engine_factory
-                                       : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
-    Result<std::unique_ptr<KernelScatterConsumer>> consumer = KernelScatterConsumer::Create(
-        comm->region_.get(), factory, path.scatter_slots, path.consumer_timeout);
-    if (!consumer.ok()) return consumer.status().WithContext(name);
-    comm->consumer_ = std::move(consumer).value();
-  } else {
-    comm->consumer_ = std::make_unique<HostScatterConsumer>(comm->region_.get());
-  }
-  if (path.unpack == UnpackMode::kNccl) {
-    Result<std::unique_ptr<NcclUnpackConsumer>> unpack =
-        NcclUnpackConsumer::Create(comm->region_.get());
-    if (!unpack.ok()) return unpack.status().WithContext(name);
-    comm->unpack_ = std::move(unpack).value();
-  }
-  const char* region_kind = gpu_region ? "GPU" : "host";
-  if (path.mode == RxPath::Mode::kDevmem) {
-    log::Info(log::kNet,
-              "%s: DEVMEM RX: payload lands in a %llu-byte GPU region bound to the NIC (GPU %d); "
-              "frags consumed by the %s",
-              name.c_str(), static_cast<unsigned long long>(comm->region_->bytes()),
-              comm->region_->gpu(), comm->consumer_name());
-  } else {
-    log::Info(log::kNet,
-              "%s: EMULATED devmem RX (NCCL_DEVMEM_EMULATE=1, a test mode: no NIC writes here): "
-              "%llu-byte %s region (GPU %d) of %zu pages, %d%% split and %d%% linear frags; "
-              "frags consumed by the %s%s",
-              name.c_str(), static_cast<unsigned long long>(comm->region_->bytes()), region_kind,
-              comm->region_->gpu(), comm->pool_pages_->total_pages(), path.mix.split_percent,
-              path.mix.linear_percent, comm->consumer_name(),
-              comm->unpack_ != nullptr && !comm->unpack_->device_visible()
-                  ? " (no CUDA driver: metadata in plain host memory, host readers only)"
-                  : "");
-  }
-  comm->path_ = std::move(path);
+  comm->rx_.receivers.clear();
+  if (comm->rx_.carries_frags()) comm->released_.assign(kSeqRing, false);
   DEVMEM_RETURN_IF_ERROR(comm->AttachToEngine());
   return comm;
 }
@@ -111,19 +39,19 @@ RecvComm::~RecvComm() {
   // members go. Kernels still reading the region finish before the region goes (the scatter
   // engine synchronizes).
   DetachFromEngine();
-  if (consumer_ != nullptr) {
-    Status drained = consumer_->Drain();
+  if (rx_.consumer != nullptr) {
+    Status drained = rx_.consumer->Drain();
     if (!drained.ok()) {
       log::Warn("%s: %s", description_.c_str(), drained.message().c_str());
       // GPU work may still read the region one day: it must never be freed or reused.
       static std::mutex leaked_mutex;
       static auto* leaked = new std::vector<std::shared_ptr<RxRegion>>();  // NOLINT: on purpose
       std::lock_guard<std::mutex> lock(leaked_mutex);
-      leaked->push_back(region_);
+      leaked->push_back(rx_.region);
     }
   }
   LogClose();
-  if (path_.mode != RxPath::Mode::kPlain) {
+  if (rx_.carries_frags()) {
     RecvDevmemCounters c = DevmemCounters();
     log::Info(log::kNet,
               "%s devmem counters: %llu frags, %llu region bytes, %llu linear bytes, %llu pool "
@@ -201,7 +129,7 @@ bool RecvComm::NeedsConsumer(const Request* request, int index) const {
   const SubRequest& sub = request->subs[index];
   if (request->consumer == nullptr) return false;
   // NCCL's kernel reads every SIMPLE step's slot: an empty or failed step publishes cnt 0.
-  if (request->consumer->kind() == FragConsumer::Kind::kNcclUnpack) return index == 0;
+  if (request->consumer->ConsumesEveryStep()) return index == 0;  // one step, n == 1
   return request->error.ok() && sub.holds_frags && sub.size <= sub.capacity && sub.data != nullptr;
 }
 
@@ -251,8 +179,9 @@ Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) 
     if (stream == nullptr) {
       // In the region's GPU context; without a GPU region the destination belongs to the
       // caller's current context.
+      const RxRegion* region = rx_.region.get();
       Result<CopyStream*> created =
-          StagingCopyStream(region_ != nullptr && region_->gpu() >= 0 ? region_->gpu() : -1);
+          StagingCopyStream(region != nullptr && region->gpu() >= 0 ? region->gpu() : -1);
       if (!created.ok()) return created.status();
       stream = created.value();
     }
@@ -287,16 +216,15 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
                          kMaxRecvsLimit);
   }
   // NCCL's unpack reads one step per receive: a SIMPLE receive (no LL hint) of one buffer.
-  const bool unpack_step = unpack_ != nullptr && !ll_hint;
+  const bool unpack_step = rx_.unpack != nullptr && !ll_hint;
   if (unpack_step && n != 1) {
     return Status::Error(ErrorKind::kInvalidUsage,
                          "irecv of %d buffers on an NCCL-unpack comm (maxRecvs is 1)", n);
   }
-  FragConsumer* consumer = unpack_step ? unpack_.get() : consumer_.get();
-  // The plain path has no consumer; its CUDA buffers are staged whole like a host scatter's.
-  const FragConsumer::Kind kind =
-      consumer != nullptr ? consumer->kind() : FragConsumer::Kind::kHostScatter;
-  const bool gpu_region = region_ != nullptr && region_->host_base() == nullptr;
+  FragConsumer* consumer = unpack_step ? rx_.unpack.get() : rx_.consumer.get();
+  // Where each buffer's bytes land is the consumer's to say; without frags (plain path) every
+  // byte arrives as host data.
+  std::array<LandingPlan, kMaxRecvsLimit> plans;
   size_t staged_total = 0;
   for (int i = 0; i < n; ++i) {
     if (data[i] == nullptr && sizes[i] > 0) {
@@ -309,11 +237,8 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
                            static_cast<const void*>(region));
     }
     const bool cuda = region != nullptr && region->is_cuda();
-    // Host bytes need a host landing place when the destination is GPU memory; the engine
-    // needs a device-reachable target when the destination is unpinned host memory.
-    if (cuda || (kind == FragConsumer::Kind::kScatterKernel && gpu_region)) {
-      staged_total += sizes[i];
-    }
+    plans[i] = consumer != nullptr ? consumer->PlanLanding(cuda) : HostDataLanding(cuda);
+    if (plans[i].staged) staged_total += sizes[i];
   }
   Request* request = pool_.Acquire(this, Request::Kind::kRecv);
   if (request == nullptr) return static_cast<Request*>(nullptr);
@@ -342,30 +267,18 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
   request->count = n;
   request->unmatched = n;
   for (int i = 0; i < n; ++i) {
-    MemoryRegion* region = regions != nullptr ? regions[i] : nullptr;
-    const bool cuda = region != nullptr && region->is_cuda();
+    const LandingPlan& plan = plans[i];
     SubRequest sub;
-    sub.data = static_cast<char*>(data[i]);
+    sub.data = plan.staged ? staging : static_cast<char*>(data[i]);
     sub.capacity = sizes[i];
     sub.tag = tags[i];
-    sub.region = region;
+    sub.region = regions != nullptr ? regions[i] : nullptr;
     sub.user_data = data[i];
-    sub.device_target = data[i];
+    sub.device_target = plan.consumer_writes_staging ? staging : data[i];
+    sub.delivery = plan.delivery;
+    sub.scatter_on_arrival = plan.scatter_on_arrival;
     if (i == 0) sub.job = job;
-    if (kind == FragConsumer::Kind::kHostScatter) {
-      if (cuda) {
-        sub.data = staging;
-        sub.delivery = HostDelivery::kWholeToDevice;
-      }
-    } else if (cuda) {
-      sub.data = staging;  // host bytes only; frags go straight to the GPU buffer
-      sub.delivery = HostDelivery::kRangesToDevice;
-    } else if (kind == FragConsumer::Kind::kScatterKernel && gpu_region) {
-      sub.data = staging;  // mapped pinned: the kernel writes it, then one memcpy
-      sub.device_target = staging;
-      sub.delivery = HostDelivery::kWholeToHost;
-    }
-    if (sub.data == staging && staging != nullptr) staging += sizes[i];
+    if (plan.staged) staging += sizes[i];
     request->subs[i] = sub;
   }
   posted_.push_back(request);
@@ -394,12 +307,12 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
     }
     request->stage = Request::Stage::kConsuming;  // every byte is in: only the consumer runs
     // The consumer watchdog's start (a clock read only where a consumer runs).
-    if (request->consumer != nullptr && path_.mode != RxPath::Mode::kPlain) {
+    if (request->consumer != nullptr) {
       request->consuming_since = std::chrono::steady_clock::now();
     }
   }
   FragConsumer* consumer = request->consumer;
-  if (consumer != nullptr && path_.mode != RxPath::Mode::kPlain) {
+  if (consumer != nullptr) {
     // Done only when the consumer is (the kernel's event completed); the tokens go back only
     // after that, or, for NCCL's unpack, at irecvConsumed.
     Result<bool> finished = RunConsumer(request);
@@ -408,7 +321,7 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
       return finished.status();
     }
     if (!finished.value()) {
-      const std::chrono::milliseconds limit = path_.consumer_timeout;
+      const std::chrono::milliseconds limit = rx_.consumer_timeout;
       if (limit.count() > 0 &&
           std::chrono::steady_clock::now() - request->consuming_since > limit) {
         // A hang would take NCCL's proxy and every rank with it: fail loudly instead.
@@ -419,7 +332,7 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
             "spinning kernel on a hardware work queue the process shares (MPS clients share "
             "one pool; CUDA_DEVICE_MAX_CONNECTIONS); the limit is "
             "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS",
-            description_.c_str(), consumer_name(), static_cast<long long>(limit.count()));
+            description_.c_str(), rx_.consumer_name, static_cast<long long>(limit.count()));
         health_.Fail(stuck);
         return stuck;
       }
@@ -438,7 +351,7 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
     for (int i = 0; i < request->count; ++i) sizes[i] = static_cast<int>(request->subs[i].size);
   }
   *done = true;
-  if (unpack_ != nullptr && result.ok()) {
+  if (rx_.unpack != nullptr && result.ok()) {
     // NCCL keeps every receive pointer of an unpack comm until it calls irecvConsumed (LL
     // receives included): the request must not be reused before, or that call would hit a
     // newer receive.

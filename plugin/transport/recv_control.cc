@@ -107,8 +107,8 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
       inline_left_ = header.size;
       ConsumeInline();
     }
-  } else if (header.size > 0 && path_.mode == RxPath::Mode::kPlain) {
-    QueueStripes(request, destination, header.size, nullptr, 0, false, allowed);
+  } else if (header.size > 0 && !rx_.carries_frags()) {
+    QueueStripes(request, destination, header.size, nullptr, 0, nullptr, allowed);
   } else if (header.size > 0) {
     const size_t sockets = data_sockets_.size();
     const size_t index = static_cast<size_t>(sub - request->subs.data());
@@ -116,29 +116,27 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
       request->frag_results.resize(static_cast<size_t>(kMaxRecvsLimit) * sockets);
     }
     sub->seq = next_seq_++;
-    // Host destinations (staging included) of a host region are scattered by the workers as
-    // frags arrive; every other receive holds its frags until its consumer has run.
-    const bool scatter_now = (request->consumer == nullptr ||
-                              request->consumer->kind() == FragConsumer::Kind::kHostScatter) &&
-                             (sub->region == nullptr || !sub->region->is_cuda());
+    // Where the consumer planned it (a CPU scatter into host memory), the workers hand it the
+    // frags as they arrive; every other receive holds its frags until its consumer has run.
+    const bool scatter_now = sub->scatter_on_arrival;
     sub->holds_frags = !scatter_now;
     if (!scatter_now) {
       // Held whole in the region until the consumer runs: more than a quarter of it could
       // deadlock the pool (half is reserved for the oldest message; split frags use half pages).
-      if (header.size > region_->bytes() / 4) {
+      if (header.size > rx_.region->bytes() / 4) {
         Status status = Status::Error(
             ErrorKind::kInvalidUsage,
             "a %llu-byte message cannot be received through a %llu-byte devmem RX region (limit: "
             "a quarter of it); raise NCCL_DEVMEM_RX_REGION_BYTES",
             static_cast<unsigned long long>(header.size),
-            static_cast<unsigned long long>(region_->bytes()));
+            static_cast<unsigned long long>(rx_.region->bytes()));
         health_.Fail(status);
         return status;
       }
     }
     if (scatter_now) MarkReleased(sub->seq);  // it never holds pages beyond one receive
     QueueStripes(request, destination, header.size, &request->frag_results[index * sockets],
-                 sub->seq, scatter_now, allowed);
+                 sub->seq, scatter_now ? request->consumer : nullptr, allowed);
   }
   if (request->unmatched == 0) {
     for (size_t r = 0; r < posted_.size(); ++r) {

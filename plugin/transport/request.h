@@ -22,14 +22,6 @@ namespace devmem {
 
 class Comm;
 
-// What happens to bytes that arrived as host data after the frags' consumer ran.
-enum class HostDelivery : uint8_t {
-  kNone,            // they already sit in the destination
-  kWholeToDevice,   // plain path / host scatter: the whole staged message goes to the GPU
-  kRangesToDevice,  // GPU consumer: only the host ranges (linear bytes, inline) go to the GPU
-  kWholeToHost,     // the engine wrote into mapped staging: copy the message to the host buffer
-};
-
 struct SubRequest {
   char* data = nullptr;   // where payload lands (user buffer or staging)
   uint64_t capacity = 0;  // recv: posted size; send: message size
@@ -37,6 +29,7 @@ struct SubRequest {
   uint64_t size = 0;         // bytes actually carried
   bool matched = false;      // recv: a message header was matched to this sub
   bool holds_frags = false;  // recv, devmem modes: frags of this sub await scatter + release
+  bool scatter_on_arrival = false;  // recv: its consumer copies frags as they arrive
   uint64_t seq = 0;          // recv, devmem modes: message sequence number
   const MemoryRegion* region = nullptr;
   void* user_data = nullptr;      // the caller's pointer (differs from data when staged)

@@ -246,7 +246,7 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
     return flushed;
   }
   if (!is_inline && size > 0) {
-    QueueStripes(request, source, size, nullptr, 0, false,
+    QueueStripes(request, source, size, nullptr, 0, nullptr,
                  header.kind == wire::MessageHeader::kStripedOver ? header.sockets : 0,
                  devmem_tx ? region->tx_dmabuf_id : 0);
   }

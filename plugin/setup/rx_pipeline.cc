@@ -1,0 +1,108 @@
+#include "plugin/setup/rx_pipeline.h"
+
+#include "plugin/consumers/host_scatter_consumer.h"
+#include "plugin/consumers/kernel_scatter_consumer.h"
+#include "plugin/core/log.h"
+#include "plugin/cuda/copy_stream.h"
+
+namespace devmem {
+namespace {
+
+// Emulation: each data socket's receiver draws its frag sizes from its own stream.
+constexpr uint64_t kEmulationSeedStep = 0x9e3779b97f4a7c15ull;
+
+Status AddReceivers(RxPath* path, size_t data_sockets, const std::string& name,
+                    RxPipeline* rx) {
+  if (path->mode == RxPath::Mode::kDevmem) {
+    if (path->receivers.size() != data_sockets) {
+      return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without receivers",
+                           name.c_str());
+    }
+    rx->receivers = std::move(path->receivers);
+    return Status::Ok();
+  }
+  rx->pool_pages = std::make_unique<PagePool>(rx->region->bytes());
+  for (size_t s = 0; s < data_sockets; ++s) {
+    Result<std::unique_ptr<EmulatedFragReceiver>> receiver =
+        EmulatedFragReceiver::Create(rx->region.get(), rx->pool_pages.get(), path->mix,
+                                     kEmulationSeedStep * (s + 1), path->consumer_timeout);
+    if (!receiver.ok()) return receiver.status().WithContext(name);
+    rx->receivers.push_back(std::move(receiver).value());
+  }
+  return Status::Ok();
+}
+
+// A GPU region needs a GPU consumer; NCCL's unpack handles SIMPLE steps and the comm's own
+// consumer the rest (LL/LL128 receives).
+Status AddConsumers(const RxPath& path, const std::string& name, RxPipeline* rx) {
+  const bool gpu_region = rx->region->host_base() == nullptr;
+  if (gpu_region) WarnIfMpsSharesWorkQueues(rx->region->gpu());
+  if (gpu_region || path.engine_factory) {
+    ScatterEngineFactory factory = path.engine_factory
+                                       ? path.engine_factory
+                                       : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
+    Result<std::unique_ptr<KernelScatterConsumer>> consumer = KernelScatterConsumer::Create(
+        rx->region.get(), factory, path.scatter_slots, path.consumer_timeout);
+    if (!consumer.ok()) return consumer.status().WithContext(name);
+    rx->consumer = std::move(consumer).value();
+  } else {
+    rx->consumer = std::make_unique<HostScatterConsumer>(rx->region.get());
+  }
+  rx->consumer_name = rx->consumer->name();
+  if (path.unpack == UnpackMode::kNccl) {
+    Result<std::unique_ptr<NcclUnpackConsumer>> unpack =
+        NcclUnpackConsumer::Create(rx->region.get());
+    if (!unpack.ok()) return unpack.status().WithContext(name);
+    rx->unpack = std::move(unpack).value();
+    rx->consumer_name = "NCCL device unpack (SIMPLE) + plugin consumer (LL)";
+  }
+  return Status::Ok();
+}
+
+void LogDevmemPath(const RxPath& path, const std::string& name, const RxPipeline& rx) {
+  const RxRegion& region = *rx.region;
+  if (path.mode == RxPath::Mode::kDevmem) {
+    log::Info(log::kNet,
+              "%s: DEVMEM RX: payload lands in a %llu-byte GPU region bound to the NIC (GPU %d); "
+              "frags consumed by the %s",
+              name.c_str(), static_cast<unsigned long long>(region.bytes()), region.gpu(),
+              rx.consumer_name);
+    return;
+  }
+  log::Info(log::kNet,
+            "%s: EMULATED devmem RX (NCCL_DEVMEM_EMULATE=1, a test mode: no NIC writes here): "
+            "%llu-byte %s region (GPU %d) of %zu pages, %d%% split and %d%% linear frags; "
+            "frags consumed by the %s%s",
+            name.c_str(), static_cast<unsigned long long>(region.bytes()),
+            region.host_base() == nullptr ? "GPU" : "host", region.gpu(),
+            rx.pool_pages->total_pages(), path.mix.split_percent, path.mix.linear_percent,
+            rx.consumer_name,
+            rx.unpack != nullptr && !rx.unpack->device_visible()
+                ? " (no CUDA driver: metadata in plain host memory, host readers only)"
+                : "");
+}
+
+}  // namespace
+
+Result<RxPipeline> BuildRxPipeline(RxPath path, size_t data_sockets, const std::string& name) {
+  RxPipeline rx;
+  rx.keep_alive = std::move(path.keep_alive);
+  rx.consumer_timeout = path.consumer_timeout;
+  if (path.mode == RxPath::Mode::kPlain) {
+    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX unavailable: %s)", name.c_str(),
+              path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
+    return rx;
+  }
+  // The region frags land in: a slice of its GPU's arena, set up by the listener.
+  if (path.region == nullptr) {
+    return Status::Error(ErrorKind::kInternal, "%s: devmem RX set up without a region",
+                         name.c_str());
+  }
+  rx.region = std::move(path.region);
+  DEVMEM_RETURN_IF_ERROR(AddReceivers(&path, data_sockets, name, &rx));
+  DEVMEM_RETURN_IF_ERROR(AddConsumers(path, name, &rx));
+  LogDevmemPath(path, name, rx);
+  return rx;
+}
+
+}  // namespace devmem
