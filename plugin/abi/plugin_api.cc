@@ -12,6 +12,7 @@
 #include "plugin/consumers/unpack_queue.h"
 #include "plugin/core/config.h"
 #include "plugin/core/log.h"
+#include "plugin/core/version.h"
 #include "plugin/core/net_device.h"
 #include "plugin/cuda/cuda_driver.h"
 #include "plugin/setup/device_table.h"
@@ -102,6 +103,8 @@ abi::Result Init(abi::DebugLogger logger, int table_version) {
   PluginState& state = State();
   std::lock_guard<std::mutex> lock(state.mutex);
   if (state.ready) return abi::kSuccess;
+  log::Info(log::kInit, "nccl-net-devmem %s: init through the v%d table", kVersion,
+            table_version);
   Result<Config> config = Config::FromEnvironment(EnvLookup);
   if (!config.ok()) return Report("init", config.status());
   config->LogValues(EnvLookup);
