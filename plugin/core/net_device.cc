@@ -152,6 +152,31 @@ std::vector<NetDevice> SelectDevices(const std::vector<InterfaceInfo>& interface
   return selected;
 }
 
+std::string DescribeUnselected(const std::vector<InterfaceInfo>& interfaces,
+                               const std::string& ifname_spec, int family) {
+  const IfnameFilter filter(ifname_spec);
+  const char* wanted = family == AF_INET ? "IPv4" : (family == AF_INET6 ? "IPv6" : "IP");
+  std::string out;
+  for (const InterfaceInfo& info : interfaces) {
+    std::string why;
+    if (!filter.Matches(info.name)) {
+      why = "not matched by NCCL_SOCKET_IFNAME";
+    } else if (!info.up) {
+      why = "down";
+    } else if (PickAddress(info, family) == nullptr) {
+      why = std::string("no ") + wanted + " address other than link-local";
+    } else {
+      why = "usable";
+    }
+    if (!out.empty()) out += ", ";
+    out += info.name;
+    out += " (";
+    out += why;
+    out += ")";
+  }
+  return out.empty() ? std::string("none") : out;
+}
+
 void DescribeFromSysfs(NetDevice* device, const std::string& sysfs_root) {
   const std::string base = sysfs_root + "/" + device->name;
   char resolved[PATH_MAX];
@@ -173,10 +198,14 @@ Result<std::vector<NetDevice>> DiscoverDevices(const std::string& ifname_spec, i
   if (!interfaces.ok()) return interfaces.status().WithContext("discovering NICs");
   std::vector<NetDevice> devices = SelectDevices(interfaces.value(), ifname_spec, family);
   if (devices.empty()) {
+    // Name what exists: a typo in NCCL_SOCKET_IFNAME is the commonest cause.
+    const std::string seen = DescribeUnselected(interfaces.value(), ifname_spec, family);
     return Status::Error(
-        ErrorKind::kSystem, "no usable network interface (up, with an %s address%s%s)",
+        ErrorKind::kSystem,
+        "no usable network interface (up, with an %s address%s%s); this host has: %s",
         family == AF_INET ? "IPv4" : (family == AF_INET6 ? "IPv6" : "IP"),
-        ifname_spec.empty() ? "" : ", matching NCCL_SOCKET_IFNAME=", ifname_spec.c_str());
+        ifname_spec.empty() ? "" : ", matching NCCL_SOCKET_IFNAME=", ifname_spec.c_str(),
+        seen.c_str());
   }
   for (NetDevice& device : devices) DescribeFromSysfs(&device);
   return devices;

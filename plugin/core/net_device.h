@@ -55,7 +55,13 @@ std::vector<NetDevice> SelectDevices(const std::vector<InterfaceInfo>& interface
 // Fills pci_path and speed_mbps from sysfs (speed falls back to 10000 Mb/s, logged).
 void DescribeFromSysfs(NetDevice* device, const std::string& sysfs_root = "/sys/class/net");
 
-// ListInterfaces + SelectDevices + DescribeFromSysfs; an error when no device qualifies.
+// Every interface with why SelectDevices would not take it ("eth1 (down)", "docker0 (not
+// matched by NCCL_SOCKET_IFNAME)"), for the error that no device qualifies.
+std::string DescribeUnselected(const std::vector<InterfaceInfo>& interfaces,
+                               const std::string& ifname_spec, int family);
+
+// ListInterfaces + SelectDevices + DescribeFromSysfs; an error when no device qualifies, naming
+// every interface the host has and why it was not taken.
 Result<std::vector<NetDevice>> DiscoverDevices(const std::string& ifname_spec, int family);
 
 // The interface the kernel's routing table sends packets to `destination` out of (RTM_GETROUTE,

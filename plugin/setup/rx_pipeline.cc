@@ -89,7 +89,10 @@ Result<RxPipeline> BuildRxPipeline(RxPath path, size_t data_sockets, const std::
   rx.keep_alive = std::move(path.keep_alive);
   rx.consumer_timeout = path.consumer_timeout;
   if (path.mode == RxPath::Mode::kPlain) {
-    log::Info(log::kNet, "%s: plain-TCP data path (devmem RX unavailable: %s)", name.c_str(),
+    log::Info(log::kNet,
+              "%s: plain-TCP data path (devmem RX unavailable: %s; NCCL_DEVMEM_REQUIRE=1 makes "
+              "this an error)",
+              name.c_str(),
               path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
     return rx;
   }

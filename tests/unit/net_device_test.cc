@@ -73,6 +73,30 @@ TEST(SelectDevicesTest, LoopbackWhenAskedOrWhenNothingElse) {
   EXPECT_TRUE(SelectDevices(kHost, "nosuch", 0).empty());
 }
 
+TEST(SelectDevicesTest, WhenNothingQualifiesEveryInterfaceIsNamedWithWhy) {
+  EXPECT_EQ(DescribeUnselected(kHost, "=eht0", 0),
+            "lo (not matched by NCCL_SOCKET_IFNAME), eth0 (not matched by NCCL_SOCKET_IFNAME), "
+            "eth1 (not matched by NCCL_SOCKET_IFNAME), eth10 (not matched by NCCL_SOCKET_IFNAME), "
+            "docker0 (not matched by NCCL_SOCKET_IFNAME), ib0 (not matched by NCCL_SOCKET_IFNAME)");
+  EXPECT_EQ(DescribeUnselected(kHost, "eth1,ib", AF_INET6),
+            "lo (not matched by NCCL_SOCKET_IFNAME), eth0 (not matched by NCCL_SOCKET_IFNAME), "
+            "eth1 (down), eth10 (usable), docker0 (not matched by NCCL_SOCKET_IFNAME), "
+            "ib0 (no IPv6 address other than link-local)");
+  EXPECT_EQ(DescribeUnselected({}, "", 0), "none");
+}
+
+TEST(DiscoverDevicesTest, AnIfnameMatchingNothingNamesTheInterfacesThatExist) {
+  // The real kernel: loopback always exists, and no interface is called this.
+  Result<std::vector<NetDevice>> devices = DiscoverDevices("=no-such-nic0", 0);
+  ASSERT_FALSE(devices.ok());
+  EXPECT_NE(devices.status().message().find("matching NCCL_SOCKET_IFNAME==no-such-nic0"),
+            std::string::npos)
+      << devices.status().message();
+  EXPECT_NE(devices.status().message().find("lo (not matched by NCCL_SOCKET_IFNAME)"),
+            std::string::npos)
+      << devices.status().message();
+}
+
 TEST(SysfsTest, ReadsSpeedAndFallsBackWhenUnknown) {
   char dir_template[] = "/tmp/devmem-sysfs-XXXXXX";
   ASSERT_NE(mkdtemp(dir_template), nullptr);
