@@ -41,9 +41,9 @@
 
 #include "perf/net_peer.h"
 #include "perf/net_table.h"
-#include "perf/plugin_loader.h"
 #include "perf/process_usage.h"
 #include "perf/stream_lane.h"
+#include "tests/common/plugin_loader.h"
 
 namespace {
 

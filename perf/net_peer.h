@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "perf/plugin_loader.h"
+#include "tests/common/plugin_loader.h"
 
 namespace devmem::testing {
 

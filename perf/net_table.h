@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "perf/plugin_loader.h"
 #include "perf/yardstick/installed_nccl_socket.h"
+#include "tests/common/plugin_loader.h"
 
 namespace devmem::perf {
 

@@ -49,9 +49,9 @@
 #include <vector>
 
 #include "perf/net_table.h"
-#include "perf/plugin_loader.h"
 #include "perf/process_usage.h"
 #include "perf/scale_case.h"
+#include "tests/common/plugin_loader.h"
 
 namespace {
 

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <string>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
+#include "tests/common/plugin_loader.h"
 
 namespace devmem {
 namespace {

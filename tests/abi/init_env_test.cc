@@ -15,8 +15,8 @@
 #include <map>
 #include <string>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
+#include "tests/common/plugin_loader.h"
 
 namespace devmem {
 namespace {

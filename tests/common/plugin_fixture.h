@@ -9,8 +9,8 @@
 #include <random>
 #include <vector>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
+#include "tests/common/plugin_loader.h"
 
 namespace devmem::testing {
 

@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
+#include "tests/common/plugin_loader.h"
 #include "tests/netns/many_host_payload.h"
 #include "tests/netns/many_host_protocol.h"
 

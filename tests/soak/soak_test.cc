@@ -28,10 +28,10 @@
 #include <thread>
 #include <vector>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/transport/wire.h"
+#include "tests/common/plugin_loader.h"
 
 namespace devmem {
 namespace {

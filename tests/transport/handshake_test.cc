@@ -17,10 +17,10 @@
 #include <fstream>
 #include <string>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/transport/wire.h"
+#include "tests/common/plugin_loader.h"
 #include "tests/common/proc_counts.h"
 #include "tests/transport/captured_log.h"
 

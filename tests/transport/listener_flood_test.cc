@@ -20,11 +20,11 @@
 #include <thread>
 #include <vector>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/transport/listener_admission.h"
 #include "plugin/transport/wire.h"
+#include "tests/common/plugin_loader.h"
 #include "tests/transport/captured_log.h"
 
 namespace devmem {

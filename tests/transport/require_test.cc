@@ -6,8 +6,8 @@
 
 #include <cstdlib>
 
-#include "perf/plugin_loader.h"
 #include "plugin/abi/net_abi.h"
+#include "tests/common/plugin_loader.h"
 
 namespace devmem {
 namespace {

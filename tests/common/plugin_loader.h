@@ -1,5 +1,5 @@
 // Loads the built plugin the way NCCL does (dlopen + dlsym of the exported table) for the
-// benchmark and the ABI-level tests. Shared by perf/ and tests/.
+// benchmarks (perf/bench/) and the ABI-level tests: test support, included by both.
 #pragma once
 
 #include <dlfcn.h>
