@@ -1,7 +1,7 @@
 // nccl-net-devmem-scale-bench: what N comm pairs cost a process, ours against NCCL's socket
 // transport in the same run. A training job opens hundreds to thousands of net comms per rank
 // (issue 19); this opens N send + recv comm pairs through the v11 table, as NCCL's proxy does
-// (perf/net_peer.h), and reports per pair:
+// (perf/bench/net_peer.h), and reports per pair:
 //   - setup: listen + connect + accept of all N pairs, interleaved, divided by N;
 //   - threads, fds and RSS with all comms open and again after traffic, as differences from
 //     the process after init() and after its message buffers were allocated (so neither the
@@ -48,9 +48,9 @@
 #include <string>
 #include <vector>
 
-#include "perf/net_table.h"
-#include "perf/process_usage.h"
-#include "perf/scale_case.h"
+#include "perf/bench/net_table.h"
+#include "perf/bench/process_usage.h"
+#include "perf/bench/scale_case.h"
 #include "tests/common/plugin_loader.h"
 
 namespace {
@@ -149,7 +149,7 @@ Options ParseOptions(int argc, char** argv) {
     } else if (a == "--verbose") {
       devmem::testing::LoggerVerbose() = true;
     } else {
-      Die("unknown option %s (see the header of perf/scale_bench.cc)", a.c_str());
+      Die("unknown option %s (see the header of perf/bench/scale_bench.cc)", a.c_str());
     }
   }
   if (!NetTable::IsYardstickSpec(yardstick)) {

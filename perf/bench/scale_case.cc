@@ -1,5 +1,5 @@
 // See scale_case.h.
-#include "perf/scale_case.h"
+#include "perf/bench/scale_case.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,9 +11,9 @@
 #include <cstring>
 #include <thread>
 
-#include "perf/net_peer.h"
-#include "perf/net_table.h"
-#include "perf/stream_lane.h"
+#include "perf/bench/net_peer.h"
+#include "perf/bench/net_table.h"
+#include "perf/bench/stream_lane.h"
 
 namespace devmem::perf::scale {
 namespace {

@@ -1,4 +1,4 @@
-// One case of nccl-net-devmem-scale-bench (perf/scale_bench.cc): N comm pairs of one network
+// One case of nccl-net-devmem-scale-bench (perf/bench/scale_bench.cc): N comm pairs of one network
 // table opened, idled, streamed and closed in fresh processes (fork), and what that cost the
 // processes. The measuring process hands its numbers back as a plain struct.
 #pragma once
@@ -7,13 +7,13 @@
 #include <string>
 #include <vector>
 
-#include "perf/process_usage.h"
+#include "perf/bench/process_usage.h"
 
 namespace devmem::perf::scale {
 
 inline constexpr int kMaxSizes = 8;
 
-// What to measure: ours (a plugin .so) or the yardstick (perf/net_table.h).
+// What to measure: ours (a plugin .so) or the yardstick (perf/bench/net_table.h).
 struct Target {
   std::string label;
   bool yardstick;

@@ -39,10 +39,10 @@
 #include <thread>
 #include <vector>
 
-#include "perf/net_peer.h"
-#include "perf/net_table.h"
-#include "perf/process_usage.h"
-#include "perf/stream_lane.h"
+#include "perf/bench/net_peer.h"
+#include "perf/bench/net_table.h"
+#include "perf/bench/process_usage.h"
+#include "perf/bench/stream_lane.h"
 #include "tests/common/plugin_loader.h"
 
 namespace {
@@ -157,7 +157,7 @@ Options ParseOptions(int argc, char** argv) {
     else if (a == "--verbose")
       devmem::testing::LoggerVerbose() = true;
     else
-      Die("unknown option %s (see the header of perf/bench.cc)", a.c_str());
+      Die("unknown option %s (see the header of perf/bench/bench.cc)", a.c_str());
   }
   if (o.mode == "emulated-devmem") {
     // The receiver cuts payload into frags of an emulated RX region (see README, devmem).
