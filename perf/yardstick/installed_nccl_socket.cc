@@ -114,7 +114,7 @@ class ElfFile final {
       *error = path +
                " has no symbol table (.symtab: the library is stripped), so NCCL's socket "
                "transport cannot be found in it; compare through NCCL itself instead "
-               "(perf/nccl_compare.sh runs NCCL_NET=Socket against the plugin)";
+               "(perf/scripts/nccl_compare.sh runs NCCL_NET=Socket against the plugin)";
       return false;
     }
     return true;
@@ -226,7 +226,7 @@ bool CheckVersion(void* handle, const std::string& path, int* version, std::stri
              std::to_string(kInstalledNcclVersion) +
              " (2.28.9): its socket transport's table layout and its one CUDA call are checked "
              "for that version; use an NCCL 2.28.9 library or compare through NCCL itself "
-             "(perf/nccl_compare.sh)";
+             "(perf/scripts/nccl_compare.sh)";
     return false;
   }
   return true;

@@ -14,8 +14,8 @@
 // What it refuses, each with a message that says why:
 //   - a library whose exported ncclGetVersion() is not 22809 (2.28.9): the table's layout, its
 //     NULL slots and the one CUDA call below are facts of that version only;
-//   - a stripped library (no .symtab): compare through NCCL itself there (perf/nccl_compare.sh
-//     runs NCCL_NET=Socket against the plugin);
+//   - a stripped library (no .symtab): compare through NCCL itself there
+//     (perf/scripts/nccl_compare.sh runs NCCL_NET=Socket against the plugin);
 //   - a table that does not look like 2.28.9's: `ncclNetSocket` must be a 176-byte object in a
 //     writable segment, its name "Socket", each of its 16 function slots must point at the start
 //     of the matching ncclNetSocket* function (by its mangled name in .symtab) inside the

@@ -3,7 +3,7 @@
 # perf/yardstick/installed_nccl_socket.h): nccl-net-devmem-scale-bench per setting and N, in
 # interleaved rounds, one fresh process per case.
 #
-#   perf/compare_scale.sh [ROUNDS]        (default 1)
+#   perf/scripts/compare_scale.sh [ROUNDS]        (default 1)
 #
 # Settings: ours (its defaults), NCCL's socket transport at its default and at 1x4
 # (NCCL_SOCKET_NTHREADS=1 NCCL_NSOCKS_PERTHREAD=4: as many data sockets as ours). Per pair:
@@ -11,7 +11,7 @@
 # idle CPU, and the aggregate throughput of all N comms streaming at once. Prints a Markdown
 # table per N and the ratios ours / NCCL (setup against 1x4, throughput against the best NCCL
 # setting; above 1 means ours is faster), last line `min throughput ratio R`; writes runs.jsonl
-# and table.md under OUT. Medians over rounds.
+# (every bench result), table.md, output.txt and meta.json under OUT. Medians over rounds.
 #
 # Environment: BUILD (build dir, default build), BENCH (default
 # $BUILD/bin/nccl-net-devmem-scale-bench), PLUGIN (ours; default the bench's own), LIBNCCL (the
@@ -19,15 +19,16 @@
 # SIZES (default 64K,1M), WINDOW (messages in flight per comm, default 4), IDLE (seconds, default
 # 2), SPLIT=1 (senders and receivers in two processes), CHECK=1 (byte-check every message),
 # OURS_ENVS (more settings of ours, one per word, VAR=VALUE[,VAR=VALUE], e.g.
-# "NCCL_DEVMEM_NTHREADS=4"), OUT (default $BUILD/results/scale), RUN_TIMEOUT (seconds per case,
-# default 900).
+# "NCCL_DEVMEM_NTHREADS=4"), OUT (default $BUILD/results/<date>_<machine>_scale), RUN_TIMEOUT
+# (seconds per case, default 900).
 set -euo pipefail
 rounds=${1:-1}
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=perf/scripts/common.sh
+source "$here/common.sh"
 build=${BUILD:-build}
 bench=${BENCH:-$build/bin/nccl-net-devmem-scale-bench}
 libnccl=${LIBNCCL:-/usr/local/cuda/lib64/libnccl.so.2}
-out=${OUT:-$build/results/scale}
 run_timeout=${RUN_TIMEOUT:-900}
 IFS=, read -r -a pairs <<<"${PAIRS:-1,64,512,1024}"
 
@@ -48,7 +49,8 @@ for setting in ${OURS_ENVS:-}; do
   envs+=("${setting//,/ }")
 done
 
-mkdir -p "$out"
+perf_begin scale "LIBNCCL PAIRS SIZES WINDOW IDLE SPLIT CHECK OURS_ENVS RUN_TIMEOUT" "$0" "$@"
+out=$PERF_OUT
 runs="$out/runs.jsonl"
 : >"$runs"
 count=${#labels[@]}
@@ -67,15 +69,9 @@ for ((r = 1; r <= rounds; r++)); do
         die "round $r, $n pairs, $label failed (command: ${envs[$i]} $bench ${who[*]}" \
           "--label '$label' --pairs $n ${common[*]})"
       fi
-      python3 -c '
-import json, sys
-for line in sys.stdin:
-    if line.startswith("{"):
-        r = json.loads(line)
-        r["round"] = int(sys.argv[1])
-        print(json.dumps(r))' "$r" <<<"$line" >>"$runs"
+      perfkit record "$label" "$r" --from <(printf '%s\n' "$line") >>"$runs"
       echo "round $r/$rounds: $n pairs, $label done" >&2
     done
   done
 done
-python3 "$here/report_scale.py" "$runs" | tee "$out/table.md"
+python3 "$perf_lib/report_scale.py" "$runs" | tee "$out/table.md"

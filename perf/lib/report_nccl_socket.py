@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Ratio table and plots of perf/compare_nccl_socket.sh, from its runs.jsonl.
+"""Ratio table and plots of perf/scripts/compare_nccl_socket.sh, from its runs.jsonl.
 
     report_nccl_socket.py RUNS.jsonl OUT_DIR
 
@@ -16,9 +16,9 @@ import os
 import statistics
 import sys
 
-sys.dont_write_bytecode = True  # no perf/__pycache__ from importing the plot writer
+sys.dont_write_bytecode = True  # no perf/lib/__pycache__ from importing the plot writer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plot_busbw import COLORS, Canvas, size_label  # noqa: E402  (perf/: its PNG writer)
+from plot_busbw import COLORS, Canvas, size_label  # noqa: E402  (its PNG writer)
 
 OURS = "ours"
 

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Packs what a GPU host needs into .carry/ (git-ignored) so the `device` machine, which has no
-# package registry, can run the GPU tests, the benchmarks and perf/gpu_verify.sh:
+# package registry, can run the GPU tests, the benchmarks and tests/gpu/gpu_verify.sh:
 #   .carry/lib    the plugin and every shared library the carried binaries load that is not
 #                 part of the base system (found with ldd: libnl-*.so.200,
 #                 libbenchmark.so.1debian, a shared gtest if the build used one, ...)
-#   .carry/bin    the binaries of BUILD_DIR/bin, gpu_verify.sh, nccl_compare.sh,
-#                 compare_nccl_socket.sh, compare_scale.sh and the python scripts (the same
-#                 versions as the binaries; the compare scripts take BUILD=.carry, PLUGIN=
-#                 .carry/lib/libnccl-net-devmem.so and LIBNCCL=the host's libnccl.so.2 when it
-#                 keeps its symbol table)
+#   .carry/bin    the binaries of BUILD_DIR/bin
 #   .carry/tests  the GPU test executables (devmem_gpu_*)
+#   .carry/tests/gpu/   gpu_verify.sh with its python helpers and torch_allreduce.py
+#   .carry/perf/scripts/, .carry/perf/lib/
+#                 the scripts and their python library, at the same places as in the
+#                 repository (the same versions as the binaries): `.carry/tests/gpu/gpu_verify.sh
+#                 .carry` runs from the bundle alone; the compare scripts take BUILD=.carry,
+#                 PLUGIN=.carry/lib/libnccl-net-devmem.so and LIBNCCL=the host's libnccl.so.2
+#                 when it keeps its symbol table
 #   .carry/MANIFEST.txt  commit, build dir, files, where each carried library came from
 #
-#   perf/gpu_host_bundle.sh [BUILD_DIR]        (default: build; run from the repository root)
+#   tests/gpu/gpu_host_bundle.sh [BUILD_DIR]     (default: build; run from the repository root)
 #
 # Not carried on purpose: the base libraries every Linux host has (glibc, libstdc++, libgcc_s,
 # libm, libdl, libpthread, librt, ld-linux), NCCL (the host's pip nvidia-nccl-cu13 must be the
@@ -30,10 +33,12 @@ out=.carry
 carry_limit_mib=64  # the device tool carries at most 64 MiB in all
 [[ -d "$build" ]] || die "no build directory $build (cmake -S . -B $build && cmake --build $build)"
 [[ -f "$build/libnccl-net-devmem.so" ]] || die "$build/libnccl-net-devmem.so not built"
-[[ -f perf/gpu_verify.sh ]] || die "run from the repository root (perf/gpu_verify.sh not found)"
+[[ -f tests/gpu/gpu_verify.sh ]] ||
+  die "run from the repository root (tests/gpu/gpu_verify.sh not found)"
 
 rm -rf "$out"
-mkdir -p "$out/lib" "$out/bin" "$out/tests" || die "cannot create $out"
+mkdir -p "$out/lib" "$out/bin" "$out/tests/gpu" "$out/perf/scripts" "$out/perf/lib" ||
+  die "cannot create $out"
 
 elves=()  # every ELF file carried, for the ldd pass below
 carry() {  # carry FILE DIR: copy, remember ELF files
@@ -57,11 +62,11 @@ done
 ((gpu_tests > 0)) || echo "gpu_host_bundle.sh: warning: no devmem_gpu_* test executables in $build/tests" >&2
 [[ -x "$out/bin/devmem-nccl-bench" ]] ||
   echo "gpu_host_bundle.sh: warning: devmem-nccl-bench not built (NCCL headers or nvcc missing?)" >&2
-for f in perf/gpu_verify.sh perf/nccl_compare.sh perf/plot_busbw.py perf/torch_allreduce.py \
-  perf/compare_nccl_socket.sh perf/report_nccl_socket.py perf/compare_scale.sh \
-  perf/report_scale.py; do
-  cp "$f" "$out/bin/" || die "cannot copy $f"
-  chmod +x "$out/bin/$(basename "$f")"
+# Scripts at their repository paths, so that their relative paths (../lib, ../../perf) hold.
+for f in tests/gpu/gpu_verify.sh tests/gpu/gpu_verify_steps.py tests/gpu/gpu_verify_env.py \
+  tests/gpu/torch_allreduce.py perf/scripts/*.sh perf/lib/*.py; do
+  cp "$f" "$out/$f" || die "cannot copy $f"
+  chmod +x "$out/$f"
 done
 
 # Shared libraries: everything ldd resolves for a carried ELF, less the base system, NCCL and
@@ -94,7 +99,7 @@ done
 
 # Debug info only (symbols stay for backtraces); keeps the bundle under the carry limit.
 for f in "$out"/bin/* "$out"/tests/* "$out"/lib/*; do
-  [[ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" == '177ELF' ]] || continue
+  [[ -f "$f" && "$(head -c 4 "$f" | od -An -c | tr -d ' ')" == '177ELF' ]] || continue
   chmod u+w "$f"
   strip --strip-debug "$f" 2>/dev/null || echo "gpu_host_bundle.sh: warning: cannot strip $f" >&2
 done

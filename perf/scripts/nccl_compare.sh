@@ -6,7 +6,7 @@
 # than the network path (review F15). Prints both nccl-tests tables, a per-run verdict table,
 # the busbw ratio per op and size, and writes busbw PNGs.
 #
-#   perf/nccl_compare.sh [options] OUT_DIR [PLUGIN_SO] [BENCH] [-- extra bench args]
+#   perf/scripts/nccl_compare.sh [options] OUT_DIR [PLUGIN_SO] [BENCH] [-- extra bench args]
 #
 #   --op OP           all_reduce (default), all_gather, sendrecv or all
 #   -b SIZE -e SIZE   message sizes, default 8 .. 64M (factor -f, default 2)
@@ -18,17 +18,22 @@
 #   --timeout SECS    limit per bench run (default $NCCL_COMPARE_TIMEOUT or 240)
 #   --mps auto|off    auto (default, or $NCCL_COMPARE_MPS): use a running MPS or start one
 #
+# PLUGIN_SO defaults to $BUILD/libnccl-net-devmem.so (or $BUILD/lib/ in a GPU-host bundle,
+# BUILD=.carry), BENCH to $BUILD/bin/devmem-nccl-bench; BUILD defaults to build.
 # Environment: NCCL_DEVMEM_UNPACK (plugin|nccl) reaches our runs; the NCCL library comes from
 # LD_LIBRARY_PATH (on the GPU host: the pip nvidia-nccl-cu13 lib directory).
 #
 # OUT_DIR gets, per run, LABEL.ROUND.txt (the table) and LABEL.ROUND.log (NCCL's log); also
 # nccl_busbw.jsonl (every measured size), compare.json (runs, verdicts, evidence, ratios) and
-# busbw_OP.png. A failed, timed-out or wrong run is recorded and the summary still printed.
+# busbw_OP.png, and meta.json (commit, date, machine, GPU, the command and the NCCL_* variables;
+# perf/lib/perfkit.py). A failed, timed-out or wrong run is recorded and the summary still
+# printed.
 # Exit status: 0 every run PASS with the evidence found; 3 some run WRONG and none failed;
 # 1 otherwise; 2 bad usage.
 #
-# gpu_verify.sh sources this file for the MPS helpers (mps_start, mps_stop) only.
+# tests/gpu/gpu_verify.sh sources this file for the MPS helpers (mps_start, mps_stop) only.
 set -u
+perf_lib="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)"
 
 # --- MPS -----------------------------------------------------------------------------------
 # MPS_STATE after mps_start: running (someone else's daemon, left alone), started (ours,
@@ -128,11 +133,12 @@ now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
 # --- the comparison ------------------------------------------------------------------------
 usage() {  # the header comment, from the usage line to the environment notes
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" |
-    sed -n '/^  perf\/nccl_compare.sh/,/^LD_LIBRARY_PATH/p' >&2
+    sed -n '/^  perf\/scripts\/nccl_compare.sh/,/^LD_LIBRARY_PATH/p' >&2
   exit 2
 }
 
 main() {
+  local argv=("$@")
   local op=all_reduce min=8 max=64M factor=2 warmup=5 iters=20 rounds=2 mode=emulated
   local label=devmem limit=${NCCL_COMPARE_TIMEOUT:-240} mps=${NCCL_COMPARE_MPS:-auto}
   local positional=()
@@ -162,12 +168,17 @@ main() {
   [[ "$rounds" =~ ^[1-9][0-9]*$ && "$limit" =~ ^[1-9][0-9]*$ ]] ||
     { echo "--rounds and --timeout: positive integers" >&2; exit 2; }
   [[ "$label" != socket ]] || { echo "--label socket is the baseline's" >&2; exit 2; }
-  local here out plugin bench
-  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  local out plugin bench build=${BUILD:-build}
   out=${positional[0]}
-  plugin=${positional[1]:-$here/../lib/libnccl-net-devmem.so}
-  bench=${positional[2]:-$here/devmem-nccl-bench}
+  plugin=$build/libnccl-net-devmem.so
+  [[ -f "$plugin" ]] || plugin=$build/lib/libnccl-net-devmem.so
+  plugin=${positional[1]:-$plugin}
+  bench=${positional[2]:-$build/bin/devmem-nccl-bench}
   mkdir -p "$out" || exit 1
+  OUT=$out python3 "$perf_lib/perfkit.py" begin nccl-compare \
+    "BUILD NCCL_COMPARE_TIMEOUT NCCL_COMPARE_MPS" "${BASH_SOURCE[0]}" ${argv[@]+"${argv[@]}"} \
+    >/dev/null ||
+    echo "# nccl_compare: could not write $out/meta.json" >&2
   local missing=""
   [[ -f "$plugin" ]] || missing+=" plugin $plugin"
   [[ -x "$bench" ]] || missing+=" bench $bench"
@@ -265,132 +276,15 @@ main() {
   grep -m3 -E "Loaded net plugin|Using network|via NET/devmem" "$log" | sed 's/^/#   /'
   grep -m2 -E "EMULATED devmem RX|plain-TCP data path|data path plain TCP" "$log" | sed 's/^/#   /'
 
-  python3 - "$out" "$label" "$mode" "$MPS_STATE" "$rounds" <<'PY'
-import collections, json, os, re, sys
-out, label, mode, mps, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-def reason(log):
-    """The first error a failed run printed: the bench's own lines name the failing call."""
-    lines = log.splitlines()
-    for pattern in (r"^rank \d+: ", r"error while loading shared libraries|NCCL WARN",
-                    r"[Ee]rror|failed"):
-        hits = [l.strip() for l in lines if re.search(pattern, l)]
-        if hits:
-            return hits[0][:300]
-    return lines[-1].strip()[:300] if lines else "no output"
-
-runs = []
-for line in read(os.path.join(out, "runs.tsv")).splitlines():
-    who, rnd, verdict, rc, ms = line.split("\t")
-    run = {"label": who, "round": int(rnd), "verdict": verdict, "rc": int(rc),
-           "seconds": int(ms) / 1000.0}
-    if verdict == "WRONG":
-        # Where: the bench's #wrong column, as JSON lines (rounds share the file; any round).
-        bad = []
-        for line in read(os.path.join(out, "nccl_busbw.jsonl")).splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r["label"] == who and r.get("wrong", 0) > 0:
-                bad.append("%s %d B: %d wrong" % (r["op"], r["bytes"], r["wrong"]))
-        run["reason"] = "wrong results: " + ("; ".join(bad[:6]) or "see the #wrong column")
-    elif verdict == "TIMEOUT":
-        run["reason"] = "no exit within the --timeout limit; last log line: " + reason(
-            read(os.path.join(out, "%s.%s.log" % (who, rnd))))
-    elif verdict != "PASS":
-        run["reason"] = reason(read(os.path.join(out, "%s.%s.log" % (who, rnd))))
-    runs.append(run)
-
-# What the NCCL logs prove: the baseline used NCCL's Socket net, ours went through NET/devmem,
-# and the plugin ran the requested mode (an EMULATED RX line only in emulated mode).
-# NCCL writes its log to stdout unless NCCL_DEBUG_FILE is set: the table (.txt) holds it too.
-def nccl_log(who, rnd):
-    return "".join(read(os.path.join(out, "%s.%s.%s" % (who, rnd, ext))) for ext in ("log", "txt"))
-ours_log = nccl_log(label, rounds)
-socket_log = nccl_log("socket", rounds)
-evidence = {
-    "ours_via_net_devmem": "via NET/devmem" in ours_log,
-    "ours_emulated_rx_line": "EMULATED devmem RX" in ours_log,
-    "ours_emulated_tx_line": "EMULATED devmem TX" in ours_log,
-    "socket_via_net_socket": "via NET/Socket" in socket_log,
-}
-m = re.search(r"frags consumed by ([^\n;(]*)", ours_log)
-evidence["ours_consumer"] = m.group(1).strip() if m else None
-problems = []
-if not evidence["ours_via_net_devmem"]:
-    problems.append("no 'via NET/devmem' in %s.%d.{log,txt}" % (label, rounds))
-if mode == "emulated" and not evidence["ours_emulated_rx_line"]:
-    problems.append("no 'EMULATED devmem RX' line in %s.%d.{log,txt}" % (label, rounds))
-if mode == "host" and evidence["ours_emulated_rx_line"]:
-    problems.append("host mode but the plugin logged EMULATED devmem RX")
-# NCCL_DEVMEM_EMULATE_TX=1 reaches ours through the environment (gpu_verify's emulated-tx step).
-if os.environ.get("NCCL_DEVMEM_EMULATE_TX") == "1" and not evidence["ours_emulated_tx_line"]:
-    problems.append("NCCL_DEVMEM_EMULATE_TX=1 but no 'EMULATED devmem TX' line in %s.%d.{log,txt}"
-                    % (label, rounds))
-if not evidence["socket_via_net_socket"]:
-    problems.append("no 'via NET/Socket' in socket.%d.{log,txt}" % rounds)
-
-best = collections.defaultdict(dict)
-for line in read(os.path.join(out, "nccl_busbw.jsonl")).splitlines():
-    try:
-        r = json.loads(line)
-    except ValueError:
-        continue
-    key = (r["op"], r["bytes"])
-    best[key][r["label"]] = max(best[key].get(r["label"], 0.0), r["busbw"])
-ratios = []
-for (op, size), v in sorted(best.items()):
-    if "socket" in v and label in v:
-        ratios.append({"op": op, "bytes": size, "socket_busbw": v["socket"],
-                       "ours_busbw": v[label],
-                       "ratio": round(v[label] / v["socket"], 4) if v["socket"] > 0 else None})
-
-verdicts = [r["verdict"] for r in runs]
-if any(v in ("FAIL", "TIMEOUT") for v in verdicts):
-    verdict = "TIMEOUT" if "TIMEOUT" in verdicts and "FAIL" not in verdicts else "FAIL"
-elif "WRONG" in verdicts:
-    verdict = "WRONG"
-elif problems:
-    verdict = "FAIL"
-else:
-    verdict = "PASS"
-
-print("# run summary")
-print("%-24s %5s %-8s %4s %9s" % ("label", "round", "verdict", "rc", "seconds"))
-for r in runs:
-    print("%-24s %5d %-8s %4d %9.1f  %s" % (r["label"], r["round"], r["verdict"], r["rc"],
-                                             r["seconds"], r.get("reason", "")))
-for p in problems:
-    print("# evidence missing: " + p)
-print("# busbw ratio %s/socket (best of %d interleaved round(s))" % (label, rounds))
-print("%-11s %12s %10s %10s %7s" % ("op", "bytes", "socket", label[:10], "ratio"))
-for r in ratios:
-    print("%-11s %12d %10.2f %10.2f %7s" % (r["op"], r["bytes"], r["socket_busbw"], r["ours_busbw"],
-                                           "%.2f" % r["ratio"] if r["ratio"] is not None else "-"))
-if not ratios:
-    print("# (no size measured by both)")
-print("# compare verdict: %s" % verdict)
-with open(os.path.join(out, "compare.json"), "w") as f:
-    json.dump({"verdict": verdict, "label": label, "mode": mode, "mps": mps,
-               "unpack": os.environ.get("NCCL_DEVMEM_UNPACK", "default"), "runs": runs,
-               "evidence": evidence, "problems": problems, "ratios": ratios}, f, indent=1)
-sys.exit({"PASS": 0, "WRONG": 3}.get(verdict, 1))
-PY
+  python3 "$perf_lib/nccl_compare_report.py" "$out" "$label" "$mode" "$MPS_STATE" "$rounds"
   local rc=$?
   local plot_op
   for plot_op in all_reduce all_gather sendrecv; do
     grep -q "\"op\":\"$plot_op\"" "$json" 2>/dev/null || continue
-    python3 "$here/plot_busbw.py" "$json" "$plot_op" "$out/busbw_$plot_op.png" ||
+    python3 "$perf_lib/plot_busbw.py" "$json" "$plot_op" "$out/busbw_$plot_op.png" ||
       echo "# plot of $plot_op failed (numbers are in $json)"
   done
+  python3 "$perf_lib/perfkit.py" finish "$out" "$rc" || true
   return "$rc"
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Markdown tables of perf/compare_scale.sh, from its runs.jsonl.
+"""Markdown tables of perf/scripts/compare_scale.sh, from its runs.jsonl.
 
     report_scale.py RUNS.jsonl
 

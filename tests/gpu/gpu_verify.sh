@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The GPU verification in one command, for a GPU host that has no package registry and runs a
 # command for at most 10 minutes. Everything it runs comes from the bundle that
-# perf/gpu_host_bundle.sh built on a development machine.
+# tests/gpu/gpu_host_bundle.sh built on a development machine.
 #
-#   timeout 590 perf/gpu_verify.sh [BUNDLE_DIR]     (from the repository root; default .carry)
+#   timeout 590 tests/gpu/gpu_verify.sh [BUNDLE_DIR]   (from the repository root; default .carry)
+#
+# The bundle holds a copy of this script at the same place (.carry/tests/gpu/gpu_verify.sh):
+# both find perf/scripts/nccl_compare.sh and perf/lib/ at ../../perf/ from here.
 #
 # Steps, each under its own `timeout`, each ending in a verdict line (PASS, FAIL, WRONG, SKIP or
 # TIMEOUT); a failing step never stops the ones after it:
@@ -22,15 +25,15 @@
 #                           "EMULATED devmem RX" for the emulated runs)
 #   nccl.emulated-nomps   all_reduce 8 B .. 1 MiB as emulated devmem RX (plugin unpack) with no
 #                         MPS, before MPS starts: tells an MPS-only problem from a plugin one
-#   torch                 perf/torch_allreduce.py through the plugin (emulated), 2 ranks, MPS
+#   torch                 tests/gpu/torch_allreduce.py through the plugin (emulated), 2 ranks, MPS
 #
 # Under MPS every rank runs with CUDA_DEVICE_MAX_CONNECTIONS=32 (or the caller's value): with
 # the default, MPS clients share one small pool of hardware work queues and the plugin's GPU
 # work can sit behind NCCL's spinning kernel forever (perf/RESULTS.md, 2026-11-26; the plugin
 # then fails the receive after NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS and WARNs at start).
 #
-# Output under ${OUT:-./gpu_verify_out}: STEP.log per step, summary.json (verdict, seconds,
-# key numbers per step: test counts, scatter ratios, busbw ours/Socket per op and size),
+# Output under ${OUT:-./gpu_verify_out}: meta.json, STEP.log per step, summary.json (verdict,
+# seconds, key numbers per step: test counts, scatter ratios, busbw ours/Socket per op and size),
 # busbw_OP.png (Socket and the three modes of ours), nccl-MODE/ (every run's table and log).
 # Exit status 0 only when every step passed.
 #
@@ -62,13 +65,15 @@ reserve=20  # seconds kept back for plots, summary and stopping MPS
 for n in "$budget" "$iters" "$warmup"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "gpu_verify.sh: GPU_VERIFY_BUDGET/ITERS/WARMUP must be integers" >&2; exit 2; }
 done
-if [[ ! -f "$here/nccl_compare.sh" ]]; then
-  echo "gpu_verify.sh: $here/nccl_compare.sh missing (run perf/gpu_verify.sh from the repository)" >&2
+nccl_compare=$here/../../perf/scripts/nccl_compare.sh
+if [[ ! -f "$nccl_compare" ]]; then
+  echo "gpu_verify.sh: $nccl_compare missing (run tests/gpu/gpu_verify.sh from the repository" \
+    "or from a bundle of tests/gpu/gpu_host_bundle.sh)" >&2
   exit 2
 fi
-# mps_start, mps_stop, now_us (sourcing runs nothing else).
-# shellcheck source=perf/nccl_compare.sh
-source "$here/nccl_compare.sh"
+# mps_start, mps_stop, now_us and perf_lib (sourcing runs nothing else).
+# shellcheck source=perf/scripts/nccl_compare.sh
+source "$nccl_compare"
 
 bundle=$(cd "$bundle" 2>/dev/null && pwd) || bundle=${1:-.carry}  # absolute when it exists
 mkdir -p "$out" || { echo "gpu_verify.sh: cannot create $out" >&2; exit 2; }
@@ -77,6 +82,10 @@ out=$(cd "$out" && pwd)
 rm -rf "$out"/*.log "$out"/*.details.json "$out"/*.gtest.json "$out"/busbw_*.png \
   "$out/busbw_all.jsonl" "$out/summary.json" "$out/env.json" "$out/torch.json" "$out"/nccl-*/
 : >"$out/steps.tsv"
+# meta.json: commit (the bundle's MANIFEST.txt where no git checkout is), date, machine, GPU,
+# this command and the GPU_VERIFY_*, NCCL_* and CUDA_* variables set (perf/lib/perfkit.py).
+BUILD=$bundle OUT=$out python3 "$perf_lib/perfkit.py" begin gpu-verify "OUT" "$0" "$@" \
+  >/dev/null || echo "[gpu_verify] could not write $out/meta.json" >&2
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_verify.XXXXXX") || exit 2
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
@@ -90,214 +99,8 @@ deadline_us=$((t_start + budget * 1000000))
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # --- helpers ---------------------------------------------------------------------------------
-# The verdict classifiers and the summary are small python programs (python3 is on the host;
-# json parsing in bash would be guesswork).
-cat >"$work/helper.py" <<'PY'
-import json, os, re, sys
-
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-def emit(verdict, note, details, details_path):
-    with open(details_path, "w") as f:
-        json.dump(details, f, indent=1)
-    print("%s\t%s" % (verdict, note.replace("\t", " ").replace("\n", " ")))
-
-def gtest(rc, log_path, json_path, details_path):
-    """PASS: some test ran and none failed; SKIP: every test skipped itself (no GPU...)."""
-    rc = int(rc)
-    try:
-        report = json.load(open(json_path))
-    except (OSError, ValueError):
-        report = None
-    if report is None:
-        tail = " | ".join(read(log_path).strip().splitlines()[-3:])
-        return emit("FAIL", "exit %d, no gtest report (crashed or did not start): %s" % (rc, tail),
-                    {"rc": rc}, details_path)
-    counts = {"passed": 0, "failed": 0, "skipped": 0}
-    failed = []
-    for suite in report.get("testsuites", []):
-        for t in suite.get("testsuite", []):
-            if t.get("status") != "RUN":
-                continue
-            if t.get("failures"):
-                counts["failed"] += 1
-                failed.append("%s.%s" % (suite["name"], t["name"]))
-            elif t.get("result") == "SKIPPED":
-                counts["skipped"] += 1
-            else:
-                counts["passed"] += 1
-    details = dict(counts, rc=rc, failed_tests=failed)
-    reasons = re.findall(r": Skipped\n(.*)", read(log_path))
-    if counts["failed"] or rc != 0:
-        note = "%d failed (%s), %d passed, %d skipped, exit %d" % (
-            counts["failed"], ", ".join(failed[:4]), counts["passed"], counts["skipped"], rc)
-        return emit("FAIL", note, details, details_path)
-    if counts["passed"] == 0:
-        reason = reasons[0] if reasons else "no test ran"
-        return emit("SKIP", "all %d tests skipped: %s" % (counts["skipped"], reason), details,
-                    details_path)
-    note = "%d passed, %d skipped" % (counts["passed"], counts["skipped"])
-    if reasons:
-        note += " (%s)" % reasons[0]
-    return emit("PASS", note, details, details_path)
-
-def scatter(rc, log_path, details_path):
-    rc = int(rc)
-    text = read(log_path)
-    rows = [{"frag_bytes": int(f), "kernel_gbps": float(k), "memcpy_gbps": float(m),
-             "ratio": round(float(k) / float(m), 4) if float(m) > 0 else None}
-            for f, k, m in re.findall(
-                r"frag\s+(\d+) B: scatter kernel\s+([\d.]+) GB/s\s+cudaMemcpy D2D\s+([\d.]+) GB/s", text)]
-    details = {"rc": rc, "rows": rows}
-    if rc == 0 and "no CUDA device" in text:
-        return emit("SKIP", "no CUDA device: nothing measured", details, details_path)
-    if rc != 0 or not rows:
-        tail = " | ".join(text.strip().splitlines()[-2:])
-        return emit("FAIL", "exit %d, %d ratio line(s): %s" % (rc, len(rows), tail), details,
-                    details_path)
-    return emit("PASS", ", ".join("frag %d B: kernel/memcpy %.2f" % (r["frag_bytes"], r["ratio"] or 0)
-                                  for r in rows), details, details_path)
-
-def nccl(rc, out_dir, details_path):
-    rc = int(rc)
-    try:
-        compare = json.load(open(os.path.join(out_dir, "compare.json")))
-    except (OSError, ValueError):
-        compare = None
-    if compare is None:
-        verdict = "TIMEOUT" if rc in (124, 137) else "FAIL"
-        return emit(verdict, "exit %d, no compare.json (see the step log)" % rc, {"rc": rc},
-                    details_path)
-    verdict = compare.get("verdict", "FAIL")
-    if rc in (124, 137):
-        verdict = "TIMEOUT"  # the whole comparison ran out of time, whatever the runs said
-    runs = ", ".join("%s %s" % (r["label"], r["verdict"]) for r in compare.get("runs", []))
-    ratios = {}
-    for r in compare.get("ratios", []):
-        if r.get("ratio") is not None:
-            ratios.setdefault(r["op"], {})[str(r["bytes"])] = r["ratio"]
-    parts = [runs or "no run"]
-    for op, by_size in sorted(ratios.items()):
-        largest = max(by_size, key=int)
-        parts.append("%s ours/Socket %.2f at %s" % (op, by_size[largest], size_label(int(largest))))
-    failed = [r for r in compare.get("runs", []) if r["verdict"] != "PASS"]
-    if failed:
-        # The root cause, not its consequences (a run that failed leaves no evidence either).
-        parts.append("first error (%s): %s" % (failed[0]["label"], failed[0].get("reason", "?")))
-    else:
-        parts += ["evidence missing: " + p for p in compare.get("problems", [])]
-    if compare.get("mps") in ("unavailable", "off"):
-        parts.append("no MPS")
-    # The NCCL each bench actually loaded (its table header): the pip one, as torch uses.
-    loaded = sorted(set(re.findall(r"^# devmem-nccl-bench \[[^]]*\]: NCCL (\d+)", "".join(
-        read(os.path.join(out_dir, f)) for f in sorted(os.listdir(out_dir)) if f.endswith(".txt")),
-        re.M)))
-    if loaded:
-        parts.append("NCCL " + "/".join(loaded))
-    compare["nccl_loaded"] = loaded
-    compare["ratio_by_op_and_bytes"] = ratios
-    compare["rc"] = rc
-    return emit(verdict, "; ".join(parts), compare, details_path)
-
-def torch_step(rc, log_path, json_path, details_path):
-    rc = int(rc)
-    text = read(log_path)
-    try:
-        report = json.load(open(json_path))
-    except (OSError, ValueError):
-        report = {}
-    evidence = {"via_net_devmem": "via NET/devmem" in text,
-                "emulated_rx_line": "EMULATED devmem RX" in text}
-    details = dict(report, rc=rc, evidence=evidence)
-    rows = report.get("rows", [])
-    if rc in (124, 137):
-        return emit("TIMEOUT", "timed out after %d size(s)" % len(rows), details, details_path)
-    if rc == 3:
-        bad = [r["bytes"] for r in rows if not r["correct"]]
-        return emit("WRONG", "wrong sums at %s B" % bad, details, details_path)
-    if rc != 0:
-        tail = " | ".join(l for l in text.strip().splitlines()
-                          if re.search(r"Error|error|failed|WARN", l))[-300:]
-        return emit("FAIL", "exit %d: %s" % (rc, tail or "see torch.log"), details, details_path)
-    missing = [k for k, v in evidence.items() if not v]
-    if missing:
-        return emit("FAIL", "sums correct but the NCCL log lacks %s" % ", ".join(missing), details,
-                    details_path)
-    best = max(rows, key=lambda r: r["bytes"]) if rows else None
-    note = "%d sizes correct (torch %s, NCCL %s)" % (len(rows), report.get("torch"), report.get("nccl"))
-    if best:
-        note += ", busbw %.2f GB/s at %d B" % (best["busbw"], best["bytes"])
-    return emit("PASS", note, details, details_path)
-
-def summary(out_dir, started_us, now_us, budget, bundle):
-    steps = []
-    for line in read(os.path.join(out_dir, "steps.tsv")).splitlines():
-        name, verdict, ms, note = line.split("\t", 3)
-        step = {"name": name, "verdict": verdict, "seconds": int(ms) / 1000.0, "note": note,
-                "log": name + ".log"}
-        details = read(os.path.join(out_dir, name + ".details.json"))
-        if details:
-            step["details"] = json.loads(details)
-        steps.append(step)
-    ratios = {}
-    for s in steps:
-        by_op = s.get("details", {}).get("ratio_by_op_and_bytes")
-        if by_op:
-            ratios[s["name"].split(".", 1)[1]] = by_op
-    env = read(os.path.join(out_dir, "env.json"))
-    mps = read(os.path.join(out_dir, "mps.log")).strip().splitlines()
-    verdict = "PASS" if steps and all(s["verdict"] == "PASS" for s in steps) else "FAIL"
-    result = {"verdict": verdict, "bundle": bundle, "budget_seconds": int(budget),
-              "seconds": round((int(now_us) - int(started_us)) / 1e6, 1),
-              "environment": json.loads(env) if env else None,
-              "mps": mps[0].lstrip("# ") if mps else "not used",
-              "busbw_ratio_ours_over_socket": ratios, "steps": steps}
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print("# summary (%s, %.0f s)" % (verdict, result["seconds"]))
-    print("%-32s %-8s %8s  %s" % ("step", "verdict", "seconds", "note"))
-    for s in steps:
-        note = s["note"] if len(s["note"]) <= 150 else s["note"][:147] + "..."
-        print("%-32s %-8s %8.1f  %s" % (s["name"], s["verdict"], s["seconds"], note))
-    for mode, by_op in sorted(ratios.items()):
-        for op, by_size in sorted(by_op.items()):
-            sizes = sorted(by_size, key=int)
-            print("# busbw ours/Socket, %s, %s: %s" % (mode, op, " ".join(
-                "%s:%.2f" % (size_label(int(b)), by_size[b]) for b in sizes)))
-    print("# OVERALL: %s  (details: %s)" % (verdict, os.path.join(out_dir, "summary.json")))
-
-def size_label(n):
-    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= div and n % div == 0:
-            return "%d%s" % (n // div, unit)
-    return str(n)
-
-def combine(out_dir, modes):
-    """One JSON-lines file for the plots: the first Socket baseline and every mode of ours."""
-    lines, socket_done = [], False
-    for mode in modes.split(","):
-        rows = [json.loads(l) for l in read(os.path.join(out_dir, "nccl-" + mode,
-                                                         "nccl_busbw.jsonl")).splitlines() if l.strip()]
-        has_socket = any(r["label"] == "socket" for r in rows)
-        for r in rows:
-            if r["label"] == "socket" and socket_done:
-                continue
-            lines.append(json.dumps(r))
-        socket_done = socket_done or has_socket
-    with open(os.path.join(out_dir, "busbw_all.jsonl"), "w") as f:
-        f.write("\n".join(lines) + ("\n" if lines else ""))
-    ops = sorted({json.loads(l)["op"] for l in lines})
-    print(" ".join(ops))
-
-if __name__ == "__main__":
-    globals()[sys.argv[1].replace("-", "_")](*sys.argv[2:])
-PY
-py() { python3 "$work/helper.py" "$@"; }
+# The verdict classifiers and the summary: tests/gpu/gpu_verify_steps.py.
+py() { python3 "$here/gpu_verify_steps.py" "$@"; }
 
 # Seconds a step may take: its own limit, cut to what the budget has left (less the reserve).
 step_limit() {
@@ -370,7 +173,7 @@ finish() {
   if [[ -z "${interrupted:-}" ]] && ls "$out"/nccl-*/nccl_busbw.jsonl >/dev/null 2>&1; then
     ops=$(py combine "$out" "$nccl_modes" 2>>"$out/plots.log")
     for op in $ops; do
-      timeout 30 python3 "$here/plot_busbw.py" "$out/busbw_all.jsonl" "$op" "$out/busbw_$op.png" \
+      timeout 30 python3 "$perf_lib/plot_busbw.py" "$out/busbw_all.jsonl" "$op" "$out/busbw_$op.png" \
         >>"$out/plots.log" 2>&1 || echo "[gpu_verify] plot of $op failed (see plots.log)"
     done
   fi
@@ -381,6 +184,7 @@ finish() {
     [[ "$v" == PASS ]] || status=1
   done <"$out/steps.tsv"
   [[ -s "$out/steps.tsv" && -z "${interrupted:-}" ]] || status=1
+  python3 "$perf_lib/perfkit.py" finish "$out" "$status" || true
   exit "$status"
 }
 
@@ -404,94 +208,7 @@ trap on_signal INT TERM
 echo "[gpu_verify] bundle $bundle, output $out, budget ${budget}s, steps env,$steps_wanted"
 gpu_count=0
 nccl_lib_dir=""
-cat >"$work/env.py" <<'PY'
-import ctypes, json, os, platform, re, subprocess, sys
-bundle, json_path, vars_path = sys.argv[1:4]
-facts, problems = {}, []
-
-def sh(args, timeout=20):
-    try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        return p.returncode, (p.stdout + p.stderr).strip()
-    except FileNotFoundError:
-        return 127, "%s: not found" % args[0]
-    except subprocess.TimeoutExpired:
-        return 124, "%s: timed out after %d s" % (args[0], timeout)
-
-def write_vars(gpus, nccl_dir):
-    # Written as soon as known: a later hang (torch import) must not hide the GPU count.
-    with open(vars_path, "w") as f:
-        f.write("gpu_count %d\nnccl_lib_dir %s\n" % (len(gpus), nccl_dir or ""))
-
-rc, text = sh(["nvidia-smi", "-L"], timeout=10)
-gpus = [l for l in text.splitlines() if l.startswith("GPU ")] if rc == 0 else []
-facts["gpus"] = gpus
-if not gpus:
-    problems.append("no GPU (nvidia-smi -L: %s)" % (text.splitlines()[0] if text else "rc %d" % rc))
-rc, text = sh(["nvidia-smi", "--query-gpu=driver_version,memory.total,compute_mode",
-               "--format=csv,noheader"], timeout=10)
-facts["driver"] = text.splitlines()[0] if rc == 0 and text else None
-write_vars(gpus, None)
-
-# NCCL of the pip package nvidia-nccl-cu13: the one torch uses and the benches must use.
-nccl_dir = None
-try:
-    import nvidia.nccl
-    nccl_dir = os.path.join(list(nvidia.nccl.__path__)[0], "lib")
-    lib = ctypes.CDLL(os.path.join(nccl_dir, "libnccl.so.2"))
-    code = ctypes.c_int(0)
-    lib.ncclGetVersion(ctypes.byref(code))
-    v = code.value
-    facts["nccl"] = "%d.%d.%d" % (v // 10000, v // 100 % 100, v % 100) if v >= 10000 else str(v)
-    facts["nccl_lib_dir"] = nccl_dir
-except Exception as e:  # any failure here is a fact to report, not a crash
-    facts["nccl"] = None
-    problems.append("pip NCCL (nvidia.nccl): %s" % e)
-write_vars(gpus, facts.get("nccl_lib_dir"))
-try:
-    from importlib import metadata
-    facts["nccl_pip"] = metadata.version("nvidia-nccl-cu13")
-except Exception:
-    facts["nccl_pip"] = None
-
-rc, text = sh([sys.executable, "-c",
-               "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())"],
-              timeout=45)
-facts["torch"] = text.splitlines()[-1] if rc == 0 and text else None
-if rc != 0:
-    problems.append("torch: %s" % (text.splitlines()[-1] if text else "rc %d" % rc))
-
-facts["kernel"] = platform.release()
-facts["nproc"] = os.cpu_count()
-facts["python"] = platform.python_version()
-facts["glibc"] = platform.libc_ver()[1]
-facts["mps_control"] = subprocess.run(["sh", "-c", "command -v nvidia-cuda-mps-control"],
-                                      capture_output=True, text=True).stdout.strip() or None
-try:
-    manifest = open(os.path.join(bundle, "MANIFEST.txt")).read()
-    facts["bundle_commit"] = re.search(r"^commit: (.*)$", manifest, re.M).group(1)
-    need = re.search(r"^needs glibc >= ([\d.]+)", manifest, re.M)
-    facts["bundle_needs_glibc"] = need.group(1) if need else None
-    as_tuple = lambda s: tuple(int(x) for x in s.split("."))
-    if need and facts["glibc"] and as_tuple(facts["glibc"]) < as_tuple(need.group(1)):
-        problems.append("host glibc %s < %s needed by the bundle" % (facts["glibc"], need.group(1)))
-except (OSError, AttributeError):
-    problems.append("no bundle manifest at %s/MANIFEST.txt (run perf/gpu_host_bundle.sh)" % bundle)
-
-doctor = os.path.join(bundle, "bin", "devmem-doctor")
-if os.access(doctor, os.X_OK):
-    rc, text = sh([doctor], timeout=15)
-    facts["devmem_doctor"] = {0: "ready", 1: "not ready (expected without a devmem NIC)"}.get(
-        rc, "error rc %d" % rc)
-    print("--- devmem-doctor (information only) ---\n" + text + "\n---")
-
-facts["problems"] = problems
-json.dump(facts, open(json_path, "w"), indent=1)
-for k, v in facts.items():
-    print("%-18s %s" % (k, v))
-sys.exit(1 if problems else 0)
-PY
-if run_step env 90 python3 "$work/env.py" "$bundle" "$out/env.json" "$work/env.vars"; then
+if run_step env 90 python3 "$here/gpu_verify_env.py" "$bundle" "$out/env.json" "$work/env.vars"; then
   if [[ -f "$work/env.vars" ]]; then
     while read -r key value; do
       case "$key" in
@@ -542,7 +259,7 @@ run_nccl_mode() {
   rm -rf "$out/nccl-$name"
   run_step "nccl.$name" "$limit" env LD_LIBRARY_PATH="$nccl_ld_path" NCCL_DEVMEM_UNPACK="$unpack" \
       ${extra_env[@]+"${extra_env[@]}"} \
-      bash "$here/nccl_compare.sh" --mode "$mode" --label "$name" --op "$op" --rounds 1 \
+      bash "$nccl_compare" --mode "$mode" --label "$name" --op "$op" --rounds 1 \
       -b 8 -e "$max" -f 2 -w "$warmup" -n "$iters" --timeout "$per_run" \
       --mps "$mps" "$out/nccl-$name" "$bundle/lib/libnccl-net-devmem.so" \
       "$bundle/bin/devmem-nccl-bench" &&
@@ -584,7 +301,7 @@ if wanted gtest; then
     run_step "$name" 90 "$test" --gtest_brief=1 --gtest_output="json:$out/$name.gtest.json" &&
       classify "$name" gtest "$out/$name.log" "$out/$name.gtest.json"
   done
-  ((found)) || verdict gtest FAIL 0 "no test executables at $bundle/tests/devmem_gpu_* (run perf/gpu_host_bundle.sh)"
+  ((found)) || verdict gtest FAIL 0 "no test executables at $bundle/tests/devmem_gpu_* (run tests/gpu/gpu_host_bundle.sh)"
 fi
 
 # --- c. scatter kernel benchmark --------------------------------------------------------------

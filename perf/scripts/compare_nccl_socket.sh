@@ -6,28 +6,31 @@
 # and what is done about its one CUDA call on a machine without a CUDA driver:
 # perf/yardstick/installed_nccl_socket.h). Nothing of NCCL is built.
 #
-#   perf/compare_nccl_socket.sh [ROUNDS]        (default 5)
+#   perf/scripts/compare_nccl_socket.sh [ROUNDS]        (default 5)
 #
 # Settings: ours (its defaults) and NCCL's socket transport at its default, at 1x4 and at 2x2
 # (NCCL_SOCKET_NTHREADS x NCCL_NSOCKS_PERTHREAD; both are set, each auto-detects separately).
 # Tests: one-way stream (window 8) and ping-pong, sizes MIN..MAX by FACTOR (8 B..64 MiB by 2).
 # Each round runs every test of every setting once, the settings' order rotating per round;
 # medians over rounds. Prints a Markdown table, ours / the best NCCL setting per size as a rate
-# (above 1: ours faster), and as its last line `min ratio R`; writes runs.jsonl, table.md,
-# stream_gbps.png and pingpong_rtt.png under OUT.
+# (above 1: ours faster), and as its last line `min ratio R`; writes runs.jsonl (every bench
+# result, labelled), table.md, stream_gbps.png, pingpong_rtt.png, output.txt and meta.json
+# under OUT.
 #
 # Environment: BUILD (build dir, default build), BENCH (default $BUILD/bin/nccl-net-devmem-bench),
 # PLUGIN (ours; default the bench's own), LIBNCCL (the NCCL library whose socket transport is
 # the yardstick, default /usr/local/cuda/lib64/libnccl.so.2), OUT (default
-# $BUILD/results/nccl_socket; copy what you publish into perf/results/ yourself), MIN / MAX /
-# FACTOR (bench -b / -e / -f), RUN_TIMEOUT (seconds per bench run, default 600).
+# $BUILD/results/<date>_<machine>_nccl-socket; OUT=perf/results/... to publish), MIN / MAX /
+# FACTOR (bench -b / -e / -f), OURS_ENVS (below), RUN_TIMEOUT (seconds per bench run, default
+# 600).
 set -euo pipefail
 rounds=${1:-5}
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=perf/scripts/common.sh
+source "$here/common.sh"
 build=${BUILD:-build}
 bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
 libnccl=${LIBNCCL:-/usr/local/cuda/lib64/libnccl.so.2}
-out=${OUT:-$build/results/nccl_socket}
 sizes=(-b "${MIN:-8}" -e "${MAX:-64M}" -f "${FACTOR:-2}")
 run_timeout=${RUN_TIMEOUT:-600}
 
@@ -48,11 +51,11 @@ for setting in ${OURS_ENVS:-}; do
   envs+=("${setting//,/ }")
 done
 
-mkdir -p "$out"
+perf_begin nccl-socket "LIBNCCL MIN MAX FACTOR OURS_ENVS RUN_TIMEOUT" "$0" "$@"
+out=$PERF_OUT
 runs="$out/runs.jsonl"
 : >"$runs"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+tmp=$PERF_TMP
 count=${#labels[@]}
 for ((r = 1; r <= rounds; r++)); do
   for test in stream pingpong; do
@@ -73,17 +76,10 @@ for ((r = 1; r <= rounds; r++)); do
         die "round $r, $test, $label failed (command: ${envs[$i]} $bench ${plugin_args[*]}" \
           "${test_args[*]} ${sizes[*]} --json)"
       fi
-      python3 -c '
-import json, sys
-label, rnd = sys.argv[1], int(sys.argv[2])
-for line in open(sys.argv[3]):
-    if line.startswith("{"):
-        r = json.loads(line)
-        r.update(label=label, round=rnd)
-        print(json.dumps(r))' "$label" "$r" "$tmp/run.json" >>"$runs"
+      perfkit record "$label" "$r" --from "$tmp/run.json" >>"$runs"
       echo "round $r/$rounds: $test $label done" >&2
     done
   done
 done
-python3 "$here/report_nccl_socket.py" "$runs" "$out" | tee "$tmp/report.txt"
+python3 "$perf_lib/report_nccl_socket.py" "$runs" "$out" | tee "$tmp/report.txt"
 grep '^|' "$tmp/report.txt" >"$out/table.md"

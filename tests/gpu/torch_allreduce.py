@@ -4,11 +4,11 @@ two processes on one GPU with different NCCL_HOSTID, so NCCL routes every byte t
 network plugin. Verifies the sums and prints bus bandwidth per size.
 
   NCCL_NET_PLUGIN=/path/libnccl-net-devmem.so NCCL_NET=devmem NCCL_DEVMEM_EMULATE=1 \\
-  NCCL_SOCKET_IFNAME=lo NCCL_NET_GDR_LEVEL=SYS python3 perf/torch_allreduce.py \\
+  NCCL_SOCKET_IFNAME=lo NCCL_NET_GDR_LEVEL=SYS python3 tests/gpu/torch_allreduce.py \\
       [--min-bytes 4K] [--max-bytes 256M] [--iters 10] [--warmup 3] [--json FILE]
 
-Run two ranks on one GPU under MPS (perf/nccl_compare.sh explains why). Exit status: 0 every
-sum correct; 3 some sum wrong; 1 a rank failed (its traceback is printed).
+Run two ranks on one GPU under MPS (perf/scripts/nccl_compare.sh explains why). Exit status:
+0 every sum correct; 3 some sum wrong; 1 a rank failed (its traceback is printed).
 """
 import argparse
 import json

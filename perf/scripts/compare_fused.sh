@@ -3,29 +3,41 @@
 # namespaces, every member rate-limited (tc tbf on the sender's side), same run, interleaved
 # rounds; each median against the sum of its members' limits.
 #
-#   perf/compare_fused.sh [RATE] [SIZE] [ROUNDS] [SLOW_RATE]   (defaults: 1gbit 64M 5, none)
+#   perf/scripts/compare_fused.sh [RATE] [SIZE] [ROUNDS] [SLOW_RATE]   (defaults: 1gbit 64M 5, none)
 #
 # RATE: tc rate of every member (e.g. 1gbit, 500mbit). Fused runs go once per striping mode
 # (NCCL_DEVMEM_VNIC_STRIPING=roundrobin and adaptive), interleaved. SLOW_RATE, when given,
 # adds mixed runs: two members, the second at SLOW_RATE, against the sum of the two limits.
 # Needs root, iproute2 and tc; the namespaces and veths are removed at exit.
+#
+# Environment: BUILD (default build), BENCH (default $BUILD/bin/nccl-net-devmem-bench), OUT
+# (default $BUILD/results/<date>_<machine>_fused-vnic). Writes under OUT: runs.jsonl (every
+# bench result, labelled "FUSE STRIPING" or "mixed STRIPING"), output.txt, meta.json.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=perf/scripts/common.sh
+source "$here/common.sh"
 rate=${1:-1gbit}
 size=${2:-64M}
 rounds=${3:-5}
 slow=${4:-}
-bench=${BENCH:-build/bin/nccl-net-devmem-bench}
+build=${BUILD:-build}
+bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
 [[ $(id -u) == 0 ]] || { echo "compare_fused.sh: needs root (network namespaces)" >&2; exit 2; }
+[[ -x "$bench" ]] || { echo "no bench binary at $bench (set BENCH)" >&2; exit 2; }
+perfkit rate-bytes "$rate" >/dev/null  # a bad rate fails here, before any setup
+[[ -z "$slow" ]] || perfkit rate-bytes "$slow" >/dev/null
 id=$$
 ns_a=dmcA$id
 ns_b=dmcB$id
-out=$(mktemp)
+perf_begin fused-vnic "" "$0" "$@"
+runs="$PERF_OUT/runs.jsonl"
+: >"$runs"
 cleanup() {
   ip netns del "$ns_a" 2>/dev/null || true
   ip netns del "$ns_b" 2>/dev/null || true
-  rm -f "$out"
 }
-trap cleanup EXIT
+perf_at_exit cleanup
 ip netns add "$ns_a"
 ip netns add "$ns_b"
 for k in 0 1 2; do
@@ -44,55 +56,38 @@ limit() {  # limit MEMBER RATE
     latency 100ms
 }
 for k in 0 1 2; do limit "$k" "$rate"; done
-to_bps() {  # "1gbit" -> bytes per second
-  python3 -c '
-import re, sys
-m = re.fullmatch(r"([0-9.]+)([kmg]?)bit", sys.argv[1].lower())
-if not m: sys.exit("bad rate " + sys.argv[1])
-print(float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)] / 8)' "$1"
+gbps() {  # gbps LABEL ROUND FUSE STRIPING: one run, recorded; prints its GB/s
+  NCCL_SOCKET_IFNAME=dmc NCCL_DEVMEM_VNIC_STRIPING=$4 "$bench" --fuse "$3" --netns-recv "$ns_a" \
+    --netns-send "$ns_b" -b "$size" -e "$size" -w 2 -n 20 --json >"$PERF_TMP/run.json"
+  perfkit record "$1" "$2" --from "$PERF_TMP/run.json" >>"$runs"
+  perfkit field "$PERF_TMP/run.json" gbps
 }
-gbps() {  # gbps FUSE STRIPING
-  NCCL_SOCKET_IFNAME=dmc NCCL_DEVMEM_VNIC_STRIPING=$2 "$bench" --fuse "$1" --netns-recv "$ns_a" \
-    --netns-send "$ns_b" -b "$size" -e "$size" -w 2 -n 20 --json >"$out"
-  python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])["gbps"])' "$out"
-}
-declare -A runs
 cases=("1 roundrobin" "2 roundrobin" "2 adaptive" "3 roundrobin" "3 adaptive")
 for ((r = 1; r <= rounds; r++)); do
   line="round $r:"
   for c in "${cases[@]}"; do
     read -r fuse striping <<<"$c"
-    g=$(gbps "$fuse" "$striping")
-    runs[$c]+="$g "
+    g=$(gbps "$c" "$r" "$fuse" "$striping")
     line+=$(printf '  %s %.4f' "$c" "$g")
   done
   if [[ -n "$slow" ]]; then
     limit 1 "$slow"
     for striping in roundrobin adaptive; do
-      g=$(gbps 2 "$striping")
-      runs[mixed $striping]+="$g "
+      g=$(gbps "mixed $striping" "$r" 2 "$striping")
       line+=$(printf '  mixed %s %.4f' "$striping" "$g")
     done
     limit 1 "$rate"
   fi
   echo "$line GB/s"
 done
-member=$(to_bps "$rate")
-report() {  # report LABEL LIMIT_BYTES_PER_S VALUES
-  python3 -c '
-import statistics, sys
-label, limit, values = sys.argv[1], float(sys.argv[2]), sys.argv[3].split()
-median = statistics.median(float(v) for v in values)
-print("%-22s median %.4f GB/s, limit sum %.4f GB/s, ratio %.2f" %
-      (label, median, limit / 1e9, median * 1e9 / limit))' "$1" "$2" "$3"
-}
 for c in "${cases[@]}"; do
   read -r fuse striping <<<"$c"
-  report "$fuse fused $striping" "$(python3 -c "print($fuse * $member)")" "${runs[$c]}"
+  members=()
+  for ((k = 0; k < fuse; k++)); do members+=("$rate"); done
+  perfkit against "$runs" gbps "$c" "$fuse fused $striping" "${members[@]}"
 done
 if [[ -n "$slow" ]]; then
-  both=$(python3 -c "print($member + $(to_bps "$slow"))")
   for striping in roundrobin adaptive; do
-    report "mixed(2) $striping" "$both" "${runs[mixed $striping]}"
+    perfkit against "$runs" gbps "mixed $striping" "mixed(2) $striping" "$rate" "$slow"
   done
 fi
