@@ -464,8 +464,13 @@ abi::Result Iflush(void* recv_comm, int /*n*/, void** /*data*/, int* /*sizes*/, 
   if (Find<RecvComm>(recv_comm) == nullptr || request == nullptr) {
     return Invalid("iflush", "unknown recv comm %p or NULL request", recv_comm);
   }
-  // Data reaches CUDA buffers through a synchronous copy before test() reports it: nothing
-  // is left in flight to flush.
+  // NCCL asks once test() reported the receive done (v2.28.9 src/transport/net.cc:1510-1563),
+  // and by then nothing the NIC wrote is unordered: the NIC never writes NCCL's buffers (plain
+  // TCP reaches CUDA buffers through a synchronous copy; devmem RX lands in the plugin's RX
+  // region), and the consumers that read the RX region on the GPU ran the GPU's NicWriteBarrier
+  // (plugin/cuda/nic_write_ordering.h) before launching the scatter kernel or publishing an
+  // unpack step, both before test() can report done. A flush here would flush the same writes
+  // twice.
   *request = nullptr;
   return abi::kSuccess;
 }

@@ -14,19 +14,26 @@ size_t MaxScatterOps(uint64_t message_bytes) {
 
 Result<std::unique_ptr<KernelScatterConsumer>> KernelScatterConsumer::Create(
     const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
-    std::chrono::milliseconds drain_limit) {
+    std::chrono::milliseconds drain_limit, NicWriteOrdering& ordering) {
+  Result<NicWriteBarrier> barrier = ordering.BarrierFor(region->gpu());
+  if (!barrier.ok()) return barrier.status();
   const size_t max_ops = MaxScatterOps(region->bytes() / 4);
   Result<std::unique_ptr<gpu::ScatterEngine>> engine = factory(region->gpu(), max_ops, slots);
   if (!engine.ok()) return engine.status().WithContext("GPU scatter engine");
-  std::unique_ptr<KernelScatterConsumer> consumer(
-      new KernelScatterConsumer(region, std::move(engine).value(), max_ops, drain_limit));
+  std::unique_ptr<KernelScatterConsumer> consumer(new KernelScatterConsumer(
+      region, std::move(engine).value(), max_ops, drain_limit, barrier.value()));
   return consumer;
 }
 
 KernelScatterConsumer::KernelScatterConsumer(const RxRegion* region,
                                              std::unique_ptr<gpu::ScatterEngine> engine,
-                                             size_t max_ops, std::chrono::milliseconds drain_limit)
-    : drain_limit_(drain_limit), region_(region), engine_(std::move(engine)), max_ops_(max_ops) {
+                                             size_t max_ops, std::chrono::milliseconds drain_limit,
+                                             NicWriteBarrier barrier)
+    : drain_limit_(drain_limit),
+      barrier_(barrier),
+      region_(region),
+      engine_(std::move(engine)),
+      max_ops_(max_ops) {
   // Host scratch sized once too: the data path never grows a vector.
   entries_.reserve(max_ops);
   ops_.reserve(max_ops);
@@ -70,6 +77,8 @@ Result<bool> KernelScatterConsumer::Start(const HeldMessage& message, ConsumerJo
                          "creation",
                          static_cast<unsigned long long>(message.size), ops_.size(), max_ops_);
   }
+  // The NIC's writes of these frags become visible to the kernel first (N1).
+  DEVMEM_RETURN_IF_ERROR(barrier_.BeforeGpuReads());
   Result<std::optional<gpu::ScatterTicket>> ticket =
       engine_->Submit(ops_.data(), ops_.size(),
                       reinterpret_cast<const void*>(static_cast<uintptr_t>(region_->device_base())),

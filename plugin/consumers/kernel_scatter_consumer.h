@@ -10,6 +10,7 @@
 
 #include "gpu/scatter_engine.h"
 #include "plugin/consumers/frag_consumer.h"
+#include "plugin/cuda/nic_write_ordering.h"
 #include "plugin/devmem/rx_region.h"
 
 namespace devmem {
@@ -23,10 +24,12 @@ class KernelScatterConsumer final : public FragConsumer {
   // Everything the data path needs is sized here, once: `slots` submissions in flight (NCCL
   // keeps NCCL_STEPS = 8 receives of up to maxRecvs messages each), the ops of the largest
   // message the region may hold (a quarter of it).
-  // `drain_limit`: how long Drain() waits for work in flight (0: forever).
+  // `drain_limit`: how long Drain() waits for work in flight (0: forever). `ordering` says
+  // whether the NIC's writes into the region are flushed before each kernel reads them.
   static Result<std::unique_ptr<KernelScatterConsumer>> Create(
       const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
-      std::chrono::milliseconds drain_limit = std::chrono::milliseconds(0));
+      std::chrono::milliseconds drain_limit = std::chrono::milliseconds(0),
+      NicWriteOrdering& ordering = NicWriteOrdering::Process());
   ~KernelScatterConsumer() override;
   const char* name() const override { return "plugin scatter kernel"; }
   // Besides a GPU consumer's landing: the kernel cannot write unpinned host memory, so a host
@@ -49,8 +52,10 @@ class KernelScatterConsumer final : public FragConsumer {
 
  private:
   KernelScatterConsumer(const RxRegion* region, std::unique_ptr<gpu::ScatterEngine> engine,
-                        size_t max_ops, std::chrono::milliseconds drain_limit);
+                        size_t max_ops, std::chrono::milliseconds drain_limit,
+                        NicWriteBarrier barrier);
   std::chrono::milliseconds drain_limit_;
+  NicWriteBarrier barrier_;
   const RxRegion* region_;
   std::unique_ptr<gpu::ScatterEngine> engine_;
   size_t max_ops_;

@@ -16,8 +16,10 @@ Result<std::unique_ptr<NcclUnpackConsumer>> NcclUnpackConsumer::Create(const RxR
     if (!entered.ok()) return entered.status();
     context.emplace(std::move(entered).value());
   }
-  Result<std::unique_ptr<unpack::UnpackQueue>> queue =
-      unpack::UnpackQueue::Create(region->bounce_base(), region->bounce_offset(), region->bytes());
+  Result<NicWriteBarrier> barrier = NicWriteOrdering::Process().BarrierFor(region->gpu());
+  if (!barrier.ok()) return barrier.status();
+  Result<std::unique_ptr<unpack::UnpackQueue>> queue = unpack::UnpackQueue::Create(
+      region->bounce_base(), region->bounce_offset(), region->bytes(), barrier.value());
   if (!queue.ok()) return queue.status().WithContext("NCCL unpack metadata");
   return std::unique_ptr<NcclUnpackConsumer>(new NcclUnpackConsumer(std::move(queue).value()));
 }

@@ -11,7 +11,8 @@ namespace devmem::unpack {
 
 Result<std::unique_ptr<UnpackQueue>> UnpackQueue::Create(uint64_t bounce_base,
                                                          uint64_t region_offset,
-                                                         uint64_t region_bytes) {
+                                                         uint64_t region_bytes,
+                                                         NicWriteBarrier barrier) {
   if (region_offset + region_bytes > uint64_t{UINT32_MAX} + 1) {
     return Status::Error(ErrorKind::kInvalidArgument,
                          "NCCL's unpack addresses the RX arena with 32-bit offsets; a %llu-byte "
@@ -45,6 +46,7 @@ Result<std::unique_ptr<UnpackQueue>> UnpackQueue::Create(uint64_t bounce_base,
   queue->handle_->head = kInitialHead;
   queue->region_offset_ = region_offset;
   queue->region_bytes_ = region_bytes;
+  queue->barrier_ = barrier;
   return queue;
 }
 
@@ -97,6 +99,9 @@ Status UnpackQueue::Publish(uint32_t slot, const OffsetTable* const* tables, siz
           LoadMeta{static_cast<uint32_t>(region_offset_ + e.region_offset), e.length, e.dst_offset};
     }
   }
+  // NCCL's kernels read the step once test() reports it, with no flush of their own unless NCCL
+  // decides to call iflush: the NIC's writes of these frags are made visible first (N1).
+  if (n > 0) DEVMEM_RETURN_IF_ERROR(barrier_.BeforeGpuReads());
   // NCCL's kernel reads cnt with a relaxed load after the proxy's seq_cst fence and tail
   // store; our release store orders the entries before the count for any reader.
   std::atomic_ref<uint64_t>(meta_->cnt[slot]).store(n, std::memory_order_release);

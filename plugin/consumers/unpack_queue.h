@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "plugin/core/status.h"
+#include "plugin/cuda/nic_write_ordering.h"
 #include "plugin/devmem/offset_table.h"
 
 namespace devmem::unpack {
@@ -52,9 +53,11 @@ class UnpackQueue final {
   // `bounce_base`: what NCCL gets as bounce_buf, the base of the GPU's RX arena shared by every
   // unpack connection of the GPU; the comm's frags are offsets into its region, which starts
   // `region_offset` bytes into the arena and holds `region_bytes` (all below 4 GiB: NCCL's
-  // src_off is 32 bits).
+  // src_off is 32 bits). `barrier` orders the NIC's writes into the region before a step with
+  // frags is published (NicWriteOrdering::BarrierFor(region's GPU); the default: host memory).
   static Result<std::unique_ptr<UnpackQueue>> Create(uint64_t bounce_base, uint64_t region_offset,
-                                                     uint64_t region_bytes);
+                                                     uint64_t region_bytes,
+                                                     NicWriteBarrier barrier = NicWriteBarrier());
   UnpackQueue(const UnpackQueue&) = delete;
   UnpackQueue& operator=(const UnpackQueue&) = delete;
   ~UnpackQueue();
@@ -88,6 +91,7 @@ class UnpackQueue final {
   uint64_t region_bytes_ = 0;
   uint64_t claimed_ = 0;
   bool busy_[kQueueDepth] = {};
+  NicWriteBarrier barrier_;
 };
 
 // What NCCL's unpack kernel does for one step, on the CPU: copies cnt[slot] entries from

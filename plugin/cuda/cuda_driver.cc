@@ -58,6 +58,7 @@ Result<const CudaDriver*> CudaDriver::Get() {
     Resolve(lib, "cuMemGetHandleForAddressRange", &candidate->get_handle_for_address_range_);
     Resolve(lib, "cuMemGetAddressRange_v2", &candidate->mem_get_address_range_);
     Resolve(lib, "cuPointerGetAttribute", &candidate->pointer_get_attribute_);
+    Resolve(lib, "cuFlushGPUDirectRDMAWrites", &candidate->flush_gpu_direct_rdma_writes_);
     if (!ok) {
       failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");
       delete candidate;
@@ -111,24 +112,27 @@ Result<int> CudaDriver::DeviceCount() const {
   return count;
 }
 
-Result<bool> CudaDriver::DmaBufSupported(int ordinal) const {
-  constexpr int kDmaBufSupported = 124;  // CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED
+Result<int> CudaDriver::DeviceAttribute(int ordinal, int attribute, const char* name) const {
   int device = 0;
   DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
   int value = 0;
-  DEVMEM_RETURN_IF_ERROR(Check(device_get_attribute_(&value, kDmaBufSupported, device),
-                               "cuDeviceGetAttribute(DMA_BUF_SUPPORTED)"));
-  return value != 0;
+  const std::string call = std::string("cuDeviceGetAttribute(") + name + ")";
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_attribute_(&value, attribute, device), call.c_str()));
+  return value;
+}
+
+Result<bool> CudaDriver::DmaBufSupported(int ordinal) const {
+  constexpr int kDmaBufSupported = 124;  // CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED
+  Result<int> value = DeviceAttribute(ordinal, kDmaBufSupported, "DMA_BUF_SUPPORTED");
+  if (!value.ok()) return value.status();
+  return value.value() != 0;
 }
 
 Result<bool> CudaDriver::MpsEnabled(int ordinal) const {
   constexpr int kMpsEnabled = 133;  // CU_DEVICE_ATTRIBUTE_MPS_ENABLED
-  int device = 0;
-  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
-  int value = 0;
-  DEVMEM_RETURN_IF_ERROR(Check(device_get_attribute_(&value, kMpsEnabled, device),
-                               "cuDeviceGetAttribute(MPS_ENABLED)"));
-  return value != 0;
+  Result<int> value = DeviceAttribute(ordinal, kMpsEnabled, "MPS_ENABLED");
+  if (!value.ok()) return value.status();
+  return value.value() != 0;
 }
 
 Result<std::string> CudaDriver::PciBusId(int ordinal) const {
@@ -207,7 +211,22 @@ void CudaDriver::Free(CUdeviceptr ptr) const {
   if (!GpuWorkAbandoned()) mem_free_(ptr);
 }
 
-Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes) const {
+Status CudaDriver::FlushGpuDirectRdmaWritesToOwner() const {
+  if (flush_gpu_direct_rdma_writes_ == nullptr) {
+    return Status::Error(ErrorKind::kSystem,
+                         "the CUDA driver lacks cuFlushGPUDirectRDMAWrites (needs CUDA >= 11.3)");
+  }
+  constexpr int kTargetCurrentCtx = 0;  // CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TARGET_CURRENT_CTX
+  constexpr int kToOwner = 100;         // CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TO_OWNER
+  return Check(flush_gpu_direct_rdma_writes_(kTargetCurrentCtx, kToOwner),
+               "cuFlushGPUDirectRDMAWrites(TO_OWNER)");
+}
+
+const char* DmabufMappingName(DmabufMapping mapping) {
+  return mapping == DmabufMapping::kPcieBar1 ? "PCIe BAR1" : "default";
+}
+
+Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes, DmabufMapping mapping) const {
   if (get_handle_for_address_range_ == nullptr) {
     return Status::Error(ErrorKind::kSystem,
                          "the CUDA driver lacks cuMemGetHandleForAddressRange (needs CUDA >= "
@@ -215,12 +234,19 @@ Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes) const {
   }
   constexpr int kDmaBufFd = 1;                      // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD
   constexpr unsigned long long kMappingPcie = 0x1;  // CU_MEM_RANGE_FLAG_DMA_BUF_MAPPING_TYPE_PCIE
+  const unsigned long long flags = mapping == DmabufMapping::kPcieBar1 ? kMappingPcie : 0;
   int fd = -1;
-  // The NIC DMAs over PCIe: ask for a PCIe BAR mapping first (CUDA >= 12.8), then the default.
-  CUresult result = get_handle_for_address_range_(&fd, ptr, bytes, kDmaBufFd, kMappingPcie);
-  if (result != 0) result = get_handle_for_address_range_(&fd, ptr, bytes, kDmaBufFd, 0);
-  DEVMEM_RETURN_IF_ERROR(Check(result, "cuMemGetHandleForAddressRange(DMA_BUF_FD)"));
+  DEVMEM_RETURN_IF_ERROR(Check(get_handle_for_address_range_(&fd, ptr, bytes, kDmaBufFd, flags),
+                               mapping == DmabufMapping::kPcieBar1
+                                   ? "cuMemGetHandleForAddressRange(DMA_BUF_FD, MAPPING_TYPE_PCIE)"
+                                   : "cuMemGetHandleForAddressRange(DMA_BUF_FD)"));
   return fd;
+}
+
+Result<int> CudaDriver::ExportDmabuf(CUdeviceptr ptr, size_t bytes) const {
+  Result<int> pcie = ExportDmabuf(ptr, bytes, DmabufMapping::kPcieBar1);
+  if (pcie.ok()) return pcie;
+  return ExportDmabuf(ptr, bytes, DmabufMapping::kDefault);
 }
 
 Result<CudaDriver::AllocationRange> CudaDriver::AllocationOf(CUdeviceptr ptr) const {

@@ -12,6 +12,14 @@ namespace devmem {
 
 class CudaDriver;
 
+// How the driver maps GPU memory for the device that attaches its dmabuf
+// (cuMemGetHandleForAddressRange flags; the choice between them is plugin/cuda/dmabuf_export.h's).
+enum class DmabufMapping {
+  kDefault,   // flags 0: the driver's choice (on a coherent host, the GPU memory as system pages)
+  kPcieBar1,  // CU_MEM_RANGE_FLAG_DMA_BUF_MAPPING_TYPE_PCIE (cuda.h, CUDA >= 12.8): through BAR1
+};
+const char* DmabufMappingName(DmabufMapping mapping);
+
 // The plugin's CUDA work runs on NCCL's threads, which have a context (and maybe a stream
 // capture) of their own: NCCL's proxy thread may even run in a private context
 // (NCCL_CREATE_THREAD_CONTEXT=1). While alive, this pushes the device's primary context onto the
@@ -58,6 +66,12 @@ class CudaDriver final {
   Result<bool> MpsEnabled(int ordinal) const;
   // "0000:3b:00.0"-style PCI address of the GPU.
   Result<std::string> PciBusId(int ordinal) const;
+  // cuDeviceGetAttribute(`attribute`) of GPU `ordinal`; `name` names it in the error.
+  Result<int> DeviceAttribute(int ordinal, int attribute, const char* name) const;
+  // cuFlushGPUDirectRDMAWrites(TARGET_CURRENT_CTX, TO_OWNER): returns once the NIC writes that
+  // reached the calling thread's current context are visible to it (call inside EnterDevice).
+  // An error where the driver lacks the entry point (CUDA < 11.3).
+  Status FlushGpuDirectRdmaWritesToOwner() const;
 
   // Makes GPU `ordinal`'s primary context current on the calling thread until the returned
   // guard goes; the context is retained once per process and device. Every plugin call that
@@ -77,6 +91,11 @@ class CudaDriver final {
   // device, that is, hang behind it. The process is failing anyway; leaking is the safe end.
   static void AbandonGpuWork();
   static bool GpuWorkAbandoned();
+  // A dmabuf of [ptr, ptr + bytes) with `mapping` (the caller holds the GPU's context).
+  Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes, DmabufMapping mapping) const;
+  // The same, PCIe BAR1 first and the default where the driver refuses that export (it does on
+  // every host that is not coherent). Callers that bind the dmabuf to a NIC use
+  // plugin/cuda/dmabuf_export.h instead, which also moves on where the NIC's attach refuses it.
   Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes) const;
   // The CUDA allocation that contains `ptr` (cuMemGetAddressRange): its base and size.
   struct AllocationRange {
@@ -123,6 +142,8 @@ class CudaDriver final {
                                             unsigned long long) = nullptr;
   CUresult (*mem_get_address_range_)(CUdeviceptr*, size_t*, CUdeviceptr) = nullptr;
   CUresult (*pointer_get_attribute_)(void*, int, CUdeviceptr) = nullptr;
+  // Optional (CUDA >= 11.3): without it, NIC writes cannot be flushed (nic_write_ordering.h).
+  CUresult (*flush_gpu_direct_rdma_writes_)(int, int) = nullptr;
 };
 
 }  // namespace devmem
