@@ -10,6 +10,7 @@
 #include "plugin/core/log.h"
 #include "plugin/core/socket_address.h"
 #include "plugin/core/unique_fd.h"
+#include "plugin/cuda/dmabuf_export.h"
 #include "plugin/devmem/frag_receiver.h"
 #include "plugin/devmem/netdev_netlink.h"
 #include "plugin/devmem/nic_ethtool.h"
@@ -42,14 +43,20 @@ Result<std::shared_ptr<NicGpuBinding>> BindingFor(const DevmemRxRequest& request
       arena.value()->Carve(request.region_bytes, /*writable=*/false);
   if (!slice.ok()) return slice.status().WithContext("devmem RX region for " + request.nic->name);
   std::shared_ptr<RxRegion> region(std::move(slice).value());
-  Result<int> fd = arena.value()->ExportDmabuf(region->bounce_offset(), region->bytes());
-  if (!fd.ok()) return fd.status().WithContext("dmabuf of the RX region for " + request.nic->name);
-  UniqueFd dmabuf(fd.value());
-  Result<RxQueueBinding> bound =
-      RxQueueBinding::Bind(request.nic->ifindex, dmabuf.get(), request.queues);
+  // Each dmabuf mapping in turn until bind-rx attaches one (N2, plugin/cuda/dmabuf_export.h).
+  Result<DmabufExporter> exporter = DmabufExporter::ForNicReceive(
+      request.gpu, region->device_base(), region->bytes(),
+      "GPU " + std::to_string(request.gpu) + "'s RX region for " + request.nic->name);
+  if (!exporter.ok()) {
+    return exporter.status().WithContext("dmabuf of the RX region for " + request.nic->name);
+  }
+  Result<AttachedDmabuf<RxQueueBinding>> bound =
+      AttachDmabuf<RxQueueBinding>(std::move(exporter).value(), [&request](int fd) {
+        return RxQueueBinding::Bind(request.nic->ifindex, fd, request.queues);
+      });
   if (!bound.ok()) return bound.status().WithContext("bind-rx on " + request.nic->name);
   auto entry = std::make_shared<NicGpuBinding>(
-      NicGpuBinding{std::move(region), std::move(dmabuf), std::move(bound).value()});
+      NicGpuBinding{std::move(region), std::move(bound->dmabuf), std::move(bound->attachment)});
   log::Info(log::kInit,
             "%s: bytes [%llu, +%llu) of GPU %d's %llu-byte RX arena bound to RX queue(s) as "
             "dmabuf id %u; %s",
