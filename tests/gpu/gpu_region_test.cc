@@ -1,5 +1,6 @@
 // Exporting GPU memory as a dmabuf through the lazily loaded driver, and handing that dmabuf
-// to bind-rx on a NIC that cannot take it. Skips with a reason without a GPU.
+// to bind-rx on a NIC that cannot take it; what the driver says about ordering NIC writes into
+// GPU 0 (N1) and the mapping an RX export gets (N2). Skips with a reason without a GPU.
 #include "plugin/cuda/gpu_region.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +12,8 @@
 #include <string>
 
 #include "plugin/cuda/cuda_driver.h"
+#include "plugin/cuda/dmabuf_export.h"
+#include "plugin/cuda/nic_write_ordering.h"
 #include "plugin/devmem/netdev_netlink.h"
 #include "plugin/setup/tx_setup.h"
 
@@ -120,6 +123,51 @@ TEST_F(GpuRegionTest, TheTxBinderExportsTheWholeAllocationOfASendBuffer) {
   EXPECT_NE(host.status().message().find("finding the CUDA allocation"), std::string::npos)
       << host.status().message();
   driver->Free(base);
+}
+
+TEST_F(GpuRegionTest, TheDriverReportsAKnownOrderingScope) {
+  Result<GpuWriteOrderingFacts> facts = CudaWriteOrderingSource().Facts(0);
+  ASSERT_TRUE(facts.ok()) << facts.status().message();
+  const GpuWriteOrderingFacts& ordering = facts.value();
+  // CUGPUDirectRDMAWritesOrdering (cuda.h, CUDA 13.0 l.4974-4976): 0, 100 or 200.
+  EXPECT_TRUE(ordering.rdma_writes_ordering == kRdmaWritesOrderingNone ||
+              ordering.rdma_writes_ordering == kRdmaWritesOrderingOwner ||
+              ordering.rdma_writes_ordering == kRdmaWritesOrderingAllDevices)
+      << ordering.rdma_writes_ordering;
+  EXPECT_GE(ordering.compute_major, 5);
+  NicWriteFlushDecision decision = DecideNicWriteFlush(ordering);
+  RecordProperty("decision", decision.reason);
+  // NCCL skips the flush from sm_90 on (src/graph/paths.cc:520-521); the driver of such a GPU
+  // should agree that it orders NIC writes itself.
+  if (ordering.compute_major >= 9) {
+    EXPECT_EQ(decision.action, NicWriteFlush::kNotNeeded) << decision.reason;
+  }
+}
+
+TEST_F(GpuRegionTest, TheFlushRunsInTheGpusPrimaryContext) {
+  Result<GpuWriteOrderingFacts> facts = CudaWriteOrderingSource().Facts(0);
+  ASSERT_TRUE(facts.ok()) << facts.status().message();
+  const GpuWriteOrderingFacts& ordering = facts.value();
+  if ((ordering.flush_options & kFlushWritesOptionHost) == 0) {
+    GTEST_SKIP() << "the driver offers no cuFlushGPUDirectRDMAWrites on GPU 0";
+  }
+  Status flushed = CudaWriteOrderingSource().FlushToOwner(0);
+  EXPECT_TRUE(flushed.ok()) << flushed.message();
+}
+
+TEST_F(GpuRegionTest, AnRxRegionExportsWithAMappingTheDriverAllows) {
+  Result<std::unique_ptr<GpuRegion>> region = GpuRegion::Create(0, 4 << 20, false);
+  ASSERT_TRUE(region.ok()) << region.status().message();
+  Result<DmabufExporter> exporter = DmabufExporter::ForNicReceive(
+      0, region.value()->device_ptr(), region.value()->bytes(), "GPU 0's test region");
+  ASSERT_TRUE(exporter.ok()) << exporter.status().message();
+  Result<ExportedDmabuf> exported = exporter->Next();
+  ASSERT_TRUE(exported.ok()) << exported.status().message();
+  EXPECT_EQ(lseek(exported->fd.get(), 0, SEEK_END), static_cast<off_t>(4 << 20));
+  // Either way the default mapping: a coherent host's RX may take no other (ReceiveMappings), and
+  // elsewhere the driver refuses the PCIe one (open-gpu-kernel-modules osapi.c
+  // RmDmabufGetClientAndDevice: "Forced PCIe mappings are to be used only on coherent systems").
+  EXPECT_EQ(exported->mapping, DmabufMapping::kDefault) << exporter->refusals();
 }
 
 }  // namespace
