@@ -44,6 +44,7 @@ struct Exchange {
   std::string extack_message;
   int bad_attr_offset = -1;  // byte offset of the offending attribute in our request
   std::vector<std::vector<uint32_t>> replies;  // per reply: attribute values by type (u32)
+  std::vector<uint64_t> present;               // per reply: bit N set when attribute N came
   int max_attr = 0;
 };
 
@@ -72,10 +73,13 @@ int OnValid(nl_msg* msg, void* arg) {
   std::vector<nlattr*> tb(static_cast<size_t>(ex->max_attr) + 1, nullptr);
   if (genlmsg_parse(nlmsg_hdr(msg), 0, tb.data(), ex->max_attr, nullptr) < 0) return NL_SKIP;
   std::vector<uint32_t> values(static_cast<size_t>(ex->max_attr) + 1, 0);
+  uint64_t present = 0;
   for (int i = 1; i <= ex->max_attr; ++i) {
+    if (tb[i] != nullptr) present |= uint64_t{1} << i;
     if (tb[i] != nullptr && nla_len(tb[i]) >= 4) values[i] = nla_get_u32(tb[i]);
   }
   ex->replies.push_back(std::move(values));
+  ex->present.push_back(present);
   return NL_OK;
 }
 
@@ -176,11 +180,16 @@ Result<std::vector<RxQueueInfo>> NetdevNetlink::RxQueues(int ifindex) {
   DEVMEM_RETURN_IF_ERROR(
       Transact(sock_.get(), msg.get(), &ex, Format("queue-get ifindex %d", ifindex)));
   std::vector<RxQueueInfo> queues;
-  for (const auto& values : ex.replies) {
+  for (size_t i = 0; i < ex.replies.size(); ++i) {
+    const std::vector<uint32_t>& values = ex.replies[i];
     if (values[uapi::kQueueIfindex] != static_cast<uint32_t>(ifindex)) continue;
     if (values[uapi::kQueueType] != uapi::kQueueTypeRx) continue;
-    queues.push_back(
-        {values[uapi::kQueueId], values[uapi::kQueueNapiId], values[uapi::kQueueDmabuf]});
+    // io_uring zcrx and AF_XDP announce themselves with empty nests (netdev-genl.c
+    // __netdev_nl_queue_fill_mp): only their presence says anything.
+    const uint64_t present = ex.present[i];
+    queues.push_back({values[uapi::kQueueId], values[uapi::kQueueNapiId],
+                      values[uapi::kQueueDmabuf], (present >> uapi::kQueueIoUring & 1) != 0,
+                      (present >> uapi::kQueueXsk & 1) != 0});
   }
   return queues;
 }

@@ -24,6 +24,8 @@ struct RxQueueInfo {
   uint32_t id = 0;
   uint32_t napi_id = 0;    // 0 when the driver reports none
   uint32_t dmabuf_id = 0;  // non-zero when a dmabuf is bound to the queue
+  bool io_uring = false;   // io_uring zcrx is the queue's memory provider
+  bool af_xdp = false;     // an AF_XDP socket's pool is on the queue
 };
 
 class NetdevNetlink final {

@@ -50,6 +50,8 @@ enum NetdevQueueAttr : int {
   kQueueType = 3,
   kQueueNapiId = 4,
   kQueueDmabuf = 5,
+  kQueueIoUring = 6,  // empty nest: io_uring zcrx holds the queue (Linux 6.15+)
+  kQueueXsk = 7,      // empty nest: an AF_XDP socket holds the queue
   kQueueAttrMax = 7,
 };
 enum NetdevDmabufAttr : int {
