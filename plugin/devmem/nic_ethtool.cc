@@ -76,6 +76,9 @@ int OnRingsValid(nl_msg* msg, void* arg) {
     reply->settings.tcp_data_split = nla_get_u8(tb[ETHTOOL_A_RINGS_TCP_DATA_SPLIT]);
   }
   if (tb[kRingsHdsThresh] != nullptr) reply->settings.hds_thresh = nla_get_u32(tb[kRingsHdsThresh]);
+  if (tb[ETHTOOL_A_RINGS_RX_BUF_LEN] != nullptr) {
+    reply->settings.rx_buf_len = nla_get_u32(tb[ETHTOOL_A_RINGS_RX_BUF_LEN]);
+  }
   return NL_OK;
 }
 

@@ -18,6 +18,7 @@ struct RingSettings {
   // ETHTOOL_TCP_DATA_SPLIT_*: 0 unknown/auto, 1 disabled, 2 enabled. Absent: driver lacks it.
   std::optional<uint8_t> tcp_data_split;
   std::optional<uint32_t> hds_thresh;  // absent on kernels/drivers without the knob
+  std::optional<uint32_t> rx_buf_len;  // ETHTOOL_A_RINGS_RX_BUF_LEN; absent: driver reports none
   uint32_t rx_ring = 0;
 };
 
