@@ -1,6 +1,6 @@
 // devmem-doctor: is this host ready for devmem TCP receive into GPU memory? Runs the same
-// checks the plugin uses to pick a connection's data path, one line per check, with the command
-// that fixes each failure.
+// checks the plugin uses to pick a connection's data path, one line per check (PASS, WARN, FAIL,
+// SKIP), with the command that fixes each failure or warning. docs/doctor.md lists the checks.
 //
 //   devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]
 //
@@ -151,8 +151,12 @@ int main(int argc, char** argv) {
   } else {
     fputs(report.ToText().c_str(), stdout);
     const devmem::CheckOutcome* failure = report.first_failure();
-    if (failure == nullptr) {
+    if (failure == nullptr && report.warnings() == 0) {
       printf("devmem RX: READY\n");
+    } else if (failure == nullptr) {
+      // A WARN is what only the bind itself can confirm (or refute): ready, with its fix shown.
+      printf("devmem RX: READY, %zu warning(s) only bind-rx can confirm: apply their fixes\n",
+             report.warnings());
     } else {
       printf("devmem RX: NOT READY (first failure: %s %s: %s)\n", failure->scope.c_str(),
              failure->check.c_str(), failure->detail.c_str());

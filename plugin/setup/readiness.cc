@@ -3,21 +3,17 @@
 #include "gpu/scatter_engine.h"
 
 #include <limits.h>
-#include <linux/capability.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <set>
 
 #include "plugin/core/unique_fd.h"
 #include "plugin/cuda/cuda_driver.h"
 #include "plugin/devmem/netdev_netlink.h"
-#include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/uapi.h"
 #include "plugin/setup/tx_setup.h"
 
@@ -57,6 +53,8 @@ const char* VerdictName(Verdict verdict) {
   switch (verdict) {
     case Verdict::kPass:
       return "PASS";
+    case Verdict::kWarn:
+      return "WARN";
     case Verdict::kFail:
       return "FAIL";
     case Verdict::kSkip:
@@ -67,8 +65,9 @@ const char* VerdictName(Verdict verdict) {
 
 void ReadinessReport::Add(std::string scope, std::string check, Verdict verdict, std::string detail,
                           std::string fix) {
-  checks_.push_back({std::move(scope), std::move(check), verdict, std::move(detail),
-                     verdict == Verdict::kFail ? std::move(fix) : std::string()});
+  checks_.push_back(
+      {std::move(scope), std::move(check), verdict, std::move(detail),
+       verdict == Verdict::kFail || verdict == Verdict::kWarn ? std::move(fix) : std::string()});
 }
 
 void ReadinessReport::Append(const ReadinessReport& other) {
@@ -80,6 +79,12 @@ const CheckOutcome* ReadinessReport::first_failure() const {
     if (c.verdict == Verdict::kFail) return &c;
   }
   return nullptr;
+}
+
+size_t ReadinessReport::warnings() const {
+  return static_cast<size_t>(
+      std::count_if(checks_.begin(), checks_.end(),
+                    [](const CheckOutcome& c) { return c.verdict == Verdict::kWarn; }));
 }
 
 std::string ReadinessReport::ToText() const {
@@ -94,7 +99,8 @@ std::string ReadinessReport::ToText() const {
 }
 
 std::string ReadinessReport::ToJson() const {
-  std::string out = Format("{\"ready\": %s, \"checks\": [", ready() ? "true" : "false");
+  std::string out = Format("{\"ready\": %s, \"warnings\": %zu, \"checks\": [",
+                           ready() ? "true" : "false", warnings());
   for (size_t i = 0; i < checks_.size(); ++i) {
     const CheckOutcome& c = checks_[i];
     out += Format("%s{\"scope\": \"%s\", \"check\": \"%s\", \"result\": \"%s\", \"detail\": \"%s\"",
@@ -149,129 +155,13 @@ ReadinessReport CheckGpuConsumer(UnpackMode unpack) {
   return report;
 }
 
-ReadinessReport CheckPrivileges() {
-  ReadinessReport report;
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2] = {};
-  if (syscall(SYS_capget, &header, data) != 0) {
-    report.Add("privileges", "CAP_NET_ADMIN", Verdict::kFail,
-               Status::Errno(errno, "capget").message(), "run as root");
-    return report;
-  }
-  const bool admin = (data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32))) != 0;
-  report.Add("privileges", "CAP_NET_ADMIN", admin ? Verdict::kPass : Verdict::kFail,
-             admin ? "effective" : "missing: bind-rx and flow steering rules need it",
-             "run as root, or: setcap cap_net_admin+ep <your launcher>");
-  return report;
-}
+ReadinessReport CheckPrivileges() { return CheckPrivilegeFacts(ReadPrivilegeFacts()); }
 
 ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& queues,
                          std::vector<uint32_t>* chosen_queues) {
-  ReadinessReport report;
-  const std::string& nic = device.name;
-  if (device.loopback) {
-    report.Add(nic, "device", Verdict::kFail, "loopback cannot carry devmem payloads (no NIC DMA)",
-               "select a physical NIC with NCCL_SOCKET_IFNAME");
-    return report;
-  }
-  Result<std::string> driver = QueryDriver(nic);
-  report.Add(nic, "driver", driver.ok() ? Verdict::kPass : Verdict::kSkip,
-             driver.ok() ? driver.value() : driver.status().message());
-
-  Result<NetdevNetlink> netdev = NetdevNetlink::Open();
-  std::vector<RxQueueInfo> rx;
-  if (!netdev.ok()) {
-    report.Add(nic, "rx queues", Verdict::kFail, netdev.status().message(),
-               "boot Linux >= 6.12 built with CONFIG_NET_DEVMEM=y");
-  } else {
-    Result<std::vector<RxQueueInfo>> listed = netdev->RxQueues(device.ifindex);
-    if (!listed.ok()) {
-      report.Add(nic, "rx queues", Verdict::kFail, listed.status().message(), "");
-    } else {
-      rx = listed.value();
-    }
-  }
-  std::vector<uint32_t> chosen = queues;
-  if (!rx.empty()) {
-    if (chosen.empty() && rx.size() >= 2) chosen = {rx.back().id};
-    std::string problem;
-    if (rx.size() < 2) {
-      problem = Format("%zu RX queue(s): one must stay for ordinary traffic", rx.size());
-    }
-    for (uint32_t q : chosen) {
-      auto it = std::find_if(rx.begin(), rx.end(), [&](const RxQueueInfo& r) { return r.id == q; });
-      if (it == rx.end()) {
-        problem = Format("queue %u does not exist (the NIC has %zu RX queues)", q, rx.size());
-      } else if (it->dmabuf_id != 0) {
-        problem = Format("queue %u is already bound to dmabuf %u", q, it->dmabuf_id);
-      }
-    }
-    if (problem.empty()) {
-      report.Add(
-          nic, "rx queues", Verdict::kPass,
-          Format("%zu RX queues; devmem queue(s) %s", rx.size(), JoinQueueIds(chosen).c_str()));
-    } else {
-      report.Add(nic, "rx queues", Verdict::kFail, problem,
-                 Format("ethtool -L %s combined <N>, and NCCL_DEVMEM_RX_QUEUES=<free queue ids>",
-                        nic.c_str()));
-    }
-  }
-  if (chosen_queues != nullptr) *chosen_queues = chosen;
-
-  Result<RingSettings> rings = QueryRings(device.ifindex);
-  if (!rings.ok()) {
-    const std::string fix = Format(
-        "ethtool -G %s tcp-data-split on hds-thresh 0 (needs a driver "
-        "with header split)",
-        nic.c_str());
-    report.Add(nic, "tcp-data-split", Verdict::kFail, rings.status().message(), fix);
-    report.Add(nic, "hds-thresh", Verdict::kFail, rings.status().message(), fix);
-  } else {
-    const bool split = rings->tcp_data_split.has_value() && *rings->tcp_data_split == 2;
-    report.Add(nic, "tcp-data-split", split ? Verdict::kPass : Verdict::kFail,
-               rings->tcp_data_split.has_value()
-                   ? Format("%s", *rings->tcp_data_split == 2   ? "on"
-                                  : *rings->tcp_data_split == 1 ? "off"
-                                                                : "auto (not forced on)")
-                   : std::string("driver does not report header split"),
-               Format("ethtool -G %s tcp-data-split on", nic.c_str()));
-    if (!rings->hds_thresh.has_value()) {
-      report.Add(nic, "hds-thresh", Verdict::kSkip, "not reported (kernel < 6.13 or driver)");
-    } else {
-      report.Add(nic, "hds-thresh", *rings->hds_thresh == 0 ? Verdict::kPass : Verdict::kFail,
-                 Format("%u", *rings->hds_thresh),
-                 Format("ethtool -G %s hds-thresh 0", nic.c_str()));
-    }
-  }
-
-  Result<bool> ntuple = QueryNtupleEnabled(nic);
-  report.Add(nic, "ntuple", ntuple.ok() && ntuple.value() ? Verdict::kPass : Verdict::kFail,
-             ntuple.ok() ? (ntuple.value() ? "on" : "off") : ntuple.status().message(),
-             Format("ethtool -K %s ntuple on", nic.c_str()));
-
-  Result<std::vector<uint32_t>> indirection = QueryRssIndirection(nic);
-  if (!indirection.ok()) {
-    report.Add(nic, "rss", Verdict::kFail, indirection.status().message(),
-               Format("ethtool -X %s equal <first devmem queue>", nic.c_str()));
-  } else {
-    std::set<uint32_t> bound(chosen.begin(), chosen.end());
-    size_t hits = 0;
-    for (uint32_t q : indirection.value()) hits += bound.count(q);
-    const uint32_t first = chosen.empty() ? 0 : *std::min_element(chosen.begin(), chosen.end());
-    report.Add(nic, "rss", hits == 0 ? Verdict::kPass : Verdict::kFail,
-               hits == 0 ? Format("%zu entries, none on the devmem queues", indirection->size())
-                         : Format("%zu of %zu entries send ordinary flows to devmem queues", hits,
-                                  indirection->size()),
-               Format("ethtool -X %s equal %u", nic.c_str(), first));
-  }
-
-  if (device.speed_from_driver) {
-    report.Add(nic, "link speed", Verdict::kPass, Format("%d Mb/s", device.speed_mbps));
-  } else {
-    report.Add(nic, "link speed", Verdict::kSkip,
-               Format("driver reports none; NCCL is told %d Mb/s", device.speed_mbps));
-  }
-  return report;
+  // Loopback is judged on its name alone: nothing about it is worth asking the kernel.
+  NicFacts facts = device.loopback ? NicFacts{} : ReadNicFacts(device);
+  return CheckNicFacts(device, std::move(facts), queues, chosen_queues);
 }
 
 std::string PcieDistance(const std::string& a, const std::string& b) {
@@ -292,8 +182,34 @@ std::string PcieDistance(const std::string& a, const std::string& b) {
   if (pa.size() < 3 || pb.size() < 3 || pa[2] != pb[2]) return "different root complexes";
   size_t common = 0;
   while (common < pa.size() && common < pb.size() && pa[common] == pb[common]) ++common;
-  // Below the root complex (index 2), a shared bridge beyond the root port means one switch.
-  return common > 4 ? "same PCIe switch" : "same root complex";
+  // Below the root complex (index 2) comes the root port (index 3): a shared bridge beyond it
+  // means one switch; sharing the root port alone still gives both one upstream bridge.
+  if (common > 4) return "same PCIe switch";
+  return common == 4 ? "same PCIe root port" : "same root complex";
+}
+
+ReadinessReport CheckPcieDistance(const std::string& scope, const std::string& gpu_sysfs_path,
+                                  const std::string& nic_sysfs_path, const std::string& gpu_bus) {
+  ReadinessReport report;
+  const std::string distance = PcieDistance(gpu_sysfs_path, nic_sysfs_path);
+  const std::string where =
+      Format("%s to the NIC (gpu %s)", distance.c_str(), gpu_bus.empty() ? "?" : gpu_bus.c_str());
+  // NVIDIA's dmabuf attach (kernel-open/nvidia/nv-dmabuf.c nv_dma_buf_attach →
+  // nv-pci.c nv_grdma_pci_topology_supported): on a chipset flagged
+  // NV_FLAG_PCI_P2P_UNSUPPORTED_CHIPSET it wants a common upstream bridge
+  // (nv_pci_has_common_pci_switch); elsewhere, and on coherent hosts, it allows any pair. The
+  // flag is known only to the driver: a pair without a common bridge may still bind.
+  if (distance == "same PCIe switch" || distance == "same PCIe root port") {
+    report.Add(scope, "pcie distance", Verdict::kPass, where);
+  } else {
+    report.Add(scope, "pcie distance", Verdict::kWarn,
+               where +
+                   ": NVIDIA's driver allows the dmabuf attach only where it trusts the "
+                   "chipset with peer-to-peer; otherwise every bind-rx fails with 524 and "
+                   "dmesg says \"NVRM: dma-buf attach failed: PCI topology not supported\"",
+               "pick the NIC behind the GPU's PCIe switch (nvidia-smi topo -m: PIX or PXB)");
+  }
+  return report;
 }
 
 ReadinessReport CheckNicTx(const NetDevice& device) {
@@ -352,9 +268,8 @@ ReadinessReport CheckGpus(const std::string& nic_pci_path) {
         gpu_path = resolved;
       }
     }
-    report.Add(scope, "pcie distance", Verdict::kPass,
-               Format("%s to the NIC (gpu %s)", PcieDistance(gpu_path, nic_pci_path).c_str(),
-                      bus.ok() ? bus.value().c_str() : "?"));
+    report.Append(
+        CheckPcieDistance(scope, gpu_path, nic_pci_path, bus.ok() ? bus.value() : std::string()));
   }
   return report;
 }

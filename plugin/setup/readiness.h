@@ -1,6 +1,8 @@
 // Devmem readiness: one library of checks, used by the plugin's per-connection mode selection
-// and by devmem-doctor. Each check says PASS, FAIL or SKIP, why, and for a FAIL the command that
-// fixes it.
+// and by devmem-doctor. Each check says PASS, WARN, FAIL or SKIP, why, and for a FAIL or WARN the
+// command that fixes it. Each NIC check mirrors one refusal of the kernel's bind-rx (the kernel
+// line is named where the check is made, nic_checks.cc); WARN marks what only the bind itself can
+// tell (the kernel keeps it where no reply shows it), so it does not make a host "not ready".
 #pragma once
 
 #include <cstdint>
@@ -10,10 +12,11 @@
 #include "plugin/core/config.h"
 #include "plugin/core/net_device.h"
 #include "plugin/core/status.h"
+#include "plugin/setup/nic_facts.h"
 
 namespace devmem {
 
-enum class Verdict { kPass, kFail, kSkip };
+enum class Verdict { kPass, kWarn, kFail, kSkip };
 const char* VerdictName(Verdict verdict);
 
 struct CheckOutcome {
@@ -21,7 +24,7 @@ struct CheckOutcome {
   std::string check;
   Verdict verdict = Verdict::kSkip;
   std::string detail;
-  std::string fix;  // FAIL only: what an operator runs
+  std::string fix;  // FAIL and WARN: what an operator runs
 };
 
 class ReadinessReport {
@@ -32,9 +35,10 @@ class ReadinessReport {
   bool ready() const { return first_failure() == nullptr; }
   const CheckOutcome* first_failure() const;
   const std::vector<CheckOutcome>& checks() const { return checks_; }
-  // One line per check, aligned; FAIL lines carry "fix: ...".
+  size_t warnings() const;
+  // One line per check, aligned; FAIL and WARN lines carry "fix: ...".
   std::string ToText() const;
-  // {"ready": bool, "checks": [{"scope", "check", "result", "detail", "fix"}...]}
+  // {"ready": bool, "warnings": N, "checks": [{"scope", "check", "result", "detail", "fix"}...]}
   std::string ToJson() const;
 
  private:
@@ -43,13 +47,20 @@ class ReadinessReport {
 
 // The kernel: the netdev genl family and the devmem socket options.
 ReadinessReport CheckKernel();
-// CAP_NET_ADMIN (bind-rx and flow rules need it).
+// CAP_NET_ADMIN (bind-rx and flow rules need it), and whether the kernel's bind-rx accepts it
+// from this process's user namespace.
 ReadinessReport CheckPrivileges();
-// One NIC: netdev, driver, RX queues (and `queues`, or the default: its last RX queue),
-// tcp-data-split, hds-thresh, ntuple, RSS away from the devmem queues, link speed.
-// *chosen_queues receives the queues the checks were run for.
+ReadinessReport CheckPrivilegeFacts(PrivilegeFacts facts);
+// One NIC: device, driver, link, queue API, RX queues (and `queues`, or the default: its last
+// RX queue) and what holds them, tcp-data-split, hds-thresh, XDP, rx-buf-len, offloads, ntuple,
+// RSS away from the devmem queues, link speed. *chosen_queues receives the queues the checks
+// were run for.
 ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& queues,
                          std::vector<uint32_t>* chosen_queues = nullptr);
+// The same on facts already read (tests: a driver's report this host cannot produce).
+ReadinessReport CheckNicFacts(const NetDevice& device, NicFacts facts,
+                              const std::vector<uint32_t>& queues,
+                              std::vector<uint32_t>* chosen_queues = nullptr);
 // Devmem TX on one NIC (information: the plugin does not send with devmem TX yet, so the
 // verdict is PASS or SKIP, never FAIL): a bind-tx probe with a 4 KiB memfd, which the kernel
 // refuses at the driver ("Driver does not support netmem TX", EOPNOTSUPP), at an unknown
@@ -62,7 +73,11 @@ ReadinessReport CheckGpus(const std::string& nic_pci_path);
 // NCCL's device unpack with NCCL_DEVMEM_UNPACK=nccl)?
 ReadinessReport CheckGpuConsumer(UnpackMode unpack);
 
-// "same PCIe switch", "same root complex", "different root complexes" or "unknown".
+// "same PCIe switch", "same PCIe root port", "same root complex", "different root complexes"
+// or "unknown".
 std::string PcieDistance(const std::string& a_sysfs_path, const std::string& b_sysfs_path);
+// One GPU's "pcie distance" row: what NVIDIA's dmabuf attach will allow between it and the NIC.
+ReadinessReport CheckPcieDistance(const std::string& scope, const std::string& gpu_sysfs_path,
+                                  const std::string& nic_sysfs_path, const std::string& gpu_bus);
 
 }  // namespace devmem

@@ -5,8 +5,14 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/bpf.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
 #include <net/if.h>
 #include <spawn.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,16 +23,13 @@
 #include <vector>
 
 #include "plugin/core/unique_fd.h"
+#include "tests/common/report_rows.h"
 
 namespace devmem {
 namespace {
 
-const CheckOutcome* Find(const ReadinessReport& report, const std::string& check) {
-  for (const CheckOutcome& c : report.checks()) {
-    if (c.check == check) return &c;
-  }
-  return nullptr;
-}
+using testing::Find;
+using testing::Row;
 
 int RunCommand(const std::string& command, std::string* out) {
   FILE* pipe = popen((command + " 2>&1").c_str(), "r");
@@ -147,6 +150,173 @@ TEST_F(VethReadinessTest, DoctorReportsNotReadyWithTheFailingChecks) {
   EXPECT_NE(text.find("[fix: ethtool -K " + name_ + " ntuple on]"), std::string::npos) << text;
 }
 
+// Veth pairs whose checks need the kernel's own answers: a veth with two RX queues, its link
+// state, XDP and AF_XDP on it.
+class VethBindChecksTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to create a veth";
+    name_ = "dmbc" + std::to_string(getpid() % 100000);
+    ASSERT_EQ(system(("ip link add " + name_ + " numrxqueues 2 numtxqueues 2 type veth peer name " +
+                      name_ + "p numrxqueues 2 numtxqueues 2")
+                         .c_str()),
+              0);
+    device_.name = name_;
+    device_.ifindex = static_cast<int>(if_nametoindex(name_.c_str()));
+  }
+  void TearDown() override {
+    if (!name_.empty()) system(("ip link del " + name_ + " 2>/dev/null").c_str());
+  }
+  void Up() { ASSERT_EQ(system(("ip link set " + name_ + " up").c_str()), 0); }
+  std::string name_;
+  NetDevice device_;
+};
+
+TEST_F(VethBindChecksTest, ADownInterfaceFailsTheLinkAndQueueRows) {
+  // netdev-genl.c netdev_nl_queue_dump_one: a device that is not up lists no queue; the row
+  // says so instead of vanishing.
+  ReadinessReport report = CheckNic(device_, {});
+  const CheckOutcome* link = Find(report, "link");
+  ASSERT_NE(link, nullptr);
+  EXPECT_EQ(link->verdict, Verdict::kFail);
+  EXPECT_EQ(link->fix, "ip link set dev " + name_ + " up");
+  const CheckOutcome* queues = Find(report, "rx queues");
+  ASSERT_NE(queues, nullptr);
+  EXPECT_EQ(queues->verdict, Verdict::kFail);
+  EXPECT_NE(queues->detail.find("device that is down"), std::string::npos) << queues->detail;
+  Up();
+  report = CheckNic(device_, {1});
+  EXPECT_EQ(Find(report, "link")->verdict, Verdict::kPass);
+  EXPECT_EQ(Find(report, "rx queues")->verdict, Verdict::kPass)
+      << Find(report, "rx queues")->detail;
+  // A veth has no parent device: bind-rx refuses its queues (netdev_rx_queue.c:226).
+  EXPECT_EQ(Find(report, "device")->verdict, Verdict::kFail);
+  // veth checksums in software but claims the offloads (veth.c VETH_FEATURES): both on.
+  EXPECT_EQ(Find(report, "rx checksum")->verdict, Verdict::kPass)
+      << Find(report, "rx checksum")->detail;
+}
+
+// An XDP program that passes every packet (r0 = XDP_PASS; exit), loaded with bpf(2), and a BPF
+// link attaching it to one interface in generic mode; closing the link fd detaches it.
+UniqueFd AttachXdpPass(int ifindex, std::string* why) {
+  bpf_insn program[2] = {};
+  program[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+  program[0].dst_reg = BPF_REG_0;
+  program[0].imm = XDP_PASS;
+  program[1].code = BPF_JMP | BPF_EXIT;
+  static const char kLicense[] = "GPL";
+  bpf_attr load{};
+  load.prog_type = BPF_PROG_TYPE_XDP;
+  load.insns = reinterpret_cast<uint64_t>(program);
+  load.insn_cnt = 2;
+  load.license = reinterpret_cast<uint64_t>(kLicense);
+  UniqueFd prog(static_cast<int>(syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof(load))));
+  if (!prog.valid()) {
+    *why = std::string("BPF_PROG_LOAD: ") + strerror(errno);
+    return UniqueFd();
+  }
+  bpf_attr attach{};
+  attach.link_create.prog_fd = static_cast<uint32_t>(prog.get());
+  attach.link_create.target_ifindex = static_cast<uint32_t>(ifindex);
+  attach.link_create.attach_type = BPF_XDP;
+  attach.link_create.flags = XDP_FLAGS_SKB_MODE;
+  UniqueFd link(static_cast<int>(syscall(SYS_bpf, BPF_LINK_CREATE, &attach, sizeof(attach))));
+  if (!link.valid()) *why = std::string("BPF_LINK_CREATE: ") + strerror(errno);
+  return link;
+}
+
+TEST_F(VethBindChecksTest, AnAttachedXdpProgramFailsAndIsGoneOnceDetached) {
+  // netdev_rx_queue.c:241: dev_xdp_prog_count(dev) → EEXIST, whatever the XDP mode.
+  Up();
+  EXPECT_EQ(Row(CheckNic(device_, {1}), "xdp").verdict, Verdict::kPass);
+  std::string why;
+  UniqueFd link = AttachXdpPass(device_.ifindex, &why);
+  if (!link.valid()) GTEST_SKIP() << "cannot attach an XDP program here: " << why;
+  const CheckOutcome xdp = Row(CheckNic(device_, {1}), "xdp");
+  EXPECT_EQ(xdp.verdict, Verdict::kFail);
+  EXPECT_NE(xdp.detail.find("attached (generic): bind-rx fails with EEXIST"), std::string::npos)
+      << xdp.detail;
+  link.reset();
+  EXPECT_EQ(Row(CheckNic(device_, {1}), "xdp").verdict, Verdict::kPass);
+}
+
+// An AF_XDP socket bound in copy mode to one queue: xsk_bind registers its pool on the queue
+// (xsk_reg_pool_at_qid), which queue-get reports as an empty NETDEV_A_QUEUE_XSK nest.
+struct XskOnQueue {
+  UniqueFd socket_fd;
+  void* umem = MAP_FAILED;
+  size_t umem_bytes = 16 * 4096;
+  ~XskOnQueue() {
+    if (umem != MAP_FAILED) munmap(umem, umem_bytes);
+  }
+  std::string Bind(int ifindex, uint32_t queue) {
+    socket_fd = UniqueFd(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0));
+    if (!socket_fd.valid()) return std::string("socket(AF_XDP): ") + strerror(errno);
+    umem = mmap(nullptr, umem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (umem == MAP_FAILED) return std::string("mmap: ") + strerror(errno);
+    xdp_umem_reg reg{};
+    reg.addr = reinterpret_cast<uint64_t>(umem);
+    reg.len = umem_bytes;
+    reg.chunk_size = 4096;
+    const int entries = 16;
+    if (setsockopt(socket_fd.get(), SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) != 0 ||
+        setsockopt(socket_fd.get(), SOL_XDP, XDP_UMEM_FILL_RING, &entries, sizeof(entries)) != 0 ||
+        setsockopt(socket_fd.get(), SOL_XDP, XDP_UMEM_COMPLETION_RING, &entries, sizeof(entries)) !=
+            0 ||
+        setsockopt(socket_fd.get(), SOL_XDP, XDP_RX_RING, &entries, sizeof(entries)) != 0) {
+      return std::string("AF_XDP setsockopt: ") + strerror(errno);
+    }
+    sockaddr_xdp address{};
+    address.sxdp_family = AF_XDP;
+    address.sxdp_ifindex = static_cast<uint32_t>(ifindex);
+    address.sxdp_queue_id = queue;
+    address.sxdp_flags = XDP_COPY;
+    if (bind(socket_fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+      return std::string("AF_XDP bind: ") + strerror(errno);
+    }
+    return "";
+  }
+};
+
+TEST_F(VethBindChecksTest, AQueueHeldByAfXdpFailsAndTheOtherStaysFree) {
+  // netdev_rx_queue.c:252: rxq->pool → EBUSY "designated queue already in use by AF_XDP".
+  Up();
+  XskOnQueue xsk;
+  if (std::string why = xsk.Bind(device_.ifindex, 1); !why.empty()) {
+    GTEST_SKIP() << "no AF_XDP socket here: " << why;
+  }
+  const CheckOutcome held = Row(CheckNic(device_, {1}), "rx queues");
+  EXPECT_EQ(held.verdict, Verdict::kFail);
+  EXPECT_EQ(held.detail.rfind("queue 1 is held by an AF_XDP socket (bind-rx: EBUSY", 0), 0u)
+      << held.detail;
+  EXPECT_EQ(Row(CheckNic(device_, {0}), "rx queues").verdict, Verdict::kPass);
+}
+
+TEST(PrivilegesTest, RootInTheInitialNamespacesMayBind) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  const ReadinessReport report = CheckPrivileges();
+  const CheckOutcome* scope = Find(report, "bind-rx scope");
+  ASSERT_NE(scope, nullptr);
+  // The kernel answered the family query: the flags are this kernel's, not a guess.
+  EXPECT_EQ(scope->verdict, Verdict::kPass) << scope->detail;
+  EXPECT_NE(scope->detail.find("ADMIN_PERM"), std::string::npos) << scope->detail;
+}
+
+TEST(DoctorTest, InAUserNamespaceBindRxScopeFails) {
+  // A container with user-namespace remapping that shares the host's network namespace: root
+  // inside, yet genetlink.c refuses bind-rx (GENL_ADMIN_PERM wants the initial user namespace,
+  // GENL_UNS_ADMIN_PERM the netns owner, here the initial one).
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to create a user namespace";
+  if (system("unshare -U -r true 2>/dev/null") != 0) GTEST_SKIP() << "no user namespaces here";
+  std::string out;
+  EXPECT_EQ(
+      RunCommand("unshare -U -r " + std::string(DEVMEM_DOCTOR_PATH) + " --json --ifname lo", &out),
+      1)
+      << out;
+  EXPECT_NE(out.find("\"check\": \"bind-rx scope\", \"result\": \"FAIL\""), std::string::npos)
+      << out;
+}
+
 TEST(DoctorTest, BadArgumentsExitWithTwo) {
   std::string out;
   EXPECT_EQ(RunCommand(std::string(DEVMEM_DOCTOR_PATH) + " --queues 1,x", &out), 2);
@@ -264,7 +434,7 @@ TEST(GpuConsumerCheckTest, NamesWhoConsumesGpuFragsInThisBuild) {
   // With nvcc our kernel is in the build (CI's has it); without, the check says so.
   EXPECT_EQ(plugin.ready(), gpu::BuiltWithCudaKernels());
   EXPECT_NE(plugin.checks()[0].detail.find(gpu::BuiltWithCudaKernels() ? "scatter kernel"
-                                                                        : "no CUDA kernels"),
+                                                                       : "no CUDA kernels"),
             std::string::npos)
       << plugin.checks()[0].detail;
   ReadinessReport nccl = CheckGpuConsumer(UnpackMode::kNccl);
