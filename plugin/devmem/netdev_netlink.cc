@@ -40,7 +40,9 @@ using NlCb = std::unique_ptr<nl_cb, NlCbDeleter>;
 
 // What one request produced: the kernel's error (with extack) and the parsed replies.
 struct Exchange {
-  int error = 0;  // negative errno from NLMSG_ERROR, 0 on success
+  uint32_t sequence = 0;  // the request's nlmsg_seq; answers to anything else are stale
+  bool answered = false;  // its ACK, error or NLMSG_DONE arrived: nothing more will come
+  int error = 0;          // negative errno from NLMSG_ERROR, 0 on success
   std::string extack_message;
   int bad_attr_offset = -1;  // byte offset of the offending attribute in our request
   std::vector<std::vector<uint32_t>> replies;  // per reply: attribute values by type (u32)
@@ -48,8 +50,15 @@ struct Exchange {
   int max_attr = 0;
 };
 
+// Every message of the request's sequence number is ours; anything else (the ACK or reply of
+// an earlier request whose reader stopped early) is stale and skipped.
+int OnSequenceCheck(nl_msg* msg, void* arg) {
+  return nlmsg_hdr(msg)->nlmsg_seq == static_cast<Exchange*>(arg)->sequence ? NL_OK : NL_SKIP;
+}
+
 int OnError(sockaddr_nl* /*who*/, nlmsgerr* err, void* arg) {
   auto* ex = static_cast<Exchange*>(arg);
+  ex->answered = true;
   ex->error = err->error;
   auto* nlh = reinterpret_cast<nlmsghdr*>(reinterpret_cast<char*>(err) - NLMSG_HDRLEN);
   if ((nlh->nlmsg_flags & kAckTlvs) != 0) {
@@ -83,7 +92,21 @@ int OnValid(nl_msg* msg, void* arg) {
   return NL_OK;
 }
 
-int OnAck(nl_msg* /*msg*/, void* /*arg*/) { return NL_STOP; }
+// The end of one request's answer: the ACK of a do-request (NLMSG_ERROR with error 0) or the
+// NLMSG_DONE of a dump, whose payload is the dump's own errno (net/netlink/af_netlink.c
+// netlink_dump_done puts nlk->dump_done_errno there: a dump that failed part-way says so only
+// in the DONE).
+int OnAnswered(nl_msg* msg, void* arg) {
+  auto* ex = static_cast<Exchange*>(arg);
+  ex->answered = true;
+  const nlmsghdr* header = nlmsg_hdr(msg);
+  if (header->nlmsg_type == NLMSG_DONE && nlmsg_datalen(header) >= static_cast<int>(sizeof(int))) {
+    int dump_error = 0;
+    memcpy(&dump_error, nlmsg_data(header), sizeof(dump_error));
+    if (dump_error < 0) ex->error = dump_error;
+  }
+  return NL_STOP;
+}
 
 Result<NlSocket> ConnectGenl(int* family) {
   NlSocket sock(nl_socket_alloc());
@@ -112,19 +135,27 @@ void Mark(nl_msg* msg, AttributeMap* map, std::string name) {
   map->push_back({static_cast<int>(nlmsg_hdr(msg)->nlmsg_len), std::move(name)});
 }
 
-// Sends `msg` and collects replies until the ack (or error) arrives.
+// Sends `msg` and collects replies until the ACK, error or NLMSG_DONE of THIS request arrives.
+// A genl do-request is answered in two datagrams, the reply (genlmsg_reply) and then the ACK
+// (netlink_rcv_skb -> netlink_ack, net/netlink/af_netlink.c, for NLM_F_ACK, which nl_send_auto
+// always sets), and libnl's nl_recvmsgs reads one datagram unless it carries NLM_F_MULTI
+// (lib/nl.c recvmsgs, thom311/libnl @063a2ebf): one call would leave the ACK queued for the
+// next request to mistake for its own answer.
 Status Transact(nl_sock* sock, nl_msg* msg, Exchange* ex, const std::string& what,
                 const AttributeMap& attributes = {}) {
   NlCb cb(nl_cb_alloc(NL_CB_DEFAULT));
   if (!cb) return Status::Error(ErrorKind::kSystem, "nl_cb_alloc failed");
   nl_cb_err(cb.get(), NL_CB_CUSTOM, OnError, ex);
+  nl_cb_set(cb.get(), NL_CB_SEQ_CHECK, NL_CB_CUSTOM, OnSequenceCheck, ex);
   nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, OnValid, ex);
-  nl_cb_set(cb.get(), NL_CB_ACK, NL_CB_CUSTOM, OnAck, ex);
-  nl_cb_set(cb.get(), NL_CB_FINISH, NL_CB_CUSTOM, OnAck, ex);
+  nl_cb_set(cb.get(), NL_CB_ACK, NL_CB_CUSTOM, OnAnswered, ex);
+  nl_cb_set(cb.get(), NL_CB_FINISH, NL_CB_CUSTOM, OnAnswered, ex);
   if (int err = nl_send_auto(sock, msg); err < 0) {
     return Status::Error(ErrorKind::kSystem, "%s: sending: %s", what.c_str(), nl_geterror(err));
   }
-  int err = nl_recvmsgs(sock, cb.get());
+  ex->sequence = nlmsg_hdr(msg)->nlmsg_seq;  // nl_send_auto numbered it
+  int err = 0;
+  while (!ex->answered && err >= 0) err = nl_recvmsgs(sock, cb.get());
   if (ex->error != 0) {
     char text[128];
     std::string message = Format("%s: %s (errno %d)", what.c_str(),
@@ -164,7 +195,7 @@ Result<bool> NetdevNetlink::DeviceKnown(int ifindex) {
   Exchange ex;
   ex.max_attr = 6;
   Status status = Transact(sock_.get(), msg.get(), &ex, Format("dev-get ifindex %d", ifindex));
-  if (ex.error == -ENODEV) return false;
+  if (ex.error == -ENODEV) return false;  // netdev_nl_dev_get_doit: no such device
   if (!status.ok()) return status;
   return !ex.replies.empty();
 }

@@ -40,6 +40,41 @@ TEST(NetdevNetlinkTest, FamilyResolvesAndDevGetAnswersForLoopback) {
   EXPECT_FALSE(missing.value());
 }
 
+// A genl do-request is answered by two datagrams, the reply and then the ACK
+// (net/netlink/af_netlink.c netlink_rcv_skb: netlink_ack for NLM_F_ACK after the doit's
+// genlmsg_reply); a dump by its replies and NLMSG_DONE. Each request on a reused socket must
+// read exactly its own answer: before the fix the second dev-get read the first one's ACK,
+// saw no reply and called lo unknown, and a queue-get after a dev-get returned nothing.
+TEST(NetdevNetlinkTest, RequestsOnOneSocketEachReadTheirOwnAnswer) {
+  const int lo = static_cast<int>(if_nametoindex("lo"));
+  Result<NetdevNetlink> fresh = NetdevNetlink::Open();
+  ASSERT_TRUE(fresh.ok()) << fresh.status().message();
+  Result<std::vector<RxQueueInfo>> expected_queues = fresh->RxQueues(lo);
+  ASSERT_TRUE(expected_queues.ok()) << expected_queues.status().message();
+
+  Result<NetdevNetlink> netdev = NetdevNetlink::Open();
+  ASSERT_TRUE(netdev.ok()) << netdev.status().message();
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    Result<bool> known = netdev->DeviceKnown(lo);
+    ASSERT_TRUE(known.ok()) << known.status().message();
+    EXPECT_TRUE(known.value());
+    Result<bool> again = netdev->DeviceKnown(lo);
+    ASSERT_TRUE(again.ok()) << again.status().message();
+    EXPECT_TRUE(again.value());
+    Result<std::vector<RxQueueInfo>> queues = netdev->RxQueues(lo);
+    ASSERT_TRUE(queues.ok()) << queues.status().message();
+    ASSERT_EQ(queues->size(), expected_queues->size());
+    for (size_t i = 0; i < queues->size(); ++i) {
+      EXPECT_EQ(queues.value()[i].id, expected_queues.value()[i].id);
+    }
+    // An error answer (ENODEV from netdev_nl_dev_get_doit) between them changes nothing either.
+    Result<bool> missing = netdev->DeviceKnown(0x7ffffff0);
+    ASSERT_TRUE(missing.ok()) << missing.status().message();
+    EXPECT_FALSE(missing.value());
+  }
+}
+
 // A veth pair in the test's namespace, removed at the end.
 class VethTest : public ::testing::Test {
  protected:
