@@ -11,6 +11,7 @@
 #include <functional>
 #include <utility>
 
+#include "plugin/devmem/bind_errors.h"
 #include "plugin/devmem/uapi.h"
 
 namespace devmem {
@@ -230,15 +231,19 @@ namespace {
 // bind-rx and bind-tx share their request: ifindex, dmabuf fd, then `add_more` (bind-rx's
 // queues). Returns the binding's netlink socket (it must stay open for the binding to live)
 // and the dmabuf id the kernel gave it.
+// A refusal without an extack message (or with one the table knows) also says what it means
+// and where to look (bind_errors.h); `refusal`, when given, gets the kernel's errno and extack.
 Result<std::pair<NlSocket, uint32_t>> BindDmabuf(
-    uint8_t command, int ifindex, int dmabuf_fd, const std::string& what,
-    const std::function<void(nl_msg*, AttributeMap*)>& add_more) {
+    BindCommand command, int ifindex, int dmabuf_fd, const std::string& what,
+    const std::function<void(nl_msg*, AttributeMap*)>& add_more, BindRefusal* refusal) {
   int family = 0;
   Result<NlSocket> sock = ConnectGenl(&family);
   if (!sock.ok()) return sock.status();
   NlMsg msg(nlmsg_alloc());
   if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc failed");
-  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, NLM_F_REQUEST | NLM_F_ACK, command,
+  const uint8_t cmd =
+      command == BindCommand::kRx ? uapi::kNetdevCmdBindRx : uapi::kNetdevCmdBindTx;
+  genlmsg_put(msg.get(), NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, NLM_F_REQUEST | NLM_F_ACK, cmd,
               uapi::kNetdevFamilyVersion);
   AttributeMap attributes;
   Mark(msg.get(), &attributes, "ifindex");
@@ -248,7 +253,14 @@ Result<std::pair<NlSocket, uint32_t>> BindDmabuf(
   if (add_more) add_more(msg.get(), &attributes);
   Exchange ex;
   ex.max_attr = uapi::kDmabufAttrMax;
-  DEVMEM_RETURN_IF_ERROR(Transact(sock->get(), msg.get(), &ex, what, attributes));
+  if (Status status = Transact(sock->get(), msg.get(), &ex, what, attributes); !status.ok()) {
+    if (ex.error == 0) return status;  // not the kernel's refusal: sending or reading failed
+    if (refusal != nullptr) *refusal = BindRefusal{-ex.error, ex.extack_message};
+    const std::string meaning = ExplainBindRefusal(command, -ex.error, ex.extack_message);
+    if (meaning.empty()) return status;
+    return Status::Error(status.kind(), "%s; what it means: %s", status.message().c_str(),
+                         meaning.c_str());
+  }
   if (ex.replies.empty() || ex.replies.front()[uapi::kDmabufId] == 0) {
     return Status::Error(ErrorKind::kSystem, "%s: the kernel returned no dmabuf id", what.c_str());
   }
@@ -275,15 +287,15 @@ Result<RxQueueBinding> RxQueueBinding::Bind(int ifindex, int dmabuf_fd,
     }
   };
   Result<std::pair<NlSocket, uint32_t>> bound =
-      BindDmabuf(uapi::kNetdevCmdBindRx, ifindex, dmabuf_fd, what, add_queues);
+      BindDmabuf(BindCommand::kRx, ifindex, dmabuf_fd, what, add_queues, nullptr);
   if (!bound.ok()) return bound.status();
   return RxQueueBinding(std::move(bound->first), bound->second, ifindex);
 }
 
-Result<TxBinding> TxBinding::Bind(int ifindex, int dmabuf_fd) {
+Result<TxBinding> TxBinding::Bind(int ifindex, int dmabuf_fd, BindRefusal* refusal) {
   const std::string what = Format("bind-tx of dmabuf fd %d to ifindex %d", dmabuf_fd, ifindex);
   Result<std::pair<NlSocket, uint32_t>> bound =
-      BindDmabuf(uapi::kNetdevCmdBindTx, ifindex, dmabuf_fd, what, nullptr);
+      BindDmabuf(BindCommand::kTx, ifindex, dmabuf_fd, what, nullptr, refusal);
   if (!bound.ok()) return bound.status();
   return TxBinding(std::move(bound->first), bound->second, ifindex);
 }

@@ -1,7 +1,8 @@
 // NIC control over the generic-netlink "netdev" family (libnl-3 genl): device and RX queue
 // queries, and bind-rx. A binding lives exactly as long as the netlink socket that created it,
 // so RxQueueBinding owns that socket. Every kernel refusal carries errno text and the extack
-// message or offending attribute when the kernel gives one.
+// message or offending attribute when the kernel gives one; a bind refusal also what it means
+// and where to look (bind_errors.h).
 #pragma once
 
 #include <netlink/netlink.h>
@@ -63,6 +64,12 @@ class RxQueueBinding final {
   int ifindex_ = 0;
 };
 
+// The kernel's own answer to a refused bind: its errno (positive) and extack message.
+struct BindRefusal {
+  int error = 0;
+  std::string extack;
+};
+
 // One bind-tx (Linux 6.16+): `dmabuf_fd` bound for transmit on `ifindex`; sends then name its
 // dmabuf_id in an SCM_DEVMEM_DMABUF cmsg. Destroying it closes the netlink socket, which makes
 // the kernel unbind. Drivers without netmem TX refuse it ("Driver does not support netmem
@@ -70,7 +77,8 @@ class RxQueueBinding final {
 // without that message).
 class TxBinding final {
  public:
-  static Result<TxBinding> Bind(int ifindex, int dmabuf_fd);
+  // `refusal`, when given, receives the kernel's errno and extack if it refuses.
+  static Result<TxBinding> Bind(int ifindex, int dmabuf_fd, BindRefusal* refusal = nullptr);
   uint32_t dmabuf_id() const { return dmabuf_id_; }
   int ifindex() const { return ifindex_; }
 
