@@ -5,12 +5,15 @@
 #include <netlink/genl/ctrl.h>
 #include <netlink/genl/genl.h>
 #include <netlink/msg.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <utility>
 
+#include "plugin/core/forked_child_release.h"
 #include "plugin/devmem/bind_errors.h"
 #include "plugin/devmem/uapi.h"
 
@@ -115,9 +118,18 @@ Result<NlSocket> ConnectGenl(int* family) {
   if (int err = genl_connect(sock.get()); err < 0) {
     return Status::Error(ErrorKind::kSystem, "connecting generic netlink: %s", nl_geterror(err));
   }
+  const int fd = nl_socket_get_fd(sock.get());
+  // libnl opens it with SOCK_CLOEXEC since 3.2.x; older ones did not, and an exec'd child
+  // must not inherit a binding either.
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    return Status::Errno(errno, "close-on-exec on the generic netlink socket");
+  }
+  // A binding lives as long as this socket: no forked child may share it
+  // (forked_child_release.h).
+  KeepOutOfForkedChildren(fd);
   int one = 1;
-  setsockopt(nl_socket_get_fd(sock.get()), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
-  setsockopt(nl_socket_get_fd(sock.get()), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+  setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
   int id = genl_ctrl_resolve(sock.get(), uapi::kNetdevFamilyName);
   if (id < 0) {
     return Status::Error(ErrorKind::kSystem,
@@ -178,7 +190,10 @@ Status Transact(nl_sock* sock, nl_msg* msg, Exchange* ex, const std::string& wha
 
 }  // namespace
 
-void NlSocketDeleter::operator()(nl_sock* sock) const { nl_socket_free(sock); }
+void NlSocketDeleter::operator()(nl_sock* sock) const {
+  StopKeepingOutOfForkedChildren(nl_socket_get_fd(sock));
+  nl_socket_free(sock);
+}
 
 Result<NetdevNetlink> NetdevNetlink::Open() {
   int family = 0;

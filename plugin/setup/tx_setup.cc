@@ -1,5 +1,7 @@
 #include "plugin/setup/tx_setup.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -22,17 +24,21 @@ uint64_t PageBytes() {
 }  // namespace
 
 Status ProbeNetmemTx(int ifindex) {
-  UniqueFd probe(static_cast<int>(syscall(SYS_memfd_create, "devmem-tx-probe", 0)));
+  UniqueFd probe(static_cast<int>(syscall(SYS_memfd_create, "devmem-tx-probe", MFD_CLOEXEC)));
   if (!probe.valid() || ftruncate(probe.get(), static_cast<off_t>(PageBytes())) != 0) {
     return Status::Errno(errno, "memfd for the netmem TX probe");
   }
-  Result<TxBinding> binding = TxBinding::Bind(ifindex, probe.get());
+  BindRefusal refusal;
+  Result<TxBinding> binding = TxBinding::Bind(ifindex, probe.get(), &refusal);
   if (binding.ok()) return Status::Ok();  // bound (and dropped again): surely ready
-  const std::string why = binding.status().message();
-  if (why.find("netmem TX") != std::string::npos || why.find("errno 95") != std::string::npos) {
-    return binding.status();
-  }
-  return Status::Ok();  // refused only for the fake dmabuf
+  // netdev_nl_bind_tx_doit (net/core/netdev-genl.c) checks the device (ENODEV), its netmem TX
+  // support (EOPNOTSUPP with an extack) and its DMA device before net_devmem_bind_dmabuf
+  // (net/core/devmem.c) takes the fd: dma_buf_get refuses a memfd with EINVAL and no extack
+  // (drivers/dma-buf/dma-buf.c, !is_dma_buf_file). Only that answer means "everything but the
+  // fake dmabuf passed"; any other (ENODEV for a NIC absent or detached, EPERM, ENOMEM, a
+  // kernel without bind-tx) is a reason not to send from GPU memory.
+  if (refusal.error == EINVAL && refusal.extack.empty()) return Status::Ok();
+  return binding.status();
 }
 
 std::string TxUnavailableReason(const NetDevice& device, bool gpu_dmabuf_ok,
@@ -110,7 +116,12 @@ TxBinderOps RealTxBinderOps() {
     if (!driver.ok()) return driver.status();
     Result<int> fd = driver.value()->ExportDmabuf(base, bytes);
     if (!fd.ok()) return fd.status();
-    return UniqueFd(fd.value());
+    UniqueFd owned(fd.value());
+    // The exporter decides the fd's flags; no child, exec'd or not, needs this one.
+    if (fcntl(owned.get(), F_SETFD, FD_CLOEXEC) != 0) {
+      return Status::Errno(errno, "close-on-exec on the exported dmabuf");
+    }
+    return owned;
   };
   ops.bind = [](int ifindex, int dmabuf_fd) -> Result<TxBinderOps::Bound> {
     Result<TxBinding> binding = TxBinding::Bind(ifindex, dmabuf_fd);

@@ -46,11 +46,12 @@ std::vector<std::string> PlanTransmitPaths(const std::vector<NetDevice>& devices
 // route to every address in `remote` leaves through `ifindex`, else why not.
 std::string TxRouteMismatch(const std::vector<SocketAddress>& remote, int ifindex);
 
-// bind-tx of a 4 KiB memfd on `ifindex`. The kernel checks the driver's netmem TX support
-// before it looks at the fd (net/core/netdev-genl.c netdev_nl_bind_tx_doit), so a driver
-// without it refuses with "Driver does not support netmem TX" (EOPNOTSUPP), a kernel without
-// bind-tx refuses the command, and a ready driver fails only on the fake dmabuf. Ok: the
-// driver sends from netmem; otherwise the kernel's refusal.
+// bind-tx of a one-page memfd on `ifindex`. The kernel checks the device and the driver's
+// netmem TX support before it looks at the fd (net/core/netdev-genl.c netdev_nl_bind_tx_doit),
+// so a driver without it refuses with "Driver does not support netmem TX" (EOPNOTSUPP), a
+// kernel without bind-tx refuses the command, and a ready driver fails only on the fake
+// dmabuf (EINVAL without extack, from dma_buf_get). Ok: exactly that; otherwise the kernel's
+// refusal, with its meaning (docs/bind-errors.md).
 Status ProbeNetmemTx(int ifindex);
 
 // A registration's view of its binding.

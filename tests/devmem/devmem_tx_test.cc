@@ -240,6 +240,22 @@ TEST(TxReadinessTest, TheRouteToThePeerMustLeaveThroughTheBoundNic) {
   }
 }
 
+// netdev_nl_bind_tx_doit (net/core/netdev-genl.c) answers ENODEV, with only the ifindex
+// marked, for an ifindex no device has (netdev_get_by_index_lock) or a device that is not
+// present (netif_device_present); the old probe counted every refusal but "netmem TX" and
+// errno 95 as "supported". Only dma_buf_get's EINVAL for the memfd means ready.
+TEST(TxReadinessTest, TheNetmemTxProbeCountsOnlyTheDmabufRefusalAsSupported) {
+  Status missing = ProbeNetmemTx(0x7ffffff0);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.message().find("errno 19"), std::string::npos) << missing.message();
+  EXPECT_NE(missing.message().find("what it means: no NIC has this ifindex"), std::string::npos)
+      << missing.message();
+  Status lo = ProbeNetmemTx(static_cast<int>(if_nametoindex("lo")));
+  ASSERT_FALSE(lo.ok());
+  EXPECT_NE(lo.message().find("Driver does not support netmem TX"), std::string::npos)
+      << lo.message();
+}
+
 TEST(TxReadinessTest, LoopbackAndAMissingGpuAreReasonsWithoutAProbe) {
   NetDevice lo;
   lo.name = "lo";

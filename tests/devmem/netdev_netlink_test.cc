@@ -2,16 +2,21 @@
 // refusal on devices without devmem support (veth, lo), with the kernel's errno text.
 #include "plugin/devmem/netdev_netlink.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -73,6 +78,59 @@ TEST(NetdevNetlinkTest, RequestsOnOneSocketEachReadTheirOwnAnswer) {
     ASSERT_TRUE(missing.ok()) << missing.status().message();
     EXPECT_FALSE(missing.value());
   }
+}
+
+// The socket fds of this process, by number.
+std::set<int> SocketFds() {
+  std::set<int> fds;
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return fds;
+  while (dirent* entry = readdir(dir)) {
+    char target[64] = {};
+    const std::string link = std::string("/proc/self/fd/") + entry->d_name;
+    if (readlink(link.c_str(), target, sizeof(target) - 1) > 0 &&
+        std::string(target).rfind("socket:", 0) == 0) {
+      fds.insert(atoi(entry->d_name));
+    }
+  }
+  closedir(dir);
+  return fds;
+}
+
+// A binding is its netlink socket: the kernel unbinds only when the socket's last reference
+// closes (net/core/netdev-genl.c netdev_nl_sock_priv_destroy). So the socket is close-on-exec,
+// and a child forked without exec holds a placeholder instead of it.
+TEST(NetdevNetlinkTest, ItsSocketIsCloseOnExecAndNotHeldByAForkedChild) {
+  const std::set<int> before = SocketFds();
+  Result<NetdevNetlink> netdev = NetdevNetlink::Open();
+  ASSERT_TRUE(netdev.ok()) << netdev.status().message();
+  std::vector<int> opened;
+  for (int fd : SocketFds()) {
+    if (before.count(fd) == 0) opened.push_back(fd);
+  }
+  ASSERT_EQ(opened.size(), 1u);
+  const int fd = opened.front();
+  EXPECT_NE(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+  int report[2];
+  ASSERT_EQ(pipe2(report, O_CLOEXEC), 0);
+  const pid_t child = fork();
+  if (child == 0) {
+    struct stat st {};
+    const char what = fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) ? 'p' : 's';
+    (void)!write(report[1], &what, 1);
+    _exit(0);
+  }
+  char what = '?';
+  EXPECT_EQ(read(report[0], &what, 1), 1);
+  EXPECT_EQ(what, 'p');  // the child's copy is /dev/null, not the netlink socket
+  int status = 0;
+  waitpid(child, &status, 0);
+  close(report[0]);
+  close(report[1]);
+  // The parent's socket still works.
+  Result<bool> known = netdev->DeviceKnown(static_cast<int>(if_nametoindex("lo")));
+  ASSERT_TRUE(known.ok()) << known.status().message();
+  EXPECT_TRUE(known.value());
 }
 
 // A veth pair in the test's namespace, removed at the end.
