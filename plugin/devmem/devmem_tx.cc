@@ -11,16 +11,16 @@ namespace devmem {
 void BuildDevmemTxMessage(uint32_t dmabuf_id, uint64_t dmabuf_offset, size_t length, iovec iov[2],
                           DevmemTxControl* control, msghdr* msg) {
   // The kernel reads iov_base as an offset into the bound dmabuf (devmem.rst: "the iov_base
-  // ... is interpreted as an offset into the dmabuf").
-  const size_t first = length >= 2 ? length / 2 : length;
+  // ... is interpreted as an offset into the dmabuf"). The second, empty entry only makes the
+  // iovec count 2 (see the header); the fill loop stops once `length` bytes are taken.
   iov[0].iov_base = reinterpret_cast<void*>(static_cast<uintptr_t>(dmabuf_offset));
-  iov[0].iov_len = first;
-  iov[1].iov_base = reinterpret_cast<void*>(static_cast<uintptr_t>(dmabuf_offset + first));
-  iov[1].iov_len = length - first;
+  iov[0].iov_len = length;
+  iov[1].iov_base = reinterpret_cast<void*>(static_cast<uintptr_t>(dmabuf_offset + length));
+  iov[1].iov_len = 0;
   memset(control->bytes, 0, sizeof(control->bytes));
   *msg = msghdr{};
   msg->msg_iov = iov;
-  msg->msg_iovlen = length >= 2 ? 2 : 1;
+  msg->msg_iovlen = 2;
   msg->msg_control = control->bytes;
   msg->msg_controllen = sizeof(control->bytes);
   cmsghdr* cmsg = CMSG_FIRSTHDR(msg);

@@ -12,8 +12,8 @@
 //   ENODEV        the socket's route leaves through another device than the bound one
 //   EHOSTUNREACH  the socket has no route any more
 //   EFAULT        the offsets reach past the dmabuf (or, before the single-iovec fix, a
-//                 one-iovec send: zerocopy_fill_skb_from_devmem took ITER_IOVEC only; we send
-//                 two)
+//                 one-iovec send: zerocopy_fill_skb_from_devmem took ITER_IOVEC only; we
+//                 always send two)
 #pragma once
 
 #include <sys/socket.h>
@@ -32,10 +32,13 @@ struct DevmemTxControl {
 };
 
 // Fills `msg` (with `iov[2]` and `control`, which must outlive it) for `length` bytes at byte
-// `dmabuf_offset` of the dmabuf bound as `dmabuf_id`. Two iovecs (the halves) whenever length
-// allows: the first devmem TX kernels (6.16) took only ITER_IOVEC, and sendmsg turns a single
-// iovec into ITER_UBUF, which they refused with EFAULT until the single-iovec fix; two work on
-// every version (ncdevmem sends two as well).
+// `dmabuf_offset` of the dmabuf bound as `dmabuf_id`: always two iovecs, the payload and an
+// empty one after it. sendmsg turns exactly one iovec into ITER_UBUF (lib/iov_iter.c
+// __import_iovec, nr_segs == 1), and the devmem TX path as merged (bd61848900bf "net: devmem:
+// Implement TX path") refused every iterator but ITER_IOVEC with EFAULT in
+// zerocopy_fill_skb_from_devmem (net/core/datagram.c) until "net: devmem: support single IOV
+// with sendmsg" (May 2025) dropped the check; two entries are ITER_IOVEC on every kernel, and
+// an empty entry adds no frag (the loop there runs while bytes are left).
 void BuildDevmemTxMessage(uint32_t dmabuf_id, uint64_t dmabuf_offset, size_t length, iovec iov[2],
                           DevmemTxControl* control, msghdr* msg);
 

@@ -30,15 +30,14 @@ TEST(DevmemTxMessageTest, CarriesTheIdInOneU32CmsgAndTheOffsetsAsIovBases) {
   DevmemTxControl control;
   msghdr msg;
   BuildDevmemTxMessage(0xabcdef01u, (uint64_t{3} << 32) + 4096, 65537, iov, &control, &msg);
-  // Two iovecs, the halves: ITER_IOVEC on every devmem TX kernel (a single iovec becomes
-  // ITER_UBUF, which zerocopy_fill_skb_from_devmem in net/core/datagram.c refused before the
-  // single-iovec fix).
+  // Two iovecs, the payload and an empty one: ITER_IOVEC on every devmem TX kernel (a single
+  // iovec becomes ITER_UBUF, lib/iov_iter.c __import_iovec, which zerocopy_fill_skb_from_devmem
+  // in net/core/datagram.c refused with EFAULT before the single-iovec fix).
   ASSERT_EQ(msg.msg_iov, iov);
   EXPECT_EQ(msg.msg_iovlen, 2u);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(iov[0].iov_base), (uint64_t{3} << 32) + 4096);
-  EXPECT_EQ(iov[0].iov_len, 32768u);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(iov[1].iov_base), (uint64_t{3} << 32) + 4096 + 32768);
-  EXPECT_EQ(iov[1].iov_len, 32769u);
+  EXPECT_EQ(iov[0].iov_len, 65537u);
+  EXPECT_EQ(iov[1].iov_len, 0u);
   cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
   ASSERT_NE(cmsg, nullptr);
   EXPECT_EQ(cmsg->cmsg_level, SOL_SOCKET);
@@ -48,10 +47,33 @@ TEST(DevmemTxMessageTest, CarriesTheIdInOneU32CmsgAndTheOffsetsAsIovBases) {
   memcpy(&id, CMSG_DATA(cmsg), sizeof(id));
   EXPECT_EQ(id, 0xabcdef01u);
   EXPECT_EQ(CMSG_NXTHDR(&msg, cmsg), nullptr);  // exactly one cmsg
-  // One byte cannot be halved: one iovec.
+  // One byte, the case that once went out as a single iovec: still two entries.
   BuildDevmemTxMessage(1, 8, 1, iov, &control, &msg);
-  EXPECT_EQ(msg.msg_iovlen, 1u);
+  EXPECT_EQ(msg.msg_iovlen, 2u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(iov[0].iov_base), 8u);
   EXPECT_EQ(iov[0].iov_len, 1u);
+  EXPECT_EQ(iov[1].iov_len, 0u);
+}
+
+// The kernel's sendmsg accepts the two-entry form with an empty second entry as one payload:
+// sent as plain TCP from real memory (iov_base an address here, not a dmabuf offset), the
+// receiver gets exactly the first entry's bytes, for one byte and for many.
+TEST(DevmemTxMessageTest, TheEmptySecondEntryAddsNothingToWhatTheKernelSends) {
+  auto [client, server] = testing::TcpPair();
+  const char payload[] = "devmem";
+  for (size_t length : {size_t{1}, sizeof(payload)}) {
+    iovec iov[2];
+    DevmemTxControl control;
+    msghdr msg;
+    BuildDevmemTxMessage(0, reinterpret_cast<uintptr_t>(payload), length, iov, &control, &msg);
+    msg.msg_control = nullptr;  // plain TCP: no SCM_DEVMEM_DMABUF
+    msg.msg_controllen = 0;
+    ASSERT_EQ(sendmsg(client.get(), &msg, MSG_NOSIGNAL), static_cast<ssize_t>(length));
+    char received[sizeof(payload)] = {};
+    ASSERT_EQ(recv(server.get(), received, length, MSG_WAITALL),
+              static_cast<ssize_t>(length));
+    EXPECT_EQ(memcmp(received, payload, length), 0);
+  }
 }
 
 // A loopback socket has no TX binding: the real kernel refuses the id with EINVAL
