@@ -309,14 +309,12 @@ abi::Result Connect(int dev, void* handle, void** send_comm, abi::DeviceHandleV7
   void* none = nullptr;
   memcpy(bytes + wire::ListenHandle::kConnectorSlotOffset, &none, sizeof(none));
   if (!connector) {
-    // A virtual NIC sends from each member's address in turn (connection.h, DataSocketsFor).
-    std::vector<SocketAddress> local;
-    if (device->is_virtual()) {
-      for (const NetDevice& member : MembersOf(*device)) local.push_back(member.address);
-    }
+    // Every socket leaves from its NIC's address; a virtual NIC's from each member's in turn
+    // (connection.h, DataSocketsFor).
+    const std::vector<NetDevice> local = MembersOf(*device);
     TxChoice tx;
     if (device->devmem_tx()) {
-      tx.ifindex = MembersOf(*device)[0].ifindex;
+      tx.ifindex = local[0].ifindex;
     } else {
       tx.reason = device->name + ": " + device->tx_reason;
     }

@@ -211,7 +211,7 @@ Result<std::vector<NetDevice>> DiscoverDevices(const std::string& ifname_spec, i
   return devices;
 }
 
-Result<int> RouteOutputInterface(const SocketAddress& destination) {
+Result<int> RouteOutputInterface(const SocketAddress& destination, const SocketAddress* source) {
   const int family = destination.family();
   const void* address = nullptr;
   int address_bytes = 0;
@@ -231,11 +231,23 @@ Result<int> RouteOutputInterface(const SocketAddress& destination) {
   }
   std::unique_ptr<nl_msg, void (*)(nl_msg*)> msg(nlmsg_alloc_simple(RTM_GETROUTE, 0), nlmsg_free);
   if (!msg) return Status::Error(ErrorKind::kSystem, "nlmsg_alloc_simple failed");
+  if (source != nullptr && source->family() != family) {
+    return Status::Error(ErrorKind::kInvalidArgument, "route lookup from %s to %s: families differ",
+                         source->ToString().c_str(), destination.ToString().c_str());
+  }
   rtmsg header{};
   header.rtm_family = static_cast<unsigned char>(family);
   header.rtm_dst_len = static_cast<unsigned char>(address_bytes * 8);
+  if (source != nullptr) header.rtm_src_len = static_cast<unsigned char>(address_bytes * 8);
+  const void* source_address =
+      source == nullptr ? nullptr
+      : family == AF_INET
+          ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(source->get())->sin_addr)
+          : static_cast<const void*>(
+                &reinterpret_cast<const sockaddr_in6*>(source->get())->sin6_addr);
   if (nlmsg_append(msg.get(), &header, sizeof(header), NLMSG_ALIGNTO) < 0 ||
-      nla_put(msg.get(), RTA_DST, address_bytes, address) < 0) {
+      nla_put(msg.get(), RTA_DST, address_bytes, address) < 0 ||
+      (source_address != nullptr && nla_put(msg.get(), RTA_SRC, address_bytes, source_address) < 0)) {
     return Status::Error(ErrorKind::kSystem, "building the RTM_GETROUTE request");
   }
   if (int err = nl_send_auto(sock.get(), msg.get()); err < 0) {

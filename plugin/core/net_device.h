@@ -65,7 +65,10 @@ std::string DescribeUnselected(const std::vector<InterfaceInfo>& interfaces,
 Result<std::vector<NetDevice>> DiscoverDevices(const std::string& ifname_spec, int family);
 
 // The interface the kernel's routing table sends packets to `destination` out of (RTM_GETROUTE,
-// as `ip route get` asks): the ifindex, or why it cannot say.
-Result<int> RouteOutputInterface(const SocketAddress& destination);
+// as `ip route get` asks): the ifindex, or why it cannot say. With `source`, the lookup of a
+// socket bound to that address (`ip route get <dst> from <src>`: policy rules on the source
+// apply).
+Result<int> RouteOutputInterface(const SocketAddress& destination,
+                                 const SocketAddress* source = nullptr);
 
 }  // namespace devmem

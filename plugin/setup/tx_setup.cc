@@ -88,20 +88,6 @@ std::vector<std::string> PlanTransmitPaths(const std::vector<NetDevice>& devices
   return reasons;
 }
 
-std::string TxRouteMismatch(const std::vector<SocketAddress>& remote, int ifindex) {
-  for (const SocketAddress& to : remote) {
-    Result<int> oif = RouteOutputInterface(to);
-    if (!oif.ok()) return oif.status().message();
-    if (oif.value() != ifindex) {
-      return Format(
-          "the route to %s leaves through ifindex %d, not the NIC (ifindex %d) the "
-          "send buffers would be bound to",
-          to.ToString().c_str(), oif.value(), ifindex);
-    }
-  }
-  return "";
-}
-
 TxBinderOps RealTxBinderOps() {
   TxBinderOps ops;
   ops.allocation_of = [](uint64_t address) -> Result<TxBinderOps::Allocation> {

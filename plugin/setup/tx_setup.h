@@ -24,7 +24,6 @@
 #include <vector>
 
 #include "plugin/core/net_device.h"
-#include "plugin/core/socket_address.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
 
@@ -40,11 +39,6 @@ std::string TxUnavailableReason(const NetDevice& device, bool gpu_dmabuf_ok,
 // driver, a GPU, CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED); logs one line per NIC saying which
 // send path its CUDA buffers take and why.
 std::vector<std::string> PlanTransmitPaths(const std::vector<NetDevice>& devices);
-
-// The kernel sends devmem TX packets only out of the bound NIC and refuses a sendmsg whose
-// route leaves elsewhere (ENODEV, net/core/devmem.c net_devmem_get_binding). Empty when the
-// route to every address in `remote` leaves through `ifindex`, else why not.
-std::string TxRouteMismatch(const std::vector<SocketAddress>& remote, int ifindex);
 
 // bind-tx of a one-page memfd on `ifindex`. The kernel checks the device and the driver's
 // netmem TX support before it looks at the fd (net/core/netdev-genl.c netdev_nl_bind_tx_doit),

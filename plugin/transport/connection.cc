@@ -15,6 +15,7 @@
 #include "plugin/cuda/cuda_driver.h"
 #include "plugin/devmem/rx_arena.h"
 #include "plugin/setup/rx_setup.h"
+#include "plugin/transport/source_route.h"
 
 namespace devmem {
 namespace {
@@ -402,8 +403,12 @@ int DataSocketsFor(int configured, size_t local_members, size_t remote_members) 
 
 Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& handle,
                                                     const Config& config,
-                                                    const std::vector<SocketAddress>& local_members,
+                                                    const std::vector<NetDevice>& local_members,
                                                     const TxChoice& tx) {
+  if (local_members.empty()) {
+    return Status::Error(ErrorKind::kInvalidArgument, "connect to %s: no local NIC",
+                         handle.address.ToString().c_str());
+  }
   if (config.require_tx && tx.ifindex <= 0) {
     return Status::Error(ErrorKind::kSystem,
                          "NCCL_DEVMEM_REQUIRE_TX=1, but devmem TX does not run on this NIC: %s",
@@ -413,34 +418,51 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   // Remote members: the handle's first address, then the others on the same port.
   std::vector<SocketAddress> remote = {handle.address};
   remote.insert(remote.end(), handle.extra_members.begin(), handle.extra_members.end());
-  const bool bind_source = local_members.size() > 1;
-  for (const SocketAddress& local : local_members) {
-    if (bind_source && local.family() != handle.address.family()) {
+  const bool is_virtual = local_members.size() > 1;
+  // A NIC whose address is of the other family cannot be the source: then the kernel picks one
+  // (a lone NIC), or the virtual NIC cannot connect at all.
+  const bool bind_source = local_members.front().address.family() == handle.address.family();
+  for (const NetDevice& local : local_members) {
+    if (is_virtual && local.address.family() != handle.address.family()) {
       return Status::Error(ErrorKind::kInvalidArgument,
-                           "local member NIC %s cannot reach %s: address families differ",
-                           local.ToString().c_str(), handle.address.ToString().c_str());
+                           "local member NIC %s (%s) cannot reach %s: address families differ",
+                           local.name.c_str(), local.address.ToString().c_str(),
+                           handle.address.ToString().c_str());
     }
   }
   const int data_sockets = DataSocketsFor(config.data_sockets, local_members.size(), remote.size());
   connector->peer_ = handle.address;
-  if (remote.size() > 1 || bind_source) {
+  if (remote.size() > 1 || is_virtual) {
     connector->members_ = Format(", over %zu -> %zu member NICs, %s striping",
-                                 std::max<size_t>(local_members.size(), 1), remote.size(),
+                                 local_members.size(), remote.size(),
                                  config.adaptive_stripes ? "adaptive" : "round-robin");
   }
   connector->nonce_ = handle.nonce;
   connector->connection_id_ = RandomNonZero();
   connector->params_.data_sockets = data_sockets;
   connector->params_.adaptive_stripes =
-      config.adaptive_stripes && (remote.size() > 1 || local_members.size() > 1);
+      config.adaptive_stripes && (remote.size() > 1 || is_virtual);
   connector->params_.zerocopy_tx = config.emulate_tx;
   connector->params_.devmem_tx_ifindex = std::max(tx.ifindex, 0);
   connector->params_.require_tx = config.require_tx;
+  // The paths the sockets take (member k to remote member k, DataSocketsFor): a route that
+  // leaves through another device than the path's NIC is WARNed about once per process.
+  const size_t paths = bind_source ? std::max(local_members.size(), remote.size()) : 0;
+  for (size_t pair = 0; pair < paths; ++pair) {
+    const std::string warning = RouteWarningOnce(local_members[pair % local_members.size()],
+                                                 remote[pair % remote.size()]);
+    if (!warning.empty()) log::Warn("%s", warning.c_str());
+  }
   if (tx.ifindex > 0) {
     // The kernel sends a devmem TX packet only out of the bound NIC and refuses the sendmsg
     // otherwise (ENODEV, net/core/devmem.c net_devmem_get_binding): check the route to every
     // remote member now, while the connection can still stage instead.
-    if (const std::string why = TxRouteMismatch(remote, tx.ifindex); !why.empty()) {
+    SocketAddress from = local_members.front().address;
+    from.set_port(0);
+    for (const SocketAddress& to : remote) {
+      const std::string why = bind_source ? RouteMismatch(from, to, tx.ifindex)
+                                          : "the NIC's address family differs from the peer's";
+      if (why.empty()) continue;
       if (config.require_tx) {
         return Status::Error(ErrorKind::kSystem, "NCCL_DEVMEM_REQUIRE_TX=1, but %s", why.c_str());
       }
@@ -449,6 +471,7 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
           "memory",
           handle.address.ToString().c_str(), why.c_str());
       connector->params_.devmem_tx_ifindex = 0;
+      break;
     }
   }
   connector->params_.worker_threads = config.worker_threads;
@@ -486,15 +509,22 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
         connector->params_.devmem_tx_ifindex = 0;
       }
     }
-    if (bind_source) {
-      // The source address picks the member NIC the packets leave from (and, with one subnet
-      // per rail, the route).
-      SocketAddress from = local_members[pair % local_members.size()];
-      from.set_port(0);
-      if (bind(fd->get(), from.get(), from.length()) != 0) {
-        return Status::Errno(errno, "binding a socket to member NIC address %s",
-                             from.ToString().c_str());
+    const NetDevice& member = local_members[pair % local_members.size()];
+    if (i > 0 && connector->params_.devmem_tx_ifindex > 0) {
+      if (Status bound = BindToDevice(fd->get(), local_members.front()); !bound.ok()) {
+        static std::atomic<bool> warned{false};
+        if (!warned.exchange(true)) {
+          log::Warn(
+              "%s on a devmem TX data socket failed: the connect-time route check stays the "
+              "only guard, and a later route change fails its sends with ENODEV",
+              bound.message().c_str());
+        }
       }
+    }
+    if (bind_source) {
+      // The source address picks the NIC the peer's packets come back to; with one subnet per
+      // NIC (or source routing) also the one ours leave by.
+      DEVMEM_RETURN_IF_ERROR(BindSourceAddress(fd->get(), member));
     }
     if (connect(fd->get(), to.get(), to.length()) != 0 && errno != EINPROGRESS) {
       return Status::Errno(errno, "connect to %s", to.ToString().c_str());

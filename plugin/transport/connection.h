@@ -98,12 +98,15 @@ struct TxChoice {
 
 class Connector final {
  public:
-  // `local_members`: the source addresses of the sending (virtual) NIC's members, one per
-  // member; empty or one: the kernel picks the source as before (no bind).
-  // `tx`: whether this NIC runs devmem TX (DeviceEntry::tx_reason at init).
-  static Result<std::unique_ptr<Connector>> Start(
-      const wire::ListenHandle& handle, const Config& config,
-      const std::vector<SocketAddress>& local_members = {}, const TxChoice& tx = TxChoice());
+  // `local_members`: the sending NIC (one) or the members of the sending virtual NIC, at
+  // least one. Every socket is bound to its member's address before connect (source_route.h),
+  // and each path whose route leaves through another device is WARNed about once.
+  // `tx`: whether this NIC runs devmem TX (DeviceEntry::tx_reason at init); its data sockets
+  // are also bound to the device (SO_BINDTODEVICE).
+  static Result<std::unique_ptr<Connector>> Start(const wire::ListenHandle& handle,
+                                                  const Config& config,
+                                                  const std::vector<NetDevice>& local_members,
+                                                  const TxChoice& tx = TxChoice());
   // A SendComm once the receiver accepted us; nullptr while in progress.
   Result<std::unique_ptr<SendComm>> Progress();
 

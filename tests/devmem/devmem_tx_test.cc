@@ -244,24 +244,6 @@ TEST(TxBinderTest, TheKernelsRefusalOfBindTxReachesTheCaller) {
 
 // A connection keeps devmem TX only where the kernel's route to the peer leaves through the
 // bound NIC (else every sendmsg would be ENODEV, net/core/devmem.c net_devmem_get_binding).
-TEST(TxReadinessTest, TheRouteToThePeerMustLeaveThroughTheBoundNic) {
-  const int lo = static_cast<int>(if_nametoindex("lo"));
-  Result<SocketAddress> v4 = SocketAddress::FromString("127.0.0.1", 5000);
-  Result<SocketAddress> v6 = SocketAddress::FromString("::1", 5000);
-  ASSERT_TRUE(v4.ok() && v6.ok());
-  Result<int> oif = RouteOutputInterface(v4.value());
-  ASSERT_TRUE(oif.ok()) << oif.status().message();
-  EXPECT_EQ(oif.value(), lo);
-  EXPECT_EQ(TxRouteMismatch({v4.value()}, lo), "");
-  const std::string elsewhere = TxRouteMismatch({v4.value()}, lo + 1000);
-  EXPECT_NE(elsewhere.find("leaves through ifindex " + std::to_string(lo)), std::string::npos)
-      << elsewhere;
-  Result<int> oif6 = RouteOutputInterface(v6.value());
-  if (oif6.ok()) {  // hosts with IPv6 disabled answer an error
-    EXPECT_EQ(oif6.value(), lo);
-  }
-}
-
 // netdev_nl_bind_tx_doit (net/core/netdev-genl.c) answers ENODEV, with only the ifindex
 // marked, for an ifindex no device has (netdev_get_by_index_lock) or a device that is not
 // present (netif_device_present); the old probe counted every refusal but "netmem TX" and
