@@ -3,13 +3,17 @@
 // SKIP), with the command that fixes each failure or warning. docs/doctor.md lists the checks.
 //
 //   devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]
+//   devmem-doctor --cleanup [--json] [--ifname NAME[,NAME...]]
 //
 // The environment is read and validated by the plugin's own Config::FromEnvironment, so a
 // value init rejects is rejected here with the same message; --queues stands in for
 // NCCL_DEVMEM_RX_QUEUES.
 // NICs: --ifname (exact names), else NCCL_SOCKET_IFNAME and NCCL_SOCKET_FAMILY, else the
 // plugin's default selection. Queues: --queues, else NCCL_DEVMEM_RX_QUEUES, else each NIC's
-// last RX queue.
+// queues outside RSS (the devmem pool; each section "queue plan" shows who holds which).
+// --cleanup removes the flow rules and queue claims that processes now gone left on those NICs
+// (plugin/devmem/flow_steering.h ReapDeadOwners) and says what it did; exit status 0, or 2 when a
+// NIC could not be cleaned.
 // Exit status: 0 ready, 1 not ready, 2 error (bad argument or environment, no such NIC). With
 // --json, stdout always holds one JSON object: the report, or {"ready": false, "error": "..."}.
 #include <strings.h>
@@ -17,18 +21,22 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "plugin/core/config.h"
 #include "plugin/core/net_device.h"
+#include "plugin/devmem/flow_steering.h"
 #include "plugin/setup/readiness.h"
+#include "plugin/setup/rx_queue_plan.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]";
+    "usage: devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]\n"
+    "       devmem-doctor --cleanup [--json] [--ifname NAME[,NAME...]]";
 
 // A JSON string body. Bytes outside printable ASCII are escaped one by one, so a message that
 // echoes any environment value is still valid JSON.
@@ -85,16 +93,61 @@ devmem::Result<std::vector<devmem::NetDevice>> NamedDevices(const std::vector<st
   return out;
 }
 
+// --cleanup: the dead owners' rules and queue claims on every NIC, removed; one line (or one JSON
+// object) per NIC.
+int RunCleanup(bool json, const std::vector<devmem::NetDevice>& devices) {
+  devmem::Result<std::shared_ptr<devmem::HostRegistry>> registry = devmem::HostRegistry::Open();
+  if (!registry.ok()) return Fail(json, registry.status().message());
+  bool failed = false;
+  std::string objects;
+  for (const devmem::NetDevice& device : devices) {
+    if (device.loopback) continue;
+    devmem::SteeringContext context{
+        std::make_shared<devmem::EthtoolNtupleTable>(device.name), registry.value(), {}};
+    devmem::Result<devmem::ReapOutcome> outcome = devmem::ReapDeadOwners(context);
+    failed = failed || !outcome.ok();
+    const std::string text =
+        outcome.ok() ? outcome->ToString() : "failed: " + outcome.status().message();
+    if (!json) {
+      printf("%s: %s\n", device.name.c_str(), text.c_str());
+      if (outcome.ok()) {
+        for (const devmem::RuleRecord& record : outcome->removed) {
+          printf("  removed rule %u: %s (%s)\n", record.location, record.match.ToString().c_str(),
+                 record.owner.ToString().c_str());
+        }
+      }
+      continue;
+    }
+    objects += devmem::Format(
+        "%s{\"nic\": \"%s\", \"ok\": %s, \"removed\": %zu, \"dropped_records\": %zu, "
+        "\"released_queues\": %zu, \"live_rules\": %zu, \"detail\": \"%s\"}",
+        objects.empty() ? "" : ", ", JsonString(device.name).c_str(),
+        outcome.ok() ? "true" : "false", outcome.ok() ? outcome->removed.size() : 0,
+        outcome.ok() ? outcome->vanished.size() : 0, outcome.ok() ? outcome->released.size() : 0,
+        outcome.ok() ? outcome->live_rules : 0, JsonString(text).c_str());
+  }
+  if (json) {
+    printf("{\"registry\": \"%s\", \"cleanup\": [%s]}\n",
+           JsonString(registry.value()->directory()).c_str(), objects.c_str());
+  } else {
+    printf("registry: %s\n", registry.value()->directory().c_str());
+  }
+  return failed ? 2 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bool json = false;
+  bool cleanup = false;
   std::vector<std::string> named;  // --ifname: checked even without an IP address
   std::optional<std::string> queue_arg;
   std::string bad_argument;  // reported once --json has been seen wherever it stands
   for (int i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--json") == 0) {
       json = true;
+    } else if (strcmp(argv[i], "--cleanup") == 0) {
+      cleanup = true;
     } else if (strcmp(argv[i], "--ifname") == 0 && i + 1 < argc) {
       std::string list = argv[++i];
       size_t pos = 0;
@@ -136,12 +189,14 @@ int main(int argc, char** argv) {
       named.empty() ? devmem::DiscoverDevices(config->socket_ifname, config->socket_family)
                     : NamedDevices(named);
   if (!devices.ok()) return Fail(json, devices.status().message());
+  if (cleanup) return RunCleanup(json, devices.value());
 
   devmem::ReadinessReport report = devmem::CheckKernel();
   report.Append(devmem::CheckPrivileges());
   for (const devmem::NetDevice& device : devices.value()) {
     report.Append(devmem::CheckNic(device, config->rx_queues));
     report.Append(devmem::CheckNicTx(device));
+    report.Append(devmem::DescribeSteering(device, config->rx_queues));
   }
   report.Append(devmem::CheckGpus(devices->front().pci_path));
   report.Append(devmem::CheckGpuConsumer(config->unpack));

@@ -436,8 +436,8 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
   log::Info(log::kEnv, "%s=%d (%s)", kRequire, require_devmem ? 1 : 0, origin(kRequire));
   log::Info(log::kEnv, "%s=%d (%s)", kRequireTx, require_tx ? 1 : 0, origin(kRequireTx));
   const std::string queues = JoinQueueIds(rx_queues);
-  log::Info(log::kEnv, "%s=\"%s\" (%s)", kQueues, queues.empty() ? "last RX queue" : queues.c_str(),
-            origin(kQueues));
+  log::Info(log::kEnv, "%s=\"%s\" (%s)", kQueues,
+            queues.empty() ? "each NIC's queues outside RSS" : queues.c_str(), origin(kQueues));
   if (rx_region_bytes_set || emulate_devmem) {
     log::Info(log::kEnv, "%s=%llu (%s)", kRegion, static_cast<unsigned long long>(rx_region_bytes),
               origin(kRegion));

@@ -83,7 +83,9 @@ struct Config {
   // NCCL_DEVMEM_REQUIRE_TX: a send connection, or a CUDA send buffer, that cannot use devmem TX
   // fails (connect / regMr) instead of staging through host memory.
   bool require_tx = false;
-  std::vector<uint32_t> rx_queues;  // NCCL_DEVMEM_RX_QUEUES (empty: each NIC's last RX queue)
+  // NCCL_DEVMEM_RX_QUEUES: a NIC's devmem queue pool (empty: the queues outside RSS, else its last
+  // queue); each (NIC, GPU, process) binds its own share of it (plugin/setup/rx_queue_plan.h).
+  std::vector<uint32_t> rx_queues;
   // NCCL_DEVMEM_RX_REGION_BYTES: the RX region of one NIC (devmem) or one receive comm
   // (emulation). Unset: emulation uses 64 MiB, devmem the in-flight budget
   // (plugin/setup/rx_budget.h).

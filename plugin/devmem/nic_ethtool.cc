@@ -1,5 +1,6 @@
 #include "plugin/devmem/nic_ethtool.h"
 
+#include <arpa/inet.h>
 #include <linux/ethtool.h>
 #include <linux/ethtool_netlink.h>
 #include <linux/sockios.h>
@@ -207,99 +208,157 @@ Result<FlowRuleTable> QueryFlowRuleTable(const std::string& ifname) {
   }
 }
 
-namespace {
-
-// Chooses the location and inserts `rule` there, under the host-wide lock; returns where the
-// rule went. The lock is released on return: it guards the choice, not the rule's lifetime.
-Result<uint32_t> InsertWithChosenLocation(const std::string& ifname, ethtool_rxnfc* rule,
-                                          const FlowRuleLockOptions& locking) {
-  Result<FlowRuleLock> lock = FlowRuleLock::Acquire(ifname, locking);
-  if (!lock.ok()) return lock.status();
-  Result<FlowRuleTable> table = QueryFlowRuleTable(ifname);
-  if (!table.ok()) return table.status();
-  Result<uint32_t> location = ChooseRuleLocation(table->size, table->driver_selects, table->used);
-  if (!location.ok()) {
-    return location.status().WithContext("choosing a flow rule location on " + ifname);
-  }
-  rule->cmd = ETHTOOL_SRXCLSRLINS;
-  rule->fs.location = location.value();
-  const std::string what =
-      location.value() == kRuleLocationAny
-          ? std::string("ETHTOOL_SRXCLSRLINS (flow steering rule, location chosen by driver)")
-          : Format("ETHTOOL_SRXCLSRLINS (flow steering rule at location %u of %u)",
-                   location.value(), table->size);
-  DEVMEM_RETURN_IF_ERROR(EthtoolIoctl(ifname, rule, what.c_str()));
-  // The kernel copies the rule back: fs.location is where the driver put it.
-  return rule->fs.location;
-}
-
-}  // namespace
-
-Result<FlowSteeringRule> FlowSteeringRule::Install(const std::string& ifname,
-                                                   const SocketAddress& local,
-                                                   const SocketAddress& remote, uint32_t queue) {
-  return Install(ifname, local, remote, queue, FlowRuleLockOptions{});
-}
-
-Result<FlowSteeringRule> FlowSteeringRule::Install(const std::string& ifname,
-                                                   const SocketAddress& local,
-                                                   const SocketAddress& remote, uint32_t queue,
-                                                   const FlowRuleLockOptions& locking) {
-  if (local.family() != remote.family()) {
-    return Status::Error(ErrorKind::kInvalidArgument, "flow rule with mixed address families");
-  }
-  ethtool_rxnfc rule{};
-  rule.fs.ring_cookie = queue;
-  // Match the flow as the NIC sees it arriving: source = the peer, destination = us.
+FlowMatch MatchConnection(const SocketAddress& local, const SocketAddress& remote, uint32_t queue,
+                          FlowScope scope) {
+  FlowMatch match;
+  match.family = local.family();
+  match.queue = queue;
+  match.match_src_addr = scope == FlowScope::kExact;
   if (local.family() == AF_INET) {
     auto* l = reinterpret_cast<const sockaddr_in*>(local.get());
     auto* r = reinterpret_cast<const sockaddr_in*>(remote.get());
-    rule.fs.flow_type = TCP_V4_FLOW;
-    rule.fs.h_u.tcp_ip4_spec.ip4src = r->sin_addr.s_addr;
-    rule.fs.h_u.tcp_ip4_spec.ip4dst = l->sin_addr.s_addr;
-    rule.fs.h_u.tcp_ip4_spec.psrc = r->sin_port;
-    rule.fs.h_u.tcp_ip4_spec.pdst = l->sin_port;
-    memset(&rule.fs.m_u.tcp_ip4_spec.ip4src, 0xff, 4);
-    memset(&rule.fs.m_u.tcp_ip4_spec.ip4dst, 0xff, 4);
-    rule.fs.m_u.tcp_ip4_spec.psrc = 0xffff;
-    rule.fs.m_u.tcp_ip4_spec.pdst = 0xffff;
+    memcpy(match.src.data(), &r->sin_addr, 4);
+    memcpy(match.dst.data(), &l->sin_addr, 4);
+    match.src_port = ntohs(r->sin_port);
+    match.dst_port = ntohs(l->sin_port);
   } else {
     auto* l = reinterpret_cast<const sockaddr_in6*>(local.get());
     auto* r = reinterpret_cast<const sockaddr_in6*>(remote.get());
-    rule.fs.flow_type = TCP_V6_FLOW;
-    memcpy(rule.fs.h_u.tcp_ip6_spec.ip6src, &r->sin6_addr, 16);
-    memcpy(rule.fs.h_u.tcp_ip6_spec.ip6dst, &l->sin6_addr, 16);
-    rule.fs.h_u.tcp_ip6_spec.psrc = r->sin6_port;
-    rule.fs.h_u.tcp_ip6_spec.pdst = l->sin6_port;
-    memset(rule.fs.m_u.tcp_ip6_spec.ip6src, 0xff, 16);
-    memset(rule.fs.m_u.tcp_ip6_spec.ip6dst, 0xff, 16);
-    rule.fs.m_u.tcp_ip6_spec.psrc = 0xffff;
-    rule.fs.m_u.tcp_ip6_spec.pdst = 0xffff;
+    memcpy(match.src.data(), &r->sin6_addr, 16);
+    memcpy(match.dst.data(), &l->sin6_addr, 16);
+    match.src_port = ntohs(r->sin6_port);
+    match.dst_port = ntohs(l->sin6_port);
   }
-  const std::string steering = Format("steering %s -> %s to RX queue %u", remote.ToString().c_str(),
-                                      local.ToString().c_str(), queue);
-  Result<uint32_t> location = InsertWithChosenLocation(ifname, &rule, locking);
-  if (!location.ok()) return location.status().WithContext(steering);
-  log::Info(log::kNet, "flow rule %u on %s: %s", location.value(), ifname.c_str(),
-            steering.c_str());
-  return FlowSteeringRule(ifname, location.value());
+  if (!match.match_src_addr) match.src = {};
+  return match;
 }
 
-FlowSteeringRule::FlowSteeringRule(FlowSteeringRule&& other) noexcept
-    : ifname_(std::move(other.ifname_)), location_(other.location_), armed_(other.armed_) {
-  other.armed_ = false;
+std::string FlowMatch::ToString() const {
+  char src_text[INET6_ADDRSTRLEN] = "*";
+  char dst_text[INET6_ADDRSTRLEN] = "?";
+  if (match_src_addr) inet_ntop(family, src.data(), src_text, sizeof(src_text));
+  inet_ntop(family, dst.data(), dst_text, sizeof(dst_text));
+  const bool v6 = family == AF_INET6;
+  return Format("%s%s%s:%u -> %s%s%s:%u to RX queue %u", v6 && match_src_addr ? "[" : "", src_text,
+                v6 && match_src_addr ? "]" : "", src_port, v6 ? "[" : "", dst_text, v6 ? "]" : "",
+                dst_port, queue);
 }
 
-FlowSteeringRule::~FlowSteeringRule() {
-  if (!armed_) return;
+void ToFlowSpec(const FlowMatch& match, ethtool_rx_flow_spec* spec) {
+  *spec = ethtool_rx_flow_spec{};
+  spec->ring_cookie = match.queue;
+  // uapi ethtool.h: a set mask bit means "compare this bit"; a zero mask is a wildcard.
+  if (match.family == AF_INET) {
+    spec->flow_type = TCP_V4_FLOW;
+    ethtool_tcpip4_spec& h = spec->h_u.tcp_ip4_spec;
+    ethtool_tcpip4_spec& m = spec->m_u.tcp_ip4_spec;
+    memcpy(&h.ip4dst, match.dst.data(), 4);
+    m.ip4dst = 0xffffffffu;
+    if (match.match_src_addr) {
+      memcpy(&h.ip4src, match.src.data(), 4);
+      m.ip4src = 0xffffffffu;
+    }
+    h.psrc = htons(match.src_port);
+    h.pdst = htons(match.dst_port);
+    m.psrc = 0xffff;
+    m.pdst = 0xffff;
+  } else {
+    spec->flow_type = TCP_V6_FLOW;
+    ethtool_tcpip6_spec& h = spec->h_u.tcp_ip6_spec;
+    ethtool_tcpip6_spec& m = spec->m_u.tcp_ip6_spec;
+    memcpy(h.ip6dst, match.dst.data(), 16);
+    memset(m.ip6dst, 0xff, 16);
+    if (match.match_src_addr) {
+      memcpy(h.ip6src, match.src.data(), 16);
+      memset(m.ip6src, 0xff, 16);
+    }
+    h.psrc = htons(match.src_port);
+    h.pdst = htons(match.dst_port);
+    m.psrc = 0xffff;
+    m.pdst = 0xffff;
+  }
+}
+
+std::optional<FlowMatch> FromFlowSpec(const ethtool_rx_flow_spec& spec) {
+  FlowMatch match;
+  match.queue = static_cast<uint32_t>(spec.ring_cookie);
+  if (spec.ring_cookie > UINT32_MAX) return std::nullopt;  // RX_CLS_FLOW_DISC, VF bits
+  auto all_ones = [](const void* p, size_t n) {
+    const auto* bytes = static_cast<const uint8_t*>(p);
+    return std::all_of(bytes, bytes + n, [](uint8_t b) { return b == 0xff; });
+  };
+  auto all_zero = [](const void* p, size_t n) {
+    const auto* bytes = static_cast<const uint8_t*>(p);
+    return std::all_of(bytes, bytes + n, [](uint8_t b) { return b == 0; });
+  };
+  if (spec.flow_type == TCP_V4_FLOW) {
+    const ethtool_tcpip4_spec& h = spec.h_u.tcp_ip4_spec;
+    const ethtool_tcpip4_spec& m = spec.m_u.tcp_ip4_spec;
+    if (!all_ones(&m.ip4dst, 4) || m.psrc != 0xffff || m.pdst != 0xffff || m.tos != 0) {
+      return std::nullopt;
+    }
+    match.family = AF_INET;
+    match.match_src_addr = all_ones(&m.ip4src, 4);
+    if (!match.match_src_addr && !all_zero(&m.ip4src, 4)) return std::nullopt;
+    if (match.match_src_addr) memcpy(match.src.data(), &h.ip4src, 4);
+    memcpy(match.dst.data(), &h.ip4dst, 4);
+    match.src_port = ntohs(h.psrc);
+    match.dst_port = ntohs(h.pdst);
+  } else if (spec.flow_type == TCP_V6_FLOW) {
+    const ethtool_tcpip6_spec& h = spec.h_u.tcp_ip6_spec;
+    const ethtool_tcpip6_spec& m = spec.m_u.tcp_ip6_spec;
+    if (!all_ones(m.ip6dst, 16) || m.psrc != 0xffff || m.pdst != 0xffff || m.tclass != 0) {
+      return std::nullopt;
+    }
+    match.family = AF_INET6;
+    match.match_src_addr = all_ones(m.ip6src, 16);
+    if (!match.match_src_addr && !all_zero(m.ip6src, 16)) return std::nullopt;
+    if (match.match_src_addr) memcpy(match.src.data(), h.ip6src, 16);
+    memcpy(match.dst.data(), h.ip6dst, 16);
+    match.src_port = ntohs(h.psrc);
+    match.dst_port = ntohs(h.pdst);
+  } else {
+    return std::nullopt;
+  }
+  return match;
+}
+
+Result<FlowRuleTable> EthtoolNtupleTable::Query() { return QueryFlowRuleTable(ifname_); }
+
+Result<uint32_t> EthtoolNtupleTable::Insert(const FlowMatch& match, uint32_t location,
+                                            int* failed_errno) {
+  ethtool_rxnfc rule{};
+  ToFlowSpec(match, &rule.fs);
+  rule.cmd = ETHTOOL_SRXCLSRLINS;
+  rule.fs.location = location;
+  const std::string what =
+      location == kRuleLocationAny
+          ? std::string("ETHTOOL_SRXCLSRLINS (flow steering rule, location chosen by driver)")
+          : Format("ETHTOOL_SRXCLSRLINS (flow steering rule at location %u)", location);
+  DEVMEM_RETURN_IF_ERROR(EthtoolIoctl(ifname_, &rule, what.c_str(), failed_errno));
+  // The kernel copies the rule back: fs.location is where the driver put it.
+  return rule.fs.location;
+}
+
+Result<std::optional<FlowMatch>> EthtoolNtupleTable::Read(uint32_t location) {
+  ethtool_rxnfc rule{};
+  rule.cmd = ETHTOOL_GRXCLSRULE;
+  rule.fs.location = location;
+  int err = 0;
+  Status status = EthtoolIoctl(ifname_, &rule, "ETHTOOL_GRXCLSRULE (read a flow rule)", &err);
+  // An empty location: -ENOENT from mlx5, gve and bnxt, -EINVAL from fbnic
+  // (fbnic_get_cls_rule: "act_tcam->state != FBNIC_TCAM_S_VALID").
+  if (err == ENOENT || err == EINVAL) return std::optional<FlowMatch>();
+  if (!status.ok()) return status;
+  return FromFlowSpec(rule.fs);
+}
+
+Status EthtoolNtupleTable::Remove(uint32_t location) {
   ethtool_rxnfc rule{};
   rule.cmd = ETHTOOL_SRXCLSRLDEL;
-  rule.fs.location = location_;
-  Status status = EthtoolIoctl(ifname_, &rule, "ETHTOOL_SRXCLSRLDEL");
-  if (!status.ok()) {
-    log::Warn("removing flow steering rule %u on %s: %s", location_, ifname_.c_str(),
-              status.message().c_str());
-  }
+  rule.fs.location = location;
+  return EthtoolIoctl(ifname_, &rule,
+                      Format("ETHTOOL_SRXCLSRLDEL (location %u)", location).c_str());
 }
 
 }  // namespace devmem

@@ -1,8 +1,10 @@
 // What devmem needs to know about (and change on) a NIC through ethtool: header split and
 // hds-thresh over ethtool netlink, driver name, ntuple and the RSS indirection table over the
-// classic SIOCETHTOOL ioctl, and per-connection flow steering rules (owned by FlowSteeringRule).
+// classic SIOCETHTOOL ioctl, and the ntuple rule table behind a narrow seam (NtupleTable; the rules
+// themselves are owned by FlowSteeringRule, flow_steering.h).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,7 +12,8 @@
 
 #include "plugin/core/socket_address.h"
 #include "plugin/core/status.h"
-#include "plugin/devmem/flow_rule_lock.h"
+
+struct ethtool_rx_flow_spec;  // <linux/ethtool.h>
 
 namespace devmem {
 
@@ -40,29 +43,66 @@ struct FlowRuleTable {
 // ETHTOOL_GRXCLSRLCNT, then (unless the driver selects locations) ETHTOOL_GRXCLSRLALL.
 Result<FlowRuleTable> QueryFlowRuleTable(const std::string& ifname);
 
-// An ntuple rule steering one TCP 4-tuple to an RX queue, deleted when destroyed. Its location
-// is chosen like ethtool's rule manager does: by the driver where it reports RX_CLS_LOC_SPECIAL,
-// else the first free one, chosen and inserted under the host-wide FlowRuleLock.
-class FlowSteeringRule final {
+// What one of our ntuple rules matches: TCP over IPv4 or IPv6, the flow as the NIC sees it arrive
+// (source = the peer, destination = us), and the RX queue it steers to. The ports are always
+// matched exactly; the source address only in FlowScope::kExact.
+struct FlowMatch {
+  int family = 0;                 // AF_INET or AF_INET6
+  std::array<uint8_t, 16> src{};  // network order; IPv4 in the first 4 bytes
+  std::array<uint8_t, 16> dst{};
+  uint16_t src_port = 0;  // host order
+  uint16_t dst_port = 0;
+  bool match_src_addr = true;
+  uint32_t queue = 0;
+  bool operator==(const FlowMatch&) const = default;
+  // "10.0.0.2:40000 -> 10.0.0.1:5000 to RX queue 7" ("*:40000" when the source is not matched).
+  std::string ToString() const;
+};
+
+// How much of a data socket's 4-tuple a rule matches, finest first. The next coarser scope is
+// tried when a driver refuses the finer one (see FlowScopeLadder in flow_steering.h).
+enum class FlowScope {
+  kExact,             // src addr, dst addr, src port, dst port
+  kAnySourceAddress,  // dst addr, src port, dst port: no source-address slot (fbnic: 8 of them)
+};
+FlowMatch MatchConnection(const SocketAddress& local, const SocketAddress& remote, uint32_t queue,
+                          FlowScope scope);
+
+// The SIOCETHTOOL form of a FlowMatch, and back (nullopt: a rule of a shape we never install).
+void ToFlowSpec(const FlowMatch& match, ethtool_rx_flow_spec* spec);
+std::optional<FlowMatch> FromFlowSpec(const ethtool_rx_flow_spec& spec);
+
+// The seam to a NIC's ntuple rule table: the ethtool ioctls, nothing else, so that location
+// choice, the scope ladder, the host registry and dead-owner cleanup run for real in tests over a
+// fake table (a real insert fails on veth and lo: they have no get_rxnfc).
+class NtupleTable {
  public:
-  static Result<FlowSteeringRule> Install(const std::string& ifname, const SocketAddress& local,
-                                          const SocketAddress& remote, uint32_t queue);
-  // The same, with the lock somewhere else (tests).
-  static Result<FlowSteeringRule> Install(const std::string& ifname, const SocketAddress& local,
-                                          const SocketAddress& remote, uint32_t queue,
-                                          const FlowRuleLockOptions& locking);
-  FlowSteeringRule(FlowSteeringRule&& other) noexcept;
-  FlowSteeringRule& operator=(FlowSteeringRule&&) = delete;
-  FlowSteeringRule(const FlowSteeringRule&) = delete;
-  ~FlowSteeringRule();
-  uint32_t location() const { return location_; }
+  virtual ~NtupleTable() = default;
+  virtual const std::string& ifname() const = 0;
+  // ETHTOOL_GRXCLSRLCNT and ETHTOOL_GRXCLSRLALL.
+  virtual Result<FlowRuleTable> Query() = 0;
+  // ETHTOOL_SRXCLSRLINS at `location` (kRuleLocationAny: the driver picks); where the rule went.
+  // On failure *failed_errno is the driver's errno (0 when nothing was sent).
+  virtual Result<uint32_t> Insert(const FlowMatch& match, uint32_t location, int* failed_errno) = 0;
+  // ETHTOOL_GRXCLSRULE: the rule at `location`; nullopt when the location is empty or holds a
+  // rule that is not a FlowMatch.
+  virtual Result<std::optional<FlowMatch>> Read(uint32_t location) = 0;
+  // ETHTOOL_SRXCLSRLDEL.
+  virtual Status Remove(uint32_t location) = 0;
+};
+
+// The real table of a NIC, through SIOCETHTOOL.
+class EthtoolNtupleTable final : public NtupleTable {
+ public:
+  explicit EthtoolNtupleTable(std::string ifname) : ifname_(std::move(ifname)) {}
+  const std::string& ifname() const override { return ifname_; }
+  Result<FlowRuleTable> Query() override;
+  Result<uint32_t> Insert(const FlowMatch& match, uint32_t location, int* failed_errno) override;
+  Result<std::optional<FlowMatch>> Read(uint32_t location) override;
+  Status Remove(uint32_t location) override;
 
  private:
-  FlowSteeringRule(std::string ifname, uint32_t location)
-      : ifname_(std::move(ifname)), location_(location), armed_(true) {}
   std::string ifname_;
-  uint32_t location_ = 0;
-  bool armed_ = false;
 };
 
 }  // namespace devmem

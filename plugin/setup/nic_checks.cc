@@ -3,9 +3,11 @@
 // net/core/netdev_rx_queue.c @0caa9a8d, net/core/netdev-genl.c and net/ethtool/rings.c as
 // named; net/core/devmem.c from the 6.12-6.18 releases.
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "plugin/setup/readiness.h"
+#include "plugin/setup/rx_queue_plan.h"
 
 namespace devmem {
 namespace {
@@ -105,7 +107,11 @@ void AddRxQueues(ReadinessReport* report, const std::string& nic, NicFacts& fact
                 down ? Format("ip link set dev %s up", nic.c_str()) : fix);
     return;
   }
-  if (chosen->empty() && rx.size() >= 2) *chosen = {rx.back().id};
+  // The devmem pool's free queues (rx_queue_plan.h): a queue another rank bound is no reason
+  // to fall back.
+  std::optional<std::vector<uint32_t>> rss;
+  if (facts.rss_indirection.ok()) rss = facts.rss_indirection.value();
+  *chosen = QueuesToCheck(queues, rx, rss);
   std::string problem;
   if (rx.size() < 2) {
     problem = Format("%zu RX queue(s): one must stay for ordinary traffic", rx.size());

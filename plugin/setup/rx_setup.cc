@@ -11,10 +11,14 @@
 #include "plugin/core/socket_address.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/cuda/dmabuf_export.h"
+#include "plugin/devmem/flow_rule_lock.h"
+#include "plugin/devmem/flow_steering.h"
 #include "plugin/devmem/frag_receiver.h"
+#include "plugin/devmem/host_registry.h"
 #include "plugin/devmem/netdev_netlink.h"
 #include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/rx_arena.h"
+#include "plugin/setup/rx_queue_plan.h"
 
 namespace devmem {
 namespace {
@@ -23,7 +27,65 @@ struct NicGpuBinding {
   std::shared_ptr<RxRegion> region;  // this NIC's slice of the GPU's arena
   UniqueFd dmabuf;                   // the slice exported (the kernel holds its own reference)
   RxQueueBinding binding;
+  std::vector<uint32_t> queues;  // this binder's share of the NIC's devmem pool
 };
+
+struct BoundQueues {
+  RxQueueBinding binding;
+  std::vector<uint32_t> queues;
+};
+
+// The NIC's rule table and the host registry, one per NIC for the process. The first use reaps
+// what dead ranks left on the NIC (their rules, their queue claims) before anything is chosen.
+Result<SteeringContext> SteeringFor(const NetDevice& nic) {
+  static std::mutex mutex;
+  static auto& contexts = *new std::map<int, SteeringContext>();  // NOLINT: lives for the process
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = contexts.find(nic.ifindex); it != contexts.end()) return it->second;
+  Result<std::shared_ptr<HostRegistry>> registry = HostRegistry::Open();
+  if (!registry.ok()) return registry.status();
+  SteeringContext context{std::make_shared<EthtoolNtupleTable>(nic.name), registry.value(), {}};
+  Result<ReapOutcome> reaped = ReapDeadOwners(context);
+  if (!reaped.ok()) return reaped.status().WithContext("cleaning up after dead ranks");
+  if (!reaped->removed.empty() || !reaped->vanished.empty() || !reaped->released.empty()) {
+    log::Info(log::kInit, "%s: %s", nic.name.c_str(), reaped->ToString().c_str());
+  }
+  contexts.emplace(nic.ifindex, context);
+  return context;
+}
+
+// Binds the slice to this (NIC, GPU, process)'s share of the NIC's devmem queue pool (request.
+// queues), chosen and bound under the NIC's lock so that no other rank of the netns takes the
+// same queues (rx_queue_plan.h), and records the claim for the doctor.
+Result<BoundQueues> BindFreeQueues(const DevmemRxRequest& request, int dmabuf_fd) {
+  const NetDevice& nic = *request.nic;
+  Result<SteeringContext> steering = SteeringFor(nic);
+  if (!steering.ok()) return steering.status();
+  HostRegistry& registry = *steering->registry;
+  Result<FlowRuleLock> lock = FlowRuleLock::Acquire(nic.name, steering->locking);
+  if (!lock.ok()) return lock.status();
+  Result<NetdevNetlink> netdev = NetdevNetlink::Open();
+  if (!netdev.ok()) return netdev.status();
+  Result<std::vector<RxQueueInfo>> rx = netdev->RxQueues(nic.ifindex);
+  if (!rx.ok()) return rx.status();
+  const size_t share = QueuesPerBinder(request.queues.size(), GpusNearNic(nic.pci_path));
+  Result<std::vector<uint32_t>> chosen =
+      ChooseQueuesForBinder(registry, nic.name, request.queues, rx.value(), share);
+  if (!chosen.ok()) return chosen.status();
+  Result<RxQueueBinding> bound = RxQueueBinding::Bind(nic.ifindex, dmabuf_fd, chosen.value());
+  if (!bound.ok()) return bound.status();
+  if (Status recorded = RecordQueueClaims(registry, nic.name, chosen.value(), request.gpu);
+      !recorded.ok()) {
+    log::Warn(
+        "%s: recording the claim of RX queue(s) %s: %s (devmem-doctor will not name their "
+        "holder)",
+        nic.name.c_str(), JoinQueueIds(chosen.value()).c_str(), recorded.message().c_str());
+  }
+  log::Info(log::kInit, "%s: GPU %d takes RX queue(s) %s of the devmem pool %s", nic.name.c_str(),
+            request.gpu, JoinQueueIds(chosen.value()).c_str(),
+            JoinQueueIds(request.queues).c_str());
+  return BoundQueues{std::move(bound).value(), chosen.value()};
+}
 
 // Bindings live for the process: the NIC's page pool then keeps its memory across comms, and
 // a queue is never rebound (which restarts it) while other comms receive on it. The map is
@@ -43,20 +105,21 @@ Result<std::shared_ptr<NicGpuBinding>> BindingFor(const DevmemRxRequest& request
       arena.value()->Carve(request.region_bytes, /*writable=*/false);
   if (!slice.ok()) return slice.status().WithContext("devmem RX region for " + request.nic->name);
   std::shared_ptr<RxRegion> region(std::move(slice).value());
-  // Each dmabuf mapping in turn until bind-rx attaches one (N2, plugin/cuda/dmabuf_export.h).
+  // Each dmabuf mapping in turn until bind-rx attaches one (N2, plugin/cuda/dmabuf_export.h);
+  // each attempt binds this binder's share of the free queues under the host-wide lock (N4).
   Result<DmabufExporter> exporter = DmabufExporter::ForNicReceive(
       request.gpu, region->device_base(), region->bytes(),
       "GPU " + std::to_string(request.gpu) + "'s RX region for " + request.nic->name);
   if (!exporter.ok()) {
     return exporter.status().WithContext("dmabuf of the RX region for " + request.nic->name);
   }
-  Result<AttachedDmabuf<RxQueueBinding>> bound =
-      AttachDmabuf<RxQueueBinding>(std::move(exporter).value(), [&request](int fd) {
-        return RxQueueBinding::Bind(request.nic->ifindex, fd, request.queues);
-      });
+  Result<AttachedDmabuf<BoundQueues>> bound = AttachDmabuf<BoundQueues>(
+      std::move(exporter).value(),
+      [&request](int fd) { return BindFreeQueues(request, fd); });
   if (!bound.ok()) return bound.status().WithContext("bind-rx on " + request.nic->name);
   auto entry = std::make_shared<NicGpuBinding>(
-      NicGpuBinding{std::move(region), std::move(bound->dmabuf), std::move(bound->attachment)});
+      NicGpuBinding{std::move(region), std::move(bound->dmabuf),
+                    std::move(bound->attachment.binding), bound->attachment.queues});
   log::Info(log::kInit,
             "%s: bytes [%llu, +%llu) of GPU %d's %llu-byte RX arena bound to RX queue(s) as "
             "dmabuf id %u; %s",
@@ -86,6 +149,8 @@ Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path) {
   }
   Result<std::shared_ptr<NicGpuBinding>> binding = BindingFor(request);
   if (!binding.ok()) return binding.status();
+  Result<SteeringContext> steering = SteeringFor(*request.nic);
+  if (!steering.ok()) return steering.status();
   std::vector<std::unique_ptr<FragReceiver>> receivers;
   std::vector<std::shared_ptr<void>> rules;
   for (size_t i = 0; i < request.data_fds.size(); ++i) {
@@ -94,9 +159,10 @@ Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path) {
     if (!local.ok()) return local.status();
     Result<SocketAddress> remote = Endpoint(fd, true);
     if (!remote.ok()) return remote.status();
-    const uint32_t queue = request.queues[i % request.queues.size()];
+    const std::vector<uint32_t>& bound = binding.value()->queues;
+    const uint32_t queue = bound[i % bound.size()];
     Result<FlowSteeringRule> rule =
-        FlowSteeringRule::Install(request.nic->name, local.value(), remote.value(), queue);
+        FlowSteeringRule::Install(steering.value(), local.value(), remote.value(), queue);
     if (!rule.ok()) return rule.status();  // names the flow, the queue and the ioctl
     rules.push_back(std::make_shared<FlowSteeringRule>(std::move(rule).value()));
     RegionBinding region_binding;

@@ -22,6 +22,7 @@
 
 #include "plugin/core/net_device.h"
 #include "plugin/core/unique_fd.h"
+#include "plugin/devmem/flow_steering.h"
 #include "plugin/devmem/frag_parser.h"
 #include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/token_batch.h"
@@ -223,8 +224,11 @@ TEST_F(VethTest, FlowSteeringRuleOnVethIsRefusedWithTheReason) {
   Result<SocketAddress> local = SocketAddress::FromString("198.18.0.1", 5000);
   Result<SocketAddress> remote = SocketAddress::FromString("198.18.0.2", 6000);
   ASSERT_TRUE(local.ok() && remote.ok());
+  Result<std::shared_ptr<HostRegistry>> registry = HostRegistry::Open();
+  ASSERT_TRUE(registry.ok()) << registry.status().message();
+  SteeringContext context{std::make_shared<EthtoolNtupleTable>(name_), registry.value(), {}};
   Result<FlowSteeringRule> rule =
-      FlowSteeringRule::Install(name_, local.value(), remote.value(), 0);
+      FlowSteeringRule::Install(context, local.value(), remote.value(), 0);
   ASSERT_FALSE(rule.ok());
   const std::string& message = rule.status().message();
   EXPECT_NE(message.find("steering 198.18.0.2:6000 -> 198.18.0.1:5000 to RX queue 0"),
