@@ -111,10 +111,10 @@ Result<NicWriteOrdering::Decided> NicWriteOrdering::Decide(int gpu) {
   }
   Decided decided{facts.value(), DecideNicWriteFlush(facts.value())};
   if (decided.decision.action == NicWriteFlush::kCannotOrder) {
-    log::Warn("NET/devmem: GPU %d: %s; devmem RX into it is refused", gpu,
+    log::Warn("GPU %d: %s; devmem RX into it is refused", gpu,
               decided.decision.reason.c_str());
   } else {
-    log::Info(log::kInit, "NET/devmem: GPU %d: ordering of NIC writes before GPU reads: %s", gpu,
+    log::Info(log::kInit, "GPU %d: ordering of NIC writes before GPU reads: %s", gpu,
               decided.decision.reason.c_str());
   }
   decided_.emplace(gpu, decided);

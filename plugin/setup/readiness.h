@@ -52,8 +52,8 @@ ReadinessReport CheckKernel();
 ReadinessReport CheckPrivileges();
 ReadinessReport CheckPrivilegeFacts(PrivilegeFacts facts);
 // One NIC: device, driver, link, queue API, RX queues (`queues`, or the free queues of its
-// devmem pool: rx_queue_plan.h) and what holds them, tcp-data-split, hds-thresh, XDP, rx-buf-len, offloads, ntuple,
-// RSS away from the devmem queues, link speed. *chosen_queues receives the queues the checks
+// devmem pool: rx_queue_plan.h) and what holds them, tcp-data-split, hds-thresh, XDP,
+// rx-buf-len, offloads, ntuple, RSS away from the devmem queues, link speed. *chosen_queues receives the queues the checks
 // were run for.
 ReadinessReport CheckNic(const NetDevice& device, const std::vector<uint32_t>& queues,
                          std::vector<uint32_t>* chosen_queues = nullptr);
