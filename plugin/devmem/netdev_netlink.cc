@@ -285,7 +285,8 @@ Result<std::pair<NlSocket, uint32_t>> BindDmabuf(
 }  // namespace
 
 Result<RxQueueBinding> RxQueueBinding::Bind(int ifindex, int dmabuf_fd,
-                                            const std::vector<uint32_t>& queues) {
+                                            const std::vector<uint32_t>& queues,
+                                            uint32_t rx_page_bytes) {
   if (queues.empty()) {
     return Status::Error(ErrorKind::kInvalidArgument, "bind-rx needs at least one RX queue");
   }
@@ -299,6 +300,11 @@ Result<RxQueueBinding> RxQueueBinding::Bind(int ifindex, int dmabuf_fd,
       nla_put_u32(msg, uapi::kQueueId, queue);
       nla_put_u32(msg, uapi::kQueueType, uapi::kQueueTypeRx);
       nla_nest_end(msg, nest);
+    }
+    // 0: the kernel's PAGE_SIZE niovs, and no attribute a pre-7.x kernel would refuse.
+    if (rx_page_bytes != 0) {
+      Mark(msg, attributes, "rx-page-size");
+      nla_put_u32(msg, uapi::kDmabufRxPageSize, rx_page_bytes);
     }
   };
   Result<std::pair<NlSocket, uint32_t>> bound =

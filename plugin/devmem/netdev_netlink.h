@@ -48,11 +48,14 @@ class NetdevNetlink final {
 };
 
 // One bind-rx: `dmabuf_fd` bound to `queues` of `ifindex`. Destroying it closes the netlink
-// socket, which makes the kernel unbind (and restart the queues).
+// socket, which makes the kernel unbind (and restart the queues). `rx_page_bytes` != 0 asks
+// for niovs of that size (NETDEV_A_DMABUF_RX_PAGE_SIZE; the extack names the attribute where a
+// kernel or driver refuses it).
 class RxQueueBinding final {
  public:
   static Result<RxQueueBinding> Bind(int ifindex, int dmabuf_fd,
-                                     const std::vector<uint32_t>& queues);
+                                     const std::vector<uint32_t>& queues,
+                                     uint32_t rx_page_bytes = 0);
   uint32_t dmabuf_id() const { return dmabuf_id_; }
   int ifindex() const { return ifindex_; }
 

@@ -59,7 +59,12 @@ enum NetdevDmabufAttr : int {
   kDmabufQueues = 2,
   kDmabufFd = 3,
   kDmabufId = 4,
-  kDmabufAttrMax = 4,
+  // bind-rx only, kernels from 7.x (torvalds/linux @001b5d34 net/core/netdev-genl-gen.c
+  // netdev_bind_rx_nl_policy: u32, at least PAGE_SIZE; netdev-genl.c: a power of two, else
+  // EINVAL "rx-page-size must be a power of 2"). Older kernels' strict policy refuses the
+  // unknown attribute (EINVAL, "Unknown attribute type").
+  kDmabufRxPageSize = 5,
+  kDmabufAttrMax = 5,
 };
 inline constexpr uint32_t kQueueTypeRx = 0;
 inline constexpr uint32_t kQueueTypeTx = 1;
