@@ -4,20 +4,23 @@
 #include <optional>
 #include <thread>
 
+#include "gpu/scatter_plan.h"
 #include "plugin/core/log.h"
 
 namespace devmem {
 
-size_t MaxScatterOps(uint64_t message_bytes) {
-  return static_cast<size_t>(message_bytes / 2048) + 4096;
+size_t MaxScatterOps(uint64_t message_bytes, const FragGeometry& geometry) {
+  return static_cast<size_t>(geometry.MaxFrags(message_bytes, kMaxScatterRuns) +
+                             message_bytes / gpu::kMaxOpBytes + 1);
 }
 
 Result<std::unique_ptr<KernelScatterConsumer>> KernelScatterConsumer::Create(
     const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
-    std::chrono::milliseconds drain_limit, NicWriteOrdering& ordering) {
+    const FragGeometry& geometry, std::chrono::milliseconds drain_limit,
+    NicWriteOrdering& ordering) {
   Result<NicWriteBarrier> barrier = ordering.BarrierFor(region->gpu());
   if (!barrier.ok()) return barrier.status();
-  const size_t max_ops = MaxScatterOps(region->bytes() / 4);
+  const size_t max_ops = MaxScatterOps(region->bytes() / 4, geometry);
   Result<std::unique_ptr<gpu::ScatterEngine>> engine = factory(region->gpu(), max_ops, slots);
   if (!engine.ok()) return engine.status().WithContext("GPU scatter engine");
   std::unique_ptr<KernelScatterConsumer> consumer(new KernelScatterConsumer(

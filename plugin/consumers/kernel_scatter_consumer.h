@@ -11,6 +11,7 @@
 #include "gpu/scatter_engine.h"
 #include "plugin/consumers/frag_consumer.h"
 #include "plugin/cuda/nic_write_ordering.h"
+#include "plugin/devmem/frag_geometry.h"
 #include "plugin/devmem/rx_region.h"
 
 namespace devmem {
@@ -24,10 +25,12 @@ class KernelScatterConsumer final : public FragConsumer {
   // Everything the data path needs is sized here, once: `slots` submissions in flight (NCCL
   // keeps NCCL_STEPS = 8 receives of up to maxRecvs messages each), the ops of the largest
   // message the region may hold (a quarter of it).
-  // `drain_limit`: how long Drain() waits for work in flight (0: forever). `ordering` says
-  // whether the NIC's writes into the region are flushed before each kernel reads them.
+  // `drain_limit`: how long Drain() waits for work in flight (0: forever). `geometry`: the sizes
+  // the region's frags can have. `ordering` says whether the NIC's writes into the region are
+  // flushed before each kernel reads them.
   static Result<std::unique_ptr<KernelScatterConsumer>> Create(
       const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
+      const FragGeometry& geometry,
       std::chrono::milliseconds drain_limit = std::chrono::milliseconds(0),
       NicWriteOrdering& ordering = NicWriteOrdering::Process());
   ~KernelScatterConsumer() override;
@@ -63,8 +66,10 @@ class KernelScatterConsumer final : public FragConsumer {
   std::vector<gpu::ScatterOp> ops_;    // scratch: its scatter plan
 };
 
-// Ops one message of at most `message_bytes` can need: frags are >= 2 KiB except at chunk
-// edges, and the plan splits ops at 64 KiB.
-size_t MaxScatterOps(uint64_t message_bytes);
+// Ops one message of at most `message_bytes` can need: its frags as `geometry` bounds them
+// (frag_geometry.h), in up to kMaxScatterRuns runs (data sockets' chunks, each cut at both
+// ends), plus the plan's splits at 64 KiB.
+inline constexpr uint64_t kMaxScatterRuns = 2048;
+size_t MaxScatterOps(uint64_t message_bytes, const FragGeometry& geometry);
 
 }  // namespace devmem

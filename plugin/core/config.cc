@@ -113,6 +113,7 @@ constexpr const char* kUserTimeout = "NCCL_DEVMEM_TCP_USER_TIMEOUT_MS";
 constexpr const char* kEmulate = "NCCL_DEVMEM_EMULATE";
 constexpr const char* kEmulateTx = "NCCL_DEVMEM_EMULATE_TX";
 constexpr const char* kRegion = "NCCL_DEVMEM_RX_REGION_BYTES";
+constexpr const char* kRxPageSize = "NCCL_DEVMEM_RX_PAGE_SIZE";
 constexpr const char* kRequire = "NCCL_DEVMEM_REQUIRE";
 constexpr const char* kRequireTx = "NCCL_DEVMEM_REQUIRE_TX";
 constexpr const char* kQueues = "NCCL_DEVMEM_RX_QUEUES";
@@ -307,6 +308,20 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
   config.rx_region_bytes = static_cast<uint64_t>(value);
   config.rx_region_bytes_set = getenv_fn(kRegion) != nullptr;
 
+  value = 0;
+  DEVMEM_RETURN_IF_ERROR(ReadInteger(getenv_fn, kRxPageSize, kMinRxPageBytes,
+                                     kMaxRxPageBytes, &value, IntegerUnit::kBytes));
+  if ((value & (value - 1)) != 0) {
+    return Status::Error(ErrorKind::kInvalidArgument,
+                         "%s=%lld is not a power of two; accepted range is [%llu, %llu], powers "
+                         "of two (the kernel refuses others: \"rx-page-size must be a power of "
+                         "2\")",
+                         kRxPageSize, static_cast<long long>(value),
+                         static_cast<unsigned long long>(kMinRxPageBytes),
+                         static_cast<unsigned long long>(kMaxRxPageBytes));
+  }
+  config.rx_page_bytes = static_cast<uint32_t>(value);
+
   ReadNcclSize(getenv_fn, "NCCL_BUFFSIZE", &config.nccl_buffsize);
   ReadNcclSize(getenv_fn, "NCCL_P2P_NET_CHUNKSIZE", &config.nccl_p2p_net_chunk);
 
@@ -446,6 +461,12 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
               "%s unset: each devmem NIC's RX region is sized from NCCL's in-flight "
               "bytes at the first bind",
               kRegion);
+  }
+  if (rx_page_bytes != 0) {
+    log::Info(log::kEnv, "%s=%u (env)", kRxPageSize, rx_page_bytes);
+  } else {
+    log::Info(log::kEnv, "%s unset: the kernel's page size, no rx-page-size in bind-rx",
+              kRxPageSize);
   }
   log::Info(log::kEnv, "%s=%d (%s)", kSplit, emulate_split_percent, origin(kSplit));
   log::Info(log::kEnv, "%s=%d (%s)", kLinear, emulate_linear_percent, origin(kLinear));

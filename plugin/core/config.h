@@ -91,6 +91,9 @@ struct Config {
   // (plugin/setup/rx_budget.h).
   uint64_t rx_region_bytes = 64ull << 20;
   bool rx_region_bytes_set = false;
+  // NCCL_DEVMEM_RX_PAGE_SIZE: the RX page (niov) size bind-rx asks for, and the emulated NIC's
+  // page size; 0 (unset): the kernel's PAGE_SIZE and no bind-rx attribute (docs/rx-page-size.md).
+  uint32_t rx_page_bytes = 0;
   int emulate_split_percent = 10;           // NCCL_DEVMEM_EMULATE_SPLIT_PERCENT
   int emulate_linear_percent = 5;           // NCCL_DEVMEM_EMULATE_LINEAR_PERCENT
   UnpackMode unpack = UnpackMode::kPlugin;  // NCCL_DEVMEM_UNPACK=plugin|nccl
@@ -148,6 +151,12 @@ inline constexpr int64_t kMaxSocketBufferBytes = int64_t{1} << 30;
 inline constexpr int kMaxRecvsLimit = 8;
 inline constexpr uint64_t kMinRxRegionBytes = 1ull << 20;
 inline constexpr uint64_t kMaxRxRegionBytes = 64ull << 30;
+// NCCL_DEVMEM_RX_PAGE_SIZE: a power of two in [4K, 2M]. The top: RX regions are 2 MiB-aligned
+// slices of the GPU's arena (rx_arena.h), and the kernel refuses a dmabuf whose size is not a
+// multiple of the niov size (mptcp_net-next @7ac14249 net/core/devmem.c: "dmabuf size %zu not
+// aligned to niov size"). The kernel's own page may raise the floor (frag_geometry.h).
+inline constexpr uint64_t kMinRxPageBytes = 4096;
+inline constexpr uint64_t kMaxRxPageBytes = 2u << 20;
 
 // NCCL_DEVMEM_RX_QUEUES: a comma-separated list of RX queue ids ("" = default), each an integer
 // as ParseBoundedInteger reads one (no blanks around the commas).

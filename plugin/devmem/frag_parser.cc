@@ -95,6 +95,14 @@ Result<ParsedReceive> ParseDevmemReceive(const msghdr& msg, ssize_t received,
                                   static_cast<unsigned long long>(frag.frag_offset), frag.frag_size,
                                   static_cast<unsigned long long>(binding.region_bytes)));
       }
+      if (binding.niov_bytes != 0 &&
+          frag.frag_offset % binding.niov_bytes + frag.frag_size > binding.niov_bytes) {
+        // One cmsg per skb frag, and a frag is one netmem (frag_geometry.h): a frag across a
+        // niov boundary means the binding's page size is not what was asked for.
+        return fail(Status::Error(
+            ErrorKind::kSystem, "frag [%llu, +%u) crosses a %u-byte RX page (niov) boundary",
+            static_cast<unsigned long long>(frag.frag_offset), frag.frag_size, binding.niov_bytes));
+      }
       segment.kind = StreamSegment::Kind::kRegion;
       segment.source_offset = frag.frag_offset;
       segment.token = frag.frag_token;

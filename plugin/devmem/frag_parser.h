@@ -29,6 +29,9 @@ inline constexpr uint32_t kMaxSegmentBytes = uint32_t{1} << 31;
 struct RegionBinding {
   uint32_t dmabuf_id = 0;     // what bind-rx returned
   uint64_t region_bytes = 0;  // size of the bound region
+  // The binding's niov size (PAGE_SIZE, or the rx-page-size bind-rx carried): a frag lies in
+  // one niov (frag_geometry.h). 0: not checked (tests of other rules).
+  uint32_t niov_bytes = 0;
 };
 
 struct ParsedReceive {

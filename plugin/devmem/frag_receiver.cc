@@ -13,10 +13,14 @@
 namespace devmem {
 namespace {
 
-constexpr size_t kMaxPagesPerReceive = 64;        // 256 KiB of frags per recvmsg
-constexpr size_t kDevmemBounceBytes = 256 << 10;  // also the most one devmem recvmsg consumes
-constexpr size_t kDevmemControlBytes =
-    (kDevmemBounceBytes / PagePool::kPageBytes + 8) * CMSG_SPACE(sizeof(uapi::DmabufCmsg));
+// The most one receive consumes, emulated or devmem (the devmem bounce is that large because an
+// unbound queue delivers everything as plain bytes).
+constexpr size_t kReceiveBytes = 256 << 10;
+
+// Pages one emulated receive takes: 256 KiB of them, at least one.
+size_t PagesPerReceive(uint32_t page_bytes) {
+  return std::max<size_t>(1, kReceiveBytes / page_bytes);
+}
 
 Status PeerClosed() {
   return Status::Error(ErrorKind::kRemote,
@@ -58,7 +62,8 @@ Status HostRegion::Write(uint64_t offset, const char* src, size_t len, CopyStrea
   return Status::Ok();
 }
 
-PagePool::PagePool(uint64_t region_bytes) : total_(region_bytes / kPageBytes) {
+PagePool::PagePool(uint64_t region_bytes, uint32_t page_bytes)
+    : page_bytes_(std::max<uint32_t>(page_bytes, 2)), total_(region_bytes / page_bytes_) {
   free_.reserve(total_);
   for (size_t i = total_; i > 0; --i) free_.push_back(static_cast<uint32_t>(i - 1));
 }
@@ -90,7 +95,10 @@ size_t PagePool::free_pages() const {
 EmulatedFragReceiver::EmulatedFragReceiver(RxRegion* region, PagePool* pool, EmulationMix mix,
                                            uint64_t seed)
     : region_(region), pool_(pool), mix_(mix), rng_(seed | 1) {
-  pages_.resize(kMaxPagesPerReceive);
+  const size_t pages = PagesPerReceive(pool->page_bytes());
+  pages_.resize(pages);
+  iov_.resize(pages + 1);  // + the linear bytes a receive may start with
+  plan_.resize(pages + 1);
 }
 
 Result<std::unique_ptr<EmulatedFragReceiver>> EmulatedFragReceiver::Create(
@@ -99,7 +107,7 @@ Result<std::unique_ptr<EmulatedFragReceiver>> EmulatedFragReceiver::Create(
   auto receiver = std::make_unique<EmulatedFragReceiver>(region, pool, mix, seed);
   if (region->host_base() == nullptr) {
     Result<PinnedBuffer> bounce =
-        PinnedBuffer::Allocate(kMaxPagesPerReceive * PagePool::kPageBytes, region->gpu());
+        PinnedBuffer::Allocate(receiver->max_pages() * pool->page_bytes(), region->gpu());
     if (!bounce.ok()) return bounce.status().WithContext("pinned bounce of the emulated NIC");
     receiver->dma_bounce_ = std::move(bounce).value();
     Result<CopyStream> stream = CopyStream::Create(region->gpu(), copy_wait_limit);
@@ -168,17 +176,18 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
                                                           std::vector<StreamSegment>* segments,
                                                           uint64_t* consumed) {
   *consumed = 0;
-  const size_t want = static_cast<size_t>(
-      std::min<uint64_t>(kMaxPagesPerReceive, max_bytes / PagePool::kPageBytes + 2));
+  const uint32_t page_bytes = pool_->page_bytes();
+  const size_t want =
+      static_cast<size_t>(std::min<uint64_t>(max_pages(), max_bytes / page_bytes + 2));
   const size_t got = pool_->Take(want, oldest, pages_.data());
   if (got == 0) {
     ++counters_.stalls;
     return State::kStalled;  // like a NIC without buffers: nothing is read until tokens return
   }
   // Lay out the receive the way a header-split NIC fills it: optional linear bytes, then
-  // page frags, some of them half pages at a 2 KiB offset.
-  iovec iov[kMaxPagesPerReceive + 1];
-  StreamSegment plan[kMaxPagesPerReceive + 1];
+  // page frags, some of them the second half of a page.
+  iovec* iov = iov_.data();
+  StreamSegment* plan = plan_.data();
   size_t n = 0;
   uint64_t planned = 0;
   if (static_cast<int>(NextRandom() % 100) < mix_.linear_percent) {
@@ -191,13 +200,13 @@ Result<FragReceiver::State> EmulatedFragReceiver::Receive(int fd, uint64_t max_b
   size_t pages_planned = 0;
   for (; pages_planned < got && planned < max_bytes; ++pages_planned) {
     const bool split = static_cast<int>(NextRandom() % 100) < mix_.split_percent;
-    const uint32_t offset = split ? PagePool::kPageBytes / 2 : 0;
-    const uint64_t len = std::min<uint64_t>(PagePool::kPageBytes - offset, max_bytes - planned);
-    const uint64_t at = uint64_t{pages_[pages_planned]} * PagePool::kPageBytes + offset;
+    const uint32_t offset = split ? page_bytes / 2 : 0;
+    const uint64_t len = std::min<uint64_t>(page_bytes - offset, max_bytes - planned);
+    const uint64_t at = uint64_t{pages_[pages_planned]} * page_bytes + offset;
     // The bounce mirrors the pages' layout so that runs are contiguous in both.
     char* landing = region_->host_base() != nullptr
                         ? region_->host_base() + at
-                        : dma_bounce_.data() + pages_planned * PagePool::kPageBytes + offset;
+                        : dma_bounce_.data() + pages_planned * page_bytes + offset;
     iov[n] = {landing, len};
     plan[n++] = {StreamSegment::Kind::kRegion, at, static_cast<uint32_t>(len),
                  pages_[pages_planned]};
@@ -274,10 +283,11 @@ Status EmulatedFragReceiver::Release(int /*fd*/, const uint32_t* tokens, size_t 
 
 // ---------------------------------------------------------------------------------------------
 
-DevmemFragReceiver::DevmemFragReceiver(RegionBinding binding, TokenBatch::ReleaseFn release)
+DevmemFragReceiver::DevmemFragReceiver(RegionBinding binding, const FragGeometry& geometry,
+                                       TokenBatch::ReleaseFn release)
     : binding_(binding),
-      bounce_(kDevmemBounceBytes),
-      control_(kDevmemControlBytes),
+      bounce_(kReceiveBytes),
+      control_(DevmemControlBytes(kReceiveBytes, geometry)),
       release_(release) {}
 
 Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_bytes, bool /*oldest*/,

@@ -20,6 +20,7 @@
 #include "plugin/core/unique_fd.h"
 #include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/memory.h"
+#include "plugin/devmem/frag_geometry.h"
 #include "plugin/devmem/frag_parser.h"
 #include "plugin/devmem/rx_region.h"
 #include "plugin/devmem/token_batch.h"
@@ -48,11 +49,12 @@ class HostRegion final : public RxRegion {
 
 // The pages of a region, shared by every data socket of a comm like a NIC queue's page pool.
 // Half the pool is held back for the oldest unreleased message, so newer messages can never
-// starve the one the consumer waits for.
+// starve the one the consumer waits for. Pages are `page_bytes` (a power of two, like a
+// binding's niovs: PAGE_SIZE or NCCL_DEVMEM_RX_PAGE_SIZE).
 class PagePool final {
  public:
-  static constexpr uint32_t kPageBytes = 4096;
-  explicit PagePool(uint64_t region_bytes);
+  PagePool(uint64_t region_bytes, uint32_t page_bytes);
+  uint32_t page_bytes() const { return page_bytes_; }
   // Takes up to `want` pages; `oldest` may dip into the reserve. Returns how many.
   size_t Take(size_t want, bool oldest, uint32_t* pages);
   void Give(const uint32_t* pages, size_t count);
@@ -62,6 +64,7 @@ class PagePool final {
  private:
   mutable std::mutex mutex_;
   std::vector<uint32_t> free_;
+  uint32_t page_bytes_;
   size_t total_ = 0;
 };
 
@@ -97,7 +100,7 @@ class FragReceiver {
 };
 
 struct EmulationMix {
-  int split_percent = 10;  // frags that use half a page at a 2 KiB offset
+  int split_percent = 10;  // frags that use the second half of a page
   int linear_percent = 5;  // receives that start with linear (host) bytes
 };
 
@@ -123,6 +126,7 @@ class EmulatedFragReceiver final : public FragReceiver {
  private:
   uint32_t IssueToken(uint32_t page);
   uint64_t NextRandom();
+  size_t max_pages() const { return pages_.size(); }
 
   RxRegion* region_;
   Status CopyRunsToRegion(const StreamSegment* plan, const iovec* iov, size_t n, uint64_t bytes);
@@ -135,16 +139,19 @@ class EmulatedFragReceiver final : public FragReceiver {
   std::mutex tokens_mutex_;          // worker issues, consumer releases
   std::vector<int64_t> token_page_;  // token -> page, -1 when free
   std::vector<uint32_t> free_tokens_;
-  std::vector<uint32_t> pages_;     // scratch
-  std::vector<uint32_t> returned_;  // scratch for Release
+  std::vector<uint32_t> pages_;      // scratch: the pages of one receive
+  std::vector<iovec> iov_;           // scratch: where each planned segment lands
+  std::vector<StreamSegment> plan_;  // scratch: the planned segments
+  std::vector<uint32_t> returned_;   // scratch for Release
   char linear_bounce_[1024];
 };
 
 class DevmemFragReceiver final : public FragReceiver {
  public:
   // `release` returns tokens to the kernel (SO_DEVMEM_DONTNEED; tests pass a fake).
-  explicit DevmemFragReceiver(RegionBinding binding,
-                              TokenBatch::ReleaseFn release = TokenBatch::KernelRelease);
+  // `geometry`: the NIC's frag sizes, which size the control buffer (one cmsg per frag).
+  DevmemFragReceiver(RegionBinding binding, const FragGeometry& geometry,
+                     TokenBatch::ReleaseFn release = TokenBatch::KernelRelease);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
                         std::vector<StreamSegment>* segments, uint64_t* consumed) override;
   Status Release(int fd, const uint32_t* tokens, size_t count) override;
@@ -156,7 +163,7 @@ class DevmemFragReceiver final : public FragReceiver {
  private:
   RegionBinding binding_;
   std::vector<char> bounce_;   // linear bytes / plain data land here first
-  std::vector<char> control_;  // cmsgs: 40 bytes per 4 KiB frag
+  std::vector<char> control_;  // cmsgs: 40 bytes per frag the bounce's bytes can be
   std::mutex release_mutex_;
   TokenBatch batch_;  // tokens not yet back in the kernel, a failed call's included
   TokenBatch::ReleaseFn release_;

@@ -73,8 +73,6 @@ int OnRingsValid(nl_msg* msg, void* arg) {
   reply->got = true;
   if (tb[ETHTOOL_A_RINGS_RX] != nullptr)
     reply->settings.rx_ring = nla_get_u32(tb[ETHTOOL_A_RINGS_RX]);
-  if (tb[ETHTOOL_A_RINGS_RX_BUF_LEN] != nullptr)
-    reply->settings.rx_buf_len = nla_get_u32(tb[ETHTOOL_A_RINGS_RX_BUF_LEN]);
   if (tb[ETHTOOL_A_RINGS_TCP_DATA_SPLIT] != nullptr) {
     reply->settings.tcp_data_split = nla_get_u8(tb[ETHTOOL_A_RINGS_TCP_DATA_SPLIT]);
   }

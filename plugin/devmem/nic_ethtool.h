@@ -23,7 +23,6 @@ struct RingSettings {
   std::optional<uint32_t> hds_thresh;  // absent on kernels/drivers without the knob
   std::optional<uint32_t> rx_buf_len;  // ETHTOOL_A_RINGS_RX_BUF_LEN; absent: driver reports none
   uint32_t rx_ring = 0;
-  uint32_t rx_buf_len = 0;  // ETHTOOL_A_RINGS_RX_BUF_LEN; 0: the driver does not report it
 };
 
 // ETHTOOL_MSG_RINGS_GET over the "ethtool" generic netlink family.

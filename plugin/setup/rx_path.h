@@ -26,6 +26,10 @@ struct RxPlan {
   uint64_t region_bytes = 0;
   uint64_t arena_bytes = 0;
   std::string budget;  // how region_bytes was chosen, logged at the first bind
+  // The sizes frags can have on this NIC (or in emulation), and the rx-page-size bind-rx asks
+  // for (0: the kernel's PAGE_SIZE, attribute not sent).
+  FragGeometry geometry;
+  uint32_t rx_page_bytes = 0;
 };
 
 // How a receive comm's data sockets turn bytes into frags, and who consumes the frags (fixed at
@@ -33,6 +37,8 @@ struct RxPlan {
 struct RxPath {
   enum class Mode { kPlain, kEmulatedDevmem, kDevmem } mode = Mode::kPlain;
   EmulationMix mix;
+  // Devmem modes: the frag sizes (the emulated NIC's page size; the scatter consumer's limits).
+  FragGeometry geometry;
   std::string plain_reason;  // kPlain: why devmem RX does not run on this NIC
   UnpackMode unpack = UnpackMode::kPlugin;
   // Devmem modes: where frags land, a slice of its GPU's (or, emulated without a GPU, the

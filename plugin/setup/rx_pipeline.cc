@@ -21,7 +21,7 @@ Status AddReceivers(RxPath* path, size_t data_sockets, const std::string& name,
     rx->receivers = std::move(path->receivers);
     return Status::Ok();
   }
-  rx->pool_pages = std::make_unique<PagePool>(rx->region->bytes());
+  rx->pool_pages = std::make_unique<PagePool>(rx->region->bytes(), path->geometry.niov_bytes());
   for (size_t s = 0; s < data_sockets; ++s) {
     Result<std::unique_ptr<EmulatedFragReceiver>> receiver =
         EmulatedFragReceiver::Create(rx->region.get(), rx->pool_pages.get(), path->mix,
@@ -42,7 +42,7 @@ Status AddConsumers(const RxPath& path, const std::string& name, RxPipeline* rx)
                                        ? path.engine_factory
                                        : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
     Result<std::unique_ptr<KernelScatterConsumer>> consumer = KernelScatterConsumer::Create(
-        rx->region.get(), factory, path.scatter_slots, path.consumer_timeout);
+        rx->region.get(), factory, path.scatter_slots, path.geometry, path.consumer_timeout);
     if (!consumer.ok()) return consumer.status().WithContext(name);
     rx->consumer = std::move(consumer).value();
   } else {
@@ -71,11 +71,12 @@ void LogDevmemPath(const RxPath& path, const std::string& name, const RxPipeline
   }
   log::Info(log::kNet,
             "%s: EMULATED devmem RX (NCCL_DEVMEM_EMULATE=1, a test mode: no NIC writes here): "
-            "%llu-byte %s region (GPU %d) of %zu pages, %d%% split and %d%% linear frags; "
-            "frags consumed by the %s%s",
+            "%llu-byte %s region (GPU %d) of %zu %u-byte pages, %d%% split and %d%% linear "
+            "frags; frags consumed by the %s%s",
             name.c_str(), static_cast<unsigned long long>(region.bytes()),
             region.host_base() == nullptr ? "GPU" : "host", region.gpu(),
-            rx.pool_pages->total_pages(), path.mix.split_percent, path.mix.linear_percent,
+            rx.pool_pages->total_pages(), rx.pool_pages->page_bytes(), path.mix.split_percent,
+            path.mix.linear_percent,
             rx.consumer_name,
             rx.unpack != nullptr && !rx.unpack->device_visible()
                 ? " (no CUDA driver: metadata in plain host memory, host readers only)"

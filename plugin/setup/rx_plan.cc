@@ -6,6 +6,7 @@
 
 #include "plugin/consumers/unpack_queue.h"
 #include "plugin/core/log.h"
+#include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/rx_arena.h"
 #include "plugin/setup/readiness.h"
 #include "plugin/setup/rx_budget.h"
@@ -13,18 +14,34 @@
 namespace devmem {
 namespace {
 
-// The smallest payload frag a NIC produces at the interface's MTU: one MSS (IPv6 and TCP
-// timestamps leave the least). Without header split a frag is never smaller than this except
-// at message edges.
-uint64_t MinFragBytes(const NetDevice& device) {
+// The interface's MTU (sysfs); 1500 where it cannot be read.
+uint32_t ReadMtu(const NetDevice& device) {
   int mtu = 1500;
   std::string path = "/sys/class/net/" + device.name + "/mtu";
   if (FILE* f = fopen(path.c_str(), "r"); f != nullptr) {
-    if (fscanf(f, "%d", &mtu) != 1) mtu = 1500;
+    if (fscanf(f, "%d", &mtu) != 1 || mtu <= 0) mtu = 1500;
     fclose(f);
   }
-  constexpr int kHeaders = 40 + 20 + 12;  // IPv6 + TCP + timestamps
-  return static_cast<uint64_t>(std::max(mtu - kHeaders, 512));
+  return static_cast<uint32_t>(mtu);
+}
+
+// What the NIC's driver says about its frags and rings (ethtool); what it does not say is
+// assumed as frag_geometry.h and rx_budget.h say.
+struct NicRxFacts {
+  FragGeometry geometry;
+  RxQueueFacts queues;
+};
+NicRxFacts ReadNicRxFacts(const NetDevice& device, uint32_t niov_bytes, size_t bound_queues) {
+  RingSettings rings;
+  if (Result<RingSettings> read = QueryRings(device.ifindex); read.ok()) rings = read.value();
+  NicRxFacts facts;
+  facts.geometry = FragGeometry::ForNic(ReadMtu(device), rings.rx_buf_len.value_or(0), niov_bytes);
+  facts.queues.bound_queues = bound_queues;
+  facts.queues.ring_entries = rings.rx_ring;
+  if (Result<std::string> driver = QueryDriver(device.name); driver.ok()) {
+    facts.queues.driver = driver.value();
+  }
+  return facts;
 }
 
 const char* ConsumerText(UnpackMode unpack) {
@@ -33,8 +50,16 @@ const char* ConsumerText(UnpackMode unpack) {
              : "the plugin's scatter kernel";
 }
 
-// Whether NCCL's unpack can take NCCL's steps on this device; the reason if not.
-std::string UnpackRefusal(const Config& config, uint64_t min_frag) {
+// The runs one receive of `step` bytes arrives in: its chunks (NCCL_DEVMEM_CHUNK_SIZE) dealt
+// over the data sockets, each read up to its end, so each cut at both ends.
+uint64_t ReceiveRuns(const Config& config, uint64_t step) {
+  return (step + config.chunk_bytes - 1) / config.chunk_bytes +
+         static_cast<uint64_t>(std::max(config.data_sockets, 1));
+}
+
+}  // namespace
+
+std::string UnpackRefusal(const Config& config, const FragGeometry& geometry) {
   const uint64_t step = config.MaxNcclStepBytes();
   if (step > unpack::kMaxSliceBytes) {
     return Format(
@@ -45,23 +70,19 @@ std::string UnpackRefusal(const Config& config, uint64_t min_frag) {
         static_cast<unsigned long long>(config.nccl_p2p_net_chunk),
         static_cast<unsigned long long>(unpack::kMaxSliceBytes));
   }
-  const uint64_t frags = WorstCaseFrags(step, min_frag, config.data_sockets);
+  const uint64_t frags = geometry.MaxFrags(step, ReceiveRuns(config, step));
   if (frags > unpack::kMaxMetasPerSlot) {
     return Format(
-        "NCCL's largest receive (%llu bytes) can take %llu frags of %llu bytes, "
-        "above the %u one unpack step holds",
+        "NCCL's largest receive (%llu bytes) can take %llu frags (%s), above the %u one unpack "
+        "step holds; a smaller NCCL_BUFFSIZE, a larger MTU or NCCL_DEVMEM_RX_PAGE_SIZE lowers it",
         static_cast<unsigned long long>(step), static_cast<unsigned long long>(frags),
-        static_cast<unsigned long long>(min_frag), unpack::kMaxMetasPerSlot);
+        geometry.Describe().c_str(), unpack::kMaxMetasPerSlot);
   }
   return "";
 }
 
-}  // namespace
-
-uint64_t WorstCaseFrags(uint64_t step_bytes, uint64_t min_frag_bytes, int data_sockets) {
-  if (min_frag_bytes == 0) return UINT64_MAX;
-  return (step_bytes + min_frag_bytes - 1) / min_frag_bytes +
-         2 * static_cast<uint64_t>(std::max(data_sockets, 1));
+uint32_t RxPageBytes(const Config& config) {
+  return config.rx_page_bytes != 0 ? config.rx_page_bytes : KernelPageBytes();
 }
 
 std::vector<RxPlan> PlanReceivePaths(Config* config, const std::vector<NetDevice>& devices,
@@ -74,14 +95,21 @@ std::vector<RxPlan> PlanReceivePaths(Config* config, const std::vector<NetDevice
     plan.region_bytes = config->rx_region_bytes;
     plan.arena_bytes = std::min<uint64_t>(kEmulatedCommsPerArena * plan.region_bytes,
                                           std::max(RxArena::kMaxUnpackBytes, plan.region_bytes));
-    plan.budget = Format("%llu-byte emulated RX region per receive comm",
-                         static_cast<unsigned long long>(plan.region_bytes));
-    // Emulated frags are never smaller than half a page except at chunk edges.
-    if (config->unpack == UnpackMode::kNccl) unpack_refusal = UnpackRefusal(*config, 2048);
+    plan.geometry = FragGeometry::ForEmulation(RxPageBytes(*config));
+    plan.budget = Format("%llu-byte emulated RX region per receive comm, %s",
+                         static_cast<unsigned long long>(plan.region_bytes),
+                         plan.geometry.Describe().c_str());
+    if (config->unpack == UnpackMode::kNccl) unpack_refusal = UnpackRefusal(*config, plan.geometry);
     plans.assign(devices.size(), plan);
   } else {
     ReadinessReport host = CheckKernel();
     host.Append(CheckPrivileges());
+    // NCCL_DEVMEM_RX_PAGE_SIZE is sent only where it differs from what the kernel does anyway,
+    // so that a kernel without the attribute is asked nothing it would refuse.
+    const uint32_t niov_bytes = RxPageBytes(*config);
+    const std::string page_refusal =
+        config->rx_page_bytes != 0 ? RxPageSizeRefusal(config->rx_page_bytes, KernelPageBytes())
+                                   : std::string();
     uint64_t arena_bytes = 0;
     for (const NetDevice& d : devices) {
       ReadinessReport report = host;
@@ -93,13 +121,26 @@ std::vector<RxPlan> PlanReceivePaths(Config* config, const std::vector<NetDevice
         plan.plain_reason =
             Format("%s %s: %s (run devmem-doctor for every check)", failure->scope.c_str(),
                    failure->check.c_str(), failure->detail.c_str());
+      } else if (!page_refusal.empty()) {
+        plan.plain_reason = page_refusal;
+        log::Warn("NIC %s: %s; this NIC falls back to plain TCP", d.name.c_str(),
+                  page_refusal.c_str());
       } else {
-        RxBudget budget = PlanRxBudget(*config, plan.queues.size());
-        plan.region_bytes = budget.region_bytes;
-        plan.budget = budget.text;
-        arena_bytes += plan.region_bytes;
-        if (config->unpack == UnpackMode::kNccl && unpack_refusal.empty()) {
-          unpack_refusal = UnpackRefusal(*config, MinFragBytes(d));
+        const NicRxFacts facts = ReadNicRxFacts(d, niov_bytes, plan.queues.size());
+        plan.geometry = facts.geometry;
+        plan.rx_page_bytes = niov_bytes != KernelPageBytes() ? niov_bytes : 0;
+        RxBudget budget = PlanRxBudget(*config, facts.queues, facts.geometry);
+        if (!budget.refusal.empty()) {
+          plan.plain_reason = budget.refusal;
+          log::Warn("NIC %s: %s; this NIC falls back to plain TCP", d.name.c_str(),
+                    budget.refusal.c_str());
+        } else {
+          plan.region_bytes = budget.region_bytes;
+          plan.budget = budget.text;
+          arena_bytes += plan.region_bytes;
+          if (config->unpack == UnpackMode::kNccl && unpack_refusal.empty()) {
+            unpack_refusal = UnpackRefusal(*config, facts.geometry);
+          }
         }
       }
       plans.push_back(std::move(plan));
@@ -121,16 +162,20 @@ std::vector<RxPlan> PlanReceivePaths(Config* config, const std::vector<NetDevice
         unpack_refusal.c_str());
     config->unpack = UnpackMode::kPlugin;
   }
-  // A receive the consumer holds whole must fit a quarter of the region (the emulated pool
-  // keeps half for the oldest message; split frags use half pages).
+  // A receive the consumer holds whole must fit half the region in the worst case: the
+  // emulated pool keeps half for the oldest message, and every frag of it may take a page of
+  // its own (a niov on a real NIC).
   for (size_t i = 0; i < plans.size(); ++i) {
     RxPlan& plan = plans[i];
-    if (plan.plain_reason.empty() && step > plan.region_bytes / 4) {
+    if (!plan.plain_reason.empty()) continue;
+    const uint64_t held = plan.geometry.MaxNiovBytesPinned(step);
+    if (held > plan.region_bytes / 2) {
       plan.plain_reason = Format(
-          "NCCL's largest receive (%llu bytes: NCCL_BUFFSIZE / 4 or NCCL_P2P_NET_CHUNKSIZE) is "
-          "more than a quarter of the %llu-byte RX region; raise NCCL_DEVMEM_RX_REGION_BYTES",
-          static_cast<unsigned long long>(step),
-          static_cast<unsigned long long>(plan.region_bytes));
+          "NCCL's largest receive (%llu bytes: NCCL_BUFFSIZE / 4 or NCCL_P2P_NET_CHUNKSIZE) can "
+          "hold %llu bytes of RX pages (%s), more than half the %llu-byte RX region; raise "
+          "NCCL_DEVMEM_RX_REGION_BYTES",
+          static_cast<unsigned long long>(step), static_cast<unsigned long long>(held),
+          plan.geometry.Describe().c_str(), static_cast<unsigned long long>(plan.region_bytes));
       log::Warn("NIC %s: %s; this NIC falls back to plain TCP", devices[i].name.c_str(),
                 plan.plain_reason.c_str());
     }

@@ -3,6 +3,7 @@
 // consumer that was asked for. The readiness checks are the ones devmem-doctor runs.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "plugin/core/config.h"
@@ -20,8 +21,11 @@ inline constexpr uint64_t kEmulatedCommsPerArena = 32;
 std::vector<RxPlan> PlanReceivePaths(Config* config, const std::vector<NetDevice>& devices,
                                      bool gpu_present);
 
-// Frags of one receive of `step_bytes` at most: every frag holds at least `min_frag_bytes`
-// except the two at each end of each data socket's chunks.
-uint64_t WorstCaseFrags(uint64_t step_bytes, uint64_t min_frag_bytes, int data_sockets);
+// Why NCCL's unpack cannot take every receive of `config` whose frags have `geometry` (one
+// unpack step holds NET_UNPACK_MAX_SLICE_PAGES entries); "" when it can.
+std::string UnpackRefusal(const Config& config, const FragGeometry& geometry);
+
+// The RX page (niov) size of `config`: NCCL_DEVMEM_RX_PAGE_SIZE, else the kernel's PAGE_SIZE.
+uint32_t RxPageBytes(const Config& config);
 
 }  // namespace devmem

@@ -78,7 +78,8 @@ Result<BoundQueues> BindFreeQueues(const DevmemRxRequest& request, int dmabuf_fd
   Result<std::vector<uint32_t>> chosen =
       ChooseQueuesForBinder(registry, nic.name, request.queues, rx.value(), share);
   if (!chosen.ok()) return chosen.status();
-  Result<RxQueueBinding> bound = RxQueueBinding::Bind(nic.ifindex, dmabuf_fd, chosen.value());
+  Result<RxQueueBinding> bound =
+      RxQueueBinding::Bind(nic.ifindex, dmabuf_fd, chosen.value(), request.rx_page_bytes);
   if (!bound.ok()) return bound.status();
   if (Status recorded = RecordQueueClaims(registry, nic.name, chosen.value(), request.gpu);
       !recorded.ok()) {
@@ -122,7 +123,15 @@ Result<std::shared_ptr<NicGpuBinding>> BindingFor(const DevmemRxRequest& request
   Result<AttachedDmabuf<BoundQueues>> bound = AttachDmabuf<BoundQueues>(
       std::move(exporter).value(),
       [&request](int fd) { return BindFreeQueues(request, fd); });
-  if (!bound.ok()) return bound.status().WithContext("bind-rx on " + request.nic->name);
+  if (!bound.ok()) {
+    return bound.status().WithContext(
+        "bind-rx on " + request.nic->name +
+        (request.rx_page_bytes != 0
+             ? Format(" with NCCL_DEVMEM_RX_PAGE_SIZE=%u (kernels before 7.x refuse the "
+                      "attribute; a driver without the queue setting refuses the size)",
+                      request.rx_page_bytes)
+             : std::string()));
+  }
   auto entry = std::make_shared<NicGpuBinding>(
       NicGpuBinding{std::move(region), std::move(bound->dmabuf),
                     std::move(bound->attachment.binding), bound->attachment.queues});
@@ -174,7 +183,8 @@ Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path) {
     RegionBinding region_binding;
     region_binding.dmabuf_id = binding.value()->binding.dmabuf_id();
     region_binding.region_bytes = binding.value()->region->bytes();
-    receivers.push_back(std::make_unique<DevmemFragReceiver>(region_binding));
+    region_binding.niov_bytes = request.geometry.niov_bytes();
+    receivers.push_back(std::make_unique<DevmemFragReceiver>(region_binding, request.geometry));
   }
   path->mode = RxPath::Mode::kDevmem;
   path->region = binding.value()->region;

@@ -29,6 +29,8 @@ struct DevmemRxRequest {
   uint64_t region_bytes = 0;  // this NIC's slice of the GPU's arena
   uint64_t arena_bytes = 0;   // the GPU's arena, if this is its first use in the process
   std::string budget;         // how region_bytes was chosen (logged at the first bind)
+  FragGeometry geometry;      // the NIC's frag sizes (receivers' control buffers)
+  uint32_t rx_page_bytes = 0;  // bind-rx's rx-page-size (0: not sent, the kernel's PAGE_SIZE)
   std::vector<int> data_fds;  // accepted data sockets, in order
 };
 

@@ -360,6 +360,7 @@ Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
     path.mode = RxPath::Mode::kEmulatedDevmem;
     path.mix.split_percent = config_.emulate_split_percent;
     path.mix.linear_percent = config_.emulate_linear_percent;
+    path.geometry = plan_.geometry;
     // On a GPU host the region is GPU memory, like a NIC's; every comm of the GPU takes its
     // slice from the GPU's one arena, so NCCL's unpack sees one bounce buffer per GPU.
     const int gpu = ProxyGpu();
@@ -386,6 +387,8 @@ Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
   request.region_bytes = plan_.region_bytes;
   request.arena_bytes = plan_.arena_bytes;
   request.budget = plan_.budget;
+  request.geometry = plan_.geometry;
+  request.rx_page_bytes = plan_.rx_page_bytes;
   for (const UniqueFd& fd : connection.data) request.data_fds.push_back(fd.get());
   Status prepared = PrepareDevmemRx(request, &path);
   if (prepared.ok()) return path;

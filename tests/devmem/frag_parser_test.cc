@@ -1,5 +1,6 @@
 // The cmsg parser fed crafted control buffers: valid mixes, truncation, out-of-range and
-// foreign frags, zero and huge sizes, and thousands of cmsgs.
+// foreign frags, zero and huge sizes, frags across a niov boundary, large (rx-page-size)
+// frags, and thousands of cmsgs.
 #include "plugin/devmem/frag_parser.h"
 
 #include <gtest/gtest.h>
@@ -15,7 +16,7 @@
 namespace devmem {
 namespace {
 
-constexpr RegionBinding kBinding{7, 1 << 20};
+constexpr RegionBinding kBinding{7, 1 << 20, 4096};
 
 // Builds a control buffer of devmem cmsgs the way the kernel lays them out.
 class ControlBuilder {
@@ -132,6 +133,10 @@ INSTANTIATE_TEST_SUITE_P(
                 4096, 0, "outside"},
         BadCase{"huge size", [](ControlBuilder* b) { b->Dmabuf(0, UINT32_MAX, 1); }, 1, 0,
                 "outside"},
+        // A cmsg is one skb frag, and a frag one netmem (niov): rx-page-size series,
+        // net/core/devmem.h net_iov_virtual_addr = idx << niov_shift.
+        BadCase{"frag across a niov", [](ControlBuilder* b) { b->Dmabuf(2048, 4096, 1); }, 4096, 0,
+                "crosses a 4096-byte RX page"},
         BadCase{"wrong dmabuf id", [](ControlBuilder* b) { b->Dmabuf(0, 4096, 1, 8); }, 4096, 0,
                 "bound to 7"},
         BadCase{"zero-size frag", [](ControlBuilder* b) { b->Dmabuf(0, 0, 1); }, 0, 0, "0 bytes"},
@@ -218,6 +223,32 @@ TEST(FragParserTest, PlainReceiveOfFourGibOrMoreIsDescribedWhole) {
     }
     EXPECT_EQ(described, received);
   }
+}
+
+// bind-rx with NETDEV_A_DMABUF_RX_PAGE_SIZE = 16384 (torvalds/linux @001b5d34
+// net/core/netdev-genl.c: niov_shift = ilog2(rx_page_size)) makes niovs of 16 KiB: frags of up
+// to 16 KiB at any offset inside one are the kernel's, and only a binding of 4 KiB niovs
+// would call them broken.
+TEST(FragParserTest, SixteenKiBFragsOfA16KiBBinding) {
+  ControlBuilder control;
+  control.Dmabuf(16384, 16384, 1).Dmabuf(32768 + 100, 16284, 2).Dmabuf(0, 9000, 3);
+  const RegionBinding large{7, 1 << 20, 16384};
+  msghdr msg = control.Message();
+  std::vector<StreamSegment> segments;
+  Result<ParsedReceive> parsed = ParseDevmemReceive(msg, 16384 + 16284 + 9000, large, 0, &segments);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  ASSERT_EQ(segments.size(), 3u);
+  EXPECT_EQ(segments[0].length, 16384u);
+  EXPECT_EQ(segments[1].source_offset, 32868u);
+  EXPECT_EQ(parsed->region_bytes, 16384u + 16284u + 9000u);
+
+  segments.clear();
+  msg = control.Message();
+  parsed = ParseDevmemReceive(msg, 16384 + 16284 + 9000, kBinding, 0, &segments);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find("crosses a 4096-byte RX page"), std::string::npos)
+      << parsed.status().message();
+  EXPECT_TRUE(segments.empty());
 }
 
 TEST(FragParserTest, ThousandsOfCmsgsInOneReceive) {

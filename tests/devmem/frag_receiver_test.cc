@@ -1,7 +1,9 @@
 // The emulated frag source behaves like the kernel: page-sized (and split) frags in a region,
 // linear bytes in host memory, unique per-socket tokens, unknown tokens skipped on release,
-// out-of-order release, and a limited pool that stalls receive until tokens come back. The
-// devmem receiver's token accounting runs against a fake NIC and a fake SO_DEVMEM_DONTNEED.
+// out-of-order release, and a limited pool that stalls receive until tokens come back; at the
+// kernel's 4 KiB pages and at the large RX pages bind-rx's rx-page-size gives (16 KiB in the
+// kernel selftests, up to the 2 MiB config allows). The devmem receiver's token accounting and
+// its control buffer run against a fake NIC and a fake SO_DEVMEM_DONTNEED.
 #include "plugin/devmem/frag_receiver.h"
 
 #include <gtest/gtest.h>
@@ -81,22 +83,25 @@ extern "C" ssize_t recvmsg(int fd, msghdr* msg, int flags) {
 namespace devmem {
 namespace {
 
-class EmulatedReceiverTest : public ::testing::Test {
+class EmulatedReceiverTest : public ::testing::TestWithParam<uint32_t> {
  protected:
-  void Init(uint64_t region_bytes, EmulationMix mix) {
+  const uint32_t page_ = GetParam();
+
+  void Init(uint64_t pages, EmulationMix mix) {
+    const uint64_t region_bytes = pages * page_;
     int fds[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
     writer_.reset(fds[0]);
     reader_.reset(fds[1]);
     // The test writes whole messages before reading them in the same thread: make room.
-    int bytes = 8 << 20;
+    int bytes = 64 << 20;
     if (setsockopt(writer_.get(), SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) != 0) {
       setsockopt(writer_.get(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
     }
     Result<std::unique_ptr<HostRegion>> region = HostRegion::Create(region_bytes);
     ASSERT_TRUE(region.ok()) << region.status().message();
     region_ = std::move(region).value();
-    pool_ = std::make_unique<PagePool>(region_bytes);
+    pool_ = std::make_unique<PagePool>(region_bytes, page_);
     receiver_ = std::make_unique<EmulatedFragReceiver>(region_.get(), pool_.get(), mix, 42);
   }
 
@@ -133,8 +138,8 @@ class EmulatedReceiverTest : public ::testing::Test {
       uint64_t local = at;
       for (const StreamSegment& s : segments) {
         if (s.kind == StreamSegment::Kind::kRegion) {
-          EXPECT_LE(s.length, PagePool::kPageBytes);
-          EXPECT_LE(s.source_offset % PagePool::kPageBytes + s.length, PagePool::kPageBytes);
+          // A frag lies in one page, like a kernel frag in one niov.
+          EXPECT_LE(s.source_offset % page_ + s.length, page_);
           memcpy(out->data() + local, region_->data() + s.source_offset, s.length);
           tokens.push_back(s.token);
         }
@@ -153,9 +158,9 @@ class EmulatedReceiverTest : public ::testing::Test {
   std::unique_ptr<EmulatedFragReceiver> receiver_;
 };
 
-TEST_F(EmulatedReceiverTest, FragsReassembleTheStreamAndTokensAreUnique) {
-  Init(4 << 20, EmulationMix{30, 50});
-  std::vector<char> sent = Write(200000, 1);
+TEST_P(EmulatedReceiverTest, FragsReassembleTheStreamAndTokensAreUnique) {
+  Init(1024, EmulationMix{30, 50});
+  std::vector<char> sent = Write(50 * page_ + 1234, 1);
   std::vector<char> got;
   std::vector<StreamSegment> segments;
   std::vector<uint32_t> tokens = ReceiveAll(sent.size(), true, &got, &segments);
@@ -164,7 +169,7 @@ TEST_F(EmulatedReceiverTest, FragsReassembleTheStreamAndTokensAreUnique) {
   EXPECT_EQ(receiver_->outstanding(), tokens.size());
   bool saw_split = false, saw_linear = false;
   for (const StreamSegment& s : segments) {
-    saw_split |= s.kind == StreamSegment::Kind::kRegion && s.source_offset % 4096 == 2048;
+    saw_split |= s.kind == StreamSegment::Kind::kRegion && s.source_offset % page_ == page_ / 2;
     saw_linear |= s.kind == StreamSegment::Kind::kHost;
   }
   EXPECT_TRUE(saw_split);
@@ -174,11 +179,11 @@ TEST_F(EmulatedReceiverTest, FragsReassembleTheStreamAndTokensAreUnique) {
   EXPECT_EQ(pool_->free_pages(), pool_->total_pages());
 }
 
-TEST_F(EmulatedReceiverTest, UnknownAndRepeatedTokensAreSkippedLikeTheKernel) {
-  Init(1 << 20, EmulationMix{0, 0});
-  Write(8192, 2);
+TEST_P(EmulatedReceiverTest, UnknownAndRepeatedTokensAreSkippedLikeTheKernel) {
+  Init(256, EmulationMix{0, 0});
+  Write(2 * page_, 2);
   std::vector<char> got;
-  std::vector<uint32_t> tokens = ReceiveAll(8192, true, &got);
+  std::vector<uint32_t> tokens = ReceiveAll(2 * page_, true, &got);
   ASSERT_EQ(tokens.size(), 2u);
   std::vector<uint32_t> release = {tokens[0], 9999, tokens[0], tokens[1]};
   ASSERT_TRUE(receiver_->Release(reader_.get(), release.data(), release.size()).ok());
@@ -187,11 +192,11 @@ TEST_F(EmulatedReceiverTest, UnknownAndRepeatedTokensAreSkippedLikeTheKernel) {
   EXPECT_EQ(pool_->free_pages(), pool_->total_pages());
 }
 
-TEST_F(EmulatedReceiverTest, OutOfOrderReleaseRestoresThePoolAndReusesTokens) {
-  Init(1 << 20, EmulationMix{0, 0});
-  Write(100 * 4096, 3);
+TEST_P(EmulatedReceiverTest, OutOfOrderReleaseRestoresThePoolAndReusesTokens) {
+  Init(256, EmulationMix{0, 0});
+  Write(100 * page_, 3);
   std::vector<char> got;
-  std::vector<uint32_t> tokens = ReceiveAll(100 * 4096, true, &got);
+  std::vector<uint32_t> tokens = ReceiveAll(100 * page_, true, &got);
   ASSERT_EQ(tokens.size(), 100u);
   std::shuffle(tokens.begin(), tokens.end(), std::mt19937(5));
   for (size_t i = 0; i < tokens.size(); i += 7) {
@@ -200,32 +205,39 @@ TEST_F(EmulatedReceiverTest, OutOfOrderReleaseRestoresThePoolAndReusesTokens) {
   }
   EXPECT_EQ(pool_->free_pages(), pool_->total_pages());
   // Freed token ids are handed out again rather than growing without bound.
-  std::vector<char> sent = Write(4096, 4);
-  std::vector<uint32_t> again = ReceiveAll(4096, true, &got);
+  std::vector<char> sent = Write(page_, 4);
+  std::vector<uint32_t> again = ReceiveAll(page_, true, &got);
   ASSERT_EQ(again.size(), 1u);
   EXPECT_LT(again[0], 100u);
   EXPECT_EQ(got, sent);
 }
 
-TEST_F(EmulatedReceiverTest, ExhaustedPoolStallsUntilTokensReturn) {
-  Init(16 * 4096, EmulationMix{0, 0});  // 16 pages; a newer message may use only 8
-  std::vector<char> sent = Write(16 * 4096, 6);
+TEST_P(EmulatedReceiverTest, ExhaustedPoolStallsUntilTokensReturn) {
+  Init(16, EmulationMix{0, 0});  // 16 pages; a newer message may use only 8
+  std::vector<char> sent = Write(16 * page_, 6);
   std::vector<StreamSegment> segments;
   uint64_t consumed = 0;
-  std::vector<char> dst(16 * 4096);
-  Result<FragReceiver::State> state =
-      receiver_->Receive(reader_.get(), dst.size(), false, dst.data(), &segments, &consumed);
-  ASSERT_TRUE(state.ok());
-  ASSERT_EQ(state.value(), FragReceiver::State::kProgress);
-  EXPECT_LE(consumed, 8u * 4096);  // the reserve stays free for the oldest message
+  std::vector<char> dst(16 * page_);
+  // A newer message takes pages until only the reserve is left (one receive takes at most
+  // 256 KiB of pages, so with large pages that is several receives), then stalls.
   std::vector<uint32_t> held;
-  for (const auto& s : segments) held.push_back(s.token);
-  segments.clear();
-  state = receiver_->Receive(reader_.get(), dst.size(), false, dst.data(), &segments, &consumed);
+  uint64_t newer = 0;
+  Result<FragReceiver::State> state = FragReceiver::State::kProgress;
+  for (int receives = 0; receives < 16; ++receives) {
+    segments.clear();
+    state = receiver_->Receive(reader_.get(), dst.size() - newer, false, dst.data() + newer,
+                               &segments, &consumed);
+    ASSERT_TRUE(state.ok());
+    if (state.value() != FragReceiver::State::kProgress) break;
+    for (const auto& s : segments) held.push_back(s.token);
+    newer += consumed;
+  }
   ASSERT_TRUE(state.ok());
   EXPECT_EQ(state.value(), FragReceiver::State::kStalled);
+  EXPECT_EQ(newer, 8u * page_);  // the reserve stays free for the oldest message
   EXPECT_EQ(consumed, 0u);
   EXPECT_EQ(receiver_->counters().stalls, 1u);
+  segments.clear();
   // The oldest message may dip into the reserve.
   state = receiver_->Receive(reader_.get(), dst.size(), true, dst.data(), &segments, &consumed);
   ASSERT_TRUE(state.ok());
@@ -235,8 +247,8 @@ TEST_F(EmulatedReceiverTest, ExhaustedPoolStallsUntilTokensReturn) {
   EXPECT_EQ(pool_->free_pages(), 16u);
 }
 
-TEST_F(EmulatedReceiverTest, PeerCloseIsAnError) {
-  Init(1 << 20, EmulationMix{0, 0});
+TEST_P(EmulatedReceiverTest, PeerCloseIsAnError) {
+  Init(256, EmulationMix{0, 0});
   writer_.reset();
   std::vector<StreamSegment> segments;
   uint64_t consumed = 0;
@@ -248,13 +260,20 @@ TEST_F(EmulatedReceiverTest, PeerCloseIsAnError) {
   EXPECT_EQ(pool_->free_pages(), pool_->total_pages());
 }
 
+// 4 KiB: the kernel's PAGE_SIZE niovs; 16 KiB: the rx-page-size of the kernel selftests
+// (devmem_lib.py); 64 KiB: an arm64 64K-page kernel or a larger rx-page-size.
+INSTANTIATE_TEST_SUITE_P(PageSizes, EmulatedReceiverTest, ::testing::Values(4096u, 16384u, 65536u),
+                         [](const ::testing::TestParamInfo<uint32_t>& info) {
+                           return std::to_string(info.param / 1024) + "KiB";
+                         });
+
 TEST(DevmemReceiverTest, UnboundSocketDeliversPlainBytesThroughTheDevmemPath) {
   int fds[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
   UniqueFd writer(fds[0]), reader(fds[1]);
   const char payload[] = "bytes of a flow that landed on an unbound queue";
   ASSERT_EQ(send(writer.get(), payload, sizeof(payload), 0), static_cast<ssize_t>(sizeof(payload)));
-  DevmemFragReceiver receiver(RegionBinding{3, 1 << 20});
+  DevmemFragReceiver receiver(RegionBinding{3, 1 << 20}, FragGeometry::ForNic(1500, 0, 4096));
   std::vector<StreamSegment> segments;
   uint64_t consumed = 0;
   char dst[sizeof(payload)] = {};
@@ -274,7 +293,8 @@ TEST(DevmemReceiverTest, OutstandingReturnsToZeroAfterAFailedDontneed) {
   FakeDevmemNic::fd = reader.get();
   for (uint32_t i = 0; i < 8; ++i)
     FakeDevmemNic::frags.push_back({i * 4096ull, 4096, 100 + i, 3, 0});
-  DevmemFragReceiver receiver(RegionBinding{3, 1 << 20}, FakeDontneed::Release);
+  DevmemFragReceiver receiver(RegionBinding{3, 1 << 20, 4096}, FragGeometry::ForNic(1500, 0, 4096),
+                              FakeDontneed::Release);
   std::vector<StreamSegment> segments;
   uint64_t consumed = 0;
   Result<FragReceiver::State> state =
@@ -301,6 +321,58 @@ TEST(DevmemReceiverTest, OutstandingReturnsToZeroAfterAFailedDontneed) {
   EXPECT_EQ(receiver.counters().release.tokens_returned, 8u);
   EXPECT_EQ(receiver.counters().release.tokens_not_freed, 0u);
   EXPECT_EQ(receiver.outstanding(), 0u);
+}
+
+// N11: tcp_recvmsg_dmabuf (net/ipv4/tcp.c, put_cmsg_notrunc since 6.14) ends a receive at the
+// first cmsg that does not fit, so the control buffer decides how much one recvmsg takes. At
+// MTU 1500 in gve's 2 KiB buffers (two per 4 KiB niov) 256 KiB is 181 frags of 1448 bytes;
+// the old buffer of 72 cmsgs took 104256 bytes of it.
+TEST(DevmemReceiverTest, OneReceiveTakes256KiBOfMtu1500Frags) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  UniqueFd writer(fds[0]), reader(fds[1]);
+  FakeDevmemNic::fd = reader.get();
+  constexpr uint32_t kFrags = 181;
+  for (uint32_t i = 0; i < kFrags; ++i) {
+    FakeDevmemNic::frags.push_back({i * 2048ull, 1448, i, 3, 0});
+  }
+  DevmemFragReceiver receiver(RegionBinding{3, 1 << 20, 4096},
+                              FragGeometry::ForNic(1500, 2048, 4096), FakeDontneed::Release);
+  std::vector<StreamSegment> segments;
+  uint64_t consumed = 0;
+  Result<FragReceiver::State> state =
+      receiver.Receive(reader.get(), 256 << 10, true, nullptr, &segments, &consumed);
+  FakeDevmemNic::fd = -1;
+  ASSERT_TRUE(state.ok()) << state.status().message();
+  EXPECT_EQ(segments.size(), kFrags);
+  EXPECT_EQ(consumed, uint64_t{kFrags} * 1448);
+}
+
+// rx-page-size: with 16 KiB niovs (bind-rx NETDEV_A_DMABUF_RX_PAGE_SIZE = 16384, as the kernel
+// selftests bind) a frag is up to 16 KiB and lies in one niov; the receiver takes them whole.
+TEST(DevmemReceiverTest, SixteenKiBFragsOfA16KiBBindingAreTakenWhole) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  UniqueFd writer(fds[0]), reader(fds[1]);
+  FakeDevmemNic::fd = reader.get();
+  for (uint32_t i = 0; i < 16; ++i) {
+    FakeDevmemNic::frags.push_back({i * 16384ull, 16384, 50 + i, 3, 0});
+  }
+  DevmemFragReceiver receiver(RegionBinding{3, 1 << 20, 16384},
+                              FragGeometry::ForNic(9000, 0, 16384), FakeDontneed::Release);
+  std::vector<StreamSegment> segments;
+  uint64_t consumed = 0;
+  Result<FragReceiver::State> state =
+      receiver.Receive(reader.get(), 256 << 10, true, nullptr, &segments, &consumed);
+  FakeDevmemNic::fd = -1;
+  ASSERT_TRUE(state.ok()) << state.status().message();
+  ASSERT_EQ(segments.size(), 16u);
+  EXPECT_EQ(consumed, 256u << 10);
+  for (uint32_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(segments[i].source_offset, i * 16384ull);
+    EXPECT_EQ(segments[i].length, 16384u);
+    EXPECT_EQ(segments[i].token, 50 + i);
+  }
 }
 
 }  // namespace

@@ -31,6 +31,21 @@ TEST(OffsetTableTest, AdjacentFragsMergeAndHostBytesAdvanceTheDestination) {
   EXPECT_EQ(table.bytes(), 8192u + 150);
 }
 
+// Large RX pages: frags of whole 2 MiB niovs (the largest NCCL_DEVMEM_RX_PAGE_SIZE) merge like
+// 4 KiB ones while region and destination both continue; a merged entry stays below 4 GiB.
+TEST(OffsetTableTest, TwoMiBFragsMergeAndEntriesStayBelowFourGiB) {
+  OffsetTable table;
+  constexpr uint32_t kPage = 2u << 20;
+  std::vector<StreamSegment> segments;
+  for (uint64_t i = 0; i < 2050; ++i) segments.push_back(Region(i * kPage, kPage));
+  table.Append(segments.data(), segments.size(), 0);
+  ASSERT_EQ(table.entries().size(), 2u);
+  EXPECT_EQ(table.entries()[0].length, 2047u * kPage);  // 2048 would overflow 32 bits
+  EXPECT_EQ(table.entries()[1].region_offset, 2047ull * kPage);
+  EXPECT_EQ(table.entries()[1].dst_offset, 2047ull * kPage);
+  EXPECT_EQ(table.bytes(), 2050ull * kPage);
+}
+
 TEST(OffsetTableTest, HostSegmentsBecomeMergedHostRanges) {
   OffsetTable table;
   std::vector<StreamSegment> first = {Host(0, 10), Host(10, 6), Region(0, 4096), Host(0, 3)};

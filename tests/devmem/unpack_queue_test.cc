@@ -76,6 +76,40 @@ TEST(UnpackQueueTest, PublishedStepsUnpackToTheReferenceScatter) {
   }
 }
 
+// Large RX pages (rx-page-size 16 KiB, 64 KiB niovs): an entry is a whole frag of up to a page,
+// not 4 KiB. NCCL's unpack kernel copies any entry length (NVIDIA/nccl v2.28.9-1
+// src/device/network/unpack/unpack.h: bulkLoad loops `data_s < len`, the tail by thread), so a
+// full 4 MiB step of 16 KiB frags is 256 entries, far below the 2048 of one slot.
+TEST(UnpackQueueTest, LargeFragsOfA4MiBStepUnpackWhole) {
+  for (const uint32_t page : {16384u, 65536u}) {
+    const size_t pages = (4u << 20) / page;
+    std::vector<char> region(pages * 2 * page);
+    std::mt19937_64 rng(page);
+    for (char& c : region) c = static_cast<char>(rng());
+    Result<std::unique_ptr<UnpackQueue>> queue =
+        UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), 0, region.size());
+    ASSERT_TRUE(queue.ok()) << queue.status().message();
+    // Every other page, so that no two frags merge: one entry per frag.
+    OffsetTable table;
+    std::vector<char> expected(4u << 20), got(4u << 20);
+    for (size_t f = 0; f < pages; ++f) {
+      StreamSegment s = Region(f * 2 * page, page);
+      table.Append(&s, 1, f * page);
+      memcpy(expected.data() + f * page, region.data() + f * 2 * page, page);
+    }
+    Result<uint32_t> slot = queue.value()->Claim();
+    ASSERT_TRUE(slot.ok());
+    const OffsetTable* tables[] = {&table};
+    ASSERT_TRUE(queue.value()->Publish(slot.value(), tables, 1).ok());
+    EXPECT_EQ(queue.value()->meta().cnt[slot.value()], pages);
+    EXPECT_EQ(queue.value()->meta().mem[slot.value()][1].len, page);
+    ASSERT_TRUE(ExecuteOnHost(queue.value()->meta(), slot.value(), region.data(), region.size(),
+                              got.data(), got.size())
+                    .ok());
+    EXPECT_EQ(got, expected) << page;
+  }
+}
+
 TEST(UnpackQueueTest, ASlotIsNotReusedBeforeItsStepWasConsumed) {
   std::vector<char> region(1 << 20);
   auto queue = UnpackQueue::Create(reinterpret_cast<uintptr_t>(region.data()), 0, region.size());

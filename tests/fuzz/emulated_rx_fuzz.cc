@@ -29,7 +29,8 @@
 namespace devmem {
 namespace {
 
-constexpr uint64_t kRegionBytes = uint64_t{64} * PagePool::kPageBytes;
+constexpr uint32_t kPageBytes = 4096;  // the kernel's PAGE_SIZE niovs
+constexpr uint64_t kRegionBytes = uint64_t{64} * kPageBytes;
 constexpr uint64_t kMaxReceive = 256 << 10;
 
 HostRegion& Region() {
@@ -72,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              "socketpair");
   UniqueFd receiver_fd(fds[0]);
   UniqueFd peer(fds[1]);
-  PagePool pool(kRegionBytes);
+  PagePool pool(kRegionBytes, kPageBytes);
   EmulatedFragReceiver receiver(&Region(), &pool, mix, seed);
 
   static std::vector<char> host_dst(kMaxReceive);

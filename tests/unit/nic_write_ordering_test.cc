@@ -231,8 +231,8 @@ class ConsumerBarrierTest : public NicWriteOrderingTest {
                                           size_t) -> Result<std::unique_ptr<gpu::ScatterEngine>> {
       return std::unique_ptr<gpu::ScatterEngine>(new RecordingEngine(&events_));
     };
-    return KernelScatterConsumer::Create(&region_, factory, 8, std::chrono::milliseconds(0),
-                                         ordering);
+    return KernelScatterConsumer::Create(&region_, factory, 8, FragGeometry(),
+                                         std::chrono::milliseconds(0), ordering);
   }
   FakeGpuRegion region_{0};
 };
