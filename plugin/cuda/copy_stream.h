@@ -1,7 +1,7 @@
 // The plugin's host <-> device copies, on a stream of their own.
 //
 // Never the legacy default stream: on an H200 under MPS (two NCCL ranks on one GPU, the way
-// perf/gpu_verify.sh runs them) a synchronous cuMemcpyHtoD on a plugin worker thread never
+// tests/gpu/gpu_verify.sh runs them) a synchronous cuMemcpyHtoD on a plugin worker thread never
 // returned while NCCL's kernel spun waiting for the very bytes it was copying, and NCCL's
 // next cuEventRecord blocked behind it on a driver lock: every rank hung (perf/RESULTS.md,
 // 2026-11-26 GPU run, stacks from cuda-gdb). NCCL itself copies only on non-blocking streams
