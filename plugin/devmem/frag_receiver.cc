@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "plugin/core/log.h"
 #include "plugin/devmem/uapi.h"
 
 namespace devmem {
@@ -284,11 +285,13 @@ Status EmulatedFragReceiver::Release(int /*fd*/, const uint32_t* tokens, size_t 
 // ---------------------------------------------------------------------------------------------
 
 DevmemFragReceiver::DevmemFragReceiver(RegionBinding binding, const FragGeometry& geometry,
-                                       TokenBatch::ReleaseFn release)
+                                       TokenBatch::ReleaseFn release,
+                                       SteeringExpectation steering)
     : binding_(binding),
       bounce_(kReceiveBytes),
       control_(DevmemControlBytes(kReceiveBytes, geometry)),
-      release_(release) {}
+      release_(release),
+      steering_(std::move(steering)) {}
 
 Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_bytes, bool /*oldest*/,
                                                         char* host_dst,
@@ -326,6 +329,23 @@ Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_byt
       memcpy(host_dst + local, bounce_.data() + s.source_offset, s.length);
     }
     local += s.length;
+  }
+  if (parsed->plain) {
+    // N8: the flow is not steered to the bound queue, and its payload crosses host memory.
+    const std::string what = Format(
+        "%zd bytes arrived as plain data on a devmem connection (%s, expected on RX queue %u of "
+        "%s): flow steering did not apply (rule missing, replaced or not matching the flow)",
+        r, steering_.flow.empty() ? "flow unknown" : steering_.flow.c_str(), steering_.queue,
+        steering_.nic.empty() ? "its NIC" : steering_.nic.c_str());
+    if (steering_.required) {
+      return Status::Error(ErrorKind::kSystem, "%s; NCCL_DEVMEM_REQUIRE=1 makes this an error",
+                           what.c_str());
+    }
+    if (counters_.plain_reads++ == 0) {
+      log::Warn("%s; this connection's payload goes through host memory (counted as plain reads "
+                "in its close line; NCCL_DEVMEM_REQUIRE=1 makes this an error)",
+                what.c_str());
+    }
   }
   counters_.frags += parsed->frags;
   counters_.region_bytes += parsed->region_bytes;

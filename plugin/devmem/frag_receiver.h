@@ -14,6 +14,7 @@
 #include <optional>
 
 #include <sys/uio.h>
+#include <string>
 #include <vector>
 
 #include "plugin/core/status.h"
@@ -73,6 +74,7 @@ struct ReceiverCounters {
   uint64_t region_bytes = 0;
   uint64_t host_bytes = 0;  // linear bytes (devmem) or plain bytes without cmsgs
   uint64_t stalls = 0;      // receives that found no free page
+  uint64_t plain_reads = 0;  // devmem: reads without a devmem cmsg (flow steering missed)
   TokenReleaseStats release;
 };
 
@@ -146,12 +148,25 @@ class EmulatedFragReceiver final : public FragReceiver {
   char linear_bounce_[1024];
 };
 
+// Where a devmem connection's payload should land, for the report when it does not (N8): a
+// read without any devmem cmsg means the kernel copied the bytes because the flow reached a
+// queue that is not bound (tcp_recvmsg_locked copies readable skbs even under MSG_SOCK_DEVMEM;
+// ncdevmem calls that a "flow steering error").
+struct SteeringExpectation {
+  std::string flow;  // "LOCAL <- PEER"
+  std::string nic;
+  uint32_t queue = 0;
+  // NCCL_DEVMEM_REQUIRE=1: such a read fails the comm instead of a WARN.
+  bool required = false;
+};
+
 class DevmemFragReceiver final : public FragReceiver {
  public:
   // `release` returns tokens to the kernel (SO_DEVMEM_DONTNEED; tests pass a fake).
   // `geometry`: the NIC's frag sizes, which size the control buffer (one cmsg per frag).
   DevmemFragReceiver(RegionBinding binding, const FragGeometry& geometry,
-                     TokenBatch::ReleaseFn release = TokenBatch::KernelRelease);
+                     TokenBatch::ReleaseFn release = TokenBatch::KernelRelease,
+                     SteeringExpectation steering = SteeringExpectation());
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
                         std::vector<StreamSegment>* segments, uint64_t* consumed) override;
   Status Release(int fd, const uint32_t* tokens, size_t count) override;
@@ -167,6 +182,7 @@ class DevmemFragReceiver final : public FragReceiver {
   std::mutex release_mutex_;
   TokenBatch batch_;  // tokens not yet back in the kernel, a failed call's included
   TokenBatch::ReleaseFn release_;
+  SteeringExpectation steering_;
 };
 
 }  // namespace devmem

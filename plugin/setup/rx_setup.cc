@@ -184,7 +184,13 @@ Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path) {
     region_binding.dmabuf_id = binding.value()->binding.dmabuf_id();
     region_binding.region_bytes = binding.value()->region->bytes();
     region_binding.niov_bytes = request.geometry.niov_bytes();
-    receivers.push_back(std::make_unique<DevmemFragReceiver>(region_binding, request.geometry));
+    SteeringExpectation expected;
+    expected.flow = local->ToString() + " <- " + remote->ToString();
+    expected.nic = request.nic->name;
+    expected.queue = queue;
+    expected.required = request.require;
+    receivers.push_back(std::make_unique<DevmemFragReceiver>(
+        region_binding, request.geometry, TokenBatch::KernelRelease, std::move(expected)));
   }
   path->mode = RxPath::Mode::kDevmem;
   path->region = binding.value()->region;

@@ -32,6 +32,7 @@ struct DevmemRxRequest {
   FragGeometry geometry;      // the NIC's frag sizes (receivers' control buffers)
   uint32_t rx_page_bytes = 0;  // bind-rx's rx-page-size (0: not sent, the kernel's PAGE_SIZE)
   std::vector<int> data_fds;  // accepted data sockets, in order
+  bool require = false;       // NCCL_DEVMEM_REQUIRE=1: a flow steering miss fails the comm
 };
 
 // Fills path->region, path->receivers and path->keep_alive (flow rules, binding).

@@ -190,6 +190,7 @@ struct RecvDevmemCounters {
   uint64_t region_bytes = 0;
   uint64_t host_bytes = 0;
   uint64_t stalls = 0;
+  uint64_t plain_reads = 0;  // devmem reads without a cmsg: flow steering missed (N8)
   uint64_t tokens_returned = 0;
   uint64_t tokens_not_freed = 0;
   uint64_t tokens_outstanding = 0;

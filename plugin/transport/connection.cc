@@ -389,6 +389,7 @@ Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
   request.budget = plan_.budget;
   request.geometry = plan_.geometry;
   request.rx_page_bytes = plan_.rx_page_bytes;
+  request.require = config_.require_devmem;
   for (const UniqueFd& fd : connection.data) request.data_fds.push_back(fd.get());
   Status prepared = PrepareDevmemRx(request, &path);
   if (prepared.ok()) return path;

@@ -55,11 +55,13 @@ RecvComm::~RecvComm() {
     RecvDevmemCounters c = DevmemCounters();
     log::Info(log::kNet,
               "%s devmem counters: %llu frags, %llu region bytes, %llu linear bytes, %llu pool "
-              "stalls, %llu tokens returned (%llu not freed)",
+              "stalls, %llu plain reads (flow steering missed), %llu tokens returned (%llu not "
+              "freed)",
               description_.c_str(), static_cast<unsigned long long>(c.frags),
               static_cast<unsigned long long>(c.region_bytes),
               static_cast<unsigned long long>(c.host_bytes),
               static_cast<unsigned long long>(c.stalls),
+              static_cast<unsigned long long>(c.plain_reads),
               static_cast<unsigned long long>(c.tokens_returned),
               static_cast<unsigned long long>(c.tokens_not_freed));
     if (c.tokens_outstanding > 0) {
@@ -80,6 +82,7 @@ RecvDevmemCounters RecvComm::DevmemCounters() const {
     out.region_bytes += c.region_bytes;
     out.host_bytes += c.host_bytes;
     out.stalls += c.stalls;
+    out.plain_reads += c.plain_reads;
     out.tokens_returned += c.release.tokens_returned;
     out.tokens_not_freed += c.release.tokens_not_freed;
     out.tokens_outstanding += socket->receiver->outstanding();

@@ -286,6 +286,47 @@ TEST(DevmemReceiverTest, UnboundSocketDeliversPlainBytesThroughTheDevmemPath) {
   EXPECT_EQ(receiver.outstanding(), 0u);
 }
 
+// N8. Linux net/ipv4/tcp.c tcp_recvmsg_locked copies readable (non-devmem) skbs even when
+// MSG_SOCK_DEVMEM is set, so a flow that missed its steering rule reads like a devmem flow
+// without frags; tools/testing/selftests/drivers/net/hw/ncdevmem.c treats a devmem receive
+// without a devmem cmsg as a flow steering error. Here a socketpair is such an unsteered flow.
+TEST(DevmemReceiverTest, PlainBytesOnADevmemConnectionAreCountedAndRefusedWhenRequired) {
+  const char payload[] = "payload that should have landed in GPU memory";
+  SteeringExpectation expected;
+  expected.flow = "192.0.2.1:5000 <- 192.0.2.2:6000";
+  expected.nic = "eth2";
+  expected.queue = 15;
+  for (bool required : {false, true}) {
+    int fds[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    UniqueFd writer(fds[0]), reader(fds[1]);
+    expected.required = required;
+    DevmemFragReceiver receiver(RegionBinding{3, 1 << 20}, FragGeometry::ForNic(1500, 0, 4096),
+                                TokenBatch::KernelRelease, expected);
+    for (int read = 0; read < 2; ++read) {
+      ASSERT_EQ(send(writer.get(), payload, sizeof(payload), 0),
+                static_cast<ssize_t>(sizeof(payload)));
+      std::vector<StreamSegment> segments;
+      uint64_t consumed = 0;
+      char dst[sizeof(payload)] = {};
+      Result<FragReceiver::State> state =
+          receiver.Receive(reader.get(), sizeof(dst), true, dst, &segments, &consumed);
+      if (required) {
+        ASSERT_FALSE(state.ok());
+        EXPECT_NE(state.status().message().find("flow steering did not apply"), std::string::npos);
+        EXPECT_NE(state.status().message().find(expected.flow), std::string::npos);
+        EXPECT_NE(state.status().message().find("RX queue 15 of eth2"), std::string::npos);
+        EXPECT_NE(state.status().message().find("NCCL_DEVMEM_REQUIRE=1"), std::string::npos);
+        break;
+      }
+      ASSERT_TRUE(state.ok()) << state.status().message();
+      EXPECT_EQ(consumed, sizeof(payload));
+      EXPECT_EQ(memcmp(dst, payload, sizeof(payload)), 0);  // still delivered, through the host
+      EXPECT_EQ(receiver.counters().plain_reads, static_cast<uint64_t>(read + 1));
+    }
+  }
+}
+
 TEST(DevmemReceiverTest, OutstandingReturnsToZeroAfterAFailedDontneed) {
   int fds[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
