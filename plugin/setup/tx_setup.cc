@@ -97,10 +97,11 @@ TxBinderOps RealTxBinderOps() {
     if (!range.ok()) return range.status();
     return TxBinderOps::Allocation{range->base, range->bytes, range->buffer_id};
   };
-  ops.export_dmabuf = [](uint64_t base, size_t bytes) -> Result<UniqueFd> {
+  ops.export_dmabuf = [](uint64_t base, size_t bytes,
+                          DmabufMapping mapping) -> Result<UniqueFd> {
     Result<const CudaDriver*> driver = CudaDriver::Get();
     if (!driver.ok()) return driver.status();
-    Result<int> fd = driver.value()->ExportDmabuf(base, bytes);
+    Result<int> fd = driver.value()->ExportDmabuf(base, bytes, mapping);
     if (!fd.ok()) return fd.status();
     UniqueFd owned(fd.value());
     // The exporter decides the fd's flags; no child, exec'd or not, needs this one.
@@ -156,17 +157,39 @@ Result<TxMapping> TxBinder::Map(int ifindex, const void* data, size_t size) {
       entry.buffer_id != allocation->buffer_id) {
     // Pages of the allocation, rounded up: the export and bind work on whole pages.
     const size_t bytes = (allocation->bytes + page - 1) / page * page;
-    Result<UniqueFd> fd = ops_.export_dmabuf(base, bytes);
-    if (!fd.ok()) {
-      return fd.status().WithContext(
-          Format("exporting CUDA allocation [0x%llx, +%zu) as a dmabuf for devmem TX",
-                 static_cast<unsigned long long>(base), bytes));
+    // The NIC only reads a TX buffer: the PCIe (BAR1) mapping first, as NCCL's GDR does, and
+    // the driver's default where the export or bind-tx refuses it. On coherent (Grace/C2C)
+    // hosts NVIDIA's nv_dma_buf_attach refuses a PCIe-mapped export with 524 (ENOTSUPP) at
+    // bind time (open-gpu-kernel-modules kernel-open/nvidia/nv-dmabuf.c); elsewhere the driver
+    // may refuse the PCIe export itself.
+    std::string refusals;
+    Result<TxBinderOps::Bound> bound =
+        Status::Error(ErrorKind::kInternal, "no dmabuf mapping tried");
+    for (DmabufMapping mapping : {DmabufMapping::kPcieBar1, DmabufMapping::kDefault}) {
+      Result<UniqueFd> fd = ops_.export_dmabuf(base, bytes, mapping);
+      if (!fd.ok()) {
+        refusals += Format("%s%s mapping: export refused: %s", refusals.empty() ? "" : "; ",
+                           DmabufMappingName(mapping), fd.status().message().c_str());
+        continue;
+      }
+      bound = ops_.bind(ifindex, fd->get());
+      if (bound.ok()) {
+        if (!refusals.empty()) {
+          log::Info(log::kInit, "devmem TX: CUDA allocation 0x%llx bound with the %s mapping (%s)",
+                    static_cast<unsigned long long>(base), DmabufMappingName(mapping),
+                    refusals.c_str());
+        }
+        break;
+      }
+      refusals += Format("%s%s mapping: bind-tx refused: %s", refusals.empty() ? "" : "; ",
+                         DmabufMappingName(mapping), bound.status().message().c_str());
     }
-    Result<TxBinderOps::Bound> bound = ops_.bind(ifindex, fd->get());
     if (!bound.ok()) {
-      return bound.status().WithContext(
-          Format("bind-tx of CUDA allocation [0x%llx, +%zu) to ifindex %d",
-                 static_cast<unsigned long long>(base), bytes, ifindex));
+      return Status::Error(ErrorKind::kSystem,
+                           "exporting and binding CUDA allocation [0x%llx, +%zu) for devmem TX "
+                           "on ifindex %d: %s",
+                           static_cast<unsigned long long>(base), bytes, ifindex,
+                           refusals.c_str());
     }
     // The binding holds the dmabuf itself (the kernel took its reference); our fd can go.
     binding = bound->owner;

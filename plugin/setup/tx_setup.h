@@ -26,6 +26,7 @@
 #include "plugin/core/net_device.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
+#include "plugin/cuda/cuda_driver.h"
 
 namespace devmem {
 
@@ -68,7 +69,10 @@ struct TxBinderOps {
     uint32_t dmabuf_id = 0;
   };
   std::function<Result<Allocation>(uint64_t address)> allocation_of;
-  std::function<Result<UniqueFd>(uint64_t base, size_t bytes)> export_dmabuf;
+  // Exports with one mapping (TxBinder::Map tries the PCIe mapping first, then the driver's
+  // default where the export or the bind refuses it: Grace/C2C hosts, N2).
+  std::function<Result<UniqueFd>(uint64_t base, size_t bytes, DmabufMapping mapping)>
+      export_dmabuf;
   std::function<Result<Bound>(int ifindex, int dmabuf_fd)> bind;
 };
 // cuMemGetAddressRange, cuMemGetHandleForAddressRange (the caller's current context: NCCL's

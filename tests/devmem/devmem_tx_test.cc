@@ -105,12 +105,18 @@ struct FakeTxWorld {
     int ifindex;
     uint64_t base;
     size_t bytes;
+    DmabufMapping mapping = DmabufMapping::kDefault;
   };
   std::vector<TxBinderOps::Allocation> allocations;  // what "CUDA" allocated
   std::vector<Call> binds;
   uint32_t next_id = 7;
   bool refuse_bind = false;
   bool refuse_export = false;
+  // A coherent (Grace/C2C) host: a PCIe-mapped export is made, then refused at attach with
+  // 524 (NVIDIA open-gpu-kernel-modules kernel-open/nvidia/nv-dmabuf.c nv_dma_buf_attach,
+  // "topology not supported for mapping type FORCE_PCIE"; net/core/devmem.c
+  // net_devmem_bind_dmabuf reports "Failed to bind dmabuf to device").
+  bool coherent_host = false;
 
   TxBinderOps Ops() {
     TxBinderOps ops;
@@ -120,15 +126,20 @@ struct FakeTxWorld {
       }
       return Status::Error(ErrorKind::kSystem, "cuMemGetAddressRange failed: not CUDA memory");
     };
-    ops.export_dmabuf = [this](uint64_t base, size_t bytes) -> Result<UniqueFd> {
+    ops.export_dmabuf = [this](uint64_t base, size_t bytes,
+                               DmabufMapping mapping) -> Result<UniqueFd> {
       if (refuse_export) return Status::Error(ErrorKind::kSystem, "export refused");
       UniqueFd fd(static_cast<int>(syscall(SYS_memfd_create, "fake-dmabuf", 0)));
-      binds.push_back({0, base, bytes});
+      binds.push_back({0, base, bytes, mapping});
       return fd;
     };
     ops.bind = [this](int ifindex, int fd) -> Result<TxBinderOps::Bound> {
       if (refuse_bind)
         return Status::Error(ErrorKind::kSystem, "Driver does not support netmem TX");
+      if (coherent_host && binds.back().mapping == DmabufMapping::kPcieBar1) {
+        return Status::Error(ErrorKind::kSystem,
+                             "bind-tx: Failed to bind dmabuf to device (errno 524)");
+      }
       EXPECT_GE(fd, 0);
       binds.back().ifindex = ifindex;
       return TxBinderOps::Bound{std::make_shared<int>(0), next_id++};
@@ -213,15 +224,37 @@ TEST(TxBinderTest, EachRefusalNamesTheStepThatFailed) {
   world.refuse_export = true;
   Result<TxMapping> no_export = binder.Map(3, reinterpret_cast<void*>(0x20000000), 64);
   ASSERT_FALSE(no_export.ok());
-  EXPECT_NE(no_export.status().message().find("exporting CUDA allocation"), std::string::npos);
+  EXPECT_NE(no_export.status().message().find("exporting and binding CUDA allocation"),
+            std::string::npos);
+  EXPECT_NE(no_export.status().message().find("PCIe BAR1 mapping: export refused"),
+            std::string::npos);
+  EXPECT_NE(no_export.status().message().find("default mapping: export refused"),
+            std::string::npos);
   world.refuse_export = false;
   world.refuse_bind = true;
   Result<TxMapping> no_bind = binder.Map(3, reinterpret_cast<void*>(0x20000000), 64);
   ASSERT_FALSE(no_bind.ok());
   const std::string& message = no_bind.status().message();
-  EXPECT_NE(message.find("bind-tx of CUDA allocation"), std::string::npos) << message;
+  EXPECT_NE(message.find("bind-tx refused"), std::string::npos) << message;
   EXPECT_NE(message.find("netmem TX"), std::string::npos) << message;
   EXPECT_EQ(binder.live_bindings(), 0u);
+}
+
+// N2 for TX: where the attach refuses the PCIe mapping (coherent hosts), the binder exports
+// again with the driver's default mapping and binds that.
+TEST(TxBinderTest, APcieMappingTheNicCannotAttachIsExportedAgainWithTheDefault) {
+  FakeTxWorld world;
+  world.allocations.push_back({0x7f0000200000, size_t{8} << 20, 1});
+  world.coherent_host = true;
+  TxBinder binder(world.Ops());
+  Result<TxMapping> mapped = binder.Map(3, reinterpret_cast<void*>(0x7f0000200000 + 4096), 64);
+  ASSERT_TRUE(mapped.ok()) << mapped.status().message();
+  ASSERT_EQ(world.binds.size(), 2u);
+  EXPECT_EQ(world.binds[0].mapping, DmabufMapping::kPcieBar1);  // tried first, refused
+  EXPECT_EQ(world.binds[1].mapping, DmabufMapping::kDefault);
+  EXPECT_EQ(world.binds[1].ifindex, 3);
+  EXPECT_EQ(mapped->data_offset, 4096u);
+  EXPECT_EQ(binder.live_bindings(), 1u);
 }
 
 // The real bind-tx behind the binder (a memfd stands in for the exported GPU memory, which

@@ -29,7 +29,7 @@ TxBinderOps FakeCudaOps(bool refuse_bind) {
   ops.allocation_of = [](uint64_t) -> Result<TxBinderOps::Allocation> {
     return TxBinderOps::Allocation{kFakeAllocation, kFakeAllocationBytes};
   };
-  ops.export_dmabuf = [](uint64_t, size_t) -> Result<UniqueFd> {
+  ops.export_dmabuf = [](uint64_t, size_t, DmabufMapping) -> Result<UniqueFd> {
     return UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "fake-dmabuf", 0)));
   };
   ops.bind = [refuse_bind](int, int) -> Result<TxBinderOps::Bound> {
