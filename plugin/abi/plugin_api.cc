@@ -12,9 +12,10 @@
 #include "plugin/consumers/unpack_queue.h"
 #include "plugin/core/config.h"
 #include "plugin/core/log.h"
-#include "plugin/core/version.h"
 #include "plugin/core/net_device.h"
+#include "plugin/core/version.h"
 #include "plugin/cuda/cuda_driver.h"
+#include "plugin/devmem/rx_region.h"
 #include "plugin/setup/device_table.h"
 #include "plugin/setup/nccl_env_guards.h"
 #include "plugin/setup/readiness.h"
@@ -254,7 +255,7 @@ abi::Result GetProperties(int dev, DeviceProperties* props) {
     // region per message keeps the page pool from deadlocking. NCCL splits p2p sends at
     // maxP2pBytes; maxCollBytes does not cap collective steps (NCCL 2.28 reads it only in
     // coll_net.cc), which is why init checks NCCL_BUFFSIZE against the region (rx_plan.cc).
-    props->max_message_bytes = plan.region_bytes / 4;
+    props->max_message_bytes = MaxHeldMessageBytes(plan.region_bytes);
   }
   if (devmem_rx && config.unpack == UnpackMode::kNccl) {
     // One receive per NCCL step, each within one unpack slot.

@@ -20,7 +20,7 @@ Result<std::unique_ptr<KernelScatterConsumer>> KernelScatterConsumer::Create(
     NicWriteOrdering& ordering) {
   Result<NicWriteBarrier> barrier = ordering.BarrierFor(region->gpu());
   if (!barrier.ok()) return barrier.status();
-  const size_t max_ops = MaxScatterOps(region->bytes() / 4, geometry);
+  const size_t max_ops = MaxScatterOps(MaxHeldMessageBytes(region->bytes()), geometry);
   Result<std::unique_ptr<gpu::ScatterEngine>> engine = factory(region->gpu(), max_ops, slots);
   if (!engine.ok()) return engine.status().WithContext("GPU scatter engine");
   std::unique_ptr<KernelScatterConsumer> consumer(new KernelScatterConsumer(

@@ -15,6 +15,8 @@ inline constexpr int kPtrCuda = 0x2;                    // NCCL_PTR_CUDA
 inline constexpr int kPtrDmaBuf = 0x4;                  // NCCL_PTR_DMABUF
 inline constexpr int kNetMaxRequests = 32;              // NCCL_NET_MAX_REQUESTS
 inline constexpr size_t kMaxNetSize = size_t{1} << 30;  // MAX_NET_SIZE
+// NCCL_STEPS (v2.28.9-1 src/include/device.h:24): receives NCCL keeps in flight per connection.
+inline constexpr size_t kSteps = 8;
 
 // ncclDebugLogLevel.
 enum LogLevel : int {

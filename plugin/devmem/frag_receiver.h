@@ -89,9 +89,6 @@ class FragReceiver {
   // Returns tokens whose frags the consumer no longer needs.
   virtual Status Release(int fd, const uint32_t* tokens, size_t count) = 0;
   virtual const char* mode() const = 0;
-  // Where region frags live in this process (host mapping; nullptr for GPU memory).
-  virtual const char* region_base() const = 0;
-  virtual uint64_t region_bytes() const = 0;
   const ReceiverCounters& counters() const { return counters_; }
   // Tokens handed out and not yet released.
   size_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
@@ -122,8 +119,6 @@ class EmulatedFragReceiver final : public FragReceiver {
                         std::vector<StreamSegment>* segments, uint64_t* consumed) override;
   Status Release(int fd, const uint32_t* tokens, size_t count) override;
   const char* mode() const override { return "emulated devmem"; }
-  const char* region_base() const override { return region_->host_base(); }
-  uint64_t region_bytes() const override { return region_->bytes(); }
 
  private:
   uint32_t IssueToken(uint32_t page);
@@ -171,9 +166,6 @@ class DevmemFragReceiver final : public FragReceiver {
                         std::vector<StreamSegment>* segments, uint64_t* consumed) override;
   Status Release(int fd, const uint32_t* tokens, size_t count) override;
   const char* mode() const override { return "devmem"; }
-  // The bound region is GPU memory: frags are never scattered by the CPU.
-  const char* region_base() const override { return nullptr; }
-  uint64_t region_bytes() const override { return binding_.region_bytes; }
 
  private:
   RegionBinding binding_;

@@ -39,27 +39,6 @@ Status IoctlError(int err, const std::string& ifname, const char* what) {
   return Status::Errno(err, "%s on %s", what, ifname.c_str());
 }
 
-// Runs one SIOCETHTOOL command with `data` as ifr_data. `failed_errno`, when given, receives the
-// ioctl's errno (0 when it succeeded or never ran).
-Status EthtoolIoctl(const std::string& ifname, void* data, const char* what,
-                    int* failed_errno = nullptr) {
-  if (failed_errno != nullptr) *failed_errno = 0;
-  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Status::Errno(errno, "socket for %s", what);
-  ifreq ifr{};
-  if (ifname.size() >= sizeof(ifr.ifr_name)) {
-    return Status::Error(ErrorKind::kInvalidArgument, "interface name %s too long", ifname.c_str());
-  }
-  memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());
-  ifr.ifr_data = static_cast<char*>(data);
-  if (ioctl(fd.get(), SIOCETHTOOL, &ifr) != 0) {
-    const int err = errno;
-    if (failed_errno != nullptr) *failed_errno = err;
-    return IoctlError(err, ifname, what);
-  }
-  return Status::Ok();
-}
-
 struct RingsReply {
   RingSettings settings;
   int error = 0;
@@ -91,6 +70,26 @@ int OnRingsError(sockaddr_nl* /*who*/, nlmsgerr* err, void* arg) {
 int OnRingsDone(nl_msg* /*msg*/, void* /*arg*/) { return NL_STOP; }
 
 }  // namespace
+
+// Runs one SIOCETHTOOL command with `data` as ifr_data. `failed_errno`, when given, receives the
+// ioctl's errno (0 when it succeeded or never ran).
+Status EthtoolIoctl(const std::string& ifname, void* data, const char* what, int* failed_errno) {
+  if (failed_errno != nullptr) *failed_errno = 0;
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Status::Errno(errno, "socket for %s", what);
+  ifreq ifr{};
+  if (ifname.size() >= sizeof(ifr.ifr_name)) {
+    return Status::Error(ErrorKind::kInvalidArgument, "interface name %s too long", ifname.c_str());
+  }
+  memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());
+  ifr.ifr_data = static_cast<char*>(data);
+  if (ioctl(fd.get(), SIOCETHTOOL, &ifr) != 0) {
+    const int err = errno;
+    if (failed_errno != nullptr) *failed_errno = err;
+    return IoctlError(err, ifname, what);
+  }
+  return Status::Ok();
+}
 
 Result<RingSettings> QueryRings(int ifindex) {
   NlSocket sock(nl_socket_alloc());

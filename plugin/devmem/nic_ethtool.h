@@ -25,6 +25,12 @@ struct RingSettings {
   uint32_t rx_ring = 0;
 };
 
+// Runs one SIOCETHTOOL command with `data` as ifr_data; the error names `what`, the interface
+// and the errno (EOPNOTSUPP as "not supported by driver"). `failed_errno`, when given, receives
+// the ioctl's errno (0 when it succeeded or never ran).
+Status EthtoolIoctl(const std::string& ifname, void* data, const char* what,
+                    int* failed_errno = nullptr);
+
 // ETHTOOL_MSG_RINGS_GET over the "ethtool" generic netlink family.
 Result<RingSettings> QueryRings(int ifindex);
 // ETHTOOL_GDRVINFO.

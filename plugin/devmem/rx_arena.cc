@@ -151,19 +151,4 @@ void RxArena::Return(uint64_t offset, uint64_t bytes) {
   }
 }
 
-Result<int> RxArena::ExportDmabuf(uint64_t offset, uint64_t bytes) const {
-  if (gpu_ < 0) {
-    return Status::Error(ErrorKind::kInternal, "a host RX arena has no dmabuf to export");
-  }
-  if (offset % alignment() != 0 || bytes % alignment() != 0 || offset + bytes > bytes_) {
-    return Status::Error(ErrorKind::kInternal, "dmabuf export of [%llu, +%llu) of the arena",
-                         static_cast<unsigned long long>(offset),
-                         static_cast<unsigned long long>(bytes));
-  }
-  const CudaDriver* cuda = CudaDriver::Get().value();
-  Result<ScopedDeviceContext> context = cuda->EnterDevice(gpu_);
-  if (!context.ok()) return context.status();
-  return cuda->ExportDmabuf(device_base_ + offset, bytes);
-}
-
 }  // namespace devmem

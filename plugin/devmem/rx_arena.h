@@ -52,8 +52,6 @@ class RxArena final : public std::enable_shared_from_this<RxArena> {
   // A slice of `bytes` (rounded up to alignment()), first fit. `writable`: emulation stores
   // payload into it; a NIC-bound slice is written by the NIC only.
   Result<std::unique_ptr<RxRegion>> Carve(uint64_t bytes, bool writable);
-  // A dmabuf of [offset, offset + bytes) of a GPU arena, for bind-rx.
-  Result<int> ExportDmabuf(uint64_t offset, uint64_t bytes) const;
 
  private:
   friend class ArenaSlice;

@@ -14,6 +14,12 @@ namespace devmem {
 
 class CopyStream;
 
+// The largest message a receive may hold whole in a region until its consumer ran: a quarter of
+// it. Half the page pool is reserved for the oldest held message (frag_receiver.h), and split
+// frags use half pages, so more could deadlock the pool. Reported to NCCL as the message cap
+// (getProperties), sized into the scatter kernel's op buffers, and enforced per message.
+inline constexpr uint64_t MaxHeldMessageBytes(uint64_t region_bytes) { return region_bytes / 4; }
+
 class RxRegion {
  public:
   virtual ~RxRegion() = default;

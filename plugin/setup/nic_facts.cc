@@ -91,20 +91,6 @@ Result<LinkState> ReadLink(int ifindex) {
   return *state;
 }
 
-Status FeatureIoctl(const std::string& ifname, void* data, const char* what) {
-  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Status::Errno(errno, "socket for %s", what);
-  ifreq ifr{};
-  if (ifname.size() >= sizeof(ifr.ifr_name)) {
-    return Status::Error(ErrorKind::kInvalidArgument, "interface name %s too long", ifname.c_str());
-  }
-  memcpy(ifr.ifr_name, ifname.c_str(), ifname.size());
-  ifr.ifr_data = static_cast<char*>(data);
-  if (ioctl(fd.get(), SIOCETHTOOL, &ifr) != 0)
-    return Status::Errno(errno, "%s on %s", what, ifname.c_str());
-  return Status::Ok();
-}
-
 // Feature names are the kernel's netdev_features_strings (net/ethtool/common.c), whose order
 // changes between releases: look them up by name, never by bit.
 Result<OffloadFeatures> ReadFeatures(const std::string& ifname) {
@@ -113,7 +99,7 @@ Result<OffloadFeatures> ReadFeatures(const std::string& ifname) {
   auto* sset = reinterpret_cast<ethtool_sset_info*>(sset_raw.data());
   sset->cmd = ETHTOOL_GSSET_INFO;
   sset->sset_mask = uint64_t{1} << ETH_SS_FEATURES;
-  DEVMEM_RETURN_IF_ERROR(FeatureIoctl(ifname, sset, "ETHTOOL_GSSET_INFO"));
+  DEVMEM_RETURN_IF_ERROR(EthtoolIoctl(ifname, sset, "ETHTOOL_GSSET_INFO"));
   if ((sset->sset_mask & (uint64_t{1} << ETH_SS_FEATURES)) == 0) {
     return Status::Error(ErrorKind::kSystem, "ETHTOOL_GSSET_INFO on %s: no feature names",
                          ifname.c_str());
@@ -125,14 +111,14 @@ Result<OffloadFeatures> ReadFeatures(const std::string& ifname) {
   names->cmd = ETHTOOL_GSTRINGS;
   names->string_set = ETH_SS_FEATURES;
   names->len = count;
-  DEVMEM_RETURN_IF_ERROR(FeatureIoctl(ifname, names, "ETHTOOL_GSTRINGS"));
+  DEVMEM_RETURN_IF_ERROR(EthtoolIoctl(ifname, names, "ETHTOOL_GSTRINGS"));
   const uint32_t blocks = (count + 31) / 32;
   std::vector<uint64_t> raw(
       (sizeof(ethtool_gfeatures) + size_t{blocks} * sizeof(ethtool_get_features_block) + 7) / 8);
   auto* features = reinterpret_cast<ethtool_gfeatures*>(raw.data());
   features->cmd = ETHTOOL_GFEATURES;
   features->size = blocks;
-  DEVMEM_RETURN_IF_ERROR(FeatureIoctl(ifname, features, "ETHTOOL_GFEATURES"));
+  DEVMEM_RETURN_IF_ERROR(EthtoolIoctl(ifname, features, "ETHTOOL_GFEATURES"));
   OffloadFeatures out;
   for (uint32_t i = 0; i < count; ++i) {
     const char* name = reinterpret_cast<const char*>(names->data) + size_t{i} * ETH_GSTRING_LEN;

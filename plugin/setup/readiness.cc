@@ -230,11 +230,10 @@ ReadinessReport CheckNicTx(const NetDevice& device) {
                "driver without netmem TX (" + why +
                    "); sends stage CUDA buffers through host "
                    "memory");
-  } else if (why.find("memfd") != std::string::npos) {
-    report.Add(nic, "netmem tx", Verdict::kSkip, why);
   } else {
-    report.Add(nic, "netmem tx", Verdict::kSkip,
-               "the kernel has no bind-tx (Linux >= 6.16): " + why);
+    // The probe's message already says what the refusal means (plugin/devmem/bind_errors.h):
+    // no bind-tx in this kernel, a NIC absent or detached, no privilege, no memory.
+    report.Add(nic, "netmem tx", Verdict::kSkip, why);
   }
   return report;
 }

@@ -12,6 +12,7 @@
 
 #include "plugin/consumers/kernel_scatter_consumer.h"
 #include "plugin/core/config.h"
+#include "plugin/core/nccl_contract.h"
 #include "plugin/devmem/frag_receiver.h"
 #include "plugin/devmem/rx_region.h"
 
@@ -51,7 +52,7 @@ struct RxPath {
   // Who runs the scatter for a GPU consumer; empty = our CUDA kernel (tests pass their own).
   ScatterEngineFactory engine_factory;
   // Scatter submissions a comm keeps in flight: NCCL_STEPS (8) x maxRecvs.
-  size_t scatter_slots = 8;
+  size_t scatter_slots = nccl::kSteps;
   // How long a receive may wait for its GPU consumer (kernel) once every byte arrived, and how
   // long closing waits for the consumer's work, before the comm fails with a WARN instead of
   // hanging (NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS; 0: wait forever).

@@ -18,7 +18,7 @@ namespace {
 uint32_t ReadMtu(const NetDevice& device) {
   int mtu = 1500;
   std::string path = "/sys/class/net/" + device.name + "/mtu";
-  if (FILE* f = fopen(path.c_str(), "r"); f != nullptr) {
+  if (FILE* f = fopen(path.c_str(), "re"); f != nullptr) {
     if (fscanf(f, "%d", &mtu) != 1 || mtu <= 0) mtu = 1500;
     fclose(f);
   }

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "plugin/core/log.h"
+#include "plugin/core/nccl_contract.h"
 #include "plugin/cuda/cuda_driver.h"
 #include "plugin/devmem/rx_arena.h"
 #include "plugin/setup/rx_setup.h"
@@ -338,7 +339,7 @@ Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
   RxPath path;
   path.unpack = config_.unpack;
   // NCCL keeps NCCL_STEPS (8) receives in flight, each of up to maxRecvs messages.
-  path.scatter_slots = 8 * static_cast<size_t>(config_.max_recvs);
+  path.scatter_slots = nccl::kSteps * static_cast<size_t>(config_.max_recvs);
   path.consumer_timeout = std::chrono::milliseconds(config_.gpu_consumer_timeout_ms);
   // A fallback to plain TCP is per connection and logged by the comm; under
   // NCCL_DEVMEM_REQUIRE=1 it is an error instead.

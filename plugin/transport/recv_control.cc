@@ -121,9 +121,8 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
     const bool scatter_now = sub->scatter_on_arrival;
     sub->holds_frags = !scatter_now;
     if (!scatter_now) {
-      // Held whole in the region until the consumer runs: more than a quarter of it could
-      // deadlock the pool (half is reserved for the oldest message; split frags use half pages).
-      if (header.size > rx_.region->bytes() / 4) {
+      // Held whole in the region until the consumer runs (rx_region.h MaxHeldMessageBytes).
+      if (header.size > MaxHeldMessageBytes(rx_.region->bytes())) {
         Status status = Status::Error(
             ErrorKind::kInvalidUsage,
             "a %llu-byte message cannot be received through a %llu-byte devmem RX region (limit: "

@@ -85,7 +85,7 @@ struct Request {
 };
 
 // Requests NCCL keeps in flight per connection (NCCL_STEPS).
-inline constexpr size_t kStagedInFlight = 8;
+inline constexpr size_t kStagedInFlight = nccl::kSteps;
 
 // NCCL keeps NCCL_STEPS (8) requests in flight per connection, but may post up to 32: the pool
 // holds them in blocks of 8, the first made with the comm and the others the first time the
@@ -93,7 +93,7 @@ inline constexpr size_t kStagedInFlight = 8;
 class RequestPool {
  public:
   static constexpr size_t kSize = nccl::kNetMaxRequests;
-  static constexpr size_t kBlock = 8;
+  static constexpr size_t kBlock = nccl::kSteps;
   static_assert(kSize % kBlock == 0);
 
   RequestPool() { blocks_[0] = NewBlock(0); }

@@ -43,6 +43,14 @@ constexpr const char* kVariables[] = {
     "NCCL_SOCKET_FAMILY",
     "NCCL_BUFFSIZE",
     "NCCL_P2P_NET_CHUNKSIZE",
+    "NCCL_DEVMEM_RX_PAGE_SIZE",
+    "NCCL_DEVMEM_PROXY_BYTES",
+    "NCCL_DEVMEM_SOCKET_BUFFER_BYTES",
+    "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS",
+    "NCCL_DEVMEM_EMULATE_TX",
+    "NCCL_DEVMEM_REQUIRE_TX",
+    "NCCL_DEVMEM_RAILS",
+    "NCCL_DEVMEM_VNIC_STRIPING",
 };
 constexpr size_t kVariableCount = sizeof(kVariables) / sizeof(kVariables[0]);
 
@@ -94,6 +102,12 @@ void FuzzEnvironment(const uint8_t* data, size_t size) {
   FUZZ_CHECK(c.nccl_buffsize > 0 && c.nccl_p2p_net_chunk > 0, "NCCL sizes");
   FUZZ_CHECK(c.socket_family == 0 || c.socket_family == AF_INET || c.socket_family == AF_INET6,
              "family %d", c.socket_family);
+  FUZZ_CHECK(c.rx_page_bytes == 0 ||
+                 (c.rx_page_bytes >= kMinRxPageBytes && c.rx_page_bytes <= kMaxRxPageBytes &&
+                  (c.rx_page_bytes & (c.rx_page_bytes - 1)) == 0),
+             "rx page %u", c.rx_page_bytes);
+  FUZZ_CHECK(c.gpu_consumer_timeout_ms >= 0 && c.gpu_consumer_timeout_ms <= 3600000,
+             "consumer timeout %d", c.gpu_consumer_timeout_ms);
   FUZZ_CHECK(env.count("NCCL_DEVMEM_RX_QUEUES") == 0 || !c.rx_queues.empty(),
              "a set queue list parsed to none");
   for (size_t i = 0; i < c.rx_queues.size(); ++i) {
