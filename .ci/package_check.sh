@@ -3,7 +3,7 @@
 # from a build tree, install it with dpkg -i, check that dlopen finds the plugin by the name
 # NCCL_NET_PLUGIN=devmem makes NCCL ask for (NCCL v2.28.9-1 src/plugin/plugin_open.cc:91 tries
 # "libnccl-net-<name>.so") and that it exports the v11 table, that devmem-doctor runs from PATH
-# and reports (exit 0 ready or 1 not ready, not 2), then remove the package and check it is gone.
+# and reports (exit 0 ready or 1 not ready, not 2), then purge the package and check it is gone.
 # Needs root and dpkg-dev (dpkg-shlibdeps). Usage: .ci/package_check.sh BUILD_DIR
 set -euo pipefail
 build=${1:?usage: package_check.sh BUILD_DIR}
@@ -15,11 +15,12 @@ echo "built $deb"
 dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
 dpkg-deb --contents "$deb" | awk '{print $6}'
 
-if dpkg -s "$package" >/dev/null 2>&1; then
+installed() { dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q ' installed$'; }
+if installed; then
   echo "$package is already installed on this machine: not touching it" >&2
   exit 1
 fi
-cleanup() { dpkg -r "$package" >/dev/null 2>&1 || true; }
+cleanup() { dpkg --purge "$package" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 dpkg -i "$deb"
 
@@ -43,9 +44,9 @@ if [[ $status -ne 0 && $status -ne 1 ]]; then
   exit 1
 fi
 
-dpkg -r "$package"
+dpkg --purge "$package"
 trap - EXIT
-if [[ -e /usr/lib/libnccl-net-devmem.so || -n $(command -v devmem-doctor || true) ]]; then
+if installed || [[ -e /usr/lib/libnccl-net-devmem.so || -n $(command -v devmem-doctor || true) ]]; then
   echo "files left after dpkg -r" >&2
   exit 1
 fi

@@ -4,6 +4,7 @@
 //
 //   devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]
 //   devmem-doctor --cleanup [--json] [--ifname NAME[,NAME...]]
+//   devmem-doctor --version
 //
 // The environment is read and validated by the plugin's own Config::FromEnvironment, so a
 // value init rejects is rejected here with the same message; --queues stands in for
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "plugin/core/config.h"
+#include "plugin/core/version.h"
 #include "plugin/core/net_device.h"
 #include "plugin/devmem/flow_steering.h"
 #include "plugin/setup/readiness.h"
@@ -36,7 +38,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]\n"
-    "       devmem-doctor --cleanup [--json] [--ifname NAME[,NAME...]]";
+    "       devmem-doctor --cleanup [--json] [--ifname NAME[,NAME...]]\n"
+    "       devmem-doctor --version";
 
 // A JSON string body. Bytes outside printable ASCII are escaped one by one, so a message that
 // echoes any environment value is still valid JSON.
@@ -161,6 +164,9 @@ int main(int argc, char** argv) {
       queue_arg = argv[++i];
     } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       printf("devmem-doctor: checks devmem TCP readiness\n%s\n", kUsage);
+      return 0;
+    } else if (strcmp(argv[i], "--version") == 0) {
+      printf("devmem-doctor (nccl-net-devmem) %s\n", devmem::kVersion);  // CMake's project(VERSION)
       return 0;
     } else if (bad_argument.empty()) {
       bad_argument = strcmp(argv[i], "--ifname") == 0 || strcmp(argv[i], "--queues") == 0

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "plugin/core/unique_fd.h"
+#include "plugin/core/version.h"
 #include "tests/common/report_rows.h"
 
 namespace devmem {
@@ -368,6 +369,14 @@ int RunDoctor(const std::vector<std::string>& env, const std::vector<std::string
   int status = 0;
   if (waitpid(pid, &status, 0) != pid) return -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(DoctorTest, VersionIsTheProjectVersion) {
+  std::string out;
+  ASSERT_EQ(RunDoctor({}, {"--version"}, &out), 0);
+  std::string expected("devmem-doctor (nccl-net-devmem) ");
+  expected.append(kVersion).append("\n");
+  EXPECT_EQ(out, expected);
 }
 
 TEST(DoctorTest, RejectsEveryValueInitRejectsWithInitsMessage) {
