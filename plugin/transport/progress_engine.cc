@@ -61,18 +61,36 @@ Status EngineWorker::Start() {
 }
 
 Status EngineWorker::Attach(DataSocket* socket) {
-  // Edge-triggered: the worker waits on a socket only after the socket said EAGAIN, and every
-  // edge after that is a reason to try again. EPOLLERR (zero-copy completions on the error
-  // queue) and EPOLLHUP are always reported.
+  // Registered disarmed (one-shot with no event left: the kernel adds only EPOLLERR and
+  // EPOLLHUP, which fire at most once). A socket the proxy thread moves inline must not wake
+  // this worker on every segment: an armed entry makes every arrival (or ACK freeing room) run
+  // ep_poll_callback's wake-up of a sleeping worker, a context switch per edge on a small host
+  // (the 4 MiB ping-pong spent 13% of its time in the socket lock against those wake-ups;
+  // perf/RESULTS.md, "Engine wake-ups"). The worker arms the entry when it has to wait (Arm).
   epoll_event event{};
-  event.events =
-      EPOLLET | (socket->direction == Direction::kSend ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP));
+  event.events = EPOLLONESHOT;
   event.data.ptr = socket;
   socket->worker = this;
   if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, socket->fd.get(), &event) != 0) {
     return Status::Errno(errno, "epoll_ctl(ADD) of a data socket to devmem-eng%d", index_);
   }
   return Status::Ok();
+}
+
+bool EngineWorker::Arm(DataSocket* socket, Wait wait) {
+  // One-shot and level-triggered: EPOLL_CTL_MOD polls the socket at once (fs/eventpoll.c
+  // ep_modify: ep_item_poll, then the item is queued if ready), so room or bytes that came
+  // between EAGAIN and this call are not missed; the event then disarms the entry again.
+  // EPOLLERR (zero-copy completions on the error queue) and EPOLLHUP are added by the kernel:
+  // a socket awaiting completions waits for those alone (room in the socket would fire and
+  // disarm the entry without a completion).
+  epoll_event event{};
+  event.events = EPOLLONESHOT;
+  if (wait == Wait::kSocket) {
+    event.events |= socket->direction == Direction::kSend ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP);
+  }
+  event.data.ptr = socket;
+  return epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, socket->fd.get(), &event) == 0;
 }
 
 void EngineWorker::Detach(const std::vector<DataSocket*>& sockets) {
@@ -180,9 +198,21 @@ bool EngineWorker::Advance(DataSocket* socket) {
         socket->stage = EngineStage::kAwaiting;
         socket->awaited_completions = socket->completions_seen;
         awaiting_.push_back(socket);
+        if (!Arm(socket, Wait::kCompletions)) {
+          // Without the entry no completion edge wakes us: look again on every pass instead.
+          socket->stage = EngineStage::kActive;
+          RemoveFrom(&awaiting_, socket);
+          run_.push_back(socket);
+        }
         return moved;
       case Outcome::kBlocked:
         socket->stage = EngineStage::kBlocked;
+        // An entry that cannot be armed (never seen: the fd is registered until Detach) would
+        // leave the socket asleep forever: retry it on the next pass instead.
+        if (!Arm(socket, Wait::kSocket)) {
+          socket->stage = EngineStage::kActive;
+          run_.push_back(socket);
+        }
         return moved;
     }
   }

@@ -2,13 +2,13 @@
 // worker threads (NCCL_DEVMEM_NTHREADS, chosen from the usable CPUs; never per comm) moves the
 // bytes of the data sockets whose messages are too large for NCCL's proxy thread to move
 // itself (ConnectionParams::proxy_bytes). Each data socket belongs to one worker for its life;
-// the worker watches it with epoll (edge-triggered) only while it waits for the socket, and
+// the worker watches it with epoll (one-shot, armed) only while it waits for the socket, and
 // sleeps in epoll_wait when nothing is pending, so idle comms cost no CPU and no thread.
 //
 // A socket is in one stage at a time, advanced only by its worker (EngineWorker::Advance):
 //   idle      no task queued; the producer (the comm's proxy thread) schedules it on a push
 //   active    in the worker's run list: its front task is being moved
-//   blocked   the socket had no room / no bytes: the next epoll edge makes it active
+//   blocked   the socket had no room / no bytes: its armed one-shot epoll event makes it active
 //   stalled   devmem: no free RX page; active again once the comm returned tokens
 //   awaiting  zero-copy: the most sends in flight; active again once completions arrive
 //   broken    an I/O error failed the comm: never touched again
@@ -55,6 +55,10 @@ class EngineWorker final {
  private:
   void Run();
   void RunLoop();
+  // What a socket's armed epoll entry waits for: room or bytes, or zero-copy completions.
+  enum class Wait { kSocket, kCompletions };
+  // Arms `socket`'s one-shot epoll entry; false if epoll_ctl failed.
+  bool Arm(DataSocket* socket, Wait wait);
   // Moves `socket`'s tasks until it finishes them or has to wait; returns whether bytes moved.
   bool Advance(DataSocket* socket);
   // Takes what other threads posted: new active sockets, detach requests.
