@@ -10,7 +10,8 @@
 #include "plugin/core/log.h"
 #include "plugin/cuda/memory.h"
 #include "plugin/transport/comm.h"
-#include "plugin/transport/connection.h"
+#include "plugin/transport/connector.h"
+#include "plugin/transport/listen_comm.h"
 #include "plugin/transport/request.h"
 
 namespace devmem::api {

@@ -22,7 +22,8 @@
 #include "plugin/setup/rx_plan.h"
 #include "plugin/setup/tx_setup.h"
 #include "plugin/transport/comm.h"
-#include "plugin/transport/connection.h"
+#include "plugin/transport/connector.h"
+#include "plugin/transport/listen_comm.h"
 
 namespace devmem::api {
 namespace {
@@ -311,7 +312,7 @@ abi::Result Connect(int dev, void* handle, void** send_comm, abi::DeviceHandleV7
   memcpy(bytes + wire::ListenHandle::kConnectorSlotOffset, &none, sizeof(none));
   if (!connector) {
     // Every socket leaves from its NIC's address; a virtual NIC's from each member's in turn
-    // (connection.h, DataSocketsFor).
+    // (connector.h, DataSocketsFor).
     const std::vector<NetDevice> local = MembersOf(*device);
     TxChoice tx;
     if (device->devmem_tx()) {

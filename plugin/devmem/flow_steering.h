@@ -9,7 +9,7 @@
 // the first devmem bind on a NIC, and `devmem-doctor --cleanup`.
 //
 // Why one rule per data socket, not per listener: a receive comm's control socket connects to the
-// same listener port as its data sockets (plugin/transport/connection.cc), so any rule without
+// same listener port as its data sockets (plugin/transport/listen_comm.cc), so any rule without
 // the source port would steer the control socket onto the devmem queue too, where a read without
 // MSG_SOCK_DEVMEM fails with EFAULT (net/ipv4/tcp.c tcp_recvmsg_locked: "dmabuf skbs can only be
 // received with the MSG_SOCK_DEVMEM flag"). docs/flow-steering.md has the driver limits.

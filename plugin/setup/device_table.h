@@ -2,7 +2,7 @@
 // NCCL fuses from them with makeVDevice (NCCL numbers them after the physical ones: it asks
 // devices() again after fusing, NCCL v2.30.7 src/graph/topo.cc ncclTopoProcessNet).
 //
-// A virtual NIC's comms spread their data sockets over the member NICs (connection.h,
+// A virtual NIC's comms spread their data sockets over the member NICs (connector.h,
 // DataSocketsFor); its speed is the members' sum, its rail the members' common rail.
 #pragma once
 

@@ -35,7 +35,7 @@ namespace {
 constexpr int kHosts = 8;
 constexpr int kVictim = 3;
 constexpr int64_t kUserTimeoutMs = 3000;
-// Keepalive probes run once a second under a 3 s user timeout (plugin/transport/connection.cc
+// Keepalive probes run once a second under a 3 s user timeout (plugin/transport/socket_setup.cc
 // SetLiveness), and a 2-core machine runs 8 ranks: a comm must have failed this long after the
 // kill at the latest.
 constexpr int64_t kDetectionMarginMs = 3000;

@@ -8,7 +8,8 @@
 #include "plugin/abi/net_abi.h"
 #include "plugin/core/rails.h"
 #include "plugin/setup/device_table.h"
-#include "plugin/transport/connection.h"
+#include "plugin/transport/connector.h"
+#include "plugin/transport/listen_comm.h"
 #include "plugin/transport/wire.h"
 
 namespace devmem {
