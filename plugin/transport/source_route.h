@@ -40,7 +40,7 @@ Status BindSourceAddress(int fd, const NetDevice& nic);
 // as the guard. The binding also holds for what arrives: TCP matches a device-bound socket only
 // to segments that came in on that device (include/net/inet_hashtables.h inet_match ->
 // inet_sk_bound_dev_eq), so the peer's ACKs must reach this host through the same NIC, as they
-// do with one subnet per NIC (tests/netns/source_route_test.cc pins it for the same subnet).
+// do with one subnet per NIC (tests/transport/source_route_test.cc pins it for the same subnet).
 Status BindToDevice(int fd, const NetDevice& nic);
 
 }  // namespace devmem

@@ -22,7 +22,7 @@
 #include "plugin/transport/wire.h"
 #include "tests/common/plugin_loader.h"
 #include "tests/common/proc_counts.h"
-#include "tests/transport/captured_log.h"
+#include "tests/common/captured_log.h"
 
 namespace devmem {
 namespace {

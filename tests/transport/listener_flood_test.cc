@@ -25,7 +25,7 @@
 #include "plugin/transport/listener_admission.h"
 #include "plugin/transport/wire.h"
 #include "tests/common/plugin_loader.h"
-#include "tests/transport/captured_log.h"
+#include "tests/common/captured_log.h"
 
 namespace devmem {
 namespace {

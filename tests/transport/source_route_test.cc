@@ -30,7 +30,7 @@
 #include "plugin/transport/source_route.h"
 #include "plugin/transport/wire.h"
 #include "tests/common/shell.h"
-#include "tests/transport/captured_log.h"
+#include "tests/common/captured_log.h"
 
 namespace devmem {
 namespace {

@@ -28,8 +28,8 @@
 
 #include "plugin/abi/net_abi.h"
 #include "tests/common/plugin_loader.h"
-#include "tests/netns/many_host_payload.h"
-#include "tests/netns/many_host_protocol.h"
+#include "tests/nccl/many_host_payload.h"
+#include "tests/nccl/many_host_protocol.h"
 
 namespace devmem::testing::many_host {
 namespace {

@@ -14,7 +14,7 @@
 
 #include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/cuda_driver.h"
-#include "tests/gpu/spin_kernel.h"
+#include "tests/cuda/spin_kernel.h"
 
 namespace devmem {
 namespace {

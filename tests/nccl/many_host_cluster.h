@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "tests/common/shell.h"
-#include "tests/netns/many_host_protocol.h"
+#include "tests/nccl/many_host_protocol.h"
 
 namespace devmem::testing::many_host {
 

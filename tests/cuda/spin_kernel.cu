@@ -1,4 +1,4 @@
-#include "tests/gpu/spin_kernel.h"
+#include "tests/cuda/spin_kernel.h"
 
 namespace devmem::testing {
 namespace {

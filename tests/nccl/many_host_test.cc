@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/netns/many_host_cluster.h"
-#include "tests/netns/many_host_protocol.h"
+#include "tests/nccl/many_host_cluster.h"
+#include "tests/nccl/many_host_protocol.h"
 
 extern char** environ;
 
