@@ -52,13 +52,14 @@ carry "$build/libnccl-net-devmem.so" "$out/lib"
 for f in "$build"/bin/*; do
   [[ -f "$f" && -x "$f" ]] && carry "$f" "$out/bin"
 done
-# The test executables only: gtest_discover_tests leaves *.cmake files beside them.
+# The test executables only (each in its layer's folder, tests/<layer>/): gtest_discover_tests
+# leaves *.cmake files beside them.
 gpu_tests=0
-for f in "$build"/tests/devmem_gpu_*; do
+while IFS= read -r f; do
   [[ -f "$f" && -x "$f" && "$f" != *.cmake ]] || continue
   carry "$f" "$out/tests"
   gpu_tests=$((gpu_tests + 1))
-done
+done < <(find "$build/tests" -name 'devmem_gpu_*' -type f | sort)
 ((gpu_tests > 0)) || echo "gpu_host_bundle.sh: warning: no devmem_gpu_* test executables in $build/tests" >&2
 [[ -x "$out/bin/devmem-nccl-bench" ]] ||
   echo "gpu_host_bundle.sh: warning: devmem-nccl-bench not built (NCCL headers or nvcc missing?)" >&2
