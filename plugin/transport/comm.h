@@ -236,7 +236,9 @@ class RecvComm final : public Comm {
   Status ProgressControl();
   // Receives the current inline payload's remaining bytes into its destination.
   Status ReceiveInlineDirect();
-  Status ReadControl();
+  // Reads what the control socket holds into rx_buffer_, at most `most` bytes (0: as much as
+  // the buffer holds, growing it while reads fill it).
+  Status ReadControl(size_t most = 0);
   // Matches one header to the oldest posted request that waits for its tag; false if none.
   Result<bool> Dispatch(const wire::MessageHeader& header);
   void ConsumeInline();
@@ -263,6 +265,7 @@ class RecvComm final : public Comm {
   size_t rx_end_ = 0;
   std::vector<Request*> posted_;  // requests with unmatched subs, in posting order
   bool header_waiting_ = false;   // a decoded header waits for a matching irecv
+  bool header_alone_ = false;     // the last inline payload outgrew rx_buffer_: read headers alone
   wire::MessageHeader waiting_header_;
   // Inline payload being copied out of the control stream.
   Request* inline_request_ = nullptr;

@@ -2,6 +2,7 @@
 // posted receives by tag in posting order; each matched message is queued on the data sockets.
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -10,18 +11,19 @@
 
 namespace devmem {
 
-Status RecvComm::ReadControl() {
+Status RecvComm::ReadControl(size_t most) {
   if (rx_begin_ > 0) {
     memmove(rx_buffer_.data(), rx_buffer_.data() + rx_begin_, rx_end_ - rx_begin_);
     rx_end_ -= rx_begin_;
     rx_begin_ = 0;
   }
   while (rx_end_ < rx_buffer_.size()) {
-    ssize_t n = recv(control_.get(), rx_buffer_.data() + rx_end_, rx_buffer_.size() - rx_end_,
-                     MSG_DONTWAIT);
+    size_t room = rx_buffer_.size() - rx_end_;
+    if (most > 0) room = std::min(room, most);
+    ssize_t n = recv(control_.get(), rx_buffer_.data() + rx_end_, room, MSG_DONTWAIT);
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
-      if (rx_end_ == rx_buffer_.size() && rx_buffer_.size() < kControlRxMost) {
+      if (most == 0 && rx_end_ == rx_buffer_.size() && rx_buffer_.size() < kControlRxMost) {
         rx_buffer_.resize(rx_buffer_.size() * 2);  // the peer sends more than it holds
       }
       return Status::Ok();
@@ -99,6 +101,7 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
     destination = nullptr;
   }
   sub->inline_payload = is_inline;
+  header_alone_ = is_inline && header.size > kControlRxMost;
   if (is_inline) {
     if (header.size > 0) {
       ++request->inline_pending;
@@ -198,8 +201,20 @@ Status RecvComm::ProgressControl() {
       if (available < wire::MessageHeader::kSize ||
           available < wire::MessageHeader::EncodedSize(rx_buffer_.data() + rx_begin_)) {
         if (posted_.empty()) return Status::Ok();  // nobody waits: leave bytes in the kernel
+        // After an inline payload larger than this buffer the next is likely large too: read
+        // only its header, so that the payload goes from the socket straight to its
+        // destination (ReceiveInlineDirect) instead of partly through this buffer and a copy.
+        // NCCL's socket transport reads its header alone the same way. Otherwise fill the
+        // buffer: many small messages' headers and payloads in one recv.
+        size_t most = 0;
+        if (header_alone_) {
+          most = (available < wire::MessageHeader::kSize
+                      ? wire::MessageHeader::kSize
+                      : wire::MessageHeader::EncodedSize(rx_buffer_.data() + rx_begin_)) -
+                 available;
+        }
         const size_t before = rx_end_ - rx_begin_;
-        DEVMEM_RETURN_IF_ERROR(ReadControl());
+        DEVMEM_RETURN_IF_ERROR(ReadControl(most));
         if (rx_end_ - rx_begin_ == before) return Status::Ok();
         continue;
       }
