@@ -284,14 +284,19 @@ Status EmulatedFragReceiver::Release(int /*fd*/, const uint32_t* tokens, size_t 
 
 // ---------------------------------------------------------------------------------------------
 
+ssize_t DevmemFragReceiver::KernelReceive(int fd, msghdr* msg, int flags) {
+  return recvmsg(fd, msg, flags);
+}
+
 DevmemFragReceiver::DevmemFragReceiver(RegionBinding binding, const FragGeometry& geometry,
                                        TokenBatch::ReleaseFn release,
-                                       SteeringExpectation steering)
+                                       SteeringExpectation steering, ReceiveFn receive)
     : binding_(binding),
       bounce_(kReceiveBytes),
       control_(DevmemControlBytes(kReceiveBytes, geometry)),
       release_(release),
-      steering_(std::move(steering)) {}
+      steering_(std::move(steering)),
+      receive_(receive) {}
 
 Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_bytes, bool /*oldest*/,
                                                         char* host_dst,
@@ -306,7 +311,7 @@ Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_byt
   msg.msg_iovlen = 1;
   msg.msg_control = control_.data();
   msg.msg_controllen = control_.size();
-  ssize_t r = recvmsg(fd, &msg, uapi::kMsgSockDevmem | MSG_DONTWAIT);
+  ssize_t r = receive_(fd, &msg, uapi::kMsgSockDevmem | MSG_DONTWAIT);
   if (r == 0) return PeerClosed();
   if (r < 0) {
     const int err = errno;

@@ -157,11 +157,18 @@ struct SteeringExpectation {
 
 class DevmemFragReceiver final : public FragReceiver {
  public:
+  // The recvmsg seam, the receive-side twin of TokenBatch::ReleaseFn: recvmsg(2) in production;
+  // the receive-pipeline bench (perf/bench/rx_pipeline_bench.cc) answers with a synthetic NIC's
+  // cmsgs. Same contract as recvmsg: bytes consumed, 0 at EOF, or -1 with errno set.
+  using ReceiveFn = ssize_t (*)(int fd, msghdr* msg, int flags);
+  static ssize_t KernelReceive(int fd, msghdr* msg, int flags);
+
   // `release` returns tokens to the kernel (SO_DEVMEM_DONTNEED; tests pass a fake).
   // `geometry`: the NIC's frag sizes, which size the control buffer (one cmsg per frag).
   DevmemFragReceiver(RegionBinding binding, const FragGeometry& geometry,
                      TokenBatch::ReleaseFn release = TokenBatch::KernelRelease,
-                     SteeringExpectation steering = SteeringExpectation());
+                     SteeringExpectation steering = SteeringExpectation(),
+                     ReceiveFn receive = KernelReceive);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,
                         std::vector<StreamSegment>* segments, uint64_t* consumed) override;
   Status Release(int fd, const uint32_t* tokens, size_t count) override;
@@ -175,6 +182,7 @@ class DevmemFragReceiver final : public FragReceiver {
   TokenBatch batch_;  // tokens not yet back in the kernel, a failed call's included
   TokenBatch::ReleaseFn release_;
   SteeringExpectation steering_;
+  ReceiveFn receive_;
 };
 
 }  // namespace devmem

@@ -5,8 +5,8 @@
 // frags in an OffsetTable, collect tokens) and what the consumer does per message (scatter,
 // then return the tokens in TokenBatch calls to a fake SO_DEVMEM_DONTNEED).
 //
-// DevmemFragReceiver itself has no recvmsg seam (plugin/devmem/frag_receiver.cc calls recvmsg
-// directly), so its own loop is mirrored here step for step.
+// The harness mirrors DevmemFragReceiver's own loop step for step (it predates the receiver's
+// recvmsg seam, DevmemFragReceiver::ReceiveFn, which perf/bench/rx_pipeline_bench.cc uses).
 //
 // Input, repeated until it ends: u8 op. op % 4 < 3: one receive: u8 frag count (1 + n % 16),
 // then per frag u8 flags (bit 0 linear; bits 5..7 a fault: 1 foreign dmabuf id, 2 outside the
