@@ -5,6 +5,8 @@
 //   devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]
 //   devmem-doctor --cleanup [--json] [--ifname NAME[,NAME...]]
 //   devmem-doctor --version
+//   devmem-doctor --serve --peer HOST [--port N] [--timeout S] [--json] [--verbose]
+//   devmem-doctor --pair HOST [--port N] [--timeout S] [--max-bytes SIZE] [--json] [--verbose]
 //
 // The environment is read and validated by the plugin's own Config::FromEnvironment, so a
 // value init rejects is rejected here with the same message; --queues stands in for
@@ -15,6 +17,10 @@
 // --cleanup removes the flow rules and queue claims that processes now gone left on those NICs
 // (plugin/devmem/flow_steering.h ReapDeadOwners) and says what it did; exit status 0, or 2 when a
 // NIC could not be cleaned.
+// --serve / --pair: a live check of two hosts over the plugin's own transport, both directions,
+// every byte checked (tools/doctor_pair.h); --ifname and --queues there set NCCL_SOCKET_IFNAME
+// (exact names) and NCCL_DEVMEM_RX_QUEUES for the plugin. Exit status 0 every byte as sent,
+// 1 corruption, 2 error.
 // Exit status: 0 ready, 1 not ready, 2 error (bad argument or environment, no such NIC). With
 // --json, stdout always holds one JSON object: the report, or {"ready": false, "error": "..."}.
 #include <strings.h>
@@ -28,39 +34,25 @@
 #include <vector>
 
 #include "plugin/core/config.h"
-#include "plugin/core/version.h"
 #include "plugin/core/net_device.h"
+#include "plugin/core/version.h"
 #include "plugin/devmem/flow_steering.h"
 #include "plugin/setup/readiness.h"
 #include "plugin/setup/rx_queue_plan.h"
+#include "tools/doctor_json.h"
+#include "tools/doctor_pair.h"
 
 namespace {
+
+using devmem::doctor::JsonString;
 
 constexpr const char* kUsage =
     "usage: devmem-doctor [--json] [--ifname NAME[,NAME...]] [--queues ID[,ID...]]\n"
     "       devmem-doctor --cleanup [--json] [--ifname NAME[,NAME...]]\n"
-    "       devmem-doctor --version";
-
-// A JSON string body. Bytes outside printable ASCII are escaped one by one, so a message that
-// echoes any environment value is still valid JSON.
-std::string JsonString(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (byte < 0x20 || byte >= 0x7f) {
-      constexpr char kHex[] = "0123456789abcdef";
-      out += "\\u00";
-      out += kHex[byte >> 4];
-      out += kHex[byte & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
+    "       devmem-doctor --version\n"
+    "       devmem-doctor --serve --peer HOST [--port N] [--timeout S] [--json] [--verbose]\n"
+    "       devmem-doctor --pair HOST [--port N] [--timeout S] [--max-bytes SIZE] [--json] "
+    "[--verbose]";
 
 // Exit status 2: the message on stderr and, with --json, as an error object on stdout.
 int Fail(bool json, const std::string& message, bool usage = false) {
@@ -68,6 +60,39 @@ int Fail(bool json, const std::string& message, bool usage = false) {
   if (usage) fprintf(stderr, "%s\n", kUsage);
   if (json) printf("{\"ready\": false, \"error\": \"%s\"}\n", JsonString(message).c_str());
   return 2;
+}
+
+// Options that take a value (the next argument).
+bool TakesValue(const char* arg) {
+  for (const char* name :
+       {"--ifname", "--queues", "--peer", "--pair", "--port", "--timeout", "--max-bytes"}) {
+    if (strcmp(arg, name) == 0) return true;
+  }
+  return false;
+}
+
+// A whole decimal number within [min, max], with an optional binary suffix K, M or G when
+// `size`; nullopt otherwise.
+std::optional<uint64_t> ParseNumber(const std::string& text, uint64_t min, uint64_t max,
+                                    bool size = false) {
+  uint64_t value = 0;
+  size_t i = 0;
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+    if (value > (UINT64_MAX - 9) / 10) return std::nullopt;
+    value = value * 10 + static_cast<uint64_t>(text[i] - '0');
+  }
+  if (i == 0) return std::nullopt;
+  if (size && i + 1 == text.size()) {
+    const char* units = "KMG";
+    const char* unit = strchr(units, text[i] & ~0x20);
+    if (unit == nullptr || *unit == '\0') return std::nullopt;
+    const int shift = 10 * static_cast<int>(unit - units + 1);
+    if (value > (max >> shift)) return std::nullopt;
+    value <<= shift;
+    ++i;
+  }
+  if (i != text.size() || value < min || value > max) return std::nullopt;
+  return value;
 }
 
 // The interfaces named on the command line, as the kernel lists them (address optional: a
@@ -138,43 +163,137 @@ int RunCleanup(bool json, const std::vector<devmem::NetDevice>& devices) {
   return failed ? 2 : 0;
 }
 
+// The command line, checked: `bad` holds the first problem (reported once --json has been
+// seen, wherever it stands).
+struct Arguments {
+  bool json = false;
+  bool cleanup = false;
+  bool help = false;
+  bool version = false;
+  std::vector<std::string> named;  // --ifname: checked even without an IP address
+  std::optional<std::string> queue_arg;
+  devmem::doctor::PairOptions pair;  // host, json: filled for --serve / --pair
+  std::string bad;
+
+  bool pair_mode() const { return pair.serve || !pair.host.empty(); }
+};
+
+Arguments ParseArguments(int argc, char** argv) {
+  Arguments args;
+  std::string pair_host;     // --pair HOST
+  std::string peer;          // --peer HOST (with --serve)
+  bool pair_tuning = false;  // --port, --timeout, --max-bytes or --verbose seen
+  bool max_bytes_given = false;
+  auto bad = [&](const std::string& why) {
+    if (args.bad.empty()) args.bad = why;
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--json") {
+      args.json = true;
+    } else if (arg == "--cleanup") {
+      args.cleanup = true;
+    } else if (arg == "--serve") {
+      args.pair.serve = true;
+    } else if (arg == "--verbose") {
+      args.pair.verbose = true;
+      pair_tuning = true;
+    } else if (arg == "--help" || arg == "-h") {
+      args.help = true;
+    } else if (arg == "--version") {
+      args.version = true;
+    } else if (!TakesValue(argv[i])) {
+      bad(devmem::Format("unknown argument %s", arg.c_str()));
+    } else if (i + 1 >= argc) {
+      bad(devmem::Format("%s needs a value", arg.c_str()));
+    } else {
+      const std::string value = argv[++i];
+      if (arg == "--ifname") {
+        size_t pos = 0;
+        while (pos <= value.size()) {
+          size_t comma = value.find(',', pos);
+          if (comma == std::string::npos) comma = value.size();
+          if (comma > pos) args.named.push_back(value.substr(pos, comma - pos));
+          pos = comma + 1;
+        }
+      } else if (arg == "--queues") {
+        args.queue_arg = value;
+      } else if (arg == "--pair") {
+        pair_host = value;
+      } else if (arg == "--peer") {
+        peer = value;
+      } else if (arg == "--port") {
+        pair_tuning = true;
+        const std::optional<uint64_t> port = ParseNumber(value, 1, 65535);
+        if (!port.has_value()) {
+          bad(devmem::Format("--port %s: expected a port number, 1 to 65535", value.c_str()));
+        }
+        args.pair.port = static_cast<uint16_t>(port.value_or(0));
+      } else if (arg == "--timeout") {
+        pair_tuning = true;
+        const std::optional<uint64_t> seconds = ParseNumber(value, 1, 86400);
+        if (!seconds.has_value()) {
+          bad(devmem::Format("--timeout %s: expected seconds, 1 to 86400", value.c_str()));
+        }
+        args.pair.timeout = std::chrono::seconds(seconds.value_or(0));
+      } else {  // --max-bytes
+        pair_tuning = true;
+        max_bytes_given = true;
+        const std::optional<uint64_t> bytes = ParseNumber(
+            value, devmem::doctor::kPairMinBytes, devmem::doctor::kPairMaxBytes, /*size=*/true);
+        if (!bytes.has_value()) {
+          bad(devmem::Format("--max-bytes %s: expected 4K to 64M", value.c_str()));
+        }
+        args.pair.max_bytes = bytes.value_or(0);
+      }
+    }
+  }
+  const bool serve = args.pair.serve;
+  if (serve && !pair_host.empty()) bad("--serve and --pair exclude each other");
+  if (serve && peer.empty()) bad("--serve needs --peer HOST, the one host it serves");
+  if (!serve && !peer.empty()) bad("--peer goes with --serve");
+  if ((serve || !pair_host.empty()) && args.cleanup) {
+    bad("--cleanup and --serve/--pair exclude each other");
+  }
+  if (!serve && pair_host.empty() && pair_tuning) {
+    bad("--port, --timeout, --max-bytes and --verbose go with --serve or --pair");
+  }
+  if (serve && max_bytes_given) bad("--max-bytes goes with --pair: the pair side sets the sizes");
+  args.pair.host = serve ? peer : pair_host;
+  args.pair.json = args.json;
+  return args;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json = false;
-  bool cleanup = false;
-  std::vector<std::string> named;  // --ifname: checked even without an IP address
-  std::optional<std::string> queue_arg;
-  std::string bad_argument;  // reported once --json has been seen wherever it stands
-  for (int i = 1; i < argc; ++i) {
-    if (strcmp(argv[i], "--json") == 0) {
-      json = true;
-    } else if (strcmp(argv[i], "--cleanup") == 0) {
-      cleanup = true;
-    } else if (strcmp(argv[i], "--ifname") == 0 && i + 1 < argc) {
-      std::string list = argv[++i];
-      size_t pos = 0;
-      while (pos <= list.size()) {
-        size_t comma = list.find(',', pos);
-        if (comma == std::string::npos) comma = list.size();
-        if (comma > pos) named.push_back(list.substr(pos, comma - pos));
-        pos = comma + 1;
-      }
-    } else if (strcmp(argv[i], "--queues") == 0 && i + 1 < argc) {
-      queue_arg = argv[++i];
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      printf("devmem-doctor: checks devmem TCP readiness\n%s\n", kUsage);
-      return 0;
-    } else if (strcmp(argv[i], "--version") == 0) {
-      printf("devmem-doctor (nccl-net-devmem) %s\n", devmem::kVersion);  // CMake's project(VERSION)
-      return 0;
-    } else if (bad_argument.empty()) {
-      bad_argument = strcmp(argv[i], "--ifname") == 0 || strcmp(argv[i], "--queues") == 0
-                         ? std::string(argv[i]) + " needs a value"
-                         : std::string("unknown argument ") + argv[i];
-    }
+  Arguments args = ParseArguments(argc, argv);
+  const bool json = args.json;
+  if (args.help) {
+    printf("devmem-doctor: checks devmem TCP readiness\n%s\n", kUsage);
+    return 0;
   }
-  if (!bad_argument.empty()) return Fail(json, bad_argument, /*usage=*/true);
+  if (args.version) {
+    printf("devmem-doctor (nccl-net-devmem) %s\n", devmem::kVersion);  // CMake's project(VERSION)
+    return 0;
+  }
+  if (!args.bad.empty()) return Fail(json, args.bad, /*usage=*/true);
+  const std::vector<std::string>& named = args.named;
+  const std::optional<std::string>& queue_arg = args.queue_arg;
+  if (args.pair_mode()) {
+    // The plugin reads its NIC and queues from the environment, as under NCCL.
+    // NOLINTBEGIN(concurrency-mt-unsafe): no thread runs yet
+    if (!named.empty()) {
+      std::string exact = "=";
+      for (size_t n = 0; n < named.size(); ++n) {
+        if (n > 0) exact += ',';
+        exact += named[n];
+      }
+      setenv("NCCL_SOCKET_IFNAME", exact.c_str(), 1);
+    }
+    if (queue_arg.has_value()) setenv("NCCL_DEVMEM_RX_QUEUES", queue_arg->c_str(), 1);
+    // NOLINTEND(concurrency-mt-unsafe)
+  }
 
   // The plugin's configuration, read exactly as init reads it.
   auto lookup = [&](const char* name) -> const char* {
@@ -191,11 +310,12 @@ int main(int argc, char** argv) {
     }
     return Fail(json, message);
   }
+  if (args.pair_mode()) return devmem::doctor::RunPairCheck(args.pair);
   devmem::Result<std::vector<devmem::NetDevice>> devices =
       named.empty() ? devmem::DiscoverDevices(config->socket_ifname, config->socket_family)
                     : NamedDevices(named);
   if (!devices.ok()) return Fail(json, devices.status().message());
-  if (cleanup) return RunCleanup(json, devices.value());
+  if (args.cleanup) return RunCleanup(json, devices.value());
 
   devmem::ReadinessReport report = devmem::CheckKernel();
   report.Append(devmem::CheckPrivileges());
