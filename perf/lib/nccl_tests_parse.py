@@ -11,7 +11,8 @@ package registry).
     nccl_tests_parse.py report OUT_DIR
         reads OUT_DIR/runs.tsv and OUT_DIR/nccl_tests.jsonl, prints the run verdicts and the
         busbw table ours/Socket per collective and size (median over rounds), writes
-        OUT_DIR/compare.json; exit 0 every run PASS, 3 any #wrong or out-of-bounds value
+        OUT_DIR/compare.json and OUT_DIR/busbw_median.jsonl (plot_busbw.py's input); runs.tsv
+        holds label, op, round, verdict, rc, milliseconds and an optional reason; exit 0 every run PASS, 3 any #wrong or out-of-bounds value
         non-zero, 1 a run failed or timed out
 
 The format is nccl-tests' (NVIDIA/nccl-tests a0b82b2, version 2.19.6, src/util.cu; older
@@ -129,9 +130,12 @@ def _read_lines(path):
 def report(out):
     runs = []
     for line in _read_lines(os.path.join(out, "runs.tsv")):
-        label, op, rnd, verdict, rc, ms = line.split("\t")
+        fields = line.split("\t")  # label op round verdict rc ms [reason]
+        label, op, rnd, verdict, rc, ms = fields[:6]
         runs.append({"label": label, "op": op, "round": int(rnd), "verdict": verdict,
                      "rc": int(rc), "seconds": int(ms) / 1000.0})
+        if len(fields) > 6 and fields[6]:
+            runs[-1]["reason"] = fields[6]
     rows, summaries = [], {}
     for line in _read_lines(os.path.join(out, "nccl_tests.jsonl")):
         try:
@@ -158,8 +162,8 @@ def report(out):
                 run["verdict"] = "WRONG"
         elif run["verdict"] == "FAIL" and s and s["out_of_bounds"]:
             run["verdict"] = "WRONG"  # nccl-tests exits EXIT_FAILURE on them (common.cu:1853)
-        if run["verdict"] == "WRONG":
-            run["reason"] = "out of bounds values: %s" % (s["out_of_bounds"] if s else "?")
+        if run["verdict"] == "WRONG" and s and s["out_of_bounds"]:
+            run["reason"] = "out of bounds values: %d" % s["out_of_bounds"]
         if s:
             run["avg_busbw"] = s["avg_busbw"]
 
@@ -210,6 +214,14 @@ def report(out):
             line += " %12s %6s" % (_num(e[label + "_busbw"]), _num(e[label + "_ratio"]))
         print(line)
     print("# nccl-tests compare verdict: %s" % verdict)
+    # The medians as plot_busbw.py reads them (one point per label and size).
+    with open(os.path.join(out, "busbw_median.jsonl"), "w") as f:
+        for e in table:
+            for label in ["socket"] + labels:
+                value = e["socket_busbw"] if label == "socket" else e[label + "_busbw"]
+                if value is not None:
+                    f.write(json.dumps({"op": e["op"], "label": label, "bytes": e["bytes"],
+                                        "busbw": value}) + "\n")
     with open(os.path.join(out, "compare.json"), "w") as f:
         json.dump({"verdict": verdict, "labels": ["socket"] + labels, "runs": runs,
                    "wrong": wrong, "busbw": table}, f, indent=1)

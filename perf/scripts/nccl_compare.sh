@@ -31,9 +31,21 @@
 # Exit status: 0 every run PASS with the evidence found; 3 some run WRONG and none failed;
 # 1 otherwise; 2 bad usage.
 #
-# tests/gpu/gpu_verify.sh sources this file for the MPS helpers (mps_start, mps_stop) only.
+# tests/gpu/gpu_verify.sh sources this file for the MPS helpers (mps_start, mps_stop) only;
+# perf/scripts/compare_nccl_tests.sh and compare_torch.sh also for the settings every comparison
+# runs with (NCCL_COMPARE_COMMON_ENV, NCCL_COMPARE_SOCKET_ENV).
 set -u
 perf_lib="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)"
+
+# --- what both sides of a comparison run with ------------------------------------------------
+# Two ranks on one host: loopback only, no P2P or shared memory (every byte crosses the network
+# layer), GPU buffers allowed at any distance, and the log that proves which net ran.
+# shellcheck disable=SC2034,SC2054  # used by the scripts that source this file; INIT,NET is one value
+NCCL_COMPARE_COMMON_ENV=(NCCL_SOCKET_IFNAME=lo NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1
+                         NCCL_NET_GDR_LEVEL=SYS NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET)
+# The baseline: NCCL's built-in socket transport with 4 sockets per thread (its best on loopback).
+# shellcheck disable=SC2034
+NCCL_COMPARE_SOCKET_ENV=(NCCL_NET=Socket NCCL_NSOCKS_PERTHREAD=4 NCCL_SOCKET_NTHREADS=1)
 
 # --- MPS -----------------------------------------------------------------------------------
 # MPS_STATE after mps_start: running (someone else's daemon, left alone), started (ours,
@@ -199,9 +211,7 @@ main() {
   local json="$out/nccl_busbw.jsonl" runs="$out/runs.tsv"
   : >"$json"
   : >"$runs"
-  # shellcheck disable=SC2054  # INIT,NET is one value
-  local common=(NCCL_SOCKET_IFNAME=lo NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1
-                NCCL_NET_GDR_LEVEL=SYS NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET)
+  local common=("${NCCL_COMPARE_COMMON_ENV[@]}")
   local bench_args=(-b "$min" -e "$max" -f "$factor" -w "$warmup" -n "$iters" --op "$op")
   local ours_env=(NCCL_NET_PLUGIN="$plugin" NCCL_NET=devmem)
   local ours_unset=()
@@ -263,8 +273,8 @@ main() {
 
   local round
   for ((round = 1; round <= rounds; round++)); do  # interleaved: noise hits both
-    run_one socket "$round" env -u NCCL_NET_PLUGIN "${common[@]}" NCCL_NET=Socket \
-      NCCL_NSOCKS_PERTHREAD=4 NCCL_SOCKET_NTHREADS=1 "$bench"
+    run_one socket "$round" env -u NCCL_NET_PLUGIN "${common[@]}" \
+      "${NCCL_COMPARE_SOCKET_ENV[@]}" "$bench"
     run_one "$label" "$round" env ${ours_unset[@]+"${ours_unset[@]}"} "${common[@]}" \
       "${ours_env[@]}" "$bench"
   done

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# nccl-tests (the user's own build of NVIDIA/nccl-tests with MPI) through our plugin against
+# NCCL's built-in Socket transport in the same run, on one GPU host: two MPI ranks on one GPU
+# (NCCL_TESTS_DEVICE=0) with different NCCL_HOSTID, so every byte crosses the network layer.
+# Ours runs in host mode (the plugin's plain-TCP path) and as emulated devmem RX with
+# NCCL_DEVMEM_UNPACK=plugin and =nccl; rounds are interleaved (socket, then each mode of ours,
+# for every collective, round after round) so noise hits all of them. Every run is checked:
+# `-c 1` checks every size, the #wrong columns and "Out of bounds values" must be 0.
+#
+#   perf/scripts/compare_nccl_tests.sh [options] OUT_DIR
+#
+#   --nccl-tests DIR  folder holding all_reduce_perf, all_gather_perf, ... (default
+#                     $NCCL_TESTS_BIN)
+#   --mpirun PATH     Open MPI's mpirun (default $MPIRUN, else mpirun on PATH); extra mpirun
+#                     arguments in $MPIRUN_ARGS (e.g. "--mca btl self,tcp")
+#   --plugin SO       our plugin (default $BUILD/libnccl-net-devmem.so or $BUILD/lib/...)
+#   --ops LIST        comma list of all_reduce, all_gather, reduce_scatter, sendrecv, alltoall
+#                     (default: all five)
+#   --modes LIST      comma list of host, emulated-plugin, emulated-nccl (default: all three)
+#   -b SIZE -e SIZE   message sizes, default 8 .. 256M (factor -f, default 2)
+#   -w N -n N         warmup and timed iterations per size (default 5 and 20)
+#   --rounds N        interleaved rounds, medians over them (default 3)
+#   --timeout SECS    limit per nccl-tests run (default $NCCL_COMPARE_TIMEOUT or 300)
+#   --mps on|off|both under MPS (default on: started when not running), without, or both
+#                     (MPS first, then without; results in OUT_DIR/mps and OUT_DIR/nomps)
+#
+# The NCCL library comes from LD_LIBRARY_PATH (the one nccl-tests was built against or a newer
+# one). Per phase (OUT_DIR/mps, OUT_DIR/nomps): LABEL.OP.ROUND.txt (nccl-tests' stdout with
+# NCCL's INFO log) and .log (stderr), runs.tsv, nccl_tests.jsonl (every size of every run,
+# perf/lib/nccl_tests_parse.py), compare.json (verdicts and the busbw table ours/Socket per
+# collective and size, median over rounds), busbw_median.jsonl and busbw_OP.png; OUT_DIR gets
+# meta.json (perf/lib/perfkit.py) and summary.txt.
+# Exit status: 0 every run PASS; 3 some #wrong or out-of-bounds value non-zero; 1 some run
+# failed, timed out or lacked its evidence (the NCCL log must show "via NET/Socket" for the
+# baseline, "via NET/devmem" for ours, "EMULATED devmem RX" exactly in the emulated modes);
+# 2 bad usage or a binary not found.
+set -u
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# mps_start, mps_stop, now_us, perf_lib and NCCL_COMPARE_{COMMON,SOCKET}_ENV (runs nothing else).
+# shellcheck source=perf/scripts/nccl_compare.sh
+source "$here/nccl_compare.sh"
+parse="$perf_lib/nccl_tests_parse.py"
+
+ALL_OPS=all_reduce,all_gather,reduce_scatter,sendrecv,alltoall
+ALL_MODES=host,emulated-plugin,emulated-nccl
+
+usage() {
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" |
+    sed -n '/^  perf\/scripts\/compare_nccl_tests.sh/,/^  --mps/p' >&2
+  exit 2
+}
+die_usage() { echo "compare_nccl_tests.sh: $*" >&2; exit 2; }
+
+# ours' environment per mode: NAME=VALUE words, and the variables to unset.
+mode_env() {
+  case "$1" in
+    host) echo "-u NCCL_DEVMEM_EMULATE -u NCCL_DEVMEM_UNPACK" ;;
+    emulated-plugin) echo "NCCL_DEVMEM_EMULATE=1 NCCL_DEVMEM_UNPACK=plugin" ;;
+    emulated-nccl) echo "NCCL_DEVMEM_EMULATE=1 NCCL_DEVMEM_UNPACK=nccl" ;;
+  esac
+}
+
+# Which evidence one run's output must hold, from the NCCL and plugin INFO lines (the plugin's
+# mode line: plugin/setup/device_table.cc and docs/devmem-rx.md). Prints the reason it lacks,
+# nothing when all is there.
+missing_evidence() {
+  local label=$1 text=$2
+  if [[ "$label" == socket ]]; then
+    grep -q "via NET/Socket" "$text" || echo "no 'via NET/Socket' in its NCCL log"
+    return
+  fi
+  grep -q "via NET/devmem" "$text" || { echo "no 'via NET/devmem' in its NCCL log"; return; }
+  if [[ "$label" == host ]]; then
+    grep -q "EMULATED devmem RX" "$text" && echo "host mode but the plugin logged EMULATED devmem RX"
+  else
+    grep -q "EMULATED devmem RX" "$text" || echo "no 'EMULATED devmem RX' line in its NCCL log"
+  fi
+}
+
+main() {
+  local argv=("$@")
+  local bin=${NCCL_TESTS_BIN:-} mpirun=${MPIRUN:-} plugin="" ops=$ALL_OPS modes=$ALL_MODES
+  local min=8 max=256M factor=2 warmup=5 iters=20 rounds=3 limit=${NCCL_COMPARE_TIMEOUT:-300}
+  local mps=on positional=()
+  while (($# > 0)); do
+    case "$1" in
+      --nccl-tests) bin=${2:?--nccl-tests needs a folder}; shift 2 ;;
+      --mpirun) mpirun=${2:?--mpirun needs a path}; shift 2 ;;
+      --plugin) plugin=${2:?--plugin needs a path}; shift 2 ;;
+      --ops) ops=${2:?--ops needs a list}; shift 2 ;;
+      --modes) modes=${2:?--modes needs a list}; shift 2 ;;
+      -b) min=${2:?-b needs a value}; shift 2 ;;
+      -e) max=${2:?-e needs a value}; shift 2 ;;
+      -f) factor=${2:?-f needs a value}; shift 2 ;;
+      -w) warmup=${2:?-w needs a value}; shift 2 ;;
+      -n) iters=${2:?-n needs a value}; shift 2 ;;
+      --rounds) rounds=${2:?--rounds needs a value}; shift 2 ;;
+      --timeout) limit=${2:?--timeout needs a value}; shift 2 ;;
+      --mps) mps=${2:?--mps needs a value}; shift 2 ;;
+      -h|--help) usage ;;
+      -*) echo "compare_nccl_tests.sh: unknown option $1" >&2; usage ;;
+      *) positional+=("$1"); shift ;;
+    esac
+  done
+  ((${#positional[@]} == 1)) || usage
+  local out=${positional[0]} op mode
+  for op in ${ops//,/ }; do
+    [[ ",$ALL_OPS," == *",$op,"* ]] || die_usage "--ops: $op is not one of $ALL_OPS"
+  done
+  for mode in ${modes//,/ }; do
+    [[ ",$ALL_MODES," == *",$mode,"* ]] || die_usage "--modes: $mode is not one of $ALL_MODES"
+  done
+  [[ "$mps" =~ ^(on|off|both)$ ]] || die_usage "--mps: on, off or both"
+  [[ "$rounds" =~ ^[1-9][0-9]*$ && "$limit" =~ ^[1-9][0-9]*$ ]] ||
+    die_usage "--rounds and --timeout: positive integers"
+  ((rounds >= 3)) || echo "# note: $rounds round(s); issue 21 asks for >= 3 interleaved rounds" >&2
+
+  # Every binary before anything runs: a missing one is a usage error, not a failed run.
+  local build=${BUILD:-build} missing=()
+  if [[ -z "$plugin" ]]; then
+    plugin=$build/libnccl-net-devmem.so
+    [[ -f "$plugin" ]] || plugin=$build/lib/libnccl-net-devmem.so
+  fi
+  [[ -f "$plugin" ]] || missing+=("the plugin $plugin (--plugin or BUILD)")
+  [[ -n "$bin" ]] || missing+=("the nccl-tests folder (--nccl-tests DIR or NCCL_TESTS_BIN)")
+  if [[ -n "$bin" ]]; then
+    for op in ${ops//,/ }; do
+      [[ -x "$bin/${op}_perf" ]] || missing+=("$bin/${op}_perf")
+    done
+  fi
+  [[ -n "$mpirun" ]] || mpirun=$(command -v mpirun || true)
+  [[ -n "$mpirun" && -x "$mpirun" ]] ||
+    missing+=("mpirun ${mpirun:-(not on PATH)} (--mpirun PATH or MPIRUN; nccl-tests built with MPI=1)")
+  if ((${#missing[@]} > 0)); then
+    printf 'compare_nccl_tests.sh: not found: %s\n' "${missing[@]}" >&2
+    exit 2
+  fi
+  plugin=$(realpath "$plugin")
+
+  mkdir -p "$out" || exit 2
+  out=$(cd "$out" && pwd)
+  OUT=$out python3 "$perf_lib/perfkit.py" begin nccl-tests-compare \
+    "BUILD NCCL_TESTS_BIN MPIRUN MPIRUN_ARGS NCCL_COMPARE_TIMEOUT" "${BASH_SOURCE[0]}" \
+    "${argv[@]}" >/dev/null || echo "# compare_nccl_tests: could not write $out/meta.json" >&2
+
+  # Open MPI refuses root without this; ranks on one host need no launcher daemon elsewhere.
+  local mpi_args=(-np 2 --oversubscribe --bind-to none)
+  ((EUID == 0)) && mpi_args+=(--allow-run-as-root)
+  local extra_mpi=()
+  read -r -a extra_mpi <<<"${MPIRUN_ARGS:-}"
+  local test_args=(-b "$min" -e "$max" -f "$factor" -w "$warmup" -n "$iters" -c 1)
+
+  # One nccl-tests run under `timeout`: LABEL OP ROUND ENV-WORDS... ; its verdict to runs.tsv.
+  # The per-rank wrapper gives each rank its own NCCL_HOSTID from Open MPI's rank number, so
+  # NCCL sees two hosts and routes through the network plugin.
+  run_one() {
+    local phase_dir=$1 label=$2 op=$3 round=$4
+    shift 4
+    local base="$phase_dir/$label.$op.$round" t0 rc verdict reason="" names=() word
+    for word in "$@"; do  # -x NAME for every variable we set: mpirun forwards them to the ranks
+      [[ "$word" == *=* ]] && names+=(-x "${word%%=*}")
+    done
+    t0=$(now_us)
+    # shellcheck disable=SC2016  # expanded by each rank's shell
+    env "$@" NCCL_TESTS_DEVICE=0 timeout -k 15 "$limit" \
+      "$mpirun" "${mpi_args[@]}" ${extra_mpi[@]+"${extra_mpi[@]}"} "${names[@]}" \
+      -x NCCL_TESTS_DEVICE ${LD_LIBRARY_PATH:+-x LD_LIBRARY_PATH} \
+      bash -c 'export NCCL_HOSTID="nccl-tests-rank${OMPI_COMM_WORLD_RANK:?not started by Open MPI}"; exec "$@"' \
+      rank "$bin/${op}_perf" "${test_args[@]}" >"$base.txt" 2>"$base.log"
+    rc=$?
+    case $rc in
+      0) verdict=PASS ;;
+      124|137) verdict=TIMEOUT; reason="no exit within ${limit}s" ;;
+      *) verdict=FAIL; reason=$(grep -m1 -E "NCCL WARN|error|Error|failed" "$base.txt" "$base.log" |
+                                 cut -c1-200) ;;
+    esac
+    if [[ "$verdict" == PASS ]]; then
+      reason=$(missing_evidence "$label" "$base.txt")
+      [[ -n "$reason" ]] && verdict=FAIL
+    fi
+    if [[ "$verdict" == TIMEOUT && "$MPS_STATE" == started ]]; then
+      mps_stop  # a killed client can leave our daemon refusing the next one (nccl_compare.sh)
+      mps_start
+    fi
+    python3 "$parse" records "$base.txt" "$label" "$round" "$op" "${phase_dir##*/}" \
+      >>"$phase_dir/nccl_tests.jsonl"
+    local ms=$((($(now_us) - t0) / 1000))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$op" "$round" "$verdict" "$rc" "$ms" \
+      "${reason//$'\t'/ }" >>"$phase_dir/runs.tsv"
+    printf '# %-16s %-15s round %d: %-7s (exit %d, %d.%03d s) %s\n' "$label" "$op" "$round" \
+      "$verdict" "$rc" $((ms / 1000)) $((ms % 1000)) "$reason"
+  }
+
+  # One phase: every round, every collective, Socket then each mode of ours.
+  run_phase() {
+    local phase=$1 phase_dir="$out/$1" round
+    mkdir -p "$phase_dir"
+    : >"$phase_dir/runs.tsv"
+    : >"$phase_dir/nccl_tests.jsonl"
+    echo "# phase $phase: ops $ops, modes $modes, sizes $min..$max x$factor, -w $warmup" \
+         "-n $iters -c 1, $rounds round(s), ${limit}s per run, MPS $MPS_STATE"
+    for ((round = 1; round <= rounds; round++)); do
+      for op in ${ops//,/ }; do
+        run_one "$phase_dir" socket "$op" "$round" -u NCCL_NET_PLUGIN \
+          "${NCCL_COMPARE_COMMON_ENV[@]}" "${NCCL_COMPARE_SOCKET_ENV[@]}"
+        for mode in ${modes//,/ }; do
+          # shellcheck disable=SC2046  # mode_env prints separate words
+          run_one "$phase_dir" "$mode" "$op" "$round" $(mode_env "$mode") \
+            "${NCCL_COMPARE_COMMON_ENV[@]}" NCCL_NET_PLUGIN="$plugin" NCCL_NET=devmem
+        done
+      done
+    done
+    python3 "$parse" report "$phase_dir"
+    local rc=$? plot_op
+    for plot_op in ${ops//,/ }; do
+      grep -q "\"op\": \"$plot_op\"" "$phase_dir/busbw_median.jsonl" 2>/dev/null || continue
+      python3 "$perf_lib/plot_busbw.py" "$phase_dir/busbw_median.jsonl" "$plot_op" \
+        "$phase_dir/busbw_$plot_op.png" >/dev/null ||
+        echo "# plot of $plot_op failed (numbers are in $phase_dir/busbw_median.jsonl)"
+    done
+    return "$rc"
+  }
+
+  local status=0 phase_rc
+  worst() {  # 1 (failed) outranks 3 (wrong) outranks 0
+    if (($1 == 1 || status == 1)); then status=1; elif (($1 == 3)); then status=3; fi
+  }
+  {
+    if [[ "$mps" == on || "$mps" == both ]]; then
+      mps_start
+      trap 'mps_stop' EXIT
+      trap 'exit 130' INT TERM  # runs the EXIT trap: a started MPS daemon is always stopped
+      # MPS clients need their own hardware queues (docs/gpu-hosts.md, gpu_verify.sh).
+      export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-32}
+      run_phase mps
+      phase_rc=$?
+      worst "$phase_rc"
+      mps_stop
+    fi
+    if [[ "$mps" == off || "$mps" == both ]]; then
+      MPS_STATE=off
+      run_phase nomps
+      phase_rc=$?
+      worst "$phase_rc"
+    fi
+    echo "# compare_nccl_tests exit status: $status (0 PASS, 3 WRONG, 1 FAIL)"
+    echo "$status" >"$out/exit_status"
+  } 2>&1 | tee "$out/summary.txt"
+  status=$(cat "$out/exit_status" 2>/dev/null)
+  python3 "$perf_lib/perfkit.py" finish "$out" "${status:-1}" || true
+  return "${status:-1}"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+  exit $?
+fi
