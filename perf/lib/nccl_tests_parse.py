@@ -8,8 +8,9 @@ package registry).
         records: op, label, round, mode, bytes, busbw (out-of-place), busbw_inplace, time_us,
         algbw, wrong (out-of-place + in-place, null where the binary printed N/A); then one
         summary line {"summary": true, ...} with avg_busbw, out_of_bounds and the row count
-    nccl_tests_parse.py report OUT_DIR
-        reads OUT_DIR/runs.tsv and OUT_DIR/nccl_tests.jsonl, prints the run verdicts and the
+    nccl_tests_parse.py report OUT_DIR   (also perf/scripts/compare_torch.sh's, whose records
+                                          tests/gpu/torch_collectives.py writes in this form)
+        reads OUT_DIR/runs.tsv and OUT_DIR/records.jsonl, prints the run verdicts and the
         busbw table ours/Socket per collective and size (median over rounds), writes
         OUT_DIR/compare.json and OUT_DIR/busbw_median.jsonl (plot_busbw.py's input); runs.tsv
         holds label, op, round, verdict, rc, milliseconds and an optional reason; exit 0 every run PASS, 3 any #wrong or out-of-bounds value
@@ -137,7 +138,7 @@ def report(out):
         if len(fields) > 6 and fields[6]:
             runs[-1]["reason"] = fields[6]
     rows, summaries = [], {}
-    for line in _read_lines(os.path.join(out, "nccl_tests.jsonl")):
+    for line in _read_lines(os.path.join(out, "records.jsonl")):
         try:
             r = json.loads(line)
         except ValueError:
@@ -213,7 +214,7 @@ def report(out):
         for label in labels:
             line += " %12s %6s" % (_num(e[label + "_busbw"]), _num(e[label + "_ratio"]))
         print(line)
-    print("# nccl-tests compare verdict: %s" % verdict)
+    print("# compare verdict: %s" % verdict)
     # The medians as plot_busbw.py reads them (one point per label and size).
     with open(os.path.join(out, "busbw_median.jsonl"), "w") as f:
         for e in table:

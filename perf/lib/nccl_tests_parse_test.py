@@ -117,7 +117,7 @@ class ReportTest(unittest.TestCase):
     def run_report(self, socket_text, ours_text, ours_rc=0):
         out = tempfile.mkdtemp()
         script = os.path.join(HERE, "nccl_tests_parse.py")
-        with open(os.path.join(out, "nccl_tests.jsonl"), "w") as jsonl, \
+        with open(os.path.join(out, "records.jsonl"), "w") as jsonl, \
                 open(os.path.join(out, "runs.tsv"), "w") as runs:
             for label, text, rc in (("socket", socket_text, 0), ("host", ours_text, ours_rc)):
                 path = os.path.join(out, label + ".txt")

@@ -26,7 +26,7 @@
 #
 # The NCCL library comes from LD_LIBRARY_PATH (the one nccl-tests was built against or a newer
 # one). Per phase (OUT_DIR/mps, OUT_DIR/nomps): LABEL.OP.ROUND.txt (nccl-tests' stdout with
-# NCCL's INFO log) and .log (stderr), runs.tsv, nccl_tests.jsonl (every size of every run,
+# NCCL's INFO log) and .log (stderr), runs.tsv, records.jsonl (every size of every run,
 # perf/lib/nccl_tests_parse.py), compare.json (verdicts and the busbw table ours/Socket per
 # collective and size, median over rounds), busbw_median.jsonl and busbw_OP.png; OUT_DIR gets
 # meta.json (perf/lib/perfkit.py) and summary.txt.
@@ -183,7 +183,7 @@ main() {
       mps_start
     fi
     python3 "$parse" records "$base.txt" "$label" "$round" "$op" "${phase_dir##*/}" \
-      >>"$phase_dir/nccl_tests.jsonl"
+      >>"$phase_dir/records.jsonl"
     local ms=$((($(now_us) - t0) / 1000))
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$op" "$round" "$verdict" "$rc" "$ms" \
       "${reason//$'\t'/ }" >>"$phase_dir/runs.tsv"
@@ -196,7 +196,7 @@ main() {
     local phase=$1 phase_dir="$out/$1" round
     mkdir -p "$phase_dir"
     : >"$phase_dir/runs.tsv"
-    : >"$phase_dir/nccl_tests.jsonl"
+    : >"$phase_dir/records.jsonl"
     echo "# phase $phase: ops $ops, modes $modes, sizes $min..$max x$factor, -w $warmup" \
          "-n $iters -c 1, $rounds round(s), ${limit}s per run, MPS $MPS_STATE"
     for ((round = 1; round <= rounds; round++)); do
