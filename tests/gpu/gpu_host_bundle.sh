@@ -6,7 +6,8 @@
 #                 libbenchmark.so.1debian, a shared gtest if the build used one, ...)
 #   .carry/bin    the binaries of BUILD_DIR/bin
 #   .carry/tests  the GPU test executables (devmem_gpu_*)
-#   .carry/tests/gpu/   gpu_verify.sh with its python helpers and torch_allreduce.py
+#   .carry/tests/gpu/   gpu_verify.sh with its python helpers, torch_allreduce.py and
+#                 torch_collectives.py
 #   .carry/perf/scripts/, .carry/perf/lib/
 #                 the scripts and their python library, at the same places as in the
 #                 repository (the same versions as the binaries): `.carry/tests/gpu/gpu_verify.sh
@@ -65,7 +66,7 @@ done < <(find "$build/tests" -name 'devmem_gpu_*' -type f | sort)
   echo "gpu_host_bundle.sh: warning: devmem-nccl-bench not built (NCCL headers or nvcc missing?)" >&2
 # Scripts at their repository paths, so that their relative paths (../lib, ../../perf) hold.
 for f in tests/gpu/gpu_verify.sh tests/gpu/gpu_verify_steps.py tests/gpu/gpu_verify_env.py \
-  tests/gpu/torch_allreduce.py perf/scripts/*.sh perf/lib/*.py; do
+  tests/gpu/torch_allreduce.py tests/gpu/torch_collectives.py perf/scripts/*.sh perf/lib/*.py; do
   cp "$f" "$out/$f" || die "cannot copy $f"
   chmod +x "$out/$f"
 done
