@@ -160,11 +160,15 @@ main() {
     for word in "$@"; do  # -x NAME for every variable we set: mpirun forwards them to the ranks
       [[ "$word" == *=* ]] && names+=(-x "${word%%=*}")
     done
+    for word in LD_LIBRARY_PATH CUDA_VISIBLE_DEVICES CUDA_DEVICE_MAX_CONNECTIONS \
+                CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; do  # and the ones MPS needs
+      [[ -n "${!word:-}" ]] && names+=(-x "$word")
+    done
     t0=$(now_us)
     # shellcheck disable=SC2016  # expanded by each rank's shell
     env "$@" NCCL_TESTS_DEVICE=0 timeout -k 15 "$limit" \
       "$mpirun" "${mpi_args[@]}" ${extra_mpi[@]+"${extra_mpi[@]}"} "${names[@]}" \
-      -x NCCL_TESTS_DEVICE ${LD_LIBRARY_PATH:+-x LD_LIBRARY_PATH} \
+      -x NCCL_TESTS_DEVICE \
       bash -c 'export NCCL_HOSTID="nccl-tests-rank${OMPI_COMM_WORLD_RANK:?not started by Open MPI}"; exec "$@"' \
       rank "$bin/${op}_perf" "${test_args[@]}" >"$base.txt" 2>"$base.log"
     rc=$?
