@@ -24,13 +24,17 @@ import os
 import sys
 import time
 
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_allreduce import WRONG_EXIT, parse_size  # noqa: E402  one owner of both
+try:
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    from torch_allreduce import WRONG_EXIT, parse_size  # one owner of both
+except ImportError as e:
+    print("torch_collectives: cannot import torch (%s): run it with the Python that has torch"
+          % e, file=sys.stderr)
+    sys.exit(2)
 
 OPS = ("all_reduce", "all_gather", "all_to_all", "send_recv")
 WORLD = 2
