@@ -13,8 +13,9 @@ package registry).
         reads OUT_DIR/runs.tsv and OUT_DIR/records.jsonl, prints the run verdicts and the
         busbw table ours/Socket per collective and size (median over rounds), writes
         OUT_DIR/compare.json and OUT_DIR/busbw_median.jsonl (plot_busbw.py's input); runs.tsv
-        holds label, op, round, verdict, rc, milliseconds and an optional reason; exit 0 every run PASS, 3 any #wrong or out-of-bounds value
-        non-zero, 1 a run failed or timed out
+        holds label, op, round, verdict, rc, milliseconds and an optional reason; exit 0
+        every run PASS, 3 any #wrong or out-of-bounds value non-zero, 1 a run failed or
+        timed out
 
 The format is nccl-tests' (NVIDIA/nccl-tests a0b82b2, version 2.19.6, src/util.cu; older
 releases print the same lines from src/common.cu):
@@ -29,7 +30,8 @@ releases print the same lines from src/common.cu):
   - the footer, writeResultFooter, util.cu:777-778
         "# %-20s : %d %s"  "Out of bounds values", count, OK|FAILED
         "# %-20s : %g %s"  "Avg bus bandwidth", GB/s, "" | OK | FAILED (NCCL_TESTS_MIN_BW)
-Each row's bytes are max(sendBytes, expectedBytes) (common.cu:938); busbw is the binary's own bus bandwidth (nccl-tests' doc/PERFORMANCE.md).
+Each row's bytes are max(sendBytes, expectedBytes) (common.cu:938); busbw is the binary's own
+bus bandwidth (nccl-tests' doc/PERFORMANCE.md).
 """
 import collections
 import json

@@ -71,7 +71,8 @@ missing_evidence() {
   fi
   grep -q "via NET/devmem" "$text" || { echo "no 'via NET/devmem' in its NCCL log"; return; }
   if [[ "$label" == host ]]; then
-    grep -q "EMULATED devmem RX" "$text" && echo "host mode but the plugin logged EMULATED devmem RX"
+    grep -q "EMULATED devmem RX" "$text" &&
+      echo "host mode but the plugin logged EMULATED devmem RX"
   else
     grep -q "EMULATED devmem RX" "$text" || echo "no 'EMULATED devmem RX' line in its NCCL log"
   fi
@@ -130,7 +131,7 @@ main() {
   fi
   [[ -n "$mpirun" ]] || mpirun=$(command -v mpirun || true)
   [[ -n "$mpirun" && -x "$mpirun" ]] ||
-    missing+=("mpirun ${mpirun:-(not on PATH)} (--mpirun PATH or MPIRUN; nccl-tests built with MPI=1)")
+    missing+=("mpirun ${mpirun:-(not on PATH)} (--mpirun PATH or MPIRUN: nccl-tests with MPI=1)")
   if ((${#missing[@]} > 0)); then
     printf 'compare_nccl_tests.sh: not found: %s\n' "${missing[@]}" >&2
     exit 2
@@ -169,7 +170,8 @@ main() {
     env "$@" NCCL_TESTS_DEVICE=0 timeout -k 15 "$limit" \
       "$mpirun" "${mpi_args[@]}" ${extra_mpi[@]+"${extra_mpi[@]}"} "${names[@]}" \
       -x NCCL_TESTS_DEVICE \
-      bash -c 'export NCCL_HOSTID="nccl-tests-rank${OMPI_COMM_WORLD_RANK:?not started by Open MPI}"; exec "$@"' \
+      bash -c 'export NCCL_HOSTID="nccl-tests-rank${OMPI_COMM_WORLD_RANK:?no Open MPI rank}"
+               exec "$@"' \
       rank "$bin/${op}_perf" "${test_args[@]}" >"$base.txt" 2>"$base.log"
     rc=$?
     case $rc in

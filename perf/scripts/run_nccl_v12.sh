@@ -40,8 +40,8 @@
 #   ip link add d0 type dummy && ip addr add 10.77.0.1/32 dev d0 && ip link set d0 up
 # OUT_DIR gets every run's table (NAME.txt, NCCL's INFO log included) and stderr (NAME.log),
 # busbw.jsonl (the bench's --json lines), checks.txt and meta.json (perf/lib/perfkit.py).
-# Exit status: 0 every check PASS; 3 some run WRONG and no check FAIL; 1 some check FAIL; 2 bad usage or a file
-# not found.
+# Exit status: 0 every check PASS; 3 some run WRONG and no check FAIL; 1 some check FAIL;
+# 2 bad usage or a file not found.
 set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # now_us, perf_lib and NCCL_COMPARE_COMMON_ENV (sourcing runs nothing else).
@@ -165,10 +165,13 @@ main() {
   else
     check nccl-version FAIL "no 'NCCL version 2.30' in $log: is $nccl first in LD_LIBRARY_PATH?"
   fi
-  if grep -q "Loaded net plugin devmem (v12)" "$log" && grep -q "init through the v12 table" "$log"; then
+  if grep -q "Loaded net plugin devmem (v12)" "$log" &&
+     grep -q "init through the v12 table" "$log"; then
     check v12-loaded PASS
   else
-    check v12-loaded FAIL "$(grep -m1 -oE 'Loaded net plugin [^ ]+ \(v[0-9]+\)|init through the v[0-9]+ table' "$log" || echo "no plugin load line") in $log"
+    local seen
+    seen=$(grep -m1 -oE 'Loaded net plugin [^ ]+ \(v[0-9]+\)|init through the v[0-9]+ table' "$log")
+    check v12-loaded FAIL "${seen:-no plugin load line} in $log"
   fi
   if grep -q "via NET/devmem" "$log"; then check via-devmem PASS
   else check via-devmem FAIL "no 'via NET/devmem' in $log"; fi
