@@ -8,7 +8,7 @@ import pathlib
 import re
 import sys
 
-LAYERS = ["plugin/core", "plugin/cuda", "plugin/devmem", "gpu", "plugin/consumers",
+LAYERS = ["plugin/core", "plugin/observe", "plugin/cuda", "plugin/devmem", "gpu", "plugin/consumers",
           "plugin/setup", "plugin/transport", "plugin/abi"]
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 

@@ -1,6 +1,7 @@
 #include "plugin/abi/plugin_api.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdarg>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include "plugin/core/version.h"
 #include "plugin/cuda/cuda_driver.h"
 #include "plugin/devmem/rx_region.h"
+#include "plugin/observe/metrics_writer.h"
 #include "plugin/setup/device_table.h"
 #include "plugin/setup/nccl_env_guards.h"
 #include "plugin/setup/readiness.h"
@@ -167,6 +169,12 @@ abi::Result Init(abi::DebugLogger logger, int table_version) {
   // A user value NCCL's unpack cannot live with: the plugin's consumer takes every receive.
   if (env_plan.unpack_unsafe) config->unpack = UnpackMode::kPlugin;
   ApplyNcclEnvGuards(env_plan);
+  if (!config->metrics_file.empty()) {
+    // Before any comm exists: every comm registers its counters from its start.
+    Status started = observe::StartProcessMetrics(
+        config->metrics_file, std::chrono::milliseconds(config->metrics_interval_ms));
+    if (!started.ok()) return Report("init", started);
+  }
   state.config = config.value();
   state.devices = DeviceTable(std::move(devices).value(), std::move(plans), config->rails,
                               std::move(tx_reasons));
@@ -192,6 +200,7 @@ abi::Result FinalizeContext(void* ctx) {
   if (Withdraw<PluginContext>(ctx) == nullptr) {
     return Invalid("finalize", "unknown context %p (finalized already, or not a context)", ctx);
   }
+  observe::RequestMetricsWrite();  // NCCL_DEVMEM_METRICS_FILE: the counts as NCCL leaves
   return abi::kSuccess;
 }
 

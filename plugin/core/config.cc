@@ -124,6 +124,8 @@ constexpr const char* kIfname = "NCCL_SOCKET_IFNAME";
 constexpr const char* kFamily = "NCCL_SOCKET_FAMILY";
 constexpr const char* kRails = "NCCL_DEVMEM_RAILS";
 constexpr const char* kVnicStriping = "NCCL_DEVMEM_VNIC_STRIPING";
+constexpr const char* kMetricsFile = "NCCL_DEVMEM_METRICS_FILE";
+constexpr const char* kMetricsInterval = "NCCL_DEVMEM_METRICS_INTERVAL_MS";
 
 // Reads one bounded integer variable into *out when it is set.
 Status ReadInteger(const std::function<const char*(const char*)>& getenv_fn, const char* name,
@@ -394,6 +396,18 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
                            kVnicStriping, striping);
     }
   }
+  if (const char* metrics = getenv_fn(kMetricsFile); metrics != nullptr) {
+    if (metrics[0] == '\0') {
+      return Status::Error(ErrorKind::kInvalidArgument,
+                           "%s is set but empty; unset it, or name the file the counters go to",
+                           kMetricsFile);
+    }
+    config.metrics_file = metrics;
+  }
+  value = config.metrics_interval_ms;
+  DEVMEM_RETURN_IF_ERROR(
+      ReadInteger(getenv_fn, kMetricsInterval, kMinMetricsIntervalMs, 3600000, &value));
+  config.metrics_interval_ms = static_cast<int>(value);
   Result<std::vector<RailAssignment>> rails = ParseRails(getenv_fn(kRails));
   if (!rails.ok()) return rails.status();
   config.rails = std::move(rails).value();
@@ -478,6 +492,11 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
             origin(kFamily));
   log::Info(log::kEnv, "%s=%s (%s)", kVnicStriping, adaptive_stripes ? "adaptive" : "roundrobin",
             origin(kVnicStriping));
+  log::Info(log::kEnv, "%s=\"%s\" (%s)", kMetricsFile,
+            metrics_file.empty() ? "unset: no metrics file" : metrics_file.c_str(),
+            origin(kMetricsFile));
+  log::Info(log::kEnv, "%s=%d (%s)", kMetricsInterval, metrics_interval_ms,
+            origin(kMetricsInterval));
   const std::string rail_text = FormatRails(rails);
   log::Info(log::kEnv, "%s=\"%s\" (%s)", kRails,
             rails.empty() ? "no rails: railId/planeId -1" : rail_text.c_str(), origin(kRails));

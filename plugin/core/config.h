@@ -105,6 +105,11 @@ struct Config {
   // default: it won on members of equal speed, adaptive on members of different speeds
   // (perf/RESULTS.md, 2026-11-26).
   bool adaptive_stripes = false;
+  // NCCL_DEVMEM_METRICS_FILE: where the process's counters are written in Prometheus text
+  // format (%p: pid, %h: host name; empty: nowhere, no writer thread), and
+  // NCCL_DEVMEM_METRICS_INTERVAL_MS how often (plugin/observe/metrics_writer.h).
+  std::string metrics_file;
+  int metrics_interval_ms = 5000;
   // NCCL's own settings that bound the size of one receive (read, never set, here).
   uint64_t nccl_buffsize = 4ull << 20;      // NCCL_BUFFSIZE (NCCL's default: 4 MiB)
   uint64_t nccl_p2p_net_chunk = 128 << 10;  // NCCL_P2P_NET_CHUNKSIZE (NCCL's default: 128 KiB)
@@ -148,6 +153,9 @@ inline constexpr uint32_t kMaxInlineBytes = 16 << 20;
 // NCCL_DEVMEM_PROXY_BYTES: up to 1 GiB (0: every message goes to the workers).
 inline constexpr int64_t kMaxProxyBytes = int64_t{1} << 30;
 inline constexpr int64_t kMaxSocketBufferBytes = int64_t{1} << 30;
+// NCCL_DEVMEM_METRICS_INTERVAL_MS: rewriting the file more often than 10 times a second buys a
+// scraper nothing (node_exporter reads it per scrape, typically every 15 s or more).
+inline constexpr int64_t kMinMetricsIntervalMs = 100;
 inline constexpr int kMaxRecvsLimit = 8;
 inline constexpr uint64_t kMinRxRegionBytes = 1ull << 20;
 inline constexpr uint64_t kMaxRxRegionBytes = 64ull << 30;

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "plugin/core/relaxed_counter.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/cuda/copy_stream.h"
@@ -69,12 +70,14 @@ class PagePool final {
   size_t total_ = 0;
 };
 
+// Written by the socket's mover (release: under the receiver's token lock), read by the
+// metrics writer while the comm runs.
 struct ReceiverCounters {
-  uint64_t frags = 0;
-  uint64_t region_bytes = 0;
-  uint64_t host_bytes = 0;  // linear bytes (devmem) or plain bytes without cmsgs
-  uint64_t stalls = 0;      // receives that found no free page
-  uint64_t plain_reads = 0;  // devmem: reads without a devmem cmsg (flow steering missed)
+  RelaxedCounter frags;
+  RelaxedCounter region_bytes;
+  RelaxedCounter host_bytes;   // linear bytes (devmem) or plain bytes without cmsgs
+  RelaxedCounter stalls;       // receives that found no free page
+  RelaxedCounter plain_reads;  // devmem: reads without a devmem cmsg (flow steering missed)
   TokenReleaseStats release;
 };
 

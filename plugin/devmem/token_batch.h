@@ -7,15 +7,17 @@
 #include <cstdint>
 #include <vector>
 
+#include "plugin/core/relaxed_counter.h"
 #include "plugin/core/status.h"
 #include "plugin/devmem/uapi.h"
 
 namespace devmem {
 
+// Relaxed counters: the metrics writer reads them while the receiver returns tokens.
 struct TokenReleaseStats {
-  uint64_t calls = 0;
-  uint64_t tokens_returned = 0;
-  uint64_t tokens_not_freed = 0;  // the kernel freed fewer than we returned
+  RelaxedCounter calls;
+  RelaxedCounter tokens_returned;
+  RelaxedCounter tokens_not_freed;  // the kernel freed fewer than we returned
 };
 
 class TokenBatch {

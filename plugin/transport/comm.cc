@@ -35,7 +35,12 @@ Comm::~Comm() {
 Status Comm::AttachToEngine() {
   std::vector<DataSocket*> sockets;
   for (const auto& socket : data_sockets_) sockets.push_back(socket.get());
-  return ProgressEngine::Process().Attach(sockets, params_.worker_threads, &socket_workers_);
+  DEVMEM_RETURN_IF_ERROR(
+      ProgressEngine::Process().Attach(sockets, params_.worker_threads, &socket_workers_));
+  // Complete now (Create attached it last): the metrics writer may read it from here on.
+  observing_ = observe::MetricsRegistry::Process().enabled();
+  metrics_.Register(this);
+  return Status::Ok();
 }
 
 void Comm::DetachFromEngine() {
@@ -201,6 +206,7 @@ Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
     if (params_.require_tx) {
       return refused.WithContext("NCCL_DEVMEM_REQUIRE_TX=1");
     }
+    ++counters_.tx_refusals;
     if (!logged_tx_refusal_) {
       logged_tx_refusal_ = true;
       log::Warn(

@@ -13,10 +13,12 @@
 
 #include "plugin/consumers/frag_consumer.h"
 #include "plugin/core/config.h"
+#include "plugin/core/relaxed_counter.h"
 #include "plugin/core/status.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/memory.h"
+#include "plugin/observe/metrics.h"
 #include "plugin/setup/rx_path.h"
 #include "plugin/setup/rx_pipeline.h"
 #include "plugin/setup/tx_setup.h"
@@ -55,15 +57,18 @@ struct ConnectionParams {
   TxBinder* tx_binder = nullptr;  // null: TxBinder::Process() (tests pass their own)
 };
 
+// Written by the thread that drives the comm (NCCL's proxy), read by the metrics writer.
 struct CommCounters {
-  uint64_t messages = 0;
-  uint64_t inline_messages = 0;
-  uint64_t payload_bytes = 0;
-  uint64_t staged_bytes = 0;      // CUDA buffers copied through pinned host memory
-  uint64_t steered_messages = 0;  // sent over a chosen socket set (adaptive striping)
+  RelaxedCounter messages;
+  RelaxedCounter inline_messages;
+  RelaxedCounter payload_bytes;
+  RelaxedCounter staged_bytes;      // CUDA buffers copied through pinned host memory
+  RelaxedCounter steered_messages;  // sent over a chosen socket set (adaptive striping)
+  RelaxedCounter devmem_tx_bytes;   // send: payload sent by devmem TX
+  RelaxedCounter tx_refusals;       // CUDA send buffers devmem TX refused (staged instead)
 };
 
-class Comm {
+class Comm : public observe::MetricsSource {
  public:
   static constexpr uint32_t kSendMagic = 0x43534e44;  // "DNSC"
   static constexpr uint32_t kRecvMagic = 0x43525644;  // "DVRC"
@@ -83,6 +88,8 @@ class Comm {
   // Registers memory for this comm. CUDA buffers are staged through pinned host memory on the
   // plain-TCP path; the reason is logged once per comm.
   Result<MemoryRegion*> Register(void* data, size_t size, int type);
+  // The metrics file's view of this comm (plugin/transport/comm_observe.cc).
+  void Collect(observe::MetricsSnapshot* into) const final;
   // How this comm's CUDA buffers get their bytes, for the one log line at the first regMr.
   virtual const char* CudaBufferPath() const {
     return "CUDA buffers go through pinned host staging (plain-TCP path: devmem RX is not "
@@ -116,6 +123,9 @@ class Comm {
                    uint64_t allowed = 0,
                    uint32_t tx_dmabuf_id = 0);
   void LogClose() const;
+  // The receive's consumer finished: its latency goes to the histogram
+  // (plugin/transport/comm_observe.cc).
+  void NoteConsumerFinished(Request* request);
   // The comm's stream for staging copies, created on first use in GPU `device`'s primary
   // context (device < 0: the calling thread's current context, NCCL's proxy thread's).
   Result<CopyStream*> StagingCopyStream(int device);
@@ -138,7 +148,18 @@ class Comm {
   bool logged_tx_refusal_ = false;  // the first refused one was (WARN, once per comm)
   std::optional<CopyStream> staging_stream_;
   bool proxy_has_tasks_ = false;  // some socket's proxy_tasks may be non-empty
+  // Receive: the data path of every byte (send: by message, devmem_tx_bytes).
+  observe::DataPath data_path_ = observe::DataPath::kPlain;
+  // The metrics file reads consumer latencies (one clock read per receive).
+  bool observing_ = false;
+  observe::LatencyHistogram consumer_latency_;
+  // Last: leaves the metrics registry (folding this comm's counts into the process totals)
+  // before any other member goes.
+  observe::MetricsRegistration metrics_;
 };
+
+// The metrics' name of a receive path.
+observe::DataPath DataPathOf(RxPath::Mode mode);
 
 class SendComm final : public Comm {
  public:

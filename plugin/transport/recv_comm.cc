@@ -21,6 +21,7 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
                                               std::move(data), params, std::move(description)));
   comm->rx_buffer_.resize(kControlRxStart);
   comm->posted_.reserve(nccl::kNetMaxRequests);
+  comm->data_path_ = DataPathOf(path.mode);
   Result<RxPipeline> rx =
       BuildRxPipeline(std::move(path), comm->data_sockets_.size(), comm->description_);
   if (!rx.ok()) return rx.status();
@@ -341,6 +342,7 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
       }
       return Status::Ok();
     }
+    if (observing_) NoteConsumerFinished(request);
   }
   Status result = request->error;
   const bool tokens_wait = consumer != nullptr && consumer->HoldsTokensUntilConsumed();

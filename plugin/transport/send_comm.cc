@@ -254,6 +254,7 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   ++counters_.messages;
   counters_.inline_messages += is_inline ? 1 : 0;
   counters_.payload_bytes += size;
+  if (devmem_tx) counters_.devmem_tx_bytes += size;
   return request;
 }
 

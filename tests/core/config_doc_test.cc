@@ -198,6 +198,7 @@ TEST(ConfigDocTest, EachDefaultIsTheOneConfigTakes) {
       {"NCCL_DEVMEM_EMULATE_LINEAR_PERCENT", {std::to_string(few.emulate_linear_percent)}},
       {"NCCL_DEVMEM_UNPACK", {few.unpack == UnpackMode::kNccl ? "nccl" : "plugin"}},
       {"NCCL_DEVMEM_VNIC_STRIPING", {few.adaptive_stripes ? "adaptive" : "roundrobin"}},
+      {"NCCL_DEVMEM_METRICS_INTERVAL_MS", {std::to_string(few.metrics_interval_ms)}},
   };
   for (const auto& [name, tokens] : expected) {
     auto row = rows.find(name);
@@ -209,7 +210,8 @@ TEST(ConfigDocTest, EachDefaultIsTheOneConfigTakes) {
     }
   }
   // What has no value of its own says so.
-  for (const char* name : {"NCCL_SOCKET_IFNAME", "NCCL_SOCKET_FAMILY", "NCCL_DEVMEM_RAILS"}) {
+  for (const char* name : {"NCCL_SOCKET_IFNAME", "NCCL_SOCKET_FAMILY", "NCCL_DEVMEM_RAILS",
+                           "NCCL_DEVMEM_METRICS_FILE"}) {
     auto row = rows.find(name);
     ASSERT_NE(row, rows.end()) << name;
     EXPECT_NE(row->second.default_text.find("unset"), std::string::npos) << name;

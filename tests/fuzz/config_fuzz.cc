@@ -51,6 +51,8 @@ constexpr const char* kVariables[] = {
     "NCCL_DEVMEM_REQUIRE_TX",
     "NCCL_DEVMEM_RAILS",
     "NCCL_DEVMEM_VNIC_STRIPING",
+    "NCCL_DEVMEM_METRICS_FILE",
+    "NCCL_DEVMEM_METRICS_INTERVAL_MS",
 };
 constexpr size_t kVariableCount = sizeof(kVariables) / sizeof(kVariables[0]);
 
@@ -108,6 +110,10 @@ void FuzzEnvironment(const uint8_t* data, size_t size) {
              "rx page %u", c.rx_page_bytes);
   FUZZ_CHECK(c.gpu_consumer_timeout_ms >= 0 && c.gpu_consumer_timeout_ms <= 3600000,
              "consumer timeout %d", c.gpu_consumer_timeout_ms);
+  FUZZ_CHECK(c.metrics_interval_ms >= kMinMetricsIntervalMs && c.metrics_interval_ms <= 3600000,
+             "metrics interval %d", c.metrics_interval_ms);
+  FUZZ_CHECK(env.count("NCCL_DEVMEM_METRICS_FILE") == 0 || !c.metrics_file.empty(),
+             "a set metrics file parsed to none");
   FUZZ_CHECK(env.count("NCCL_DEVMEM_RX_QUEUES") == 0 || !c.rx_queues.empty(),
              "a set queue list parsed to none");
   for (size_t i = 0; i < c.rx_queues.size(); ++i) {
