@@ -423,7 +423,7 @@ abi::Result DeregMr(void* comm, void* mhandle) {
 }
 
 abi::Result Isend(void* send_comm, void* data, size_t size, int tag, void* mhandle,
-                  void** request) {
+                  void** request, void* phandle) {
   SendComm* comm = Find<SendComm>(send_comm);
   if (comm == nullptr || request == nullptr) {
     return Invalid("isend", "unknown send comm %p or NULL request", send_comm);
@@ -433,14 +433,14 @@ abi::Result Isend(void* send_comm, void* data, size_t size, int tag, void* mhand
   if (mhandle != nullptr && region == nullptr) {
     return Invalid("isend", "unknown mhandle %p on send comm %p", mhandle, send_comm);
   }
-  Result<Request*> posted = comm->PostSend(data, size, tag, region);
+  Result<Request*> posted = comm->PostSend(data, size, tag, region, phandle);
   if (!posted.ok()) return Report("isend", posted.status());
   if (posted.value() != nullptr) *request = RequestHandle(send_comm, comm, posted.value());
   return abi::kSuccess;
 }
 
 abi::Result Irecv(void* recv_comm, int n, void** data, const size_t* sizes, int* tags,
-                  void** mhandles, void** request) {
+                  void** mhandles, void** request, void** phandles) {
   RecvComm* comm = Find<RecvComm>(recv_comm);
   if (comm == nullptr || request == nullptr || data == nullptr || sizes == nullptr ||
       tags == nullptr) {
@@ -462,7 +462,7 @@ abi::Result Irecv(void* recv_comm, int n, void** data, const size_t* sizes, int*
   // kernels will not read.
   const bool ll_hint = *request == reinterpret_cast<void*>(abi::kOptionalRecvCompletion);
   *request = nullptr;
-  Result<Request*> posted = comm->PostRecv(n, data, sizes, tags, regions, ll_hint);
+  Result<Request*> posted = comm->PostRecv(n, data, sizes, tags, regions, ll_hint, phandles);
   if (!posted.ok()) return Report("irecv", posted.status());
   if (posted.value() != nullptr) *request = RequestHandle(recv_comm, comm, posted.value());
   return abi::kSuccess;
@@ -500,6 +500,8 @@ abi::Result Test(void* request, int* done, int* sizes) {
   Status status = live.send != nullptr ? live.send->Test(req, &finished, sizes)
                                        : live.recv->Test(req, &finished, sizes);
   *done = finished ? 1 : 0;
+  // NCCL never tests a failed request again: its profiler events end here.
+  if (!status.ok()) req->comm->EndProfiledMessages(req, /*failed=*/true);
   return Report("test", status);
 }
 

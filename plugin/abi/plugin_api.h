@@ -55,9 +55,11 @@ abi::Result RegMr(void* comm, void* data, size_t size, int type, void** mhandle)
 abi::Result RegMrDmaBuf(void* comm, void* data, size_t size, int type, uint64_t offset, int fd,
                         void** mhandle);
 abi::Result DeregMr(void* comm, void* mhandle);
-abi::Result Isend(void* send_comm, void* data, size_t size, int tag, void* mhandle, void** request);
+// `phandle(s)`: NCCL's profiler handles (v10+; nullptr: none, e.g. NCCL's bootstrap).
+abi::Result Isend(void* send_comm, void* data, size_t size, int tag, void* mhandle, void** request,
+                  void* phandle = nullptr);
 abi::Result Irecv(void* recv_comm, int n, void** data, const size_t* sizes, int* tags,
-                  void** mhandles, void** request);
+                  void** mhandles, void** request, void** phandles = nullptr);
 abi::Result Iflush(void* recv_comm, int n, void** data, int* sizes, void** mhandles,
                    void** request);
 abi::Result Test(void* request, int* done, int* sizes);

@@ -7,6 +7,7 @@
 
 #include "plugin/abi/net_abi.h"
 #include "plugin/abi/plugin_api.h"
+#include "plugin/abi/profiler_events.h"
 #include "plugin/core/log.h"
 
 namespace devmem::abi {
@@ -70,9 +71,14 @@ Result MakeVDeviceV12(int* d, VDevicePropsV12* props) { return MakeVDeviceOf(d, 
 
 Result InitV8(DebugLogger logger) { return api::Init(logger, 8); }
 Result InitV9(DebugLogger logger) { return api::Init(logger, 9); }
-Result InitV10(DebugLogger logger, ProfilerCallback /*profiler*/) { return api::Init(logger, 10); }
+// NCCL passes its profiler callback from v10 on (v2.28.9 src/plugin/net.cc:178).
+Result InitV10(DebugLogger logger, ProfilerCallback profiler) {
+  InstallNcclProfiler(profiler);
+  return api::Init(logger, 10);
+}
 Result InitV11(void** ctx, uint64_t comm_id, CommConfigV10* config, DebugLogger logger,
-               ProfilerCallback /*profiler*/) {
+               ProfilerCallback profiler) {
+  InstallNcclProfiler(profiler);
   return api::InitContext(ctx, comm_id, config, logger);
 }
 
@@ -104,9 +110,9 @@ Result IsendV8(void* comm, void* data, int size, int tag, void* mhandle, void** 
 Result IsendV9(void* comm, void* data, size_t size, int tag, void* mhandle, void** request) {
   return api::Isend(comm, data, size, tag, mhandle, request);
 }
-Result IsendV10(void* comm, void* data, size_t size, int tag, void* mhandle, void* /*phandle*/,
+Result IsendV10(void* comm, void* data, size_t size, int tag, void* mhandle, void* phandle,
                 void** request) {
-  return api::Isend(comm, data, size, tag, mhandle, request);
+  return api::Isend(comm, data, size, tag, mhandle, request, phandle);
 }
 
 Result IrecvV8(void* comm, int n, void** data, int* sizes, int* tags, void** mhandles,
@@ -130,8 +136,8 @@ Result IrecvV9(void* comm, int n, void** data, size_t* sizes, int* tags, void** 
   return api::Irecv(comm, n, data, sizes, tags, mhandles, request);
 }
 Result IrecvV10(void* comm, int n, void** data, size_t* sizes, int* tags, void** mhandles,
-                void** /*phandles*/, void** request) {
-  return api::Irecv(comm, n, data, sizes, tags, mhandles, request);
+                void** phandles, void** request) {
+  return api::Irecv(comm, n, data, sizes, tags, mhandles, request, phandles);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ Comm::~Comm() {
   // Engine workers touch requests, health and sockets: take the sockets back before any
   // member goes away.
   DetachFromEngine();
+  StopProfiledEvents();
 }
 
 Status Comm::AttachToEngine() {
@@ -38,7 +39,7 @@ Status Comm::AttachToEngine() {
   DEVMEM_RETURN_IF_ERROR(
       ProgressEngine::Process().Attach(sockets, params_.worker_threads, &socket_workers_));
   // Complete now (Create attached it last): the metrics writer may read it from here on.
-  observing_ = observe::MetricsRegistry::Process().enabled();
+  observing_ = observe::MetricsRegistry::Process().enabled() || observe::ActiveProfiler();
   metrics_.Register(this);
   return Status::Ok();
 }
@@ -122,7 +123,7 @@ void Comm::ProgressProxy() {
 
 int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* results,
                        uint64_t seq, const FragConsumer* arrival_consumer, uint64_t allowed,
-                       uint32_t tx_dmabuf_id) {
+                       uint32_t tx_dmabuf_id, observe::MessageProfile* profile) {
   const auto sockets = static_cast<uint32_t>(data_sockets_.size());
   const StripePlan plan = PlanStripes(size, params_.chunk_bytes, sockets, next_first_socket_);
   uint32_t order[kMaxDataSockets];
@@ -157,6 +158,8 @@ int Comm::QueueStripes(Request* request, char* base, uint64_t size, FragResult* 
     task.arrival_consumer = arrival_consumer;
     task.tx_dmabuf_id = tx_dmabuf_id;
     task.zerocopy = direction_ == Direction::kSend && (params_.zerocopy_tx || tx_dmabuf_id != 0);
+    task.profile = profile;
+    task.phandle = profile != nullptr ? profile->phandle : nullptr;
     // Count before publishing: the worker may finish the task before QueueTask returns.
     request->pending_tasks.fetch_add(1, std::memory_order_relaxed);
     QueueTask(s, task, by_proxy);

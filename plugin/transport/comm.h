@@ -19,6 +19,7 @@
 #include "plugin/cuda/copy_stream.h"
 #include "plugin/cuda/memory.h"
 #include "plugin/observe/metrics.h"
+#include "plugin/observe/profiler.h"
 #include "plugin/setup/rx_path.h"
 #include "plugin/setup/rx_pipeline.h"
 #include "plugin/setup/tx_setup.h"
@@ -90,6 +91,9 @@ class Comm : public observe::MetricsSource {
   Result<MemoryRegion*> Register(void* data, size_t size, int type);
   // The metrics file's view of this comm (plugin/transport/comm_observe.cc).
   void Collect(observe::MetricsSnapshot* into) const final;
+  // Stops the profiler events of `request`'s messages still running (test() failed: NCCL
+  // will not ask about it again).
+  void EndProfiledMessages(Request* request, bool failed);
   // How this comm's CUDA buffers get their bytes, for the one log line at the first regMr.
   virtual const char* CudaBufferPath() const {
     return "CUDA buffers go through pinned host staging (plain-TCP path: devmem RX is not "
@@ -121,11 +125,17 @@ class Comm : public observe::MetricsSource {
   int QueueStripes(Request* request, char* base, uint64_t size, FragResult* results = nullptr,
                    uint64_t seq = 0, const FragConsumer* arrival_consumer = nullptr,
                    uint64_t allowed = 0,
-                   uint32_t tx_dmabuf_id = 0);
+                   uint32_t tx_dmabuf_id = 0, observe::MessageProfile* profile = nullptr);
   void LogClose() const;
-  // The receive's consumer finished: its latency goes to the histogram
-  // (plugin/transport/comm_observe.cc).
+  // NCCL's profiler and the metrics (plugin/transport/comm_observe.cc). The record of sub
+  // `index` of `request` with its message event started, or nullptr where NCCL passed no handle
+  // or no profiler is installed.
+  observe::MessageProfile* StartMessageProfile(Request* request, int index, void* phandle,
+                                               const observe::MessageTransfer& message);
+  // The receive's consumer finished: its latency goes to the histogram and its profile.
   void NoteConsumerFinished(Request* request);
+  // Close: stops every event still running (transfers still queued, messages in flight).
+  void StopProfiledEvents();
   // The comm's stream for staging copies, created on first use in GPU `device`'s primary
   // context (device < 0: the calling thread's current context, NCCL's proxy thread's).
   Result<CopyStream*> StagingCopyStream(int device);
@@ -150,7 +160,7 @@ class Comm : public observe::MetricsSource {
   bool proxy_has_tasks_ = false;  // some socket's proxy_tasks may be non-empty
   // Receive: the data path of every byte (send: by message, devmem_tx_bytes).
   observe::DataPath data_path_ = observe::DataPath::kPlain;
-  // The metrics file reads consumer latencies (one clock read per receive).
+  // The metrics file or NCCL's profiler reads consumer latencies (one clock read per receive).
   bool observing_ = false;
   observe::LatencyHistogram consumer_latency_;
   // Last: leaves the metrics registry (folding this comm's counts into the process totals)
@@ -158,7 +168,7 @@ class Comm : public observe::MetricsSource {
   observe::MetricsRegistration metrics_;
 };
 
-// The metrics' name of a receive path.
+// The metrics' and the profiler's name of a receive path.
 observe::DataPath DataPathOf(RxPath::Mode mode);
 
 class SendComm final : public Comm {
@@ -168,7 +178,9 @@ class SendComm final : public Comm {
                                                   std::string description);
   ~SendComm() override;
   // nullptr: no request slot or control space free now; NCCL retries.
-  Result<Request*> PostSend(void* data, size_t size, int tag, const MemoryRegion* region);
+  // `phandle`: NCCL's profiler handle for the message (nullptr: none).
+  Result<Request*> PostSend(void* data, size_t size, int tag, const MemoryRegion* region,
+                            void* phandle = nullptr);
   // On done, *size is the message size and the request is released.
   Status Test(Request* request, bool* done, int* size);
 
@@ -231,8 +243,10 @@ class RecvComm final : public Comm {
   }
   // `ll_hint`: NCCL marked the receive as LL/LL128 (optional completion), which NCCL's device
   // unpack never reads: such receives are consumed by the plugin even in NCCL unpack mode.
+  // `phandles`: NCCL's profiler handle of each buffer (nullptr: none).
   Result<Request*> PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
-                            MemoryRegion* const* regions, bool ll_hint = false);
+                            MemoryRegion* const* regions, bool ll_hint = false,
+                            void* const* phandles = nullptr);
   // On done, sizes[i] is what sub-request i received and the request is released, except in
   // NCCL unpack mode, where it lives until Consumed().
   Status Test(Request* request, bool* done, int* sizes);

@@ -1,5 +1,6 @@
 // What a comm shows the outside while it runs: its counters to the metrics file
-// (plugin/observe/metrics.h).
+// (plugin/observe/metrics.h) and its messages and data-socket transfers to NCCL's profiler
+// (plugin/observe/profiler.h). Nothing here runs for a message NCCL gave no profiler handle.
 #include <algorithm>
 #include <chrono>
 
@@ -10,6 +11,15 @@ namespace {
 
 size_t Slot(observe::Direction direction) { return static_cast<size_t>(direction); }
 size_t Slot(observe::DataPath path) { return static_cast<size_t>(path); }
+
+// The bytes of its message that `task`'s socket carries: chunks next_chunk, next_chunk+stride...
+uint64_t ShareOf(const SocketTask& task) {
+  uint64_t bytes = 0;
+  for (uint64_t c = task.next_chunk; c < task.chunk_count; c += task.stride) {
+    bytes += std::min(task.chunk_bytes, task.size - c * task.chunk_bytes);
+  }
+  return bytes - task.done_in_chunk;
+}
 
 }  // namespace
 
@@ -71,9 +81,101 @@ void Comm::Collect(observe::MetricsSnapshot* into) const {
   consumer_latency_.AddTo(&into->consumer_latency);
 }
 
+observe::MessageProfile* Comm::StartMessageProfile(Request* request, int index, void* phandle,
+                                                   const observe::MessageTransfer& message) {
+  observe::ProfilerSink* sink = observe::ActiveProfiler();
+  if (phandle == nullptr || sink == nullptr) return nullptr;
+  if (request->profiles == nullptr) {
+    request->profiles = std::make_unique<std::array<observe::MessageProfile, kMaxRecvsLimit>>();
+  }
+  observe::MessageProfile& profile = (*request->profiles)[static_cast<size_t>(index)];
+  profile.Begin(phandle, message);
+  profile.event = sink->StartMessage(phandle, message);
+  return &profile;
+}
+
+void Comm::EndProfiledMessages(Request* request, bool failed) {
+  if (request->profiles == nullptr) return;
+  observe::ProfilerSink* sink = observe::ActiveProfiler();
+  for (int i = 0; i < request->count && i < kMaxRecvsLimit; ++i) {
+    observe::MessageProfile& profile = (*request->profiles)[static_cast<size_t>(i)];
+    if (profile.phandle == nullptr) continue;
+    profile.phandle = nullptr;  // the slot's next message starts unprofiled
+    if (profile.event == nullptr || sink == nullptr) continue;
+    const SubRequest& sub = request->subs[static_cast<size_t>(i)];
+    observe::MessageTransfer message = profile.start;
+    message.failed = failed;
+    message.bytes = sub.matched ? sub.size : 0;
+    message.frags = profile.frags.load(std::memory_order_relaxed);
+    message.linear_bytes = profile.linear_bytes.load(std::memory_order_relaxed);
+    message.consumer_ns = profile.consumer_ns;
+    // One token per frag (devmem: one per cmsg; emulation: one per page frag). A consumer that
+    // scattered on arrival gave each back at once; held ones go back once the sub lets go.
+    const bool returned = sub.scatter_on_arrival || !sub.holds_frags;
+    message.tokens_returned = returned ? message.frags : 0;
+    sink->StopMessage(profile.event, message);
+    profile.event = nullptr;
+  }
+}
+
 void Comm::NoteConsumerFinished(Request* request) {
   const auto elapsed = std::chrono::steady_clock::now() - request->consuming_since;
   consumer_latency_.Record(elapsed);
+  if (request->profiles == nullptr) return;
+  const auto ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+  for (int i = 0; i < request->count && i < kMaxRecvsLimit; ++i) {
+    (*request->profiles)[static_cast<size_t>(i)].consumer_ns = ns;
+  }
+}
+
+void Comm::StopProfiledEvents() {
+  observe::ProfilerSink* sink = observe::ActiveProfiler();
+  if (sink == nullptr) return;
+  // No worker touches the sockets any more (detached): their unfinished transfers stop here.
+  for (const auto& socket : data_sockets_) {
+    for (TaskQueue<SocketTask>* queue : {&socket->proxy_tasks, &socket->tasks}) {
+      while (SocketTask* task = queue->Front()) {
+        if (task->socket_event != nullptr) sink->StopSocket(task->socket_event);
+        queue->Pop();
+      }
+    }
+  }
+  for (size_t i = 0; i < RequestPool::kSize; ++i) {
+    Request* request = pool_.At(i);
+    if (request != nullptr && request->in_use()) EndProfiledMessages(request, /*failed=*/true);
+  }
+}
+
+SocketMover::Outcome SocketMover::AdvanceProfiled(DataSocket* socket, SocketTask* task,
+                                                  bool* moved) {
+  observe::ProfilerSink* sink = observe::ActiveProfiler();  // set: the task has a profile
+  if (!task->socket_event_started) {
+    task->socket_event_started = true;
+    observe::SocketTransfer transfer;
+    transfer.fd = socket->fd.get();
+    transfer.direction = socket->direction == Direction::kSend ? observe::Direction::kSend
+                                                               : observe::Direction::kRecv;
+    transfer.length = ShareOf(*task);
+    task->socket_event = sink->StartSocket(task->phandle, transfer);
+  }
+  // The receiver's counters have one writer, this mover: their growth during the call is
+  // this transfer's.
+  const FragReceiver* receiver = socket->receiver.get();
+  const uint64_t frags = receiver != nullptr ? receiver->counters().frags.load() : 0;
+  const uint64_t linear = receiver != nullptr ? receiver->counters().host_bytes.load() : 0;
+  const Outcome outcome = AdvanceBytes(socket, task, moved);
+  if (receiver != nullptr) {
+    task->profile->frags.fetch_add(receiver->counters().frags.load() - frags,
+                                   std::memory_order_relaxed);
+    task->profile->linear_bytes.fetch_add(receiver->counters().host_bytes.load() - linear,
+                                          std::memory_order_relaxed);
+  }
+  if ((outcome == Outcome::kDone || outcome == Outcome::kFailed) && task->socket_event != nullptr) {
+    sink->StopSocket(task->socket_event);
+    task->socket_event = nullptr;
+  }
+  return outcome;
 }
 
 }  // namespace devmem

@@ -100,7 +100,8 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
   return Outcome::kDone;
 }
 
-SocketMover::Outcome SocketMover::Advance(DataSocket* socket, SocketTask* task, bool* moved) {
+SocketMover::Outcome SocketMover::AdvanceBytes(DataSocket* socket, SocketTask* task,
+                                              bool* moved) {
   if (socket->receiver != nullptr) return AdvanceFrags(socket, task, moved);
   const int fd = socket->fd.get();
   const Direction direction = socket->direction;

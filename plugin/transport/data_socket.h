@@ -18,6 +18,7 @@
 #include "plugin/core/unique_fd.h"
 #include "plugin/devmem/frag_receiver.h"
 #include "plugin/devmem/offset_table.h"
+#include "plugin/observe/profiler.h"
 #include "plugin/transport/task_queue.h"
 #include "plugin/transport/zerocopy.h"
 
@@ -66,6 +67,12 @@ struct SocketTask {
   // Send with MSG_ZEROCOPY: every send under NCCL_DEVMEM_EMULATE_TX, and every devmem TX
   // send (QueueStripes sets it whenever tx_dmabuf_id is).
   bool zerocopy = false;
+  // NCCL's profiler: the message's record when NCCL passed a handle for it (nullptr: not
+  // profiled, the one test on the data path), and this transfer's SOCK event.
+  observe::MessageProfile* profile = nullptr;
+  void* phandle = nullptr;  // NCCL's handle, kept here: an error may end the message first
+  void* socket_event = nullptr;
+  bool socket_event_started = false;  // asked once, even where the profiler declined
 };
 
 class CommHealth;
@@ -146,9 +153,16 @@ class SocketMover {
   enum class Outcome { kDone, kBlocked, kStalled, kFailed, kAwaitCompletions };
   // The calling thread's mover.
   static SocketMover& ForThisThread();
-  Outcome Advance(DataSocket* socket, SocketTask* task, bool* moved);
+  Outcome Advance(DataSocket* socket, SocketTask* task, bool* moved) {
+    if (task->profile != nullptr) [[unlikely]] return AdvanceProfiled(socket, task, moved);
+    return AdvanceBytes(socket, task, moved);
+  }
 
  private:
+  Outcome AdvanceBytes(DataSocket* socket, SocketTask* task, bool* moved);
+  // Advance of a profiled message's transfer: its SOCK event around the bytes, its frags and
+  // linear bytes counted (plugin/transport/comm_observe.cc).
+  Outcome AdvanceProfiled(DataSocket* socket, SocketTask* task, bool* moved);
   Outcome AdvanceFrags(DataSocket* socket, SocketTask* task, bool* moved);
   // Receive: a buffer to read a truncated message's bytes into and drop (allocated on the
   // first truncation: most threads never see one).

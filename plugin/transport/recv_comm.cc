@@ -213,7 +213,8 @@ Status RecvComm::DeliverHostBytes(Request* request, bool after_device_consumer) 
 }
 
 Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* sizes, const int* tags,
-                                    MemoryRegion* const* regions, bool ll_hint) {
+                                    MemoryRegion* const* regions, bool ll_hint,
+                                    void* const* phandles) {
   if (health_.failed()) return health_.error();
   if (n < 1 || n > kMaxRecvsLimit) {
     return Status::Error(ErrorKind::kInvalidArgument, "irecv with n=%d, accepted [1, %d]", n,
@@ -284,6 +285,13 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
     if (i == 0) sub.job = job;
     if (plan.staged) staging += sizes[i];
     request->subs[i] = sub;
+  }
+  for (int i = 0; phandles != nullptr && i < n; ++i) {
+    observe::MessageTransfer message;
+    message.direction = observe::Direction::kRecv;
+    message.path = data_path_;
+    message.bytes = sizes[i];
+    StartMessageProfile(request, i, phandles[i], message);
   }
   posted_.push_back(request);
   DEVMEM_RETURN_IF_ERROR(ProgressControl());
@@ -362,6 +370,7 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
     // newer receive.
     request->stage = Request::Stage::kAwaitingConsumed;
   } else {
+    if (request->profiles != nullptr) EndProfiledMessages(request, !result.ok());
     if (tokens_wait) {
       (void)ReleaseFrags(request);  // the comm failed; its first error is what is reported
       consumer->Retire(&request->subs[0].job);
@@ -381,6 +390,7 @@ Status RecvComm::Consumed(Request* request) {
   if (request->consumer != nullptr && request->consumer->HoldsTokensUntilConsumed()) {
     request->consumer->Retire(&request->subs[0].job);
   }
+  if (request->profiles != nullptr) EndProfiledMessages(request, !released.ok());
   pool_.Release(request);
   if (!released.ok()) health_.Fail(released);
   return released;

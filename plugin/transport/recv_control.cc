@@ -111,7 +111,8 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
       ConsumeInline();
     }
   } else if (header.size > 0 && !rx_.carries_frags()) {
-    QueueStripes(request, destination, header.size, nullptr, 0, nullptr, allowed);
+    QueueStripes(request, destination, header.size, nullptr, 0, nullptr, allowed, 0,
+                 ProfileOf(request, sub));
   } else if (header.size > 0) {
     const size_t sockets = data_sockets_.size();
     const size_t index = static_cast<size_t>(sub - request->subs.data());
@@ -138,7 +139,8 @@ Result<bool> RecvComm::Dispatch(const wire::MessageHeader& header) {
     }
     if (scatter_now) MarkReleased(sub->seq);  // it never holds pages beyond one receive
     QueueStripes(request, destination, header.size, &request->frag_results[index * sockets],
-                 sub->seq, scatter_now ? request->consumer : nullptr, allowed);
+                 sub->seq, scatter_now ? request->consumer : nullptr, allowed, 0,
+                 ProfileOf(request, sub));
   }
   if (request->unmatched == 0) {
     for (size_t r = 0; r < posted_.size(); ++r) {

@@ -16,6 +16,7 @@
 #include "plugin/core/nccl_contract.h"
 #include "plugin/core/status.h"
 #include "plugin/cuda/memory.h"
+#include "plugin/observe/profiler.h"
 #include "plugin/transport/data_socket.h"
 
 namespace devmem {
@@ -68,6 +69,9 @@ struct Request {
   // recv: who reads the held frags (nullptr: plain path, nothing held).
   FragConsumer* consumer = nullptr;
   std::chrono::steady_clock::time_point consuming_since;  // recv: when consuming began
+  // NCCL's profiler (plugin/observe/profiler.h): one record per sub-request, made the first time
+  // NCCL passes this request slot a profiler handle; nullptr while it never did.
+  std::unique_ptr<std::array<observe::MessageProfile, kMaxRecvsLimit>> profiles;
 
   void Reset(Comm* owner, Kind k) {
     comm = owner;
@@ -83,6 +87,13 @@ struct Request {
     consumer = nullptr;
   }
 };
+
+// The profile of `sub` (one of `request`'s) while NCCL's profiler follows its message.
+inline observe::MessageProfile* ProfileOf(Request* request, const SubRequest* sub) {
+  if (request->profiles == nullptr) return nullptr;
+  observe::MessageProfile& profile = (*request->profiles)[sub - request->subs.data()];
+  return profile.phandle != nullptr ? &profile : nullptr;
+}
 
 // Requests NCCL keeps in flight per connection (NCCL_STEPS).
 inline constexpr size_t kStagedInFlight = nccl::kSteps;

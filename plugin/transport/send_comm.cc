@@ -137,7 +137,8 @@ Status SendComm::FlushControl() {
   return Status::Ok();
 }
 
-Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const MemoryRegion* region) {
+Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const MemoryRegion* region,
+                                    void* phandle) {
   if (health_.failed()) return health_.error();
   if (size > nccl::kMaxNetSize) {
     return Status::Error(ErrorKind::kInvalidArgument, "isend of %zu bytes exceeds maxP2pBytes %zu",
@@ -245,10 +246,19 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
     pool_.Release(request);
     return flushed;
   }
+  observe::MessageProfile* profile = nullptr;
+  if (phandle != nullptr) {
+    observe::MessageTransfer message;
+    message.path = devmem_tx          ? observe::DataPath::kDevmemTx
+                   : params_.zerocopy_tx ? observe::DataPath::kEmulated
+                                         : observe::DataPath::kPlain;
+    message.bytes = size;
+    profile = StartMessageProfile(request, 0, phandle, message);
+  }
   if (!is_inline && size > 0) {
     QueueStripes(request, source, size, nullptr, 0, nullptr,
                  header.kind == wire::MessageHeader::kStripedOver ? header.sockets : 0,
-                 devmem_tx ? region->tx_dmabuf_id : 0);
+                 devmem_tx ? region->tx_dmabuf_id : 0, profile);
   }
 
   ++counters_.messages;
@@ -352,6 +362,7 @@ Status SendComm::Test(Request* request, bool* done, int* size) {
   }
   *done = true;
   if (size != nullptr) *size = static_cast<int>(request->subs[0].size);
+  if (request->profiles != nullptr) EndProfiledMessages(request, /*failed=*/false);
   pool_.Release(request);
   return Status::Ok();
 }
