@@ -58,10 +58,17 @@ uint32_t DefaultInlineBytes(uint64_t proxy_bytes);
 // The CPUs the calling thread may run on (sched_getaffinity), at least 1.
 int UsableCpuCount();
 
+// Defaults that code outside Config also starts from (struct defaults of the transport and the
+// RX path, which the product always sets from Config; the RX budget's floor).
+inline constexpr uint64_t kDefaultChunkBytes = 512 << 10;     // NCCL_DEVMEM_CHUNK_SIZE
+inline constexpr int kDefaultHandshakeTimeoutMs = 30000;      // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
+inline constexpr int kDefaultGpuConsumerTimeoutMs = 20000;    // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS
+inline constexpr uint64_t kNcclDefaultBuffsize = 4ull << 20;  // NCCL_BUFFSIZE unset: NCCL's 4 MiB
+
 struct Config {
   int data_sockets = kManyCpusDataSockets;  // NCCL_DEVMEM_NSOCKS (default: DefaultDataSockets)
   int worker_threads = 1;            // NCCL_DEVMEM_NTHREADS (default: DefaultWorkerThreads)
-  uint64_t chunk_bytes = 512 << 10;  // NCCL_DEVMEM_CHUNK_SIZE
+  uint64_t chunk_bytes = kDefaultChunkBytes;  // NCCL_DEVMEM_CHUNK_SIZE
   uint32_t inline_bytes = kMinDefaultInlineBytes;  // NCCL_DEVMEM_INLINE_BYTES (default:
                                                    // DefaultInlineBytes of proxy_bytes)
   // NCCL_DEVMEM_PROXY_BYTES: messages up to this size move on the calling thread, larger ones
@@ -69,8 +76,9 @@ struct Config {
   uint64_t proxy_bytes = uint64_t{1} << 30;
   int usable_cpus = 1;                  // what the thread default was chosen for (logged)
   int max_recvs = 1;                    // NCCL_DEVMEM_MAX_RECVS
-  int handshake_timeout_ms = 30000;     // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
-  int gpu_consumer_timeout_ms = 20000;  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
+  int handshake_timeout_ms = kDefaultHandshakeTimeoutMs;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
+  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
+  int gpu_consumer_timeout_ms = kDefaultGpuConsumerTimeoutMs;
   int tcp_user_timeout_ms = 0;          // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
   // NCCL_DEVMEM_SOCKET_BUFFER_BYTES: SO_SNDBUF/SO_RCVBUF of every socket of a comm (0: the
   // kernel's autotuning, which won on long-lived comms; measured: perf/RESULTS.md).
@@ -111,7 +119,7 @@ struct Config {
   std::string metrics_file;
   int metrics_interval_ms = 5000;
   // NCCL's own settings that bound the size of one receive (read, never set, here).
-  uint64_t nccl_buffsize = 4ull << 20;      // NCCL_BUFFSIZE (NCCL's default: 4 MiB)
+  uint64_t nccl_buffsize = kNcclDefaultBuffsize;  // NCCL_BUFFSIZE
   uint64_t nccl_p2p_net_chunk = 128 << 10;  // NCCL_P2P_NET_CHUNKSIZE (NCCL's default: 128 KiB)
 
   // The largest receive NCCL's net transport posts: a collective step is stepSize x

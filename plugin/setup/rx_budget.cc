@@ -19,7 +19,7 @@ RxBudget PlanRxBudget(const Config& config, const RxQueueFacts& queues,
   budget.page_pool = pool * niov * bound;
   // A message holds whole driver buffers, not just its bytes (frag_geometry.h).
   const double held_per_byte = geometry.RegionBytesPerStreamByte();
-  const uint64_t per_comm = std::max<uint64_t>(config.nccl_buffsize, 4ull << 20);
+  const uint64_t per_comm = std::max<uint64_t>(config.nccl_buffsize, kNcclDefaultBuffsize);
   budget.in_flight = static_cast<uint64_t>(
       std::ceil(kPlannedRecvComms * static_cast<double>(per_comm) * held_per_byte));
   const uint64_t needed = budget.ring_prefill + budget.page_pool + budget.in_flight;

@@ -56,7 +56,7 @@ struct RxPath {
   // How long a receive may wait for its GPU consumer (kernel) once every byte arrived, and how
   // long closing waits for the consumer's work, before the comm fails with a WARN instead of
   // hanging (NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS; 0: wait forever).
-  std::chrono::milliseconds consumer_timeout{20000};
+  std::chrono::milliseconds consumer_timeout{kDefaultGpuConsumerTimeoutMs};
 };
 
 }  // namespace devmem

@@ -34,7 +34,7 @@ namespace devmem {
 struct ConnectionParams {
   int data_sockets = 1;
   int worker_threads = 1;
-  uint64_t chunk_bytes = 512 << 10;
+  uint64_t chunk_bytes = kDefaultChunkBytes;
   uint32_t inline_bytes = 0;
   // Messages of at most this many bytes are moved by the calling (NCCL proxy) thread itself,
   // larger ones by the workers (NCCL_DEVMEM_PROXY_BYTES; local, not negotiated).

@@ -27,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "plugin/core/config.h"
 #include "plugin/core/socket_address.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/transport/listener_drop_log.h"
@@ -46,7 +47,7 @@ class Admission final {
  public:
   struct Limits {
     size_t max_unidentified = 1024;
-    std::chrono::milliseconds handshake_timeout{30000};
+    std::chrono::milliseconds handshake_timeout{kDefaultHandshakeTimeoutMs};
   };
 
   // The cap on unidentified sockets for a process whose soft RLIMIT_NOFILE is `soft_nofile`: a
