@@ -1,8 +1,7 @@
 #include "plugin/consumers/kernel_scatter_consumer.h"
 
-#include <mutex>
 #include <optional>
-#include <thread>
+#include <utility>
 
 #include "gpu/scatter_plan.h"
 #include "plugin/core/log.h"
@@ -15,26 +14,29 @@ size_t MaxScatterOps(uint64_t message_bytes, const FragGeometry& geometry) {
 }
 
 Result<std::unique_ptr<KernelScatterConsumer>> KernelScatterConsumer::Create(
-    const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
-    const FragGeometry& geometry, std::chrono::milliseconds drain_limit,
-    NicWriteOrdering& ordering) {
+    std::shared_ptr<const RxRegion> region, const ScatterEngineFactory& factory, size_t slots,
+    const FragGeometry& geometry, std::chrono::milliseconds gpu_work_limit,
+    NicWriteOrdering& ordering, GpuQuarantine& quarantine) {
   Result<NicWriteBarrier> barrier = ordering.BarrierFor(region->gpu());
   if (!barrier.ok()) return barrier.status();
   const size_t max_ops = MaxScatterOps(MaxHeldMessageBytes(region->bytes()), geometry);
   Result<std::unique_ptr<gpu::ScatterEngine>> engine = factory(region->gpu(), max_ops, slots);
   if (!engine.ok()) return engine.status().WithContext("GPU scatter engine");
-  std::unique_ptr<KernelScatterConsumer> consumer(new KernelScatterConsumer(
-      region, std::move(engine).value(), max_ops, drain_limit, barrier.value()));
+  std::unique_ptr<KernelScatterConsumer> consumer(
+      new KernelScatterConsumer(std::move(region), std::move(engine).value(), max_ops,
+                                gpu_work_limit, barrier.value(), quarantine));
   return consumer;
 }
 
-KernelScatterConsumer::KernelScatterConsumer(const RxRegion* region,
+KernelScatterConsumer::KernelScatterConsumer(std::shared_ptr<const RxRegion> region,
                                              std::unique_ptr<gpu::ScatterEngine> engine,
-                                             size_t max_ops, std::chrono::milliseconds drain_limit,
-                                             NicWriteBarrier barrier)
-    : drain_limit_(drain_limit),
+                                             size_t max_ops,
+                                             std::chrono::milliseconds gpu_work_limit,
+                                             NicWriteBarrier barrier, GpuQuarantine& quarantine)
+    : gpu_work_limit_(gpu_work_limit),
       barrier_(barrier),
-      region_(region),
+      quarantine_(quarantine),
+      region_(std::move(region)),
       engine_(std::move(engine)),
       max_ops_(max_ops) {
   // Host scratch sized once too: the data path never grows a vector.
@@ -44,8 +46,12 @@ KernelScatterConsumer::KernelScatterConsumer(const RxRegion* region,
 
 KernelScatterConsumer::~KernelScatterConsumer() {
   // The region outlives no kernel reading it.
-  Status drained = Drain();
-  if (!drained.ok()) log::Warn("scatter kernel consumer: %s", drained.message().c_str());
+  bool gave_up = false;
+  Status drained = DrainWork(&gave_up);
+  // A give-up was logged by the quarantine; anything else (CUDA failed) is said here.
+  if (!drained.ok() && !gave_up) {
+    log::Warn("scatter kernel consumer: %s", drained.message().c_str());
+  }
 }
 
 Result<bool> KernelScatterConsumer::Start(const HeldMessage& message, ConsumerJob* job) {
@@ -103,28 +109,22 @@ Result<bool> KernelScatterConsumer::Finished(ConsumerJob* job) {
 }
 
 Status KernelScatterConsumer::Drain() {
-  if (engine_ == nullptr) return Status::Ok();  // abandoned by an earlier Drain()
-  if (drain_limit_.count() == 0) return engine_->Synchronize();
-  const auto deadline = std::chrono::steady_clock::now() + drain_limit_;
-  for (;;) {
-    Result<bool> idle = engine_->Idle();
-    if (!idle.ok()) return idle.status();
-    if (idle.value()) return Status::Ok();
-    if (std::chrono::steady_clock::now() >= deadline) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  bool gave_up = false;
+  return DrainWork(&gave_up);
+}
+
+Status KernelScatterConsumer::DrainWork(bool* gave_up) {
+  if (engine_ == nullptr) return Status::Ok();  // given up on by an earlier Drain()
+  Status drained = quarantine_.Wait(
+      "the scatter kernel work of a closing receive comm", "close began", gpu_work_limit_,
+      [this] { return engine_->Idle(); }, gave_up);
+  if (*gave_up) {
+    // Freeing the engine would synchronize with work that is not running (a hang instead of a
+    // failure), and its kernels may still read the region one day: neither goes.
+    quarantine_.Keep(std::shared_ptr<const gpu::ScatterEngine>(std::move(engine_)));
+    quarantine_.Keep(region_);
   }
-  // Freeing the engine would synchronize with work that is not running: hang instead of fail.
-  // Kept for the life of the process instead (reachable: leak checkers stay quiet about it).
-  static std::mutex abandoned_mutex;
-  static auto* abandoned = new std::vector<std::unique_ptr<gpu::ScatterEngine>>();  // NOLINT
-  {
-    std::lock_guard<std::mutex> lock(abandoned_mutex);
-    abandoned->push_back(std::move(engine_));
-  }
-  return Status::Error(ErrorKind::kSystem,
-                       "scatter kernel work still queued %lld ms after close began: its engine "
-                       "and RX region are leaked rather than freed under it",
-                       static_cast<long long>(drain_limit_.count()));
+  return drained;
 }
 
 }  // namespace devmem

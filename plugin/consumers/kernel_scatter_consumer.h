@@ -10,6 +10,7 @@
 
 #include "gpu/scatter_engine.h"
 #include "plugin/consumers/frag_consumer.h"
+#include "plugin/cuda/gpu_quarantine.h"
 #include "plugin/cuda/nic_write_ordering.h"
 #include "plugin/devmem/frag_geometry.h"
 #include "plugin/devmem/rx_region.h"
@@ -25,14 +26,16 @@ class KernelScatterConsumer final : public FragConsumer {
   // Everything the data path needs is sized here, once: `slots` submissions in flight (NCCL
   // keeps NCCL_STEPS = 8 receives of up to maxRecvs messages each), the ops of the largest
   // message the region may hold (a quarter of it).
-  // `drain_limit`: how long Drain() waits for work in flight (0: forever). `geometry`: the sizes
-  // the region's frags can have. `ordering` says whether the NIC's writes into the region are
-  // flushed before each kernel reads them.
+  // `gpu_work_limit`: how long Drain() waits for work in flight (0: forever). `geometry`: the
+  // sizes the region's frags can have. `ordering` says whether the NIC's writes into the region
+  // are flushed before each kernel reads them. `quarantine` takes the engine and the region
+  // where Drain() gives up (the process's; tests pass their own).
   static Result<std::unique_ptr<KernelScatterConsumer>> Create(
-      const RxRegion* region, const ScatterEngineFactory& factory, size_t slots,
+      std::shared_ptr<const RxRegion> region, const ScatterEngineFactory& factory, size_t slots,
       const FragGeometry& geometry,
-      std::chrono::milliseconds drain_limit = std::chrono::milliseconds(0),
-      NicWriteOrdering& ordering = NicWriteOrdering::Process());
+      std::chrono::milliseconds gpu_work_limit = std::chrono::milliseconds(0),
+      NicWriteOrdering& ordering = NicWriteOrdering::Process(),
+      GpuQuarantine& quarantine = GpuQuarantine::Process());
   ~KernelScatterConsumer() override;
   const char* name() const override { return "plugin scatter kernel"; }
   // Besides a GPU consumer's landing: the kernel cannot write unpinned host memory, so a host
@@ -48,18 +51,22 @@ class KernelScatterConsumer final : public FragConsumer {
   }
   Result<bool> Start(const HeldMessage& message, ConsumerJob* job) override;
   Result<bool> Finished(ConsumerJob* job) override;
-  // Waits up to the drain limit. Past it the engine is abandoned (kept, never synchronized
-  // or freed: its kernels may still run one day and read the region) and an error returned;
-  // the caller must then keep the region alive too.
+  // Waits up to the GPU work limit (GpuQuarantine::Wait). Past it the work is given up on: the
+  // engine and the region go to the quarantine (kept, never synchronized or freed: its kernels
+  // may still run one day and read the region) and the quarantine's error comes back.
   Status Drain() override;
 
  private:
-  KernelScatterConsumer(const RxRegion* region, std::unique_ptr<gpu::ScatterEngine> engine,
-                        size_t max_ops, std::chrono::milliseconds drain_limit,
-                        NicWriteBarrier barrier);
-  std::chrono::milliseconds drain_limit_;
+  KernelScatterConsumer(std::shared_ptr<const RxRegion> region,
+                        std::unique_ptr<gpu::ScatterEngine> engine, size_t max_ops,
+                        std::chrono::milliseconds gpu_work_limit, NicWriteBarrier barrier,
+                        GpuQuarantine& quarantine);
+  // Drain(), saying whether the work was given up on.
+  Status DrainWork(bool* gave_up);
+  std::chrono::milliseconds gpu_work_limit_;
   NicWriteBarrier barrier_;
-  const RxRegion* region_;
+  GpuQuarantine& quarantine_;
+  std::shared_ptr<const RxRegion> region_;
   std::unique_ptr<gpu::ScatterEngine> engine_;
   size_t max_ops_;
   std::vector<ScatterEntry> entries_;  // scratch: one message's frags over all sockets

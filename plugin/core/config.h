@@ -77,7 +77,8 @@ struct Config {
   int usable_cpus = 1;                  // what the thread default was chosen for (logged)
   int max_recvs = 1;                    // NCCL_DEVMEM_MAX_RECVS
   int handshake_timeout_ms = kDefaultHandshakeTimeoutMs;  // NCCL_DEVMEM_HANDSHAKE_TIMEOUT_MS
-  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never)
+  // NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS (0: never): the one limit on waiting for plugin GPU work
+  // (plugin/cuda/gpu_quarantine.h), called gpu_work_limit wherever it is passed on.
   int gpu_consumer_timeout_ms = kDefaultGpuConsumerTimeoutMs;
   int tcp_user_timeout_ms = 0;          // NCCL_DEVMEM_TCP_USER_TIMEOUT_MS (0: kernel default)
   // NCCL_DEVMEM_SOCKET_BUFFER_BYTES: SO_SNDBUF/SO_RCVBUF of every socket of a comm (0: the

@@ -2,11 +2,11 @@
 
 #include <cstdlib>
 #include <mutex>
-#include <thread>
 #include <utility>
 
 #include "plugin/core/log.h"
 #include "plugin/cuda/cuda_driver.h"
+#include "plugin/cuda/gpu_quarantine.h"
 
 namespace devmem {
 
@@ -27,7 +27,7 @@ void WarnIfMpsSharesWorkQueues(int device) {
   });
 }
 
-Result<CopyStream> CopyStream::Create(int device, std::chrono::milliseconds wait_limit) {
+Result<CopyStream> CopyStream::Create(int device, std::chrono::milliseconds gpu_work_limit) {
   Result<const CudaDriver*> got = CudaDriver::Get();
   if (!got.ok()) return got.status();
   const CudaDriver* driver = got.value();
@@ -37,7 +37,9 @@ Result<CopyStream> CopyStream::Create(int device, std::chrono::milliseconds wait
     if (!primary.ok()) return primary.status();
     context = primary.value();
   } else {
-    DEVMEM_RETURN_IF_ERROR(driver->Check(driver->ctx_get_current_(&context), "cuCtxGetCurrent"));
+    Result<void*> current = driver->CurrentContext();
+    if (!current.ok()) return current.status();
+    context = current.value();
     if (context == nullptr) {
       return Status::Error(ErrorKind::kInvalidUsage,
                            "a copy stream for the current context, but this thread has none");
@@ -59,14 +61,14 @@ Result<CopyStream> CopyStream::Create(int device, std::chrono::milliseconds wait
   DEVMEM_RETURN_IF_ERROR(
       driver->Check(driver->stream_create_with_priority_(&stream, kNonBlocking, greatest),
                     "cuStreamCreateWithPriority (non-blocking copy stream)"));
-  return CopyStream(driver, context, stream, wait_limit);
+  return CopyStream(driver, context, stream, gpu_work_limit);
 }
 
 CopyStream::CopyStream(CopyStream&& other) noexcept
     : driver_(other.driver_),
       context_(other.context_),
       stream_(std::exchange(other.stream_, nullptr)),
-      wait_limit_(other.wait_limit_),
+      gpu_work_limit_(other.gpu_work_limit_),
       abandoned_(other.abandoned_) {}
 
 CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
@@ -75,7 +77,7 @@ CopyStream& CopyStream::operator=(CopyStream&& other) noexcept {
     driver_ = other.driver_;
     context_ = other.context_;
     stream_ = std::exchange(other.stream_, nullptr);
-    wait_limit_ = other.wait_limit_;
+    gpu_work_limit_ = other.gpu_work_limit_;
     abandoned_ = other.abandoned_;
   }
   return *this;
@@ -85,15 +87,18 @@ CopyStream::~CopyStream() { Reset(); }
 
 void CopyStream::Reset() {
   if (stream_ == nullptr) return;
-  if (abandoned_) {  // synchronizing would hang; destroying it would not stop its copies
+  // Given up on, by this stream's wait or any other: the copies may still run one day, a wait
+  // for them would hang and destroying the stream would not stop them (gpu_quarantine.h).
+  if (abandoned_ || GpuQuarantine::Process().stopped_freeing()) {
     stream_ = nullptr;
     return;
   }
   // Whatever was queued finishes first: its host memory may be freed right after us.
   Result<ScopedDeviceContext> entered = driver_->EnterContext(context_);
   if (entered.ok()) {
-    (void)driver_->stream_synchronize_(stream_);
-    (void)driver_->stream_destroy_(stream_);
+    (void)WaitForQueuedCopies("it began closing");
+    // Given up on just now, it stays with its copies; a failed copy leaves nothing queued.
+    if (!abandoned_) (void)driver_->stream_destroy_(stream_);
   }
   stream_ = nullptr;
 }
@@ -120,39 +125,29 @@ Status CopyStream::EnqueueToHost(void* dst, const void* src_device, size_t bytes
 
 Status CopyStream::Wait() {
   if (abandoned_) {
-    return Status::Error(ErrorKind::kSystem, "the copy stream was abandoned by an earlier wait");
+    return Status::Error(ErrorKind::kSystem, "the copy stream was given up on by an earlier wait");
   }
   Result<ScopedDeviceContext> entered = driver_->EnterContext(context_);
   if (!entered.ok()) return entered.status();
-  if (wait_limit_.count() == 0) {
-    return driver_->Check(driver_->stream_synchronize_(stream_),
-                          "cuStreamSynchronize (copy stream)");
-  }
-  // Polled, not cuStreamSynchronize: that one cannot be given up on. Small copies finish in
-  // microseconds, so the first polls only yield; the clock is read every 64 polls.
+  return WaitForQueuedCopies("it was queued");
+}
+
+Status CopyStream::WaitForQueuedCopies(const char* since) {
+  // Polled (GpuQuarantine::Wait), never cuStreamSynchronize: that one cannot be given up on.
   constexpr CudaDriver::CUresult kNotReady = 600;  // CUDA_ERROR_NOT_READY
-  const auto deadline = std::chrono::steady_clock::now() + wait_limit_;
-  for (uint64_t polls = 1;; ++polls) {
-    const CudaDriver::CUresult result = driver_->stream_query_(stream_);
-    if (result != kNotReady) return driver_->Check(result, "cuStreamQuery (copy stream)");
-    if (polls % 64 == 0) {
-      if (std::chrono::steady_clock::now() >= deadline) break;
-      if (polls >= 4096) std::this_thread::sleep_for(std::chrono::microseconds(50));
-    } else {
-      std::this_thread::yield();
-    }
-  }
-  abandoned_ = true;
-  CudaDriver::AbandonGpuWork();
-  return Status::Error(
-      ErrorKind::kSystem,
-      "a host<->device copy on the plugin's copy stream has not finished %lld ms after it was "
-      "queued: the plugin's GPU work is not running (seen when its stream shares a hardware "
-      "work queue with NCCL's spinning kernel: MPS clients share one pool, "
-      "CUDA_DEVICE_MAX_CONNECTIONS). The stream and, from now on, the plugin's GPU and pinned "
-      "memory are leaked rather than freed under it; the limit is "
-      "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS",
-      static_cast<long long>(wait_limit_.count()));
+  bool gave_up = false;
+  Status waited = GpuQuarantine::Process().Wait(
+      "a host<->device copy on the plugin's copy stream", since, gpu_work_limit_,
+      [this]() -> Result<bool> {
+        const CudaDriver::CUresult result = driver_->stream_query_(stream_);
+        if (result == kNotReady) return false;
+        DEVMEM_RETURN_IF_ERROR(driver_->Check(result, "cuStreamQuery (copy stream)"));
+        return true;
+      },
+      &gave_up);
+  // The stream stays with its copies, never synchronized or destroyed (Reset).
+  if (gave_up) abandoned_ = true;
+  return waited;
 }
 
 Status CopyStream::ToDevice(void* dst_device, const void* src, size_t bytes) {

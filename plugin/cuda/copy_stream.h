@@ -29,9 +29,9 @@ class CopyStream final {
   // A non-blocking stream in GPU `device`'s primary context, or, for device < 0, in the
   // calling thread's current context (where NCCL's buffers of a comm without a GPU region
   // live). Every call below runs in that context, whatever the calling thread has current.
-  // `wait_limit`: how long Wait() waits (0: forever); see Wait().
+  // `gpu_work_limit`: how long Wait() waits (0: forever); see Wait().
   static Result<CopyStream> Create(
-      int device, std::chrono::milliseconds wait_limit = std::chrono::milliseconds(0));
+      int device, std::chrono::milliseconds gpu_work_limit = std::chrono::milliseconds(0));
   CopyStream(CopyStream&& other) noexcept;
   CopyStream& operator=(CopyStream&& other) noexcept;
   CopyStream(const CopyStream&) = delete;
@@ -42,13 +42,13 @@ class CopyStream final {
   // memory makes the copy asynchronous; pageable memory works too (the driver stages it).
   Status EnqueueToDevice(void* dst_device, const void* src, size_t bytes);
   Status EnqueueToHost(void* dst, const void* src_device, size_t bytes);
-  // Returns once every queued copy is complete. Past the wait limit the copies are given up
-  // on: an error naming the cause, the stream is abandoned (never synchronized or destroyed)
-  // and so is every later free of plugin GPU and pinned memory (CudaDriver::AbandonGpuWork):
-  // the queued copies may still run one day. A copy that never runs was seen on an H200 under
-  // MPS (perf/RESULTS.md, 2026-11-26): the driver aliases streams onto a small pool of
-  // hardware work queues, and one aliased onto the queue of NCCL's spinning kernel waits
-  // behind it forever, as does every thread waiting for it.
+  // Returns once every queued copy is complete. Past the GPU work limit the copies are given
+  // up on (plugin/cuda/gpu_quarantine.h): an error naming the cause, and the stream is kept,
+  // never synchronized or destroyed, as the quarantine keeps all plugin GPU and pinned memory
+  // from then on: the queued copies may still run one day. A copy that never runs was seen on
+  // an H200 under MPS (perf/RESULTS.md, 2026-11-26): the driver aliases streams onto a small
+  // pool of hardware work queues, and one aliased onto the queue of NCCL's spinning kernel
+  // waits behind it forever, as does every thread waiting for it.
   Status Wait();
   bool abandoned() const { return abandoned_; }
   // Enqueue + Wait.
@@ -57,14 +57,17 @@ class CopyStream final {
 
  private:
   CopyStream(const CudaDriver* driver, void* context, void* stream,
-             std::chrono::milliseconds wait_limit)
-      : driver_(driver), context_(context), stream_(stream), wait_limit_(wait_limit) {}
+             std::chrono::milliseconds gpu_work_limit)
+      : driver_(driver), context_(context), stream_(stream), gpu_work_limit_(gpu_work_limit) {}
   void Reset();
+  // The quarantine's wait for this stream's copies (within its context); `since` names the
+  // start of the wait in the WARN.
+  Status WaitForQueuedCopies(const char* since);
 
   const CudaDriver* driver_ = nullptr;
   void* context_ = nullptr;  // CUcontext
   void* stream_ = nullptr;   // CUstream; nullptr once moved from
-  std::chrono::milliseconds wait_limit_{0};
+  std::chrono::milliseconds gpu_work_limit_{0};
   bool abandoned_ = false;
 };
 

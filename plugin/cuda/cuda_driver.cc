@@ -2,9 +2,10 @@
 
 #include <dlfcn.h>
 
-#include <atomic>
 #include <cctype>
 #include <mutex>
+
+#include "plugin/cuda/gpu_quarantine.h"
 
 namespace devmem {
 namespace {
@@ -90,16 +91,8 @@ Status CudaDriver::HostAlloc(size_t bytes, void** out) const {
   return Check(mem_host_alloc_(out, bytes, kPortable | kDeviceMap), "cuMemHostAlloc");
 }
 
-namespace {
-std::atomic<bool> gpu_work_abandoned{false};
-}  // namespace
-
-void CudaDriver::AbandonGpuWork() { gpu_work_abandoned.store(true, std::memory_order_release); }
-
-bool CudaDriver::GpuWorkAbandoned() { return gpu_work_abandoned.load(std::memory_order_acquire); }
-
 void CudaDriver::HostFree(void* ptr) const {
-  if (!GpuWorkAbandoned()) mem_free_host_(ptr);
+  if (!GpuQuarantine::Process().stopped_freeing()) mem_free_host_(ptr);
 }
 
 }  // namespace devmem
@@ -208,7 +201,13 @@ Status CudaDriver::Allocate(size_t bytes, CUdeviceptr* out) const {
 }
 
 void CudaDriver::Free(CUdeviceptr ptr) const {
-  if (!GpuWorkAbandoned()) mem_free_(ptr);
+  if (!GpuQuarantine::Process().stopped_freeing()) mem_free_(ptr);
+}
+
+Result<void*> CudaDriver::CurrentContext() const {
+  void* context = nullptr;
+  DEVMEM_RETURN_IF_ERROR(Check(ctx_get_current_(&context), "cuCtxGetCurrent"));
+  return context;
 }
 
 Status CudaDriver::FlushGpuDirectRdmaWritesToOwner() const {

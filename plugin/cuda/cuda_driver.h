@@ -52,9 +52,9 @@ class CudaDriver final {
   static Result<const CudaDriver*> Get();
 
   // Pinned, portable and device-mapped: with unified addressing the host pointer is also the
-  // pointer a kernel uses (staging, NCCL unpack metadata).
+  // pointer a kernel uses (staging, NCCL unpack metadata, the scatter engine's ops).
   Status HostAlloc(size_t bytes, void** out) const;
-  // Does nothing once GPU work was abandoned (below).
+  // Does nothing once plugin GPU work was given up on (plugin/cuda/gpu_quarantine.h).
   void HostFree(void* ptr) const;
   // Host <-> device copies: plugin/cuda/copy_stream.h (never on the legacy default stream).
 
@@ -81,16 +81,12 @@ class CudaDriver final {
   Result<ScopedDeviceContext> EnterContext(void* context) const;
   // The device of the calling thread's current context (NCCL's proxy thread has its GPU's).
   Result<int> CurrentDevice() const;
+  // The calling thread's current context; nullptr where it has none.
+  Result<void*> CurrentContext() const;
   Status Allocate(size_t bytes, CUdeviceptr* out) const;
-  // Does nothing once GPU work was abandoned (below).
+  // Does nothing once plugin GPU work was given up on (plugin/cuda/gpu_quarantine.h).
   void Free(CUdeviceptr ptr) const;
 
-  // Some plugin GPU work never completed and was given up on (a copy stream queued behind a
-  // kernel that never ends). From then on no pinned or device memory of the plugin is freed:
-  // that work may still run one day and touch it, and cuMemFreeHost would synchronize the
-  // device, that is, hang behind it. The process is failing anyway; leaking is the safe end.
-  static void AbandonGpuWork();
-  static bool GpuWorkAbandoned();
   // A dmabuf of [ptr, ptr + bytes) with `mapping` (the caller holds the GPU's context).
   Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes, DmabufMapping mapping) const;
   // The same, PCIe BAR1 first and the default where the driver refuses that export (it does on

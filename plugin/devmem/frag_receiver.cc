@@ -104,14 +104,14 @@ EmulatedFragReceiver::EmulatedFragReceiver(RxRegion* region, PagePool* pool, Emu
 
 Result<std::unique_ptr<EmulatedFragReceiver>> EmulatedFragReceiver::Create(
     RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed,
-    std::chrono::milliseconds copy_wait_limit) {
+    std::chrono::milliseconds gpu_work_limit) {
   auto receiver = std::make_unique<EmulatedFragReceiver>(region, pool, mix, seed);
   if (region->host_base() == nullptr) {
     Result<PinnedBuffer> bounce =
         PinnedBuffer::Allocate(receiver->max_pages() * pool->page_bytes(), region->gpu());
     if (!bounce.ok()) return bounce.status().WithContext("pinned bounce of the emulated NIC");
     receiver->dma_bounce_ = std::move(bounce).value();
-    Result<CopyStream> stream = CopyStream::Create(region->gpu(), copy_wait_limit);
+    Result<CopyStream> stream = CopyStream::Create(region->gpu(), gpu_work_limit);
     if (!stream.ok()) return stream.status().WithContext("copy stream of the emulated NIC");
     receiver->copy_stream_.emplace(std::move(stream).value());
   }

@@ -115,7 +115,7 @@ class EmulatedFragReceiver final : public FragReceiver {
   // (a pageable copy may return before its DMA completed).
   static Result<std::unique_ptr<EmulatedFragReceiver>> Create(
       RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed,
-      std::chrono::milliseconds copy_wait_limit = std::chrono::milliseconds(0));
+      std::chrono::milliseconds gpu_work_limit = std::chrono::milliseconds(0));
   // Host regions only (tests): no bounce is needed.
   EmulatedFragReceiver(RxRegion* region, PagePool* pool, EmulationMix mix, uint64_t seed);
   Result<State> Receive(int fd, uint64_t max_bytes, bool oldest, char* host_dst,

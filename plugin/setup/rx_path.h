@@ -54,9 +54,10 @@ struct RxPath {
   // Scatter submissions a comm keeps in flight: NCCL_STEPS (8) x maxRecvs.
   size_t scatter_slots = nccl::kSteps;
   // How long a receive may wait for its GPU consumer (kernel) once every byte arrived, and how
-  // long closing waits for the consumer's work, before the comm fails with a WARN instead of
-  // hanging (NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS; 0: wait forever).
-  std::chrono::milliseconds consumer_timeout{kDefaultGpuConsumerTimeoutMs};
+  // long closing waits for the consumer's work, before the work is given up on with a WARN
+  // instead of hanging (plugin/cuda/gpu_quarantine.h; NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS, 0:
+  // wait forever).
+  std::chrono::milliseconds gpu_work_limit{kDefaultGpuConsumerTimeoutMs};
 };
 
 }  // namespace devmem

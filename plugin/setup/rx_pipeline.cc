@@ -25,7 +25,7 @@ Status AddReceivers(RxPath* path, size_t data_sockets, const std::string& name,
   for (size_t s = 0; s < data_sockets; ++s) {
     Result<std::unique_ptr<EmulatedFragReceiver>> receiver =
         EmulatedFragReceiver::Create(rx->region.get(), rx->pool_pages.get(), path->mix,
-                                     kEmulationSeedStep * (s + 1), path->consumer_timeout);
+                                     kEmulationSeedStep * (s + 1), path->gpu_work_limit);
     if (!receiver.ok()) return receiver.status().WithContext(name);
     rx->receivers.push_back(std::move(receiver).value());
   }
@@ -42,7 +42,7 @@ Status AddConsumers(const RxPath& path, const std::string& name, RxPipeline* rx)
                                        ? path.engine_factory
                                        : ScatterEngineFactory(gpu::CreateCudaScatterEngine);
     Result<std::unique_ptr<KernelScatterConsumer>> consumer = KernelScatterConsumer::Create(
-        rx->region.get(), factory, path.scatter_slots, path.geometry, path.consumer_timeout);
+        rx->region, factory, path.scatter_slots, path.geometry, path.gpu_work_limit);
     if (!consumer.ok()) return consumer.status().WithContext(name);
     rx->consumer = std::move(consumer).value();
   } else {
@@ -88,7 +88,7 @@ void LogDevmemPath(const RxPath& path, const std::string& name, const RxPipeline
 Result<RxPipeline> BuildRxPipeline(RxPath path, size_t data_sockets, const std::string& name) {
   RxPipeline rx;
   rx.keep_alive = std::move(path.keep_alive);
-  rx.consumer_timeout = path.consumer_timeout;
+  rx.gpu_work_limit = path.gpu_work_limit;
   if (path.mode == RxPath::Mode::kPlain) {
     log::Info(log::kNet,
               "%s: plain-TCP data path (devmem RX unavailable: %s; NCCL_DEVMEM_REQUIRE=1 makes "

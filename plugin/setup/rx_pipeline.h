@@ -33,7 +33,7 @@ struct RxPipeline {
   // its sockets.
   std::vector<std::unique_ptr<FragReceiver>> receivers;
   // How long a receive may wait for its consumer once every byte arrived (RxPath).
-  std::chrono::milliseconds consumer_timeout{0};
+  std::chrono::milliseconds gpu_work_limit{0};
   const char* consumer_name = "none (plain TCP)";
 
   bool carries_frags() const { return region != nullptr; }

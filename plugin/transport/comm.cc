@@ -238,7 +238,7 @@ Result<MemoryRegion*> Comm::Register(void* data, size_t size, int type) {
 
 Result<CopyStream*> Comm::StagingCopyStream(int device) {
   if (!staging_stream_) {
-    Result<CopyStream> created = CopyStream::Create(device, params_.gpu_wait_limit);
+    Result<CopyStream> created = CopyStream::Create(device, params_.gpu_work_limit);
     if (!created.ok())
       return created.status().WithContext("staging copy stream of " + description_);
     staging_stream_.emplace(std::move(created).value());

@@ -39,9 +39,9 @@ struct ConnectionParams {
   // Messages of at most this many bytes are moved by the calling (NCCL proxy) thread itself,
   // larger ones by the workers (NCCL_DEVMEM_PROXY_BYTES; local, not negotiated).
   uint64_t proxy_bytes = 0;
-  // How long a staging copy may take before the comm fails instead of hanging
-  // (NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS; 0: forever; local). See CopyStream::Wait().
-  std::chrono::milliseconds gpu_wait_limit{0};
+  // How long a staging copy may take before it is given up on and the comm fails instead of
+  // hanging (NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS; 0: forever; local). See CopyStream::Wait().
+  std::chrono::milliseconds gpu_work_limit{0};
   // Sender of a connection between virtual NICs (more than one member on either side): each
   // message is dealt over only the data sockets whose backlog is within a chunk of the
   // smallest (MessageHeader::kStripedOver), so a slower member carries less (local).

@@ -102,7 +102,7 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;
   connector->params_.proxy_bytes = config.proxy_bytes;
-  connector->params_.gpu_wait_limit = std::chrono::milliseconds(config.gpu_consumer_timeout_ms);
+  connector->params_.gpu_work_limit = std::chrono::milliseconds(config.gpu_consumer_timeout_ms);
   connector->deadline_ = Clock::now() + std::chrono::milliseconds(config.handshake_timeout_ms);
   for (int i = 0; i <= data_sockets; ++i) {
     // The control socket (i == 0) pairs the first members, data socket i - 1 as documented

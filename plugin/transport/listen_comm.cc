@@ -202,7 +202,7 @@ Result<std::unique_ptr<RecvComm>> ListenComm::Accept() {
                               ? ready.first.inline_bytes
                               : std::min(ready.first.inline_bytes, kDevmemInlineBytes);
     params.proxy_bytes = config_.proxy_bytes;
-    params.gpu_wait_limit = std::chrono::milliseconds(config_.gpu_consumer_timeout_ms);
+    params.gpu_work_limit = std::chrono::milliseconds(config_.gpu_consumer_timeout_ms);
     std::string description =
         Format("recv comm %s<-%s (%d data sockets, %d threads, %llu-byte chunks)",
                address_.ToString().c_str(), ready.peer.ToString().c_str(), params.data_sockets,
@@ -256,7 +256,7 @@ Result<RxPath> ListenComm::PlanRxPath(const PendingConnection& connection) {
   path.unpack = config_.unpack;
   // NCCL keeps NCCL_STEPS (8) receives in flight, each of up to maxRecvs messages.
   path.scatter_slots = nccl::kSteps * static_cast<size_t>(config_.max_recvs);
-  path.consumer_timeout = std::chrono::milliseconds(config_.gpu_consumer_timeout_ms);
+  path.gpu_work_limit = std::chrono::milliseconds(config_.gpu_consumer_timeout_ms);
   // A fallback to plain TCP is per connection and logged by the comm; under
   // NCCL_DEVMEM_REQUIRE=1 it is an error instead.
   auto fall_back = [&](const Status& why, const char* step) -> Result<RxPath> {

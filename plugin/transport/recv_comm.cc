@@ -7,6 +7,7 @@
 #include "plugin/core/log.h"
 #include "plugin/core/nccl_contract.h"
 #include "plugin/cuda/cuda_driver.h"
+#include "plugin/cuda/gpu_quarantine.h"
 #include "plugin/transport/comm.h"
 
 namespace devmem {
@@ -37,20 +38,11 @@ Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector
 
 RecvComm::~RecvComm() {
   // Engine workers write into the region and the requests: take the sockets back before our
-  // members go. Kernels still reading the region finish before the region goes (the scatter
-  // engine synchronizes).
+  // members go. Kernels still reading the region finish before the region goes: the consumer
+  // drains them, or past the GPU work limit hands its engine and the region to the quarantine,
+  // which logs why (plugin/cuda/gpu_quarantine.h); its own destructor says any other failure.
   DetachFromEngine();
-  if (rx_.consumer != nullptr) {
-    Status drained = rx_.consumer->Drain();
-    if (!drained.ok()) {
-      log::Warn("%s: %s", description_.c_str(), drained.message().c_str());
-      // GPU work may still read the region one day: it must never be freed or reused.
-      static std::mutex leaked_mutex;
-      static auto* leaked = new std::vector<std::shared_ptr<RxRegion>>();  // NOLINT: on purpose
-      std::lock_guard<std::mutex> lock(leaked_mutex);
-      leaked->push_back(rx_.region);
-    }
-  }
+  if (rx_.consumer != nullptr) (void)rx_.consumer->Drain();
   LogClose();
   if (rx_.carries_frags()) {
     RecvDevmemCounters c = DevmemCounters();
@@ -333,18 +325,13 @@ Status RecvComm::Test(Request* request, bool* done, int* sizes) {
       return finished.status();
     }
     if (!finished.value()) {
-      const std::chrono::milliseconds limit = rx_.consumer_timeout;
-      if (limit.count() > 0 &&
-          std::chrono::steady_clock::now() - request->consuming_since > limit) {
-        // A hang would take NCCL's proxy and every rank with it: fail loudly instead.
-        Status stuck = Status::Error(
-            ErrorKind::kSystem,
-            "%s: the receive's GPU consumer (%s) has not finished %lld ms after its last byte "
-            "arrived: the plugin's GPU work is not running. Seen when it waits behind NCCL's "
-            "spinning kernel on a hardware work queue the process shares (MPS clients share "
-            "one pool; CUDA_DEVICE_MAX_CONNECTIONS); the limit is "
-            "NCCL_DEVMEM_GPU_CONSUMER_TIMEOUT_MS",
-            description_.c_str(), rx_.consumer_name, static_cast<long long>(limit.count()));
+      const std::chrono::milliseconds limit = rx_.gpu_work_limit;
+      if (GpuQuarantine::Overdue(request->consuming_since, limit,
+                                 std::chrono::steady_clock::now())) {
+        // A hang would take NCCL's proxy and every rank with it: give up and fail instead.
+        Status stuck = GpuQuarantine::Process().GiveUp(
+            Format("%s: the receive's GPU consumer (%s)", description_.c_str(), rx_.consumer_name),
+            "its last byte arrived", limit);
         health_.Fail(stuck);
         return stuck;
       }

@@ -84,7 +84,7 @@ class ConsumerGatingTest : public ::testing::Test {
     engine_ = nullptr;
     // Host region; linear bytes in every few receives exercise the host ranges.
     RxPath path = testing::EmulatedPath(16 << 20, /*gpu=*/-1);
-    path.consumer_timeout = consumer_timeout;
+    path.gpu_work_limit = consumer_timeout;
     path.engine_factory = [this](int, size_t,
                                  size_t) -> Result<std::unique_ptr<gpu::ScatterEngine>> {
       auto engine = std::make_unique<GatedHostEngine>();

@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -231,10 +232,10 @@ class ConsumerBarrierTest : public NicWriteOrderingTest {
                                           size_t) -> Result<std::unique_ptr<gpu::ScatterEngine>> {
       return std::unique_ptr<gpu::ScatterEngine>(new RecordingEngine(&events_));
     };
-    return KernelScatterConsumer::Create(&region_, factory, 8, FragGeometry(),
+    return KernelScatterConsumer::Create(region_, factory, 8, FragGeometry(),
                                          std::chrono::milliseconds(0), ordering);
   }
-  FakeGpuRegion region_{0};
+  std::shared_ptr<FakeGpuRegion> region_ = std::make_shared<FakeGpuRegion>(0);
 };
 
 TEST_F(ConsumerBarrierTest, TheScatterKernelStartsOnlyAfterTheFlush) {
@@ -251,8 +252,8 @@ TEST_F(ConsumerBarrierTest, TheScatterKernelStartsOnlyAfterTheFlush) {
   ASSERT_TRUE(started.ok()) << started.status().message();
   ASSERT_TRUE(started.value());
   EXPECT_EQ(events_, (std::vector<std::string>{"flush gpu 0", "kernel reads"}));
-  EXPECT_EQ(memcmp(dst.data(), region_.data() + 8192, 3000), 0);
-  EXPECT_EQ(memcmp(dst.data() + 3000, region_.data() + 4096, 1096), 0);
+  EXPECT_EQ(memcmp(dst.data(), region_->data() + 8192, 3000), 0);
+  EXPECT_EQ(memcmp(dst.data() + 3000, region_->data() + 4096, 1096), 0);
 }
 
 TEST_F(ConsumerBarrierTest, AGpuThatOrdersItsWritesIsNeverFlushed) {
@@ -267,7 +268,7 @@ TEST_F(ConsumerBarrierTest, AGpuThatOrdersItsWritesIsNeverFlushed) {
   ConsumerJob job;
   ASSERT_TRUE(consumer.value()->Start(message, &job).ok());
   EXPECT_EQ(events_, std::vector<std::string>{"kernel reads"});
-  EXPECT_EQ(memcmp(dst.data(), region_.data(), 2048), 0);
+  EXPECT_EQ(memcmp(dst.data(), region_->data(), 2048), 0);
 }
 
 TEST_F(ConsumerBarrierTest, NoScatterConsumerForAGpuWhoseWritesCannotBeOrdered) {
