@@ -34,7 +34,7 @@ class ScatterEngine {
                                                       const void* region_dptr, void* dst_dptr) = 0;
   // True once the kernel of `ticket` has completed.
   virtual Result<bool> Done(const ScatterTicket& ticket) = 0;
-  // Blocks until every submission finished (tests, shutdown).
+  // Returns once every submission finished, however long that takes (tests, shutdown).
   virtual Status Synchronize() = 0;
   // True once every submission finished; never blocks (a bounded close polls it).
   virtual Result<bool> Idle() = 0;
@@ -48,14 +48,15 @@ class ScatterEngine {
 //   device's one scatter stream, shared by every engine of the process (created by the first,
 //   never destroyed: see SharedScatterStream in gpu/scatter_kernel.cu). The data
 //   path never allocates or frees (a cudaFree there can deadlock against NCCL's kernels); all
-//   is freed by the destructor.
+//   is freed by the destructor, unless plugin GPU work was given up on
+//   (plugin/cuda/gpu_quarantine.h): then nothing is.
 // - The kernel is loaded here (lazy loading would load it at the first launch, on NCCL's proxy
 //   thread, which can deadlock against NCCL's running kernel); failing to load it fails this.
 // - Size `slots` to the submissions a receive comm keeps in flight: NCCL_STEPS (8) steps of up
 //   to maxRecvs subs each, so at least 8 x maxRecvs. Fewer only costs back-pressure (busy).
 // - Every call, this one and the destructor included, runs with the device's primary context
 //   current and returns the calling thread's CUDA context and stream capture mode unchanged
-//   (see gpu/device_context.h): safe to call on NCCL's threads.
+//   (CudaDriver::EnterContext, plugin/cuda/cuda_driver.h): safe to call on NCCL's threads.
 Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int device, size_t max_ops,
                                                                size_t slots);
 

@@ -9,12 +9,22 @@
 #include <mutex>
 #include <vector>
 
-#include "gpu/device_context.h"
 #include "gpu/scatter_copy.h"
 #include "gpu/scatter_engine.h"
+#include "plugin/cuda/cuda_driver.h"
+#include "plugin/cuda/gpu_quarantine.h"
 
 namespace devmem::gpu {
 namespace {
+
+// A CUDA runtime failure as a Status ("what: message (name)"). Also clears the thread's
+// last-error slot, so that a later cudaGetLastError does not report the same failure again.
+Status CudaCheck(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status::Ok();
+  (void)cudaGetLastError();
+  return Status::Error(ErrorKind::kSystem, "%s: %s (%s)", what, cudaGetErrorString(err),
+                       cudaGetErrorName(err));
+}
 
 constexpr uint32_t kWarpSize = 32;
 constexpr uint32_t kThreadsPerBlock = 256;
@@ -29,8 +39,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 }
 
 // The scatter stream of `device`, one for the whole process, created by the first engine there
-// and never destroyed (engines of every receive comm share it; called within a ScopedContext of
-// that device's primary context). Why one: the driver aliases streams onto a small pool of
+// and never destroyed (engines of every receive comm share it; called with that device's
+// primary context current). Why one: the driver aliases streams onto a small pool of
 // hardware work queues (CUDA_DEVICE_MAX_CONNECTIONS; under MPS the clients share one pool, so
 // each gets fewer), and work on a stream aliased onto the queue of NCCL's kernel waits behind
 // that kernel, which spins until our work is done: a deadlock. On the H200 under MPS
@@ -58,29 +68,44 @@ Result<cudaStream_t> SharedScatterStream(int device) {
   return stream;
 }
 
+// Every entry point, the destructor included, runs inside the device's primary context
+// (CudaDriver::EnterContext), which puts back the calling thread's own context and stream
+// capture mode when it returns: NCCL's threads call it, and their CUDA state is NCCL's
+// (plugin/cuda/cuda_driver.h, ScopedDeviceContext). The runtime calls below then act on that
+// context; memory comes from the driver layer, so its frees honour the GPU quarantine.
 class KernelScatterEngine final : public ScatterEngine {
  public:
-  KernelScatterEngine(size_t max_ops, size_t slots) : max_ops_(max_ops), slot_count_(slots) {}
+  KernelScatterEngine(const CudaDriver* driver, size_t max_ops, size_t slots)
+      : driver_(driver), max_ops_(max_ops), slot_count_(slots) {}
 
   ~KernelScatterEngine() override {
-    ScopedContext scope(context_);
-    // Without the context (creation failed before retaining it, or the driver is already shut
-    // down at process exit) there is nothing we could free.
-    if (!scope.status().ok()) return;
-    // Our own submissions only: the stream is shared with other engines.
+    // Without the context (creation failed before it was known) there is nothing to free.
+    if (context_ == nullptr) return;
+    // GPU work of the plugin was given up on: nothing is waited for or freed any more, this
+    // engine's work may sit behind it (plugin/cuda/gpu_quarantine.h).
+    if (GpuQuarantine::Process().stopped_freeing()) return;
+    Result<ScopedDeviceContext> scope = driver_->EnterContext(context_);
+    if (!scope.ok()) return;
+    // Our own submissions only: the stream is shared with other engines. A receive comm's
+    // consumer drained them within the GPU work limit before it let the engine go, so this
+    // returns at once there; a kernel that failed (an error, not a hang) leaves nothing to wait
+    // for either.
+    (void)GpuQuarantine::Process().Wait("the scatter engine's submissions", "it began closing",
+                                        std::chrono::milliseconds(0),
+                                        [this] { return OwnSubmissionsDone(); });
     for (Slot& slot : slots_) {
-      if (slot.event == nullptr) continue;
-      if (slot.busy) (void)cudaEventSynchronize(slot.event);
-      (void)cudaEventDestroy(slot.event);
+      if (slot.event != nullptr) (void)cudaEventDestroy(slot.event);
     }
-    if (device_ops_ != nullptr) (void)cudaFree(device_ops_);
-    if (host_ops_ != nullptr) (void)cudaFreeHost(host_ops_);
+    if (device_ops_ != nullptr) driver_->Free(reinterpret_cast<uintptr_t>(device_ops_));
+    if (host_ops_ != nullptr) driver_->HostFree(host_ops_);
   }
 
   Status Init(int device) {
-    DEVMEM_RETURN_IF_ERROR(context_.Retain(device));
-    ScopedContext scope(context_);
-    DEVMEM_RETURN_IF_ERROR(scope.status());
+    Result<void*> primary = driver_->PrimaryContext(device);
+    if (!primary.ok()) return primary.status();
+    Result<ScopedDeviceContext> scope = driver_->EnterContext(primary.value());
+    if (!scope.ok()) return scope.status();
+    context_ = primary.value();
     // Load the kernel now, in the context it will run in, as NCCL's ncclInitKernelsForDevice
     // does for its own: with lazy loading (the default since CUDA 12.2) the first launch would
     // load it on NCCL's proxy thread while NCCL's kernel spins waiting for that thread, and
@@ -102,13 +127,15 @@ class KernelScatterEngine final : public ScatterEngine {
     Result<cudaStream_t> stream = SharedScatterStream(device);
     if (!stream.ok()) return stream.status();
     stream_ = stream.value();
-    // Every slot's op buffers, once (Create checked that this product fits).
+    // Every slot's op buffers, once (Create checked that this product fits): pinned host memory
+    // the op copies read, device memory the kernel reads.
     const size_t bytes = slot_count_ * max_ops_ * sizeof(ScatterOp);
-    DEVMEM_RETURN_IF_ERROR(
-        CudaCheck(cudaHostAlloc(reinterpret_cast<void**>(&host_ops_), bytes, cudaHostAllocDefault),
-                  "cudaHostAlloc for the scatter ops"));
-    DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaMalloc(reinterpret_cast<void**>(&device_ops_), bytes),
-                                     "cudaMalloc for the scatter ops"));
+    void* host = nullptr;
+    DEVMEM_RETURN_IF_ERROR(driver_->HostAlloc(bytes, &host).WithContext("the scatter ops"));
+    host_ops_ = static_cast<ScatterOp*>(host);
+    CudaDriver::CUdeviceptr device_ops = 0;
+    DEVMEM_RETURN_IF_ERROR(driver_->Allocate(bytes, &device_ops).WithContext("the scatter ops"));
+    device_ops_ = reinterpret_cast<ScatterOp*>(static_cast<uintptr_t>(device_ops));
     slots_.resize(slot_count_);
     for (Slot& slot : slots_) {
       DEVMEM_RETURN_IF_ERROR(CudaCheck(
@@ -125,8 +152,8 @@ class KernelScatterEngine final : public ScatterEngine {
                            "at most %zu (max_ops): split the submission or size max_ops for it",
                            count, max_ops_);
     }
-    ScopedContext scope(context_);
-    DEVMEM_RETURN_IF_ERROR(scope.status());
+    Result<ScopedDeviceContext> scope = driver_->EnterContext(context_);
+    if (!scope.ok()) return scope.status();
     // Slots are taken in turn on one in-order stream, so the next slot holds the oldest
     // submission: if that one still runs, so do all the others.
     const size_t index = next_ % slots_.size();
@@ -162,34 +189,25 @@ class KernelScatterEngine final : public ScatterEngine {
     Slot& slot = slots_[ticket.slot];
     // Reused since (only a finished slot is), or already seen finished.
     if (slot.generation != ticket.generation || !slot.busy) return true;
-    ScopedContext scope(context_);
-    DEVMEM_RETURN_IF_ERROR(scope.status());
+    Result<ScopedDeviceContext> scope = driver_->EnterContext(context_);
+    if (!scope.ok()) return scope.status();
     return Query(slot);
   }
 
   // Idle and Synchronize look at this engine's own submissions (its slots' events), never at
   // the shared stream, which also carries other receive comms' work.
   Result<bool> Idle() override {
-    ScopedContext scope(context_);
-    DEVMEM_RETURN_IF_ERROR(scope.status());
-    for (Slot& slot : slots_) {
-      if (!slot.busy) continue;
-      Result<bool> done = Query(slot);
-      if (!done.ok()) return done.status();
-      if (!done.value()) return false;
-    }
-    return true;
+    Result<ScopedDeviceContext> scope = driver_->EnterContext(context_);
+    if (!scope.ok()) return scope.status();
+    return OwnSubmissionsDone();
   }
 
   Status Synchronize() override {
-    ScopedContext scope(context_);
-    DEVMEM_RETURN_IF_ERROR(scope.status());
-    for (Slot& slot : slots_) {
-      if (!slot.busy) continue;
-      DEVMEM_RETURN_IF_ERROR(CudaCheck(cudaEventSynchronize(slot.event), "cudaEventSynchronize"));
-      slot.busy = false;
-    }
-    return Status::Ok();
+    Result<ScopedDeviceContext> scope = driver_->EnterContext(context_);
+    if (!scope.ok()) return scope.status();
+    return GpuQuarantine::Process().Wait("the scatter engine's submissions", "it was asked to",
+                                         std::chrono::milliseconds(0),
+                                         [this] { return OwnSubmissionsDone(); });
   }
 
  private:
@@ -224,7 +242,7 @@ class KernelScatterEngine final : public ScatterEngine {
                      "launching the scatter kernel");
   }
 
-  // Within a ScopedContext.
+  // Within the context.
   Result<bool> Query(Slot& slot) {
     const cudaError_t err = cudaEventQuery(slot.event);
     if (err == cudaErrorNotReady) return false;
@@ -233,7 +251,19 @@ class KernelScatterEngine final : public ScatterEngine {
     return true;
   }
 
-  PrimaryContext context_;  // first: released after everything below is freed
+  // Within the context: whether every submission of this engine finished.
+  Result<bool> OwnSubmissionsDone() {
+    for (Slot& slot : slots_) {
+      if (!slot.busy) continue;
+      Result<bool> done = Query(slot);
+      if (!done.ok()) return done.status();
+      if (!done.value()) return false;
+    }
+    return true;
+  }
+
+  const CudaDriver* driver_;
+  void* context_ = nullptr;  // the device's primary context (CudaDriver retains it)
   const size_t max_ops_;
   const size_t slot_count_;
   uint32_t max_blocks_ = 1;
@@ -267,19 +297,20 @@ Result<std::unique_ptr<ScatterEngine>> CreateCudaScatterEngine(int device, size_
                          "scatter engine with max_ops %zu and slots %zu: too large", max_ops,
                          slots);
   }
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess || count == 0) {
-    if (err != cudaSuccess) (void)cudaGetLastError();
+  Result<const CudaDriver*> driver = CudaDriver::Get();
+  if (!driver.ok()) return driver.status().WithContext("no CUDA driver for the scatter engine");
+  Result<int> devices = driver.value()->DeviceCount();
+  if (!devices.ok() || devices.value() == 0) {
     return Status::Error(ErrorKind::kSystem, "no CUDA device for the scatter engine: %s",
-                         err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
+                         !devices.ok() ? devices.status().message().c_str() : "0 devices");
   }
+  const int count = devices.value();
   if (device >= count) {
     return Status::Error(ErrorKind::kInvalidArgument,
                          "scatter engine on GPU %d, but this process sees GPUs 0..%d", device,
                          count - 1);
   }
-  auto engine = std::make_unique<KernelScatterEngine>(max_ops, slots);
+  auto engine = std::make_unique<KernelScatterEngine>(driver.value(), max_ops, slots);
   Status init = engine->Init(device);
   if (!init.ok()) return init.WithContext(Format("scatter engine on GPU %d", device));
   return std::unique_ptr<ScatterEngine>(std::move(engine));

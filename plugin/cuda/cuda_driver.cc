@@ -60,6 +60,8 @@ Result<const CudaDriver*> CudaDriver::Get() {
     Resolve(lib, "cuMemGetAddressRange_v2", &candidate->mem_get_address_range_);
     Resolve(lib, "cuPointerGetAttribute", &candidate->pointer_get_attribute_);
     Resolve(lib, "cuFlushGPUDirectRDMAWrites", &candidate->flush_gpu_direct_rdma_writes_);
+    Resolve(lib, "cuCtxCreate_v3", &candidate->ctx_create_v3_);
+    Resolve(lib, "cuCtxDestroy_v2", &candidate->ctx_destroy_);
     if (!ok) {
       failure = Status::Error(ErrorKind::kSystem, "libcuda.so.1 lacks a required entry point");
       delete candidate;
@@ -208,6 +210,31 @@ Result<void*> CudaDriver::CurrentContext() const {
   void* context = nullptr;
   DEVMEM_RETURN_IF_ERROR(Check(ctx_get_current_(&context), "cuCtxGetCurrent"));
   return context;
+}
+
+Status CudaDriver::ExchangeStreamCaptureMode(int* mode) const {
+  return Check(exchange_capture_mode_(mode), "cuThreadExchangeStreamCaptureMode");
+}
+
+Result<void*> CudaDriver::CreateOwnContext(int ordinal) const {
+  if (ctx_create_v3_ == nullptr || ctx_destroy_ == nullptr) {
+    return Status::Error(ErrorKind::kSystem,
+                         "the CUDA driver lacks cuCtxCreate_v3 or cuCtxDestroy_v2 (needs CUDA >= "
+                         "11.4)");
+  }
+  int device = 0;
+  DEVMEM_RETURN_IF_ERROR(Check(device_get_(&device, ordinal), "cuDeviceGet"));
+  void* context = nullptr;
+  DEVMEM_RETURN_IF_ERROR(
+      Check(ctx_create_v3_(&context, nullptr, 0, 0, device), "cuCtxCreate_v3"));
+  return context;
+}
+
+Status CudaDriver::DestroyContext(void* context) const {
+  if (ctx_destroy_ == nullptr) {
+    return Status::Error(ErrorKind::kSystem, "the CUDA driver lacks cuCtxDestroy_v2");
+  }
+  return Check(ctx_destroy_(context), "cuCtxDestroy");
 }
 
 Status CudaDriver::FlushGpuDirectRdmaWritesToOwner() const {

@@ -77,8 +77,12 @@ class CudaDriver final {
   // guard goes; the context is retained once per process and device. Every plugin call that
   // allocates, copies or exports runs inside one.
   Result<ScopedDeviceContext> EnterDevice(int ordinal) const;
-  // The same for a given context (a CopyStream's).
+  // The same for a given context (a CopyStream's, the scatter engine's).
   Result<ScopedDeviceContext> EnterContext(void* context) const;
+  // GPU `ordinal`'s primary context (a CUcontext), retained once per process and device and
+  // never released: worker and proxy threads share it, and releasing it could tear it down
+  // under NCCL. Callers that enter it on every call keep it (no lock then).
+  Result<void*> PrimaryContext(int ordinal) const;
   // The device of the calling thread's current context (NCCL's proxy thread has its GPU's).
   Result<int> CurrentDevice() const;
   // The calling thread's current context; nullptr where it has none.
@@ -87,6 +91,17 @@ class CudaDriver final {
   // Does nothing once plugin GPU work was given up on (plugin/cuda/gpu_quarantine.h).
   void Free(CUdeviceptr ptr) const;
 
+  // For the GPU tests, which act as NCCL's threads and check that every plugin call leaves the
+  // thread's CUDA state as it found it; the plugin itself never calls these.
+  // cuThreadExchangeStreamCaptureMode: the calling thread's mode becomes *mode (a
+  // CUstreamCaptureMode), and *mode the one it had.
+  Status ExchangeStreamCaptureMode(int* mode) const;
+  // A context of the calling thread's own on GPU `ordinal`, current once made: what NCCL's proxy
+  // thread runs in under NCCL_CREATE_THREAD_CONTEXT=1 (NCCL v2.28.9 src/proxy.cc:883, with
+  // cuCtxCreate loaded at version 11040, src/misc/cudawrap.cc:212: cuCtxCreate_v3). An error
+  // where the driver lacks it (CUDA < 11.4).
+  Result<void*> CreateOwnContext(int ordinal) const;
+  Status DestroyContext(void* context) const;
   // A dmabuf of [ptr, ptr + bytes) with `mapping` (the caller holds the GPU's context).
   Result<int> ExportDmabuf(CUdeviceptr ptr, size_t bytes, DmabufMapping mapping) const;
   // The same, PCIe BAR1 first and the default where the driver refuses that export (it does on
@@ -108,7 +123,6 @@ class CudaDriver final {
   friend class CopyStream;
   CudaDriver() = default;
   Status Check(CUresult result, const char* call) const;
-  Result<void*> PrimaryContext(int ordinal) const;
 
   CUresult (*init_)(unsigned int) = nullptr;
   CUresult (*mem_host_alloc_)(void**, size_t, unsigned int) = nullptr;
@@ -140,6 +154,10 @@ class CudaDriver final {
   CUresult (*pointer_get_attribute_)(void*, int, CUdeviceptr) = nullptr;
   // Optional (CUDA >= 11.3): without it, NIC writes cannot be flushed (nic_write_ordering.h).
   CUresult (*flush_gpu_direct_rdma_writes_)(int, int) = nullptr;
+  // Optional, the GPU tests' (CreateOwnContext): cuCtxCreate_v3 (CUDA >= 11.4, cuda.h: pctx,
+  // CUexecAffinityParam* paramsArray, numParams, flags, dev) and cuCtxDestroy_v2.
+  CUresult (*ctx_create_v3_)(void**, void*, int, unsigned int, int) = nullptr;
+  CUresult (*ctx_destroy_)(void*) = nullptr;
 };
 
 }  // namespace devmem

@@ -4,8 +4,7 @@
 // max_ops; and every call leaving the calling thread's CUDA context and stream capture mode as
 // it found them (no context, an own context as under NCCL_CREATE_THREAD_CONTEXT=1, a global
 // graph capture on another thread). Skips without a GPU.
-#include <cuda.h>
-#include <cudaTypedefs.h>
+#include <cuda.h>  // CU_STREAM_CAPTURE_MODE_* only: every driver call goes through CudaDriver
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -19,6 +18,7 @@
 
 #include "gpu/scatter_engine.h"
 #include "gpu/scatter_plan.h"
+#include "plugin/cuda/cuda_driver.h"
 
 namespace devmem::gpu {
 namespace {
@@ -226,56 +226,31 @@ TEST_F(ScatterKernelTest, CreateRejectsADeviceThisProcessDoesNotSee) {
   }
 }
 
-// The driver calls the context tests observe and set up with (resolved the way the engine does).
-struct Driver {
-  PFN_cuCtxGetCurrent_v4000 get_current = nullptr;
-  // The signature NCCL's proxy creates its thread context with (NCCL v2.28.9 src/proxy.cc:883,
-  // src/misc/cudawrap.cc:212 loads cuCtxCreate at version 11040). CUDA 13's cuCtxCreate is the
-  // 12050 one: asking for "cuCtxCreate" at 12000 and calling it as the 3020 signature failed
-  // on an H200 with CUDA_ERROR_INVALID_DEVICE (perf/RESULTS.md, first GPU run).
-  PFN_cuCtxCreate_v11040 create = nullptr;
-  PFN_cuCtxDestroy_v4000 destroy = nullptr;
-  PFN_cuDeviceGet_v2000 device_get = nullptr;
-  // The driver's, not cudaThreadExchangeStreamCaptureMode: the runtime call makes the primary
-  // context current on a thread that has none (seen on the H200, CUDA 13.0, driver 580), which
-  // is exactly what these tests must observe the engine not doing.
-  PFN_cuThreadExchangeStreamCaptureMode_v10010 exchange_capture_mode = nullptr;
-};
+// The thread's CUDA state, observed and set up through the plugin's one driver layer
+// (plugin/cuda/cuda_driver.h). The driver's capture-mode call, not
+// cudaThreadExchangeStreamCaptureMode: the runtime call makes the primary context current on a
+// thread that has none (seen on the H200, CUDA 13.0, driver 580), which is exactly what these
+// tests must observe the engine not doing.
+constexpr int kCaptureRelaxed = CU_STREAM_CAPTURE_MODE_RELAXED;
+constexpr int kCaptureGlobal = CU_STREAM_CAPTURE_MODE_GLOBAL;
+constexpr int kCaptureThreadLocal = CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
 
-template <typename Fn>
-bool Resolve(const char* symbol, Fn* fn, unsigned version = 12000) {
-  void* address = nullptr;
-  cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-  if (cudaGetDriverEntryPointByVersion(symbol, &address, version, cudaEnableDefault, &found) !=
-          cudaSuccess ||
-      found != cudaDriverEntryPointSuccess) {
-    return false;
-  }
-  *fn = reinterpret_cast<Fn>(address);
-  return true;
+const CudaDriver* Driver() {
+  Result<const CudaDriver*> driver = CudaDriver::Get();
+  return driver.ok() ? driver.value() : nullptr;
 }
 
-std::optional<Driver> ResolveDriver() {
-  Driver driver;
-  if (!Resolve("cuCtxGetCurrent", &driver.get_current) || !Resolve("cuCtxCreate", &driver.create, 11040) ||
-      !Resolve("cuCtxDestroy", &driver.destroy) || !Resolve("cuDeviceGet", &driver.device_get) ||
-      !Resolve("cuThreadExchangeStreamCaptureMode", &driver.exchange_capture_mode)) {
-    return std::nullopt;
-  }
-  return driver;
+void* CurrentContext(const CudaDriver& driver) {
+  Result<void*> context = driver.CurrentContext();
+  EXPECT_TRUE(context.ok()) << context.status().message();
+  return context.ok() ? context.value() : nullptr;
 }
 
-CUcontext CurrentContext(const Driver& driver) {
-  CUcontext context = nullptr;
-  EXPECT_EQ(driver.get_current(&context), CUDA_SUCCESS);
-  return context;
-}
-
-CUstreamCaptureMode CurrentCaptureMode(const Driver& driver) {
-  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-  EXPECT_EQ(driver.exchange_capture_mode(&mode), CUDA_SUCCESS);  // mode: the old one
-  CUstreamCaptureMode restore = mode;
-  EXPECT_EQ(driver.exchange_capture_mode(&restore), CUDA_SUCCESS);
+int CurrentCaptureMode(const CudaDriver& driver) {
+  int mode = kCaptureRelaxed;
+  EXPECT_TRUE(driver.ExchangeStreamCaptureMode(&mode).ok());  // mode: the old one
+  int restore = mode;
+  EXPECT_TRUE(driver.ExchangeStreamCaptureMode(&restore).ok());
   return mode;
 }
 
@@ -302,8 +277,8 @@ void ExerciseEngine(char* region, char* dst, const std::function<void(const char
 }
 
 TEST_F(ScatterKernelTest, EveryCallLeavesTheThreadsContextAndCaptureModeAsItFoundThem) {
-  std::optional<Driver> driver = ResolveDriver();
-  ASSERT_TRUE(driver.has_value()) << "the CUDA driver lacks the context calls this test uses";
+  const CudaDriver* driver = Driver();
+  ASSERT_NE(driver, nullptr) << "the CUDA driver did not load";
   DeviceBuffer region(8192);
   DeviceBuffer dst(8192);
   ASSERT_NE(region.get(), nullptr);
@@ -312,26 +287,25 @@ TEST_F(ScatterKernelTest, EveryCallLeavesTheThreadsContextAndCaptureModeAsItFoun
   // A thread with no context current: it must still have none (no fallback to device 0).
   std::thread([&] {
     ASSERT_EQ(CurrentContext(*driver), nullptr) << "a new thread starts with no context";
-    CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
-    ASSERT_EQ(driver->exchange_capture_mode(&mode), CUDA_SUCCESS);
+    int mode = kCaptureThreadLocal;
+    ASSERT_TRUE(driver->ExchangeStreamCaptureMode(&mode).ok());
     ASSERT_EQ(CurrentContext(*driver), nullptr) << "setting the capture mode made one current";
     ExerciseEngine(region.get(), dst.get(), [&](const char* step) {
       EXPECT_EQ(CurrentContext(*driver), nullptr) << step;
-      EXPECT_EQ(CurrentCaptureMode(*driver), CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) << step;
+      EXPECT_EQ(CurrentCaptureMode(*driver), kCaptureThreadLocal) << step;
     });
   }).join();
 
   // A thread in a context of its own, as NCCL's proxy thread with NCCL_CREATE_THREAD_CONTEXT=1.
   std::thread([&] {
-    CUdevice device = 0;
-    ASSERT_EQ(driver->device_get(&device, 0), CUDA_SUCCESS);
-    CUcontext own = nullptr;
-    ASSERT_EQ(driver->create(&own, nullptr, 0, 0, device), CUDA_SUCCESS);  // and makes it current
+    Result<void*> own = driver->CreateOwnContext(0);  // and makes it current
+    ASSERT_TRUE(own.ok()) << own.status().message();
     ExerciseEngine(region.get(), dst.get(), [&](const char* step) {
-      EXPECT_EQ(CurrentContext(*driver), own) << step;
-      EXPECT_EQ(CurrentCaptureMode(*driver), CU_STREAM_CAPTURE_MODE_GLOBAL) << step;
+      EXPECT_EQ(CurrentContext(*driver), own.value()) << step;
+      EXPECT_EQ(CurrentCaptureMode(*driver), kCaptureGlobal) << step;
     });
-    EXPECT_EQ(driver->destroy(own), CUDA_SUCCESS);
+    Status destroyed = driver->DestroyContext(own.value());
+    EXPECT_TRUE(destroyed.ok()) << destroyed.message();
   }).join();
 }
 
