@@ -11,9 +11,9 @@
 
 namespace devmem {
 
+// What an mhandle names. The ABI edge finds it through the handle registry
+// (plugin/abi/handle_registry.h), which alone tells a live registration from anything else.
 struct MemoryRegion {
-  static constexpr uint32_t kMagic = 0x4d52444d;  // "MRDM"
-  uint32_t magic = kMagic;
   void* data = nullptr;
   size_t size = 0;
   int type = 0;  // nccl::kPtrHost or nccl::kPtrCuda

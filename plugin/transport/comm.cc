@@ -12,10 +12,9 @@
 
 namespace devmem {
 
-Comm::Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<UniqueFd> data,
+Comm::Comm(Direction direction, UniqueFd control, std::vector<UniqueFd> data,
            const ConnectionParams& params, std::string description)
-    : magic_(magic),
-      direction_(direction),
+    : direction_(direction),
       control_(std::move(control)),
       params_(params),
       description_(std::move(description)) {

@@ -71,14 +71,10 @@ struct CommCounters {
 
 class Comm : public observe::MetricsSource {
  public:
-  static constexpr uint32_t kSendMagic = 0x43534e44;  // "DNSC"
-  static constexpr uint32_t kRecvMagic = 0x43525644;  // "DVRC"
-
   Comm(const Comm&) = delete;
   Comm& operator=(const Comm&) = delete;
   virtual ~Comm();
 
-  uint32_t magic() const { return magic_; }
   const std::string& description() const { return description_; }
   const ConnectionParams& params() const { return params_; }
   const CommCounters& counters() const { return counters_; }
@@ -101,7 +97,7 @@ class Comm : public observe::MetricsSource {
   }
 
  protected:
-  Comm(uint32_t magic, Direction direction, UniqueFd control, std::vector<UniqueFd> data,
+  Comm(Direction direction, UniqueFd control, std::vector<UniqueFd> data,
        const ConnectionParams& params, std::string description);
   // Hands the data sockets to the progress engine (from then on a task pushed is moved).
   Status AttachToEngine();
@@ -140,7 +136,6 @@ class Comm : public observe::MetricsSource {
   // context (device < 0: the calling thread's current context, NCCL's proxy thread's).
   Result<CopyStream*> StagingCopyStream(int device);
 
-  const uint32_t magic_;
   const Direction direction_;
   DevmemShared devmem_shared_;
   UniqueFd control_;

@@ -22,7 +22,6 @@ namespace devmem {
 // How a NIC's receive connections run, decided once at init by the readiness checks.
 class ListenComm final {
  public:
-  static constexpr uint32_t kMagic = 0x4c4e5344;  // "DSNL"
   // Binds a listening socket on the device's address and writes the handle for the peer.
   // `plan`: devmem RX or plain TCP for this NIC's receive connections.
   // `other_members`: the other NICs of a virtual NIC whose first member is `device`. Then the
@@ -41,7 +40,6 @@ class ListenComm final {
   // listener_admission.h) and reported through a rate-limited log (listener_drop_log.h).
   Result<std::unique_ptr<RecvComm>> Accept();
 
-  uint32_t magic() const { return magic_; }
   const SocketAddress& address() const { return address_; }
   size_t unidentified_sockets() const { return admission_->unidentified(); }
 
@@ -65,7 +63,6 @@ class ListenComm final {
   // plain TCP with the reason. Fails only when NCCL_DEVMEM_REQUIRE=1 forbids the fallback.
   Result<RxPath> PlanRxPath(const PendingConnection& connection);
 
-  const uint32_t magic_ = kMagic;
   UniqueFd fd_;
   std::string device_name_;
   NetDevice device_;

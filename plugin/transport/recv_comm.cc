@@ -18,8 +18,8 @@ static_assert(kSeqRing > nccl::kNetMaxRequests * kMaxRecvsLimit);
 Result<std::unique_ptr<RecvComm>> RecvComm::Create(UniqueFd control, std::vector<UniqueFd> data,
                                                    const ConnectionParams& params,
                                                    std::string description, RxPath path) {
-  std::unique_ptr<RecvComm> comm(new RecvComm(kRecvMagic, Direction::kRecv, std::move(control),
-                                              std::move(data), params, std::move(description)));
+  std::unique_ptr<RecvComm> comm(new RecvComm(Direction::kRecv, std::move(control), std::move(data),
+                                              params, std::move(description)));
   comm->rx_buffer_.resize(kControlRxStart);
   comm->posted_.reserve(nccl::kNetMaxRequests);
   comm->data_path_ = DataPathOf(path.mode);
@@ -229,10 +229,6 @@ Result<Request*> RecvComm::PostRecv(int n, void* const* data, const size_t* size
                            sizes[i]);
     }
     const MemoryRegion* region = regions != nullptr ? regions[i] : nullptr;
-    if (region != nullptr && region->magic != MemoryRegion::kMagic) {
-      return Status::Error(ErrorKind::kInvalidArgument, "irecv %d with an unknown mhandle %p", i,
-                           static_cast<const void*>(region));
-    }
     const bool cuda = region != nullptr && region->is_cuda();
     plans[i] = consumer != nullptr ? consumer->PlanLanding(cuda) : HostDataLanding(cuda);
     if (plans[i].staged) staged_total += sizes[i];

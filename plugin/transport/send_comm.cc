@@ -22,8 +22,8 @@ namespace devmem {
 Result<std::unique_ptr<SendComm>> SendComm::Create(UniqueFd control, std::vector<UniqueFd> data,
                                                    const ConnectionParams& params,
                                                    std::string description) {
-  std::unique_ptr<SendComm> comm(new SendComm(kSendMagic, Direction::kSend, std::move(control),
-                                              std::move(data), params, std::move(description)));
+  std::unique_ptr<SendComm> comm(new SendComm(Direction::kSend, std::move(control), std::move(data),
+                                              params, std::move(description)));
   comm->tx_ring_.resize(kControlRingStart);
   comm->external_.reserve(nccl::kNetMaxRequests);
   if (params.zerocopy_tx || params.devmem_tx_ifindex > 0) {
@@ -148,10 +148,6 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
     return Status::Error(ErrorKind::kInvalidArgument, "isend of %zu bytes from NULL", size);
   }
   if (region != nullptr) {
-    if (region->magic != MemoryRegion::kMagic) {
-      return Status::Error(ErrorKind::kInvalidArgument, "isend with an unknown mhandle %p",
-                           static_cast<const void*>(region));
-    }
     auto* begin = static_cast<const char*>(region->data);
     auto* p = static_cast<const char*>(data);
     if (size > 0 && (p < begin || p + size > begin + region->size)) {
