@@ -114,7 +114,7 @@ class PipelineRun final {
   const CaseSpec& spec_;
   CaseResult result_;
   std::shared_ptr<RxArena> arena_;
-  std::unique_ptr<RxRegion> region_;
+  std::shared_ptr<RxRegion> region_;  // shared: the kernel consumer keeps it for GPU work
   std::optional<CopyStream> stream_;  // GPU consumers: pattern writes, host ranges, checks
   // The destinations before the consumer: it goes first, its kernels done, and then they do.
   struct FreeHost {
@@ -178,7 +178,7 @@ Status PipelineRun::SetUp() {
       break;
     case ConsumerKind::kKernelScatter: {
       Result<std::unique_ptr<KernelScatterConsumer>> kernel = KernelScatterConsumer::Create(
-          region_.get(), gpu::CreateCudaScatterEngine, spec_.depth, spec_.profile.geometry);
+          region_, gpu::CreateCudaScatterEngine, spec_.depth, spec_.profile.geometry);
       if (!kernel.ok()) return kernel.status();
       consumer_ = std::move(kernel).value();
       break;
