@@ -8,6 +8,7 @@
 //   nccl-net-devmem-bench [--plugin PATH | --yardstick installed[:LIBNCCL]]
 //                         [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]
 //                         [--window W] [--comms N] [--test-any] [--latency] [--check] [--json]
+//                         [--nccl-profiler]
 //                         [--mode host|emulated-devmem|emulated-tx]
 //                         [--netns-send NS --netns-recv NS]
 //                         [--fuse N] [--verbose]
@@ -21,6 +22,10 @@
 //   --test-any    post into every free slot and test every request in flight, not only the
 //                 oldest: a stricter contract than NCCL's (NCCL's own socket transport fails it)
 //   --check       byte-exact payload check of every message (stream and ping-pong; slower)
+//   --nccl-profiler
+//                 init with NCCL's profiler callback as NCCL passes it when no profiler plugin
+//                 is loaded, and an event handle with every isend/irecv (NCCL always does both):
+//                 what the plugin's profiler events cost a job that does not profile
 //   --fuse N      both sides fuse their first N devices into one virtual NIC (makeVDevice, as
 //                 NCCL_NET_FORCE_MERGE does) and connect through it (1..4: the v11 table)
 #include <fcntl.h>
@@ -73,6 +78,7 @@ struct Options {
   int window = 8;  // NCCL keeps NCCL_STEPS = 8 requests in flight per connection
   int comms = 1;
   bool test_any = false;  // default: test only the oldest request of a connection, as NCCL does
+  bool nccl_profiler = false;  // NCCL's profiler callback at init, an event handle per request
   bool latency = false;
   bool check = false;
   bool json = false;
@@ -140,6 +146,8 @@ Options ParseOptions(int argc, char** argv) {
       o.comms = atoi(next());
     else if (a == "--test-any")
       o.test_any = true;
+    else if (a == "--nccl-profiler")
+      o.nccl_profiler = true;
     else if (a == "--latency")
       o.latency = true;
     else if (a == "--check")
@@ -241,11 +249,11 @@ void IdleWait() {
 // Streams `iters` messages of `size` bytes on every lane, up to `window` in flight per lane,
 // the lanes progressed round-robin by this one thread. The receiver's clock runs from its
 // "go" to its last completion.
-double Stream(const Options& o, const devmem::abi::NetV11* net, bool sender,
+double Stream(const Options& o, NetPeer& peer, const devmem::abi::NetV11* net, bool sender,
               std::vector<Lane>& lanes, uint64_t size, int iters, bool check, int to_peer,
               int from_peer) {
   std::string error;
-  const StreamStep step{net, size, iters, o.window, check};
+  const StreamStep step{net, size, iters, o.window, check, peer.phandles()};
   for (Lane& lane : lanes) lane.Reset(o.window);
   char go = 'g';
   if (sender) ReadAll(from_peer, &go, 1);
@@ -284,13 +292,14 @@ double PingPong(NetPeer& peer, bool initiator, HostBuffer& buffer, void* send_mh
       if (check && !send_now) memset(buffer.data(), 0, size);
       while (request == nullptr) {
         if (send_now) {
-          if (net->isend(peer.send_comm(0), data, size, 1, send_mh, nullptr, &request) != 0) {
+          if (net->isend(peer.send_comm(0), data, size, 1, send_mh, peer.send_phandle(),
+                         &request) != 0) {
             Die("isend failed");
           }
         } else {
           size_t capacity = size;
           int tag = 1;
-          if (net->irecv(peer.recv_comm(0), 1, &data, &capacity, &tag, &recv_mh, nullptr,
+          if (net->irecv(peer.recv_comm(0), 1, &data, &capacity, &tag, &recv_mh, peer.phandles(),
                          &request) != 0) {
             Die("irecv failed");
           }
@@ -336,7 +345,7 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
   const size_t handle_bytes = static_cast<size_t>(o.comms) * devmem::abi::kNetHandleMaxSize;
   std::vector<uint8_t> mine(handle_bytes);
   std::vector<uint8_t> theirs(handle_bytes);
-  if (!peer.Init(&error) || !peer.Fuse(o.fuse, &error) ||
+  if (!peer.Init(&error, o.nccl_profiler) || !peer.Fuse(o.fuse, &error) ||
       !peer.Listen(o.comms, mine.data(), &error)) {
     Die("%s", error.c_str());
   }
@@ -397,9 +406,9 @@ int RunRank(const Options& o, bool rank0, int to_peer, int from_peer) {
       seconds =
           PingPong(peer, rank0, buffer, pingpong_send_mh, pingpong_recv_mh, size, iters, o.check);
     } else {
-      Stream(o, net, !rank0, lanes, size, o.warmup, false, to_peer, from_peer);
+      Stream(o, peer, net, !rank0, lanes, size, o.warmup, false, to_peer, from_peer);
       const double cpu_before = ProcessCpuSeconds();
-      seconds = Stream(o, net, !rank0, lanes, size, iters, o.check, to_peer, from_peer);
+      seconds = Stream(o, peer, net, !rank0, lanes, size, iters, o.check, to_peer, from_peer);
       // The sending process's CPU time for the timed messages, handed to rank 0 to print.
       double cpu = ProcessCpuSeconds() - cpu_before;
       if (!rank0) {

@@ -15,6 +15,16 @@
 
 namespace devmem::testing {
 
+// What NCCL's callback does when no profiler plugin is loaded: return success at once, leaving
+// the event handle as it is (NCCL v2.28.9 src/plugin/profiler.cc:687-688 tests ncclProfiler,
+// NULL without a plugin). NCCL passes this callback to every net plugin's init
+// (src/transport/net.cc:178) and a proxy event handle with every isend/irecv
+// (src/transport/net.cc:1319, 1470), so this is the profiler cost every NCCL job pays.
+inline abi::Result NcclProfilerWithoutPlugin(void** /*eHandle*/, int /*type*/, void* /*pHandle*/,
+                                             int64_t /*pluginId*/, void* /*extData*/) {
+  return abi::kSuccess;
+}
+
 class NetPeer {
  public:
   explicit NetPeer(const abi::NetV11* net) : net_(net) {}
@@ -22,8 +32,12 @@ class NetPeer {
   NetPeer& operator=(const NetPeer&) = delete;
   ~NetPeer() { Close(); }
 
-  bool Init(std::string* error) {
-    if (net_->init(&ctx_, 0x1234, nullptr, StderrLogger, nullptr) != abi::kSuccess) {
+  // `nccl_profiler`: init with NCCL's profiler callback (as NCCL always does) and pass an event
+  // handle with every isend/irecv (phandles()); default: neither, as a non-NCCL host might.
+  bool Init(std::string* error, bool nccl_profiler = false) {
+    profiler_ = nccl_profiler;
+    if (net_->init(&ctx_, 0x1234, nullptr, StderrLogger,
+                   nccl_profiler ? NcclProfilerWithoutPlugin : nullptr) != abi::kSuccess) {
       *error = "init failed";
       return false;
     }
@@ -151,7 +165,16 @@ class NetPeer {
   void* send_comm(int i) const { return send_comms_[static_cast<size_t>(i)]; }
   void* recv_comm(int i) const { return recv_comms_[static_cast<size_t>(i)]; }
 
+  // The event handles isend/irecv pass (NCCL's proxy passes one per step; opaque to the plugin,
+  // which only hands it back to the callback): null unless Init asked for NCCL's profiler.
+  // isend takes phandles()[0]; irecv (a grouped receive) the array, one handle per buffer.
+  void** phandles() { return profiler_ ? phandles_ : nullptr; }
+  void* send_phandle() { return profiler_ ? phandles_[0] : nullptr; }
+
  private:
+  bool profiler_ = false;
+  char proxy_event_handle_ = 0;
+  void* phandles_[1] = {&proxy_event_handle_};
   const abi::NetV11* net_;
   void* ctx_ = nullptr;
   int dev_ = 0;  // device 0, or the virtual NIC Fuse() made

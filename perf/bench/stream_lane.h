@@ -105,6 +105,7 @@ struct StreamStep {
   int iters;  // per connection
   int window;
   bool check;
+  void** phandles = nullptr;  // NCCL's proxy event handles for isend/irecv (NetPeer::phandles)
 };
 
 // Posts the next message of `lane` in `slot`; false when the plugin had no request free
@@ -116,14 +117,15 @@ inline bool Post(const StreamStep& s, Lane& lane, int slot, std::string* error) 
   const uint64_t salt = lane.index << 32 | static_cast<uint64_t>(lane.posted);
   if (lane.sender) {
     if (s.check) FillPattern(static_cast<char*>(data), s.size, salt);
-    if (s.net->isend(lane.comm, data, s.size, 1, mhandle, nullptr, &request) != abi::kSuccess) {
+    if (s.net->isend(lane.comm, data, s.size, 1, mhandle, s.phandles ? s.phandles[0] : nullptr,
+                     &request) != abi::kSuccess) {
       *error = "isend failed";
       return false;
     }
   } else {
     size_t capacity = s.size;
     int tag = 1;
-    if (s.net->irecv(lane.comm, 1, &data, &capacity, &tag, &mhandle, nullptr, &request) !=
+    if (s.net->irecv(lane.comm, 1, &data, &capacity, &tag, &mhandle, s.phandles, &request) !=
         abi::kSuccess) {
       *error = "irecv failed";
       return false;
