@@ -9,16 +9,15 @@
 
 #include <chrono>
 #include <climits>
-#include <cstdarg>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "plugin/abi/net_abi.h"
+#include "tests/common/captured_log.h"
 #include "tests/common/plugin_fixture.h"
 #include "tests/common/prometheus_text.h"
 
@@ -69,25 +68,11 @@ Exposition ReadMetrics() {
   return parsed;
 }
 
-std::mutex g_mutex;
-std::vector<std::string> g_warns;
-void RecordingLogger(abi::LogLevel level, unsigned long /*flags*/, const char* /*file*/,
-                     int /*line*/, const char* fmt, ...) {
-  if (level != abi::kLogWarn) return;
-  va_list args;
-  va_start(args, fmt);
-  char text[2048];
-  vsnprintf(text, sizeof(text), fmt, args);
-  va_end(args);
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_warns.emplace_back(text);
-}
-
 class MetricsAbiTest : public testing::PluginSuite {
  protected:
   void SetUp() override {
     ASSERT_NE(Env("NCCL_DEVMEM_METRICS_FILE"), nullptr) << "CTest sets the variable";
-    ASSERT_EQ(net_->init(&ctx_, 1, nullptr, RecordingLogger, nullptr), abi::kSuccess);
+    ASSERT_EQ(net_->init(&ctx_, 1, nullptr, testing::CapturedLog::Logger, nullptr), abi::kSuccess);
   }
   void TearDown() override { EXPECT_EQ(net_->finalize(ctx_), abi::kSuccess); }
 
@@ -151,7 +136,7 @@ class MetricsAbiTest : public testing::PluginSuite {
   // Writes the file now, through a second context's finalize.
   void WriteThroughFinalize() {
     void* other = nullptr;
-    ASSERT_EQ(net_->init(&other, 2, nullptr, RecordingLogger, nullptr), abi::kSuccess);
+    ASSERT_EQ(net_->init(&other, 2, nullptr, testing::CapturedLog::Logger, nullptr), abi::kSuccess);
     ASSERT_EQ(net_->finalize(other), abi::kSuccess);
   }
 
@@ -209,8 +194,7 @@ TEST_F(MetricsAbiTest, TheFileCountsTheTrafficThatRan) {
     EXPECT_EQ(Delta(after, before, "nccl_devmem_consumer_latency_seconds_count"), 0);
   }
   EXPECT_GT(Delta(after, before, "nccl_devmem_data_syscalls_total{direction=\"recv\"}"), 0);
-  std::lock_guard<std::mutex> lock(g_mutex);
-  for (const std::string& warn : g_warns) {
+  for (const std::string& warn : testing::CapturedLog::Warnings()) {
     EXPECT_EQ(warn.find("NCCL_DEVMEM_METRICS_FILE"), std::string::npos) << warn;
   }
 }
@@ -220,9 +204,8 @@ TEST_F(MetricsAbiTest, AnUnwritableDirectoryCostsOneWarnAndNothingElse) {
   Traffic({1 << 20, 100});
   WriteThroughFinalize();
   WriteThroughFinalize();
-  std::lock_guard<std::mutex> lock(g_mutex);
   int metrics_warns = 0;
-  for (const std::string& warn : g_warns) {
+  for (const std::string& warn : testing::CapturedLog::Warnings()) {
     if (warn.find("NCCL_DEVMEM_METRICS_FILE: cannot write") != std::string::npos) {
       ++metrics_warns;
       EXPECT_NE(warn.find(ExpectedPath()), std::string::npos) << warn;

@@ -8,9 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdarg>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -19,6 +17,7 @@
 #include "plugin/observe/metrics.h"
 #include "plugin/observe/metrics_writer.h"
 #include "plugin/observe/prometheus.h"
+#include "tests/common/captured_log.h"
 #include "tests/common/child_process.h"
 #include "tests/common/prometheus_text.h"
 
@@ -183,21 +182,6 @@ TEST(MetricsFileTest, AnUnwritableDirectoryIsAnErrorAndLeavesNothing) {
   EXPECT_TRUE(DirectoryEntries(dir.path()).empty());
 }
 
-// Captures the plugin's WARN lines (NCCL's logger signature).
-std::mutex g_warn_mutex;
-std::vector<std::string> g_warns;
-void RecordingLogger(nccl::LogLevel level, unsigned long /*flags*/, const char* /*file*/,
-                     int /*line*/, const char* fmt, ...) {
-  if (level != nccl::kLogWarn) return;
-  va_list args;
-  va_start(args, fmt);
-  char text[1024];
-  vsnprintf(text, sizeof(text), fmt, args);
-  va_end(args);
-  std::lock_guard<std::mutex> lock(g_warn_mutex);
-  g_warns.emplace_back(text);
-}
-
 TEST(MetricsWriterTest, WritesAtOnceAndOnceMoreWhenStopped) {
   testing::TempDir dir;
   const std::string path = dir.path() + "/w.prom";
@@ -224,11 +208,8 @@ TEST(MetricsWriterTest, WritesAtOnceAndOnceMoreWhenStopped) {
 }
 
 TEST(MetricsWriterTest, AnUnwritableDirectoryIsOneWarnAndNoCrash) {
-  log::SetLogger(RecordingLogger);
-  {
-    std::lock_guard<std::mutex> lock(g_warn_mutex);
-    g_warns.clear();
-  }
+  log::SetLogger(testing::CapturedLog::Logger);
+  testing::CapturedLog::Clear();
   testing::TempDir dir;
   const std::string path = dir.path() + "/missing/w.prom";
   {
@@ -238,11 +219,11 @@ TEST(MetricsWriterTest, AnUnwritableDirectoryIsOneWarnAndNoCrash) {
     for (int i = 0; i < 3; ++i) writer.value()->WriteNow();
   }  // the thread's first and last writes fail too
   log::SetLogger(nullptr);
-  std::lock_guard<std::mutex> lock(g_warn_mutex);
-  ASSERT_EQ(g_warns.size(), 1u);
-  EXPECT_NE(g_warns[0].find("NCCL_DEVMEM_METRICS_FILE: cannot write"), std::string::npos)
-      << g_warns[0];
-  EXPECT_NE(g_warns[0].find("/missing/w.prom"), std::string::npos) << g_warns[0];
+  const std::vector<std::string> warns = testing::CapturedLog::Warnings();
+  ASSERT_EQ(warns.size(), 1u);
+  EXPECT_NE(warns[0].find("NCCL_DEVMEM_METRICS_FILE: cannot write"), std::string::npos)
+      << warns[0];
+  EXPECT_NE(warns[0].find("/missing/w.prom"), std::string::npos) << warns[0];
 }
 
 }  // namespace
