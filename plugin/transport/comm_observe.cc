@@ -58,7 +58,7 @@ void Comm::Collect(observe::MetricsSnapshot* into) const {
   into->inline_messages[dir] += counters_.inline_messages;
   into->staged_bytes[dir] += counters_.staged_bytes;
   for (const auto& socket : data_sockets_) {
-    into->data_syscalls[dir] += socket->counters.syscalls.load(std::memory_order_relaxed);
+    into->data_syscalls[dir] += socket->counters.syscalls.load();
     if (socket->receiver != nullptr) {
       const ReceiverCounters& c = socket->receiver->counters();
       const size_t path = Slot(data_path_);

@@ -48,14 +48,14 @@ SocketMover::Outcome SocketMover::AdvanceFrags(DataSocket* socket, SocketTask* t
     Result<FragReceiver::State> state = socket->receiver->Receive(
         fd, chunk_len - task->done_in_chunk, oldest,
         task->base != nullptr ? task->base + at : nullptr, &segments_, &consumed);
-    SocketCounters::Add(socket->counters.syscalls, 1);
+    socket->counters.syscalls += 1;
     if (!state.ok()) {
       health->Fail(state.status());
       return Outcome::kFailed;
     }
     if (consumed > 0) {
       *moved = true;
-      SocketCounters::Add(socket->counters.bytes, consumed);
+      socket->counters.bytes += consumed;
       if (task->arrival_consumer != nullptr) {
         // The consumer copies on this thread while the frags are still in cache; their tokens
         // go straight back.
@@ -186,13 +186,13 @@ SocketMover::Outcome SocketMover::AdvanceBytes(DataSocket* socket, SocketTask* t
       std::vector<char>& discard = Discard();
       n = recv(fd, discard.data(), std::min<uint64_t>(remaining, discard.size()), MSG_DONTWAIT);
     }
-    SocketCounters::Add(socket->counters.syscalls, 1);
+    socket->counters.syscalls += 1;
     if (n > 0) {
       *moved = true;
-      SocketCounters::Add(socket->counters.bytes, static_cast<uint64_t>(n));
+      socket->counters.bytes += static_cast<uint64_t>(n);
       // One mover at a time per socket: a plain store, no locked add on the hot path.
       if (direction == Direction::kSend) {
-        SocketCounters::Add(socket->moved_bytes, static_cast<uint64_t>(n));
+        socket->moved_bytes += static_cast<uint64_t>(n);
       }
       task->done_in_chunk += static_cast<uint64_t>(n);
       if (task->done_in_chunk == chunk_len) {

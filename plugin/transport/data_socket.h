@@ -15,6 +15,7 @@
 
 #include "plugin/consumers/frag_consumer.h"
 #include "plugin/core/status.h"
+#include "plugin/core/relaxed_counter.h"
 #include "plugin/core/unique_fd.h"
 #include "plugin/devmem/frag_receiver.h"
 #include "plugin/devmem/offset_table.h"
@@ -83,11 +84,8 @@ enum class Direction { kSend, kRecv };
 // relaxed stores, no locked instructions on the hot path; other threads read them when the
 // comm closes or a benchmark asks.
 struct SocketCounters {
-  std::atomic<uint64_t> bytes{0};
-  std::atomic<uint64_t> syscalls{0};
-  static void Add(std::atomic<uint64_t>& counter, uint64_t n) {
-    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
+  RelaxedCounter bytes;
+  RelaxedCounter syscalls;
 };
 
 // Where a socket stands with its progress-engine worker (worker-only; see progress_engine.h).
@@ -114,7 +112,7 @@ struct DataSocket {
   // Adaptive striping (ConnectionParams::adaptive_stripes), send side: bytes queued on this
   // socket (the proxy thread's count) and bytes written to it (single writer, as counters).
   uint64_t queued_bytes = 0;
-  std::atomic<uint64_t> moved_bytes{0};
+  RelaxedCounter moved_bytes;
   // Release generation seen when it stalled (whoever moved its bytes then).
   std::atomic<uint64_t> stalled_generation{0};
 

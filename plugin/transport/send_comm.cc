@@ -279,7 +279,7 @@ uint64_t SendComm::LeastLoadedSockets(uint64_t size) const {
   double fastest = 0;
   for (size_t s = 0; s < sockets; ++s) {
     const DataSocket& socket = *data_sockets_[s];
-    const uint64_t moved = socket.moved_bytes.load(std::memory_order_relaxed);
+    const uint64_t moved = socket.moved_bytes.load();
     backlog[s] = socket.queued_bytes > moved ? static_cast<double>(socket.queued_bytes - moved) : 0;
     int in_kernel = 0;
     if (ioctl(socket.fd.get(), SIOCOUTQ, &in_kernel) == 0 && in_kernel > 0) backlog[s] += in_kernel;
