@@ -208,6 +208,10 @@ uint32_t DefaultInlineBytes(uint64_t proxy_bytes) {
                                                     kMaxDefaultInlineBytes));
 }
 
+uint32_t DefaultQueuedInlineBytes(uint32_t inline_bytes) {
+  return std::min(inline_bytes, kMaxDefaultQueuedInlineBytes);
+}
+
 int UsableCpuCount() {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -360,6 +364,8 @@ Result<Config> Config::FromEnvironment(const std::function<const char*(const cha
                                             : DefaultProxyBytes(config.worker_threads);
   config.inline_bytes = inline_bytes_set >= 0 ? static_cast<uint32_t>(inline_bytes_set)
                                               : DefaultInlineBytes(config.proxy_bytes);
+  config.queued_inline_bytes = inline_bytes_set >= 0 ? config.inline_bytes
+                                                     : DefaultQueuedInlineBytes(config.inline_bytes);
 
   if (const char* ifname = getenv_fn(kIfname); ifname != nullptr) {
     config.socket_ifname = ifname;
@@ -445,8 +451,9 @@ void Config::LogValues(const std::function<const char*(const char*)>& getenv_fn)
     log::Info(log::kEnv, "%s=%u (env)", kInline, inline_bytes);
   } else {
     log::Info(log::kEnv,
-              "%s=%u (default: %s within [32K, 1M]; a devmem RX receiver takes at most %u)",
-              kInline, inline_bytes, kProxyBytes, kDevmemInlineBytes);
+              "%s=%u (default: %s within [32K, 4M]; above %u only while no other send of the "
+              "comm is in flight; a devmem RX receiver takes at most %u)",
+              kInline, inline_bytes, kProxyBytes, queued_inline_bytes, kDevmemInlineBytes);
   }
   log::Info(log::kEnv, "%s=%llu (%s)", kProxyBytes, static_cast<unsigned long long>(proxy_bytes),
             getenv_fn(kProxyBytes) != nullptr ? "env"

@@ -47,7 +47,14 @@ inline constexpr uint32_t kDevmemInlineBytes = 32 << 10;
 // NCCL's socket transport sends by default) beat a separate data socket from 64 KiB to 1 MiB
 // (perf/RESULTS.md, "Progress engine").
 inline constexpr uint32_t kMinDefaultInlineBytes = 32 << 10;
-inline constexpr uint32_t kMaxDefaultInlineBytes = 1 << 20;
+inline constexpr uint32_t kMaxDefaultInlineBytes = 4 << 20;
+// By default a message above 1 MiB rides the control socket only when no other send of its comm
+// is in flight: one stream has the least latency per message (4 MiB ping-pong on 2 vCPUs, 7
+// rounds: 1627 us inline vs 1800 us over the data sockets, NCCL's socket transport 1699 us), but
+// a queue of them moves faster dealt over the data sockets (4 MiB stream: 5.23 vs 5.81 GB/s) and
+// from 16 MiB one socket loses even alone (7325 vs 6959 us). perf/RESULTS.md, "Inline while
+// idle". An explicit NCCL_DEVMEM_INLINE_BYTES applies whether or not sends are in flight.
+inline constexpr uint32_t kMaxDefaultQueuedInlineBytes = 1 << 20;
 // The thread default for `usable_cpus`, and the proxy default for `worker_threads` threads:
 // one thread moves everything on the proxy; several take every message above 64 KiB (a
 // thread count set without a proxy limit would otherwise leave the workers idle).
@@ -55,6 +62,7 @@ int DefaultWorkerThreads(int usable_cpus);
 int DefaultDataSockets(int usable_cpus);
 uint64_t DefaultProxyBytes(int worker_threads);
 uint32_t DefaultInlineBytes(uint64_t proxy_bytes);
+uint32_t DefaultQueuedInlineBytes(uint32_t inline_bytes);
 // The CPUs the calling thread may run on (sched_getaffinity), at least 1.
 int UsableCpuCount();
 
@@ -71,6 +79,9 @@ struct Config {
   uint64_t chunk_bytes = kDefaultChunkBytes;  // NCCL_DEVMEM_CHUNK_SIZE
   uint32_t inline_bytes = kMinDefaultInlineBytes;  // NCCL_DEVMEM_INLINE_BYTES (default:
                                                    // DefaultInlineBytes of proxy_bytes)
+  // The largest message sent inline while other sends of the comm are in flight: inline_bytes
+  // when NCCL_DEVMEM_INLINE_BYTES is set, else DefaultQueuedInlineBytes of it.
+  uint32_t queued_inline_bytes = kMinDefaultInlineBytes;
   // NCCL_DEVMEM_PROXY_BYTES: messages up to this size move on the calling thread, larger ones
   // on the workers (default: DefaultProxyBytes of the thread count).
   uint64_t proxy_bytes = uint64_t{1} << 30;

@@ -36,6 +36,9 @@ struct ConnectionParams {
   int worker_threads = 1;
   uint64_t chunk_bytes = kDefaultChunkBytes;
   uint32_t inline_bytes = 0;
+  // Sender: while other sends of the comm are in flight, only messages of at most this many
+  // bytes go inline (Config::queued_inline_bytes; local). The default sets no separate limit.
+  uint32_t queued_inline_bytes = UINT32_MAX;
   // Messages of at most this many bytes are moved by the calling (NCCL proxy) thread itself,
   // larger ones by the workers (NCCL_DEVMEM_PROXY_BYTES; local, not negotiated).
   uint64_t proxy_bytes = 0;

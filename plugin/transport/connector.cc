@@ -101,6 +101,7 @@ Result<std::unique_ptr<Connector>> Connector::Start(const wire::ListenHandle& ha
   connector->params_.worker_threads = config.worker_threads;
   connector->params_.chunk_bytes = config.chunk_bytes;
   connector->params_.inline_bytes = config.inline_bytes;
+  connector->params_.queued_inline_bytes = config.queued_inline_bytes;
   connector->params_.proxy_bytes = config.proxy_bytes;
   connector->params_.gpu_work_limit = std::chrono::milliseconds(config.gpu_consumer_timeout_ms);
   connector->deadline_ = Clock::now() + std::chrono::milliseconds(config.handshake_timeout_ms);

@@ -120,13 +120,18 @@ class RequestPool {
       for (Request& request : *blocks_[b]) {
         if (!request.in_use()) {
           request.Reset(owner, kind);
+          ++in_use_;
           return &request;
         }
       }
     }
     return nullptr;
   }
-  void Release(Request* request) { request->stage = Request::Stage::kFree; }
+  void Release(Request* request) {
+    if (!request->in_use()) return;
+    request->stage = Request::Stage::kFree;
+    --in_use_;
+  }
   // Gives the staging of the first `count` requests (the ones Acquire hands out first) at least
   // `bytes`, so the data path finds it allocated.
   Status PresizeStaging(size_t count, size_t bytes) {
@@ -142,14 +147,8 @@ class RequestPool {
     if (index >= kSize || blocks_[index / kBlock] == nullptr) return nullptr;
     return &(*blocks_[index / kBlock])[index % kBlock];
   }
-  int InUse() const {
-    int n = 0;
-    for (const auto& block : blocks_) {
-      if (block == nullptr) continue;
-      for (const Request& request : *block) n += request.in_use() ? 1 : 0;
-    }
-    return n;
-  }
+  // Requests acquired and not yet released (the thread that posts and tests: NCCL's proxy).
+  int InUse() const { return in_use_; }
 
  private:
   using Block = std::array<Request, kBlock>;
@@ -160,6 +159,7 @@ class RequestPool {
     return block;
   }
   std::array<std::unique_ptr<Block>, kSize / kBlock> blocks_;
+  int in_use_ = 0;
 };
 
 }  // namespace devmem

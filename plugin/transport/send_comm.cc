@@ -170,7 +170,13 @@ Result<Request*> SendComm::PostSend(void* data, size_t size, int tag, const Memo
   // Devmem TX: the bytes stay in GPU memory and go out by dmabuf offset, never inline (that
   // would need them on the host).
   const bool devmem_tx = region != nullptr && region->devmem_tx() && size > 0;
-  const bool is_inline = size <= params_.inline_bytes && !devmem_tx;
+  // A message with others in flight takes the queued limit (ConnectionParams): alone it is
+  // latency-bound and one stream serves it best, queued ones move faster over the data sockets.
+  const bool others_in_flight = pool_.InUse() > 1;
+  const uint32_t inline_limit =
+      others_in_flight ? std::min(params_.inline_bytes, params_.queued_inline_bytes)
+                       : params_.inline_bytes;
+  const bool is_inline = size <= inline_limit && !devmem_tx;
   wire::MessageHeader header;
   header.kind = is_inline ? wire::MessageHeader::kInline : wire::MessageHeader::kStriped;
   header.tag = tag;

@@ -26,7 +26,9 @@ TEST(ConfigTest, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(config->data_sockets, 2);
   EXPECT_EQ(config->worker_threads, 1);
   EXPECT_EQ(config->chunk_bytes, 512u << 10);
-  EXPECT_EQ(config->inline_bytes, 1u << 20);  // the proxy moves everything: 1 MiB inline
+  // The proxy moves everything: up to 4 MiB inline, above 1 MiB only with no other send in flight.
+  EXPECT_EQ(config->inline_bytes, 4u << 20);
+  EXPECT_EQ(config->queued_inline_bytes, 1u << 20);
   EXPECT_EQ(config->proxy_bytes, uint64_t{1} << 30);
   EXPECT_EQ(config->socket_buffer_bytes, 0u);
   EXPECT_EQ(config->gpu_consumer_timeout_ms, 20000);
@@ -187,23 +189,28 @@ TEST(ConfigTest, HostPathDefaultsFollowTheUsableCpus) {
 }
 
 // Inline (header and payload on the control stream) is the proxy thread's one-stream path: its
-// default follows the proxy limit within [32 KiB, 1 MiB]; a value the user set wins.
+// default follows the proxy limit within [32 KiB, 4 MiB], and above 1 MiB only for a message
+// alone on its comm (queued_inline_bytes); a value the user set wins, alone or queued.
 TEST(ConfigTest, TheInlineDefaultFollowsTheProxyLimit) {
   for (int cpus : {1, 2, 7}) {
     Result<Config> config = Config::FromEnvironment(Env({}), cpus);
     ASSERT_TRUE(config.ok());
-    EXPECT_EQ(config->inline_bytes, 1u << 20) << cpus << " CPUs";
+    EXPECT_EQ(config->inline_bytes, 4u << 20) << cpus << " CPUs";
+    EXPECT_EQ(config->queued_inline_bytes, 1u << 20) << cpus << " CPUs";
   }
   Result<Config> many = Config::FromEnvironment(Env({}), 16);
   ASSERT_TRUE(many.ok());
   EXPECT_EQ(many->inline_bytes, 64u << 10);  // = the 64 KiB proxy limit with workers
+  EXPECT_EQ(many->queued_inline_bytes, 64u << 10);
   Result<Config> small = Config::FromEnvironment(Env({{"NCCL_DEVMEM_PROXY_BYTES", "4K"}}), 2);
   ASSERT_TRUE(small.ok());
   EXPECT_EQ(small->inline_bytes, 32u << 10);
+  EXPECT_EQ(small->queued_inline_bytes, 32u << 10);
   Result<Config> set = Config::FromEnvironment(
       Env({{"NCCL_DEVMEM_PROXY_BYTES", "4K"}, {"NCCL_DEVMEM_INLINE_BYTES", "2M"}}), 2);
   ASSERT_TRUE(set.ok());
   EXPECT_EQ(set->inline_bytes, 2u << 20);
+  EXPECT_EQ(set->queued_inline_bytes, 2u << 20);
 }
 
 TEST(ConfigTest, TheProxyDefaultFollowsAThreadCountTheUserSet) {

@@ -89,6 +89,8 @@ void FuzzEnvironment(const uint8_t* data, size_t size) {
   FUZZ_CHECK(c.chunk_bytes >= kMinChunkBytes && c.chunk_bytes <= kMaxChunkBytes, "chunk %llu",
              static_cast<unsigned long long>(c.chunk_bytes));
   FUZZ_CHECK(c.inline_bytes <= kMaxInlineBytes, "inline %u", c.inline_bytes);
+  FUZZ_CHECK(c.queued_inline_bytes <= c.inline_bytes, "queued inline %u above inline %u",
+             c.queued_inline_bytes, c.inline_bytes);
   FUZZ_CHECK(c.max_recvs >= 1 && c.max_recvs <= kMaxRecvsLimit, "max recvs %d", c.max_recvs);
   FUZZ_CHECK(c.handshake_timeout_ms >= 100 && c.handshake_timeout_ms <= 3600000,
              "handshake timeout %d", c.handshake_timeout_ms);
