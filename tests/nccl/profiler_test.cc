@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "plugin/abi/net_abi.h"
+#include "plugin/core/config.h"
 #include "tests/common/plugin_fixture.h"
 
 namespace devmem {
@@ -249,7 +250,9 @@ std::map<void*, Call> CheckPairing(const std::vector<Call>& calls) {
 TEST_F(ProfilerTest, EveryTransferAndMessageIsOneStartedAndStoppedEvent) {
   char send_handles[2], recv_handles[2];  // NCCL's handles are addresses in its proxy state
   constexpr size_t kInline = 1000;        // rides the control socket: no data-socket transfer
-  constexpr size_t kLarge = 4 << 20;      // above every inline limit: the data sockets carry it
+  // Above every default inline limit (a message alone on its comm rides the control socket up
+  // to kMaxDefaultInlineBytes): the data sockets carry it.
+  constexpr size_t kLarge = 2 * size_t{devmem::kMaxDefaultInlineBytes};
   Transfer(kInline, &send_handles[0], &recv_handles[0]);
   Transfer(kLarge, &send_handles[1], &recv_handles[1]);
   const std::vector<Call> calls = Calls();
