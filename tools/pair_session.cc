@@ -3,7 +3,6 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -73,10 +72,6 @@ std::string TxInitLineOf(const std::string& nic) {
     }
   }
   return "";
-}
-
-bool StartsWith(const std::string& text, const char* prefix) {
-  return text.compare(0, strlen(prefix), prefix) == 0;
 }
 
 // A failed plugin call, with the WARN the plugin logged for it (its ABI edge logs one per failure).
@@ -299,28 +294,21 @@ PathReport PluginSession::RecvPath() const {
   PathReport report;
   const RecvComm* comm = api::Find<RecvComm>(recv_comm_);
   if (comm == nullptr) return report;
-  // The plugin states each receive comm's path once, when it builds it
-  // (plugin/setup/rx_pipeline.cc BuildRxPipeline): "<comm>: DEVMEM RX: ...", "<comm>: EMULATED
-  // devmem RX ..." or "<comm>: plain-TCP data path (devmem RX unavailable: <reason>; ...)".
-  const std::string line = PathLineOf(comm->description());
-  constexpr const char* kPlainReason = "devmem RX unavailable: ";
-  if (StartsWith(line, "DEVMEM RX")) {
-    report.mode = PathMode::kDevmem;
-    report.detail = line;
-  } else if (StartsWith(line, "EMULATED devmem RX")) {
-    report.mode = PathMode::kEmulated;
-    report.detail = line;
-  } else if (StartsWith(line, "plain-TCP data path")) {
-    report.mode = PathMode::kPlain;
-    const size_t at = line.find(kPlainReason);
-    const size_t end = line.find("; NCCL_DEVMEM_REQUIRE", at);
-    report.detail = at == std::string::npos
-                        ? line
-                        : line.substr(at + strlen(kPlainReason),
-                                      end == std::string::npos ? std::string::npos
-                                                               : end - at - strlen(kPlainReason));
-  } else {
-    report.detail = line.empty() ? "the plugin logged no data path for this comm" : line;
+  // The comm says which path it runs (plugin/setup/rx_pipeline.cc BuildRxPipeline, which also
+  // logs the summary once).
+  switch (comm->rx_mode()) {
+    case RxPath::Mode::kDevmem:
+      report.mode = PathMode::kDevmem;
+      report.detail = comm->rx_summary();
+      break;
+    case RxPath::Mode::kEmulatedDevmem:
+      report.mode = PathMode::kEmulated;
+      report.detail = comm->rx_summary();
+      break;
+    case RxPath::Mode::kPlain:
+      report.mode = PathMode::kPlain;
+      report.detail = comm->rx_plain_reason();
+      break;
   }
   const RecvDevmemCounters counters = comm->DevmemCounters();
   report.frags = counters.frags;

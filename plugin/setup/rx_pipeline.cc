@@ -59,28 +59,24 @@ Status AddConsumers(const RxPath& path, const std::string& name, RxPipeline* rx)
   return Status::Ok();
 }
 
-void LogDevmemPath(const RxPath& path, const std::string& name, const RxPipeline& rx) {
+std::string DevmemPathSummary(const RxPath& path, const RxPipeline& rx) {
   const RxRegion& region = *rx.region;
   if (path.mode == RxPath::Mode::kDevmem) {
-    log::Info(log::kNet,
-              "%s: DEVMEM RX: payload lands in a %llu-byte GPU region bound to the NIC (GPU %d); "
-              "frags consumed by the %s",
-              name.c_str(), static_cast<unsigned long long>(region.bytes()), region.gpu(),
-              rx.consumer_name);
-    return;
+    return Format("DEVMEM RX: payload lands in a %llu-byte GPU region bound to the NIC (GPU %d); "
+                  "frags consumed by the %s",
+                  static_cast<unsigned long long>(region.bytes()), region.gpu(), rx.consumer_name);
   }
-  log::Info(log::kNet,
-            "%s: EMULATED devmem RX (NCCL_DEVMEM_EMULATE=1, a test mode: no NIC writes here): "
-            "%llu-byte %s region (GPU %d) of %zu %u-byte pages, %d%% split and %d%% linear "
-            "frags; frags consumed by the %s%s",
-            name.c_str(), static_cast<unsigned long long>(region.bytes()),
-            region.host_base() == nullptr ? "GPU" : "host", region.gpu(),
-            rx.pool_pages->total_pages(), rx.pool_pages->page_bytes(), path.mix.split_percent,
-            path.mix.linear_percent,
-            rx.consumer_name,
-            rx.unpack != nullptr && !rx.unpack->device_visible()
-                ? " (no CUDA driver: metadata in plain host memory, host readers only)"
-                : "");
+  return Format(
+      "EMULATED devmem RX (NCCL_DEVMEM_EMULATE=1, a test mode: no NIC writes here): %llu-byte %s "
+      "region (GPU %d) of %zu %u-byte pages, %d%% split and %d%% linear frags; frags consumed by "
+      "the %s%s",
+      static_cast<unsigned long long>(region.bytes()),
+      region.host_base() == nullptr ? "GPU" : "host", region.gpu(), rx.pool_pages->total_pages(),
+      rx.pool_pages->page_bytes(), path.mix.split_percent, path.mix.linear_percent,
+      rx.consumer_name,
+      rx.unpack != nullptr && !rx.unpack->device_visible()
+          ? " (no CUDA driver: metadata in plain host memory, host readers only)"
+          : "");
 }
 
 }  // namespace
@@ -89,12 +85,14 @@ Result<RxPipeline> BuildRxPipeline(RxPath path, size_t data_sockets, const std::
   RxPipeline rx;
   rx.keep_alive = std::move(path.keep_alive);
   rx.gpu_work_limit = path.gpu_work_limit;
+  rx.mode = path.mode;
   if (path.mode == RxPath::Mode::kPlain) {
-    log::Info(log::kNet,
-              "%s: plain-TCP data path (devmem RX unavailable: %s; NCCL_DEVMEM_REQUIRE=1 makes "
-              "this an error)",
-              name.c_str(),
-              path.plain_reason.empty() ? "not configured" : path.plain_reason.c_str());
+    rx.plain_reason = path.plain_reason.empty() ? "not configured" : path.plain_reason;
+    rx.summary = Format(
+        "plain-TCP data path (devmem RX unavailable: %s; NCCL_DEVMEM_REQUIRE=1 makes this an "
+        "error)",
+        rx.plain_reason.c_str());
+    log::Info(log::kNet, "%s: %s", name.c_str(), rx.summary.c_str());
     return rx;
   }
   // The region frags land in: a slice of its GPU's arena, set up by the listener.
@@ -105,7 +103,8 @@ Result<RxPipeline> BuildRxPipeline(RxPath path, size_t data_sockets, const std::
   rx.region = std::move(path.region);
   DEVMEM_RETURN_IF_ERROR(AddReceivers(&path, data_sockets, name, &rx));
   DEVMEM_RETURN_IF_ERROR(AddConsumers(path, name, &rx));
-  LogDevmemPath(path, name, rx);
+  rx.summary = DevmemPathSummary(path, rx);
+  log::Info(log::kNet, "%s: %s", name.c_str(), rx.summary.c_str());
   return rx;
 }
 

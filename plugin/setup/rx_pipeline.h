@@ -35,6 +35,11 @@ struct RxPipeline {
   // How long a receive may wait for its consumer once every byte arrived (RxPath).
   std::chrono::milliseconds gpu_work_limit{0};
   const char* consumer_name = "none (plain TCP)";
+  // Which data path runs, as BuildRxPipeline logged it once ("<comm>: <summary>"), and on the
+  // plain path why devmem RX does not run: for tools that report it (devmem-doctor --pair).
+  RxPath::Mode mode = RxPath::Mode::kPlain;
+  std::string summary;
+  std::string plain_reason;
 
   bool carries_frags() const { return region != nullptr; }
 };

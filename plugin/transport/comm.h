@@ -256,6 +256,11 @@ class RecvComm final : public Comm {
     return rx_.unpack ? rx_.unpack->device_handle_bytes() : 0;
   }
   const char* consumer_name() const { return rx_.consumer_name; }
+  // Which data path this comm runs, for tools that report it (the transport never branches on
+  // it): the mode, the summary the comm logged once, and on the plain path why.
+  RxPath::Mode rx_mode() const { return rx_.mode; }
+  const std::string& rx_summary() const { return rx_.summary; }
+  const std::string& rx_plain_reason() const { return rx_.plain_reason; }
 
  private:
   using Comm::Comm;
