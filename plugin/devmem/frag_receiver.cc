@@ -296,7 +296,9 @@ DevmemFragReceiver::DevmemFragReceiver(RegionBinding binding, const FragGeometry
       control_(DevmemControlBytes(kReceiveBytes, geometry)),
       release_(release),
       steering_(std::move(steering)),
-      receive_(receive) {}
+      receive_(receive) {
+  if (steering_.warning == nullptr) steering_.warning = std::make_shared<SteeringMissWarning>(1);
+}
 
 Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_bytes, bool /*oldest*/,
                                                         char* host_dst,
@@ -346,11 +348,8 @@ Result<FragReceiver::State> DevmemFragReceiver::Receive(int fd, uint64_t max_byt
       return Status::Error(ErrorKind::kSystem, "%s; NCCL_DEVMEM_REQUIRE=1 makes this an error",
                            what.c_str());
     }
-    if (counters_.plain_reads++ == 0) {
-      log::Warn("%s; this connection's payload goes through host memory (counted as plain reads "
-                "in its close line; NCCL_DEVMEM_REQUIRE=1 makes this an error)",
-                what.c_str());
-    }
+    ++counters_.plain_reads;
+    steering_.warning->OnPlainRead(what.c_str());
   }
   counters_.frags += parsed->frags;
   counters_.region_bytes += parsed->region_bytes;

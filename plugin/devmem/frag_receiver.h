@@ -25,6 +25,7 @@
 #include "plugin/devmem/frag_geometry.h"
 #include "plugin/devmem/frag_parser.h"
 #include "plugin/devmem/rx_region.h"
+#include "plugin/devmem/steering_miss_warning.h"
 #include "plugin/devmem/token_batch.h"
 
 namespace devmem {
@@ -156,6 +157,9 @@ struct SteeringExpectation {
   uint32_t queue = 0;
   // NCCL_DEVMEM_REQUIRE=1: such a read fails the comm instead of a WARN.
   bool required = false;
+  // The comm's, shared by its receivers: one WARN per comm and a few per process. Null: the
+  // receiver is a comm of its own.
+  std::shared_ptr<SteeringMissWarning> warning;
 };
 
 class DevmemFragReceiver final : public FragReceiver {

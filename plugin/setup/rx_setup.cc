@@ -18,6 +18,7 @@
 #include "plugin/devmem/netdev_netlink.h"
 #include "plugin/devmem/nic_ethtool.h"
 #include "plugin/devmem/rx_arena.h"
+#include "plugin/devmem/steering_miss_warning.h"
 #include "plugin/setup/rx_queue_plan.h"
 
 namespace devmem {
@@ -168,6 +169,8 @@ Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path) {
   if (!steering.ok()) return steering.status();
   std::vector<std::unique_ptr<FragReceiver>> receivers;
   std::vector<std::shared_ptr<void>> rules;
+  // One for the comm: a steering miss WARNs once for all its data sockets (N8).
+  auto steering_miss = std::make_shared<SteeringMissWarning>(request.data_fds.size());
   for (size_t i = 0; i < request.data_fds.size(); ++i) {
     const int fd = request.data_fds[i];
     Result<SocketAddress> local = Endpoint(fd, false);
@@ -189,6 +192,7 @@ Status PrepareDevmemRx(const DevmemRxRequest& request, RxPath* path) {
     expected.nic = request.nic->name;
     expected.queue = queue;
     expected.required = request.require;
+    expected.warning = steering_miss;
     receivers.push_back(std::make_unique<DevmemFragReceiver>(
         region_binding, request.geometry, TokenBatch::KernelRelease, std::move(expected)));
   }
