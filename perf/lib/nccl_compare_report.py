@@ -6,14 +6,10 @@ prints the summary. Exit status: 0 PASS, 3 WRONG, 1 otherwise (the script's own)
     nccl_compare_report.py OUT_DIR LABEL MODE MPS_STATE ROUNDS
 """
 import collections, json, os, re, sys
+sys.dont_write_bytecode = True  # no perf/lib/__pycache__ from importing perfkit
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perfkit import read_text as read  # noqa: E402  (a missing log reads as "")
 out, label, mode, mps, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 def reason(log):
     """The first error a failed run printed: the bench's own lines name the failing call."""

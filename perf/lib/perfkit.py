@@ -219,8 +219,19 @@ def rate_bytes(rate):
 
 
 def load_runs(path):
+    """The records of a runs.jsonl (or any file of JSON lines; blank lines are skipped)."""
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_text(path):
+    """A file's text, undecodable bytes replaced; "" where there is none (a run that died before
+    writing its log leaves a report with a reason, not a traceback)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def medians(runs, metric):

@@ -10,7 +10,6 @@ stream GB/s(ours) / GB/s(best NCCL), ping-pong RTT(best NCCL) / RTT(ours). Print
 table and, last, `min ratio R` over every size of both tests; writes stream_gbps.png and
 pingpong_rtt.png (log-log, one curve per label) into OUT_DIR. Standard library only.
 """
-import json
 import math
 import os
 import statistics
@@ -18,6 +17,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no perf/lib/__pycache__ from importing the plot writer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perfkit import load_runs  # noqa: E402  (the one reader of a runs.jsonl)
 from plot_busbw import COLORS, Canvas, size_label  # noqa: E402  (its PNG writer)
 
 OURS = "ours"
@@ -26,14 +26,10 @@ OURS = "ours"
 def load(path):
     """{test: {label: {size: [values over rounds]}}}; stream in GB/s, ping-pong RTT in us."""
     runs = {}
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            value = r["gbps"] if r["test"] == "stream" else r["usec"]
-            runs.setdefault(r["test"], {}).setdefault(r["label"], {}).setdefault(
-                r["size"], []).append(value)
+    for r in load_runs(path):
+        value = r["gbps"] if r["test"] == "stream" else r["usec"]
+        runs.setdefault(r["test"], {}).setdefault(r["label"], {}).setdefault(
+            r["size"], []).append(value)
     return runs
 
 

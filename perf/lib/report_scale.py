@@ -10,9 +10,13 @@ against NCCL at 1x4 (as many data sockets as ours; below 1 means ours sets up fa
 aggregate throughput against the best NCCL setting at that N (above 1 means ours is faster).
 Last line: `min throughput ratio R`. Standard library only.
 """
-import json
+import os
 import statistics
 import sys
+
+sys.dont_write_bytecode = True  # no perf/lib/__pycache__ from importing perfkit
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perfkit import load_runs  # noqa: E402  (the one reader of a runs.jsonl)
 
 OURS = "ours"
 SAME_SOCKETS = "nccl 1x4"
@@ -21,15 +25,11 @@ SAME_SOCKETS = "nccl 1x4"
 def load(path):
     """{(pairs, who): [runs]}, failed runs dropped with a note on stderr."""
     runs = {}
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            if "error" in r:
-                print(f"note: {r['who']} at {r['pairs']} pairs failed: {r['error']}", file=sys.stderr)
-                continue
-            runs.setdefault((r["pairs"], r["who"]), []).append(r)
+    for r in load_runs(path):
+        if "error" in r:
+            print(f"note: {r['who']} at {r['pairs']} pairs failed: {r['error']}", file=sys.stderr)
+            continue
+        runs.setdefault((r["pairs"], r["who"]), []).append(r)
     return runs
 
 

@@ -6,13 +6,12 @@ details JSON; `summary` writes summary.json and prints the table; `combine` join
 steps' busbw lines for the plots.
 """
 import json, os, re, sys
-
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
+# perf/lib/ beside tests/ in the repository and in the GPU-host bundle alike
+# (tests/gpu/gpu_host_bundle.sh carries both at their repository paths).
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "perf",
+                                "lib"))
+from perfkit import read_text as read  # noqa: E402  (a missing log reads as "")
 
 def emit(verdict, note, details, details_path):
     with open(details_path, "w") as f:
