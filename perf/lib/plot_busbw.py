@@ -103,6 +103,46 @@ def size_label(n):
     return str(n)
 
 
+def size_chart(series, title, out, y_fraction, y_grid, left, right):
+    """Writes OUT: one curve per (label, points) of `series`, in that order and colour, over a
+    log2 size axis. points: (size, value) pairs sorted by size; y_fraction(value): the height in
+    the plot area, 0 at the bottom to 1 at the top; y_grid: (value, text) of each grid line;
+    left, right: the margins in pixels (room for the y labels)."""
+    W, H, L, R, T, B = 900, 560, left, right, 60, 80
+    cv = Canvas(W, H)
+    xs = [s for _, pts in series for s, _ in pts]
+    lx0, lx1 = math.log2(min(xs)), math.log2(max(xs))
+    if lx1 == lx0:
+        lx1 += 1
+
+    def X(s):
+        return L + (math.log2(s) - lx0) / (lx1 - lx0) * (W - L - R)
+
+    def Y(v):
+        return H - B - y_fraction(v) * (H - T - B)
+    cv.line(L, H - B, W - R, H - B, (0, 0, 0), 2)
+    cv.line(L, T, L, H - B, (0, 0, 0), 2)
+    for v, text in y_grid:
+        cv.line(L - 5, Y(v), W - R, Y(v), (225, 225, 225))
+        cv.text(8, Y(v) - 7, text)
+    ticks = sorted(set(xs))
+    stride = max(1, (len(ticks) + 7) // 8)
+    for s in ticks[::-1][::stride]:
+        cv.line(X(s), H - B, X(s), H - B + 6, (0, 0, 0))
+        cv.text(X(s) - 12, H - B + 12, size_label(s))
+    cv.text(L, 15, title)
+    cv.text(W // 2 - 60, H - 30, "SIZE (BYTES)")
+    for idx, (label, pts) in enumerate(series):
+        c = COLORS[idx % len(COLORS)]
+        for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
+            cv.line(X(s0), Y(v0), X(s1), Y(v1), c, 3)
+        for s, v in pts:
+            cv.box(X(s) - 3, Y(v) - 3, 7, 7, c)
+        cv.box(L + 20, T + 10 + idx * 24, 14, 14, c)
+        cv.text(L + 42, T + 10 + idx * 24, label)
+    cv.png(out)
+
+
 def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
@@ -118,42 +158,10 @@ def main():
                 series.setdefault(r["label"], []).append((r["bytes"], r["busbw"]))
     if not series:
         sys.exit("no %s results in %s" % (op, path))
-    W, H, L, R, T, B = 900, 560, 90, 30, 60, 80
-    cv = Canvas(W, H)
-    xs = [b for pts in series.values() for b, _ in pts]
     ymax = max(v for pts in series.values() for _, v in pts) * 1.1 or 1.0
-    lx0, lx1 = math.log2(min(xs)), math.log2(max(xs))
-    if lx1 == lx0:
-        lx1 += 1
-
-    def X(b):
-        return L + (math.log2(b) - lx0) / (lx1 - lx0) * (W - L - R)
-
-    def Y(v):
-        return H - B - v / ymax * (H - T - B)
-    cv.line(L, H - B, W - R, H - B, (0, 0, 0), 2)
-    cv.line(L, T, L, H - B, (0, 0, 0), 2)
-    for i in range(6):
-        v = ymax * i / 5
-        cv.line(L - 5, Y(v), W - R, Y(v), (225, 225, 225))
-        cv.text(8, Y(v) - 7, "%.1f" % v)
-    ticks = sorted(set(xs))
-    stride = max(1, (len(ticks) + 7) // 8)
-    for b in ticks[::-1][::stride]:
-        cv.line(X(b), H - B, X(b), H - B + 6, (0, 0, 0))
-        cv.text(X(b) - 12, H - B + 12, size_label(b))
-    cv.text(L, 15, "%s BUSBW (GB/S) VS MESSAGE SIZE" % op)
-    cv.text(W // 2 - 60, H - 30, "SIZE (BYTES)")
-    for idx, (label, pts) in enumerate(sorted(series.items())):
-        c = COLORS[idx % len(COLORS)]
-        pts.sort()
-        for (b0, v0), (b1, v1) in zip(pts, pts[1:]):
-            cv.line(X(b0), Y(v0), X(b1), Y(v1), c, 3)
-        for b, v in pts:
-            cv.box(X(b) - 3, Y(v) - 3, 7, 7, c)
-        cv.box(L + 20, T + 10 + idx * 24, 14, 14, c)
-        cv.text(L + 42, T + 10 + idx * 24, label)
-    cv.png(out)
+    grid = [(ymax * i / 5, "%.1f" % (ymax * i / 5)) for i in range(6)]
+    size_chart([(label, sorted(pts)) for label, pts in sorted(series.items())],
+               "%s BUSBW (GB/S) VS MESSAGE SIZE" % op, out, lambda v: v / ymax, grid, 90, 30)
     print("wrote %s (%s: %s)" % (out, op, ", ".join(sorted(series))))
 
 

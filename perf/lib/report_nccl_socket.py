@@ -18,7 +18,7 @@ import sys
 sys.dont_write_bytecode = True  # no perf/lib/__pycache__ from importing the plot writer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from perfkit import load_runs  # noqa: E402  (the one reader of a runs.jsonl)
-from plot_busbw import COLORS, Canvas, size_label  # noqa: E402  (its PNG writer)
+from plot_busbw import size_chart, size_label  # noqa: E402  (its PNG writer)
 
 OURS = "ours"
 
@@ -88,51 +88,19 @@ def decades(lo, hi):
 
 def plot(by_label, title, out):
     """Log-log curves of value vs size, one per label (ours first)."""
-    W, H, L, R, T, B = 900, 560, 110, 50, 60, 80
-    cv = Canvas(W, H)
     points = {label: sorted((s, v) for s, v in values.items() if v > 0)
               for label, values in by_label.items()}
     points = {label: pts for label, pts in points.items() if pts}
     if not points:
         return False
-    xs = [s for pts in points.values() for s, _ in pts]
     ys = [v for pts in points.values() for _, v in pts]
-    lx0, lx1 = math.log2(min(xs)), math.log2(max(xs))
-    if lx1 == lx0:
-        lx1 += 1
     ly0, ly1 = decades(min(ys), max(ys))
-
-    def X(s):
-        return L + (math.log2(s) - lx0) / (lx1 - lx0) * (W - L - R)
-
-    def Y(v):
-        return H - B - (math.log10(v) - ly0) / (ly1 - ly0) * (H - T - B)
-    cv.line(L, H - B, W - R, H - B, (0, 0, 0), 2)
-    cv.line(L, T, L, H - B, (0, 0, 0), 2)
-    for k in range(ly0, ly1 + 1):
-        v = 10.0 ** k
-        cv.line(L - 5, Y(v), W - R, Y(v), (225, 225, 225))
-        cv.text(8, Y(v) - 7, ("%d" % v) if k >= 0 else ("%." + str(-k) + "f") % v)
-    ticks = sorted(set(xs))
-    stride = max(1, (len(ticks) + 7) // 8)
-    for s in ticks[::-1][::stride]:
-        cv.line(X(s), H - B, X(s), H - B + 6, (0, 0, 0))
-        cv.text(X(s) - 12, H - B + 12, size_label(s))
-    cv.text(L, 15, title)
-    cv.text(W // 2 - 60, H - 30, "SIZE (BYTES)")
+    grid = [(10.0 ** k, ("%d" % 10.0 ** k) if k >= 0 else ("%." + str(-k) + "f") % 10.0 ** k)
+            for k in range(ly0, ly1 + 1)]
     labels = sorted(points, key=lambda label: (label != OURS, label))
-    for idx, label in enumerate(labels):
-        c = COLORS[idx % len(COLORS)]
-        pts = points[label]
-        for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
-            cv.line(X(s0), Y(v0), X(s1), Y(v1), c, 3)
-        for s, v in pts:
-            cv.box(X(s) - 3, Y(v) - 3, 7, 7, c)
-        cv.box(L + 20, T + 10 + idx * 24, 14, 14, c)
-        cv.text(L + 42, T + 10 + idx * 24, label)
-    cv.png(out)
+    size_chart([(label, points[label]) for label in labels], title, out,
+               lambda v: (math.log10(v) - ly0) / (ly1 - ly0), grid, 110, 50)
     return True
-
 
 def main():
     if len(sys.argv) != 3:
