@@ -31,13 +31,75 @@ def parse_size(text):
     return int(text)
 
 
-def worker(rank, world, port, sizes, warmup, iters, results):
-    os.environ["NCCL_HOSTID"] = "torch-devmem-rank%d" % rank  # before NCCL initializes
+# --- what both torch scripts share (tests/gpu/torch_collectives.py imports these) -------------
+def add_size_arguments(parser):
+    """The sizes, iterations and result file, with the same defaults in both scripts."""
+    parser.add_argument("--min-bytes", default="4K", type=parse_size)
+    parser.add_argument("--max-bytes", default="256M", type=parse_size)
+    parser.add_argument("--factor", default=4, type=int)
+    parser.add_argument("--iters", default=10, type=int)
+    parser.add_argument("--warmup", default=3, type=int)
+    parser.add_argument("--json", help="write the results (one object) to this file")
+
+
+def sizes_of(args):
+    """--min-bytes, then times --factor while not above --max-bytes."""
+    sizes = []
+    nbytes = args.min_bytes
+    while nbytes <= args.max_bytes:
+        sizes.append(nbytes)
+        nbytes *= args.factor
+    return sizes
+
+
+def no_cuda(program):
+    """True, with the reason on stderr, where torch finds no GPU."""
+    if torch.cuda.is_available():
+        return False
+    print("%s: torch sees no CUDA device (torch %s)" % (program, torch.__version__),
+          file=sys.stderr)
+    return True
+
+
+def join_group(rank, world, port):
+    """This rank's GPU, once it joined the NCCL process group of `world` ranks on this host. Each
+    rank names its own NCCL_HOSTID (before NCCL initializes) so that NCCL takes the ranks for two
+    hosts and routes every byte through the network."""
+    os.environ["NCCL_HOSTID"] = "torch-devmem-rank%d" % rank
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     device = torch.device("cuda", rank % torch.cuda.device_count())
     torch.cuda.set_device(device)
     dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device)
+    return device
+
+
+def spawn_ranks(worker, world, args):
+    """Runs worker(rank, world, port, *args, results) in `world` processes; returns what they
+    appended to `results` and the exception of a rank that failed (None when all succeeded)."""
+    port = 29500 + os.getpid() % 1000
+    failure = None
+    with mp.Manager() as manager:
+        results = manager.list()
+        try:
+            mp.spawn(worker, args=(world, port) + tuple(args) + (results,), nprocs=world,
+                     join=True)
+        except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+            failure = e
+        return list(results), failure
+
+
+def print_versions():
+    """The heading line of both scripts' tables; returns NCCL's version."""
+    nccl = ".".join(map(str, torch.cuda.nccl.version()))
+    print("# torch %s, NCCL %s, NCCL_NET=%s" % (torch.__version__, nccl,
+                                                 os.environ.get("NCCL_NET", "(unset)")))
+    return nccl
+
+
+# --- all_reduce ------------------------------------------------------------------------------
+def worker(rank, world, port, sizes, warmup, iters, results):
+    device = join_group(rank, world, port)
     ok = True
     for nbytes in sizes:
         n = nbytes // 4
@@ -66,43 +128,24 @@ def worker(rank, world, port, sizes, warmup, iters, results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--min-bytes", default="4K", type=parse_size)
-    parser.add_argument("--max-bytes", default="256M", type=parse_size)
-    parser.add_argument("--factor", default=4, type=int)
-    parser.add_argument("--iters", default=10, type=int)
-    parser.add_argument("--warmup", default=3, type=int)
-    parser.add_argument("--json", help="write the results (one object) to this file")
+    add_size_arguments(parser)
     args = parser.parse_args()
     if args.min_bytes < 4 or args.max_bytes < args.min_bytes or args.factor < 2 or args.iters < 1:
         parser.error("need 4 <= --min-bytes <= --max-bytes, --factor >= 2, --iters >= 1")
-    if not torch.cuda.is_available():
-        print("torch_allreduce: torch sees no CUDA device (torch %s)" % torch.__version__,
-              file=sys.stderr)
+    if no_cuda("torch_allreduce"):
         return 1
     world = 2
-    sizes = []
-    nbytes = args.min_bytes
-    while nbytes <= args.max_bytes:
-        sizes.append(nbytes)
-        nbytes *= args.factor
-    port = 29500 + os.getpid() % 1000
+    sizes = sizes_of(args)
     rc = 0
-    with mp.Manager() as manager:
-        results = manager.list()
-        try:
-            mp.spawn(worker, args=(world, port, sizes, args.warmup, args.iters, results),
-                     nprocs=world, join=True)
-        except mp.ProcessExitedException as e:
-            # A rank that found a wrong sum exits 3; anything else is a failure.
-            rc = WRONG_EXIT if e.exit_code == WRONG_EXIT else 1
-            print("torch_allreduce: %s" % e, file=sys.stderr)
-        except mp.ProcessRaisedException as e:
-            rc = 1
-            print("torch_allreduce: a rank raised:\n%s" % e, file=sys.stderr)
-        rows = list(results)
-    nccl = ".".join(map(str, torch.cuda.nccl.version()))
-    print("# torch %s, NCCL %s, NCCL_NET=%s" % (torch.__version__, nccl,
-                                                 os.environ.get("NCCL_NET", "(unset)")))
+    rows, failure = spawn_ranks(worker, world, (sizes, args.warmup, args.iters))
+    if isinstance(failure, mp.ProcessExitedException):
+        # A rank that found a wrong sum exits 3; anything else is a failure.
+        rc = WRONG_EXIT if failure.exit_code == WRONG_EXIT else 1
+        print("torch_allreduce: %s" % failure, file=sys.stderr)
+    elif failure is not None:
+        rc = 1
+        print("torch_allreduce: a rank raised:\n%s" % failure, file=sys.stderr)
+    nccl = print_versions()
     print("%12s %10s %8s %s" % ("size(B)", "time(us)", "busbw", "correct"))
     for nbytes, us, busbw, good in rows:
         print("%12d %10.1f %8.2f %s" % (nbytes, us, busbw, good))

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import torch
     import torch.distributed as dist
-    import torch.multiprocessing as mp
-    from torch_allreduce import WRONG_EXIT, parse_size  # one owner of both
+    from torch_allreduce import (WRONG_EXIT, add_size_arguments, join_group, no_cuda,
+                                 print_versions, sizes_of, spawn_ranks)  # one owner of each
 except ImportError as e:
     print("torch_collectives: cannot import torch (%s): run it with the Python that has torch"
           % e, file=sys.stderr)
@@ -98,12 +98,7 @@ def case(op, nbytes, rank, world, device):
 
 
 def worker(rank, world, port, ops, sizes, warmup, iters, results):
-    os.environ["NCCL_HOSTID"] = "torch-devmem-rank%d" % rank  # before NCCL initializes
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    device = torch.device("cuda", rank % torch.cuda.device_count())
-    torch.cuda.set_device(device)
-    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device)
+    device = join_group(rank, world, port)
     for op in ops:
         for nbytes in sizes:
             run, expected = case(op, nbytes, rank, world, device)
@@ -127,12 +122,7 @@ def worker(rank, world, port, ops, sizes, warmup, iters, results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", default=",".join(OPS))
-    parser.add_argument("--min-bytes", default="4K", type=parse_size)
-    parser.add_argument("--max-bytes", default="256M", type=parse_size)
-    parser.add_argument("--factor", default=4, type=int)
-    parser.add_argument("--iters", default=10, type=int)
-    parser.add_argument("--warmup", default=3, type=int)
-    parser.add_argument("--json", help="write the results (one object) to this file")
+    add_size_arguments(parser)
     parser.add_argument("--records", help="append run records (JSON lines) to this file")
     parser.add_argument("--label", default="ours", help="label of the records")
     parser.add_argument("--round", default=1, type=int, help="round of the records")
@@ -142,26 +132,14 @@ def main():
         parser.error("--ops: a comma list of %s" % ", ".join(OPS))
     if args.min_bytes < 8 or args.max_bytes < args.min_bytes or args.factor < 2 or args.iters < 1:
         parser.error("need 8 <= --min-bytes <= --max-bytes, --factor >= 2, --iters >= 1")
-    if not torch.cuda.is_available():
-        print("torch_collectives: torch sees no CUDA device (torch %s)" % torch.__version__,
-              file=sys.stderr)
+    if no_cuda("torch_collectives"):
         return 1
-    sizes = []
-    nbytes = args.min_bytes
-    while nbytes <= args.max_bytes:
-        sizes.append(nbytes)
-        nbytes *= args.factor
-    port = 29500 + os.getpid() % 1000
+    sizes = sizes_of(args)
     rc = 0
-    with mp.Manager() as manager:
-        shared = manager.list()
-        try:
-            mp.spawn(worker, args=(WORLD, port, ops, sizes, args.warmup, args.iters, shared),
-                     nprocs=WORLD, join=True)
-        except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
-            rc = 1
-            print("torch_collectives: a rank failed:\n%s" % e, file=sys.stderr)
-        measured = list(shared)
+    measured, failure = spawn_ranks(worker, WORLD, (ops, sizes, args.warmup, args.iters))
+    if failure is not None:
+        rc = 1
+        print("torch_collectives: a rank failed:\n%s" % failure, file=sys.stderr)
     # Rank 0's time and busbw; #wrong summed over both ranks.
     rows = []
     for r in measured:
@@ -172,9 +150,7 @@ def main():
         row["wrong"] = sum(o["wrong"] for o in measured
                            if o["op"] == r["op"] and o["bytes"] == r["bytes"])
         rows.append(row)
-    nccl = ".".join(map(str, torch.cuda.nccl.version()))
-    print("# torch %s, NCCL %s, NCCL_NET=%s" % (torch.__version__, nccl,
-                                                 os.environ.get("NCCL_NET", "(unset)")))
+    nccl = print_versions()
     print("%-11s %12s %10s %8s %7s" % ("op", "size(B)", "time(us)", "busbw", "#wrong"))
     for r in rows:
         print("%-11s %12d %10.1f %8.2f %7d" % (r["op"], r["bytes"], r["time_us"], r["busbw"],
