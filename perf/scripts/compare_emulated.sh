@@ -15,18 +15,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/common.sh"
 size=${1:-64M}
 rounds=${2:-5}
-build=${BUILD:-build}
-bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
-plugin_args=()
-[[ -n "${PLUGIN:-}" ]] && plugin_args=(--plugin "$PLUGIN")
-[[ -x "$bench" ]] || { echo "no bench binary at $bench (set BENCH)" >&2; exit 2; }
+perf_use_bench
 perf_begin emulated-rx "" "$0" "$@"
-runs="$PERF_OUT/runs.jsonl"
-: >"$runs"
 gbps() {  # gbps MODE ROUND: one run, recorded; prints its GB/s
   NCCL_SOCKET_IFNAME=lo "$bench" "${plugin_args[@]}" --mode "$1" -b "$size" -e "$size" -w 2 \
     --json >"$PERF_TMP/run.json"
-  perfkit record "$1" "$2" --from "$PERF_TMP/run.json" >>"$runs"
+  perfkit record "$1" "$2" --from "$PERF_TMP/run.json" >>"$PERF_RUNS"
   perfkit field "$PERF_TMP/run.json" gbps
 }
 for ((r = 1; r <= rounds; r++)); do
@@ -34,4 +28,4 @@ for ((r = 1; r <= rounds; r++)); do
   e=$(gbps emulated-devmem "$r")
   printf 'round %d: host %.3f GB/s  emulated-devmem %.3f GB/s\n' "$r" "$h" "$e"
 done
-perfkit ratio "$runs" gbps emulated-devmem host GB/s
+perfkit ratio "$PERF_RUNS" gbps emulated-devmem host GB/s

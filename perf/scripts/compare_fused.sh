@@ -21,18 +21,14 @@ rate=${1:-1gbit}
 size=${2:-64M}
 rounds=${3:-5}
 slow=${4:-}
-build=${BUILD:-build}
-bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
 [[ $(id -u) == 0 ]] || { echo "compare_fused.sh: needs root (network namespaces)" >&2; exit 2; }
-[[ -x "$bench" ]] || { echo "no bench binary at $bench (set BENCH)" >&2; exit 2; }
+perf_use_bench  # not plugin_args: the bench's own plugin
 perfkit rate-bytes "$rate" >/dev/null  # a bad rate fails here, before any setup
 [[ -z "$slow" ]] || perfkit rate-bytes "$slow" >/dev/null
 id=$$
 ns_a=dmcA$id
 ns_b=dmcB$id
 perf_begin fused-vnic "" "$0" "$@"
-runs="$PERF_OUT/runs.jsonl"
-: >"$runs"
 cleanup() {
   ip netns del "$ns_a" 2>/dev/null || true
   ip netns del "$ns_b" 2>/dev/null || true
@@ -59,7 +55,7 @@ for k in 0 1 2; do limit "$k" "$rate"; done
 gbps() {  # gbps LABEL ROUND FUSE STRIPING: one run, recorded; prints its GB/s
   NCCL_SOCKET_IFNAME=dmc NCCL_DEVMEM_VNIC_STRIPING=$4 "$bench" --fuse "$3" --netns-recv "$ns_a" \
     --netns-send "$ns_b" -b "$size" -e "$size" -w 2 -n 20 --json >"$PERF_TMP/run.json"
-  perfkit record "$1" "$2" --from "$PERF_TMP/run.json" >>"$runs"
+  perfkit record "$1" "$2" --from "$PERF_TMP/run.json" >>"$PERF_RUNS"
   perfkit field "$PERF_TMP/run.json" gbps
 }
 cases=("1 roundrobin" "2 roundrobin" "2 adaptive" "3 roundrobin" "3 adaptive")
@@ -84,10 +80,10 @@ for c in "${cases[@]}"; do
   read -r fuse striping <<<"$c"
   members=()
   for ((k = 0; k < fuse; k++)); do members+=("$rate"); done
-  perfkit against "$runs" gbps "$c" "$fuse fused $striping" "${members[@]}"
+  perfkit against "$PERF_RUNS" gbps "$c" "$fuse fused $striping" "${members[@]}"
 done
 if [[ -n "$slow" ]]; then
   for striping in roundrobin adaptive; do
-    perfkit against "$runs" gbps "mixed $striping" "mixed(2) $striping" "$rate" "$slow"
+    perfkit against "$PERF_RUNS" gbps "mixed $striping" "mixed(2) $striping" "$rate" "$slow"
   done
 fi

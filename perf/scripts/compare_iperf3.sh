@@ -18,23 +18,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/common.sh"
 size=${1:-64M}
 rounds=${2:-5}
-build=${BUILD:-build}
-bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
 streams=${NCCL_DEVMEM_NSOCKS:-4}
-plugin_args=()
-[[ -n "${PLUGIN:-}" ]] && plugin_args=(--plugin "$PLUGIN")
 command -v iperf3 >/dev/null || { echo "iperf3 is not installed" >&2; exit 2; }
-[[ -x "$bench" ]] || { echo "no bench binary at $bench (set BENCH)" >&2; exit 2; }
+perf_use_bench
 perf_begin iperf3 "" "$0" "$@"
-runs="$PERF_OUT/runs.jsonl"
-: >"$runs"
 
 port=$((20000 + RANDOM % 20000))
 for ((r = 1; r <= rounds; r++)); do
   # To a file first: a parser running beside the bench would steal one of the 2 cores.
   NCCL_SOCKET_IFNAME=lo "$bench" "${plugin_args[@]}" -b "$size" -e "$size" -w 2 \
     --json >"$PERF_TMP/run.json"
-  perfkit record bench "$r" --from "$PERF_TMP/run.json" >>"$runs"
+  perfkit record bench "$r" --from "$PERF_TMP/run.json" >>"$PERF_RUNS"
   b=$(perfkit field "$PERF_TMP/run.json" gbps)
   iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
   server=$!
@@ -42,7 +36,7 @@ for ((r = 1; r <= rounds; r++)); do
   iperf3 -c 127.0.0.1 -p "$port" -P "$streams" -t 3 -J >"$PERF_OUT/iperf3.$r.json"
   wait "$server" || true
   i=$(perfkit iperf3-gbps "$PERF_OUT/iperf3.$r.json")
-  perfkit record iperf3 "$r" gbps="$i" streams="$streams" >>"$runs"
+  perfkit record iperf3 "$r" gbps="$i" streams="$streams" >>"$PERF_RUNS"
   printf 'round %d: bench %.3f GB/s  iperf3 -P %d %.3f GB/s\n' "$r" "$b" "$streams" "$i"
 done
-perfkit ratio "$runs" gbps bench iperf3 GB/s
+perfkit ratio "$PERF_RUNS" gbps bench iperf3 GB/s

@@ -53,8 +53,6 @@ done
 
 perf_begin nccl-socket "LIBNCCL MIN MAX FACTOR OURS_ENVS RUN_TIMEOUT" "$0" "$@"
 out=$PERF_OUT
-runs="$out/runs.jsonl"
-: >"$runs"
 tmp=$PERF_TMP
 count=${#labels[@]}
 for ((r = 1; r <= rounds; r++)); do
@@ -76,10 +74,10 @@ for ((r = 1; r <= rounds; r++)); do
         die "round $r, $test, $label failed (command: ${envs[$i]} $bench ${plugin_args[*]}" \
           "${test_args[*]} ${sizes[*]} --json)"
       fi
-      perfkit record "$label" "$r" --from "$tmp/run.json" >>"$runs"
+      perfkit record "$label" "$r" --from "$tmp/run.json" >>"$PERF_RUNS"
       echo "round $r/$rounds: $test $label done" >&2
     done
   done
 done
-python3 "$perf_lib/report_nccl_socket.py" "$runs" "$out" | tee "$tmp/report.txt"
+python3 "$perf_lib/report_nccl_socket.py" "$PERF_RUNS" "$out" | tee "$tmp/report.txt"
 grep '^|' "$tmp/report.txt" >"$out/table.md"

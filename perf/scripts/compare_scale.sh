@@ -51,8 +51,6 @@ done
 
 perf_begin scale "LIBNCCL PAIRS SIZES WINDOW IDLE SPLIT CHECK OURS_ENVS RUN_TIMEOUT" "$0" "$@"
 out=$PERF_OUT
-runs="$out/runs.jsonl"
-: >"$runs"
 count=${#labels[@]}
 for ((r = 1; r <= rounds; r++)); do
   for n in "${pairs[@]}"; do
@@ -69,9 +67,9 @@ for ((r = 1; r <= rounds; r++)); do
         die "round $r, $n pairs, $label failed (command: ${envs[$i]} $bench ${who[*]}" \
           "--label '$label' --pairs $n ${common[*]})"
       fi
-      perfkit record "$label" "$r" --from <(printf '%s\n' "$line") >>"$runs"
+      perfkit record "$label" "$r" --from <(printf '%s\n' "$line") >>"$PERF_RUNS"
       echo "round $r/$rounds: $n pairs, $label done" >&2
     done
   done
 done
-python3 "$perf_lib/report_scale.py" "$runs" | tee "$out/table.md"
+python3 "$perf_lib/report_scale.py" "$PERF_RUNS" | tee "$out/table.md"

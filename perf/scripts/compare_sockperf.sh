@@ -18,23 +18,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=perf/scripts/common.sh
 source "$here/common.sh"
 rounds=${1:-5}
-build=${BUILD:-build}
-bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
 iters=${ITERS:-20000}
-plugin_args=()
-[[ -n "${PLUGIN:-}" ]] && plugin_args=(--plugin "$PLUGIN")
 command -v sockperf >/dev/null || { echo "sockperf is not installed" >&2; exit 2; }
-[[ -x "$bench" ]] || { echo "no bench binary at $bench (set BENCH)" >&2; exit 2; }
+perf_use_bench
 perf_begin sockperf "ITERS" "$0" "$@"
-runs="$PERF_OUT/runs.jsonl"
-: >"$runs"
 
 port=$((20000 + RANDOM % 20000))
 for ((r = 1; r <= rounds; r++)); do
   # To a file first: a parser running beside the bench would steal one of the 2 cores.
   NCCL_SOCKET_IFNAME=lo "$bench" "${plugin_args[@]}" --latency -b 8 -e 8 -n "$iters" \
     --json >"$PERF_TMP/run.json"
-  perfkit record bench "$r" --from "$PERF_TMP/run.json" >>"$runs"
+  perfkit record bench "$r" --from "$PERF_TMP/run.json" >>"$PERF_RUNS"
   b=$(perfkit field "$PERF_TMP/run.json" usec)
   # The server runs only during its own rounds: idle, it still competes for the 2 cores.
   sockperf sr --tcp -i 127.0.0.1 -p "$port" >/dev/null 2>&1 &
@@ -45,7 +39,7 @@ for ((r = 1; r <= rounds; r++)); do
   wait "$server" 2>/dev/null || true
   s=$(sed -n 's/.*avg-rtt=\([0-9.]*\).*/\1/p' "$PERF_OUT/sockperf.$r.txt" | tail -1)
   [[ -n "$s" ]] || { echo "no avg-rtt in $PERF_OUT/sockperf.$r.txt" >&2; exit 1; }
-  perfkit record sockperf "$r" usec="$s" bytes=14 >>"$runs"
+  perfkit record sockperf "$r" usec="$s" bytes=14 >>"$PERF_RUNS"
   printf 'round %d: bench RTT %.2f us  sockperf RTT %.2f us\n' "$r" "$b" "$s"
 done
-perfkit ratio "$runs" usec bench sockperf us
+perfkit ratio "$PERF_RUNS" usec bench sockperf us

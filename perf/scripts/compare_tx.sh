@@ -19,15 +19,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/common.sh"
 size=${1:-64M}
 rounds=${2:-5}
-build=${BUILD:-build}
-bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
-[[ -x "$bench" ]] || { echo "no bench binary at $bench (set BENCH)" >&2; exit 2; }
+perf_use_bench  # not plugin_args: the bench's own plugin
 perf_begin emulated-tx "" "$0" "$@"
-runs="$PERF_OUT/runs.jsonl"
-: >"$runs"
 run() {  # run MODE ROUND -> "GB/s CPU-s-per-GB"
   NCCL_SOCKET_IFNAME=lo "$bench" --mode "$1" -b "$size" -e "$size" -w 2 --json >"$PERF_TMP/run.json"
-  perfkit record "$1" "$2" --from "$PERF_TMP/run.json" >>"$runs"
+  perfkit record "$1" "$2" --from "$PERF_TMP/run.json" >>"$PERF_RUNS"
   perfkit field "$PERF_TMP/run.json" gbps send_cpu_s_per_gb
 }
 for ((r = 1; r <= rounds; r++)); do
@@ -36,5 +32,5 @@ for ((r = 1; r <= rounds; r++)); do
   printf 'round %d: host %.3f GB/s (send CPU %.3f s/GB)  emulated-tx %.3f GB/s (send CPU %.3f s/GB)\n' \
     "$r" "$h" "$hc" "$t" "$tc"
 done
-perfkit ratio "$runs" send_cpu_s_per_gb emulated-tx host s/GB "send CPU"
-perfkit ratio "$runs" gbps emulated-tx host GB/s
+perfkit ratio "$PERF_RUNS" send_cpu_s_per_gb emulated-tx host s/GB "send CPU"
+perfkit ratio "$PERF_RUNS" gbps emulated-tx host GB/s

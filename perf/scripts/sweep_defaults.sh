@@ -14,15 +14,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/common.sh"
 size=${1:-64M}
 rounds=${2:-3}
-build=${BUILD:-build}
-bench=${BENCH:-$build/bin/nccl-net-devmem-bench}
-[[ -x "$bench" ]] || { echo "no bench binary at $bench (set BENCH)" >&2; exit 2; }
+perf_use_bench  # not plugin_args: the bench's own plugin
 IFS=';' read -r -a configs \
   <<<"${CONFIGS:-1 1 512K;2 1 512K;2 2 512K;4 1 512K;4 2 512K;8 2 512K;2 2 2M}"
 configs=("default" "${configs[@]}")
 perf_begin sweep-defaults "CONFIGS" "$0" "$@"
-runs="$PERF_OUT/runs.jsonl"
-: >"$runs"
 run() {  # run ROUND nsocks nthreads chunk | run ROUND default
   local round=$1 env=()
   shift
@@ -30,7 +26,7 @@ run() {  # run ROUND nsocks nthreads chunk | run ROUND default
     env=("NCCL_DEVMEM_NSOCKS=$1" "NCCL_DEVMEM_NTHREADS=$2" "NCCL_DEVMEM_CHUNK_SIZE=$3")
   env NCCL_SOCKET_IFNAME=lo "${env[@]}" "$bench" -b "$size" -e "$size" -w 2 \
     --json >"$PERF_TMP/run.json"
-  perfkit record "$*" "$round" --from "$PERF_TMP/run.json" >>"$runs"
+  perfkit record "$*" "$round" --from "$PERF_TMP/run.json" >>"$PERF_RUNS"
 }
 for ((r = 1; r <= rounds; r++)); do
   for c in "${configs[@]}"; do
@@ -38,4 +34,4 @@ for ((r = 1; r <= rounds; r++)); do
     run "$r" $c
   done
 done
-perfkit versus "$runs" gbps default "nsocks nthreads chunk"
+perfkit versus "$PERF_RUNS" gbps default "nsocks nthreads chunk"
