@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by every script in perf/scripts/: where its results go and what describes them, and
-# the bench it drives.
+# Sourced by every script in perf/scripts/ (the GPU comparisons through nccl_compare.sh): where
+# its results go and what describes them, the bench it drives, the options it takes.
 #
 #   perf_begin TOPIC "KNOB ..." "$0" "$@"
 #
@@ -59,4 +59,40 @@ perf_use_bench() {
   plugin_args=()
   [[ -n "${PLUGIN:-}" ]] && plugin_args=(--plugin "$PLUGIN")
   [[ -x "$bench" ]] || { echo "no bench binary at $bench (set BENCH)" >&2; exit 2; }
+}
+
+# perf_parse_options SCRIPT TABLE ARGS...: the options of a main() that keeps them in locals.
+# TABLE holds one word OPTION:VARIABLE:WHAT per option, each taking the next argument as the
+# caller's VARIABLE (a missing or empty one: "SCRIPT: OPTION needs a WHAT", exit 1). -h and
+# --help call the caller's usage, as does an unknown -option after naming it; other words are
+# appended to the caller's `positional` array. A word --:VARIABLE in TABLE ends the options at
+# `--` and puts the words after it into the caller's array VARIABLE.
+perf_parse_options() {
+  local _script=$1 _entries=() _entry _spec
+  read -r -d '' -a _entries <<<"$2" || true  # every line of TABLE (read ends at the end)
+  shift 2
+  while (($# > 0)); do
+    _spec=""
+    for _entry in "${_entries[@]}"; do
+      [[ "${_entry%%:*}" == "$1" ]] && { _spec=${_entry#*:}; break; }
+    done
+    if [[ "$1" == -- && -n "$_spec" ]]; then
+      local -n _rest=$_spec
+      shift
+      _rest=("$@")
+      return 0
+    elif [[ -n "$_spec" ]]; then
+      [[ -n "${2:-}" ]] || { echo "$_script: $1 needs a ${_spec#*:}" >&2; exit 1; }
+      printf -v "${_spec%%:*}" '%s' "$2"
+      shift 2
+    elif [[ "$1" == -h || "$1" == --help ]]; then
+      usage
+    elif [[ "$1" == -* ]]; then
+      echo "$_script: unknown option $1" >&2
+      usage
+    else
+      positional+=("$1")
+      shift
+    fi
+  done
 }

@@ -36,7 +36,8 @@
 # 2 bad usage or a binary not found.
 set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# mps_start, mps_stop, now_us, perf_lib and NCCL_COMPARE_{COMMON,SOCKET}_ENV (runs nothing else).
+# mps_start, mps_stop, now_us, perf_lib, NCCL_COMPARE_{COMMON,SOCKET}_ENV and the steps before
+# the runs: perf_parse_options, default_plugin, exit_if_missing, begin_results (runs nothing else).
 # shellcheck source=perf/scripts/nccl_compare.sh
 source "$here/nccl_compare.sh"
 parse="$perf_lib/nccl_tests_parse.py"
@@ -78,50 +79,145 @@ missing_evidence() {
   fi
 }
 
-main() {
-  local argv=("$@")
-  local bin=${NCCL_TESTS_BIN:-} mpirun=${MPIRUN:-} plugin="" ops=$ALL_OPS modes=$ALL_MODES
-  local min=8 max=256M factor=2 warmup=5 iters=20 rounds=3 limit=${NCCL_COMPARE_TIMEOUT:-300}
-  local mps=on positional=()
-  while (($# > 0)); do
-    case "$1" in
-      --nccl-tests) bin=${2:?--nccl-tests needs a folder}; shift 2 ;;
-      --mpirun) mpirun=${2:?--mpirun needs a path}; shift 2 ;;
-      --plugin) plugin=${2:?--plugin needs a path}; shift 2 ;;
-      --ops) ops=${2:?--ops needs a list}; shift 2 ;;
-      --modes) modes=${2:?--modes needs a list}; shift 2 ;;
-      -b) min=${2:?-b needs a value}; shift 2 ;;
-      -e) max=${2:?-e needs a value}; shift 2 ;;
-      -f) factor=${2:?-f needs a value}; shift 2 ;;
-      -w) warmup=${2:?-w needs a value}; shift 2 ;;
-      -n) iters=${2:?-n needs a value}; shift 2 ;;
-      --rounds) rounds=${2:?--rounds needs a value}; shift 2 ;;
-      --timeout) limit=${2:?--timeout needs a value}; shift 2 ;;
-      --mps) mps=${2:?--mps needs a value}; shift 2 ;;
-      -h|--help) usage ;;
-      -*) echo "compare_nccl_tests.sh: unknown option $1" >&2; usage ;;
-      *) positional+=("$1"); shift ;;
-    esac
-  done
-  ((${#positional[@]} == 1)) || usage
-  local out=${positional[0]} op mode
-  for op in ${ops//,/ }; do
-    [[ ",$ALL_OPS," == *",$op,"* ]] || die_usage "--ops: $op is not one of $ALL_OPS"
-  done
+# --- shared with compare_torch.sh, which sources this file ------------------------------------
+# The checks of the options both take: --modes, --mps, --rounds and --timeout, from the caller's
+# locals; a bad one is the caller's die_usage.
+check_phase_options() {
+  local mode
   for mode in ${modes//,/ }; do
     [[ ",$ALL_MODES," == *",$mode,"* ]] || die_usage "--modes: $mode is not one of $ALL_MODES"
   done
   [[ "$mps" =~ ^(on|off|both)$ ]] || die_usage "--mps: on, off or both"
   [[ "$rounds" =~ ^[1-9][0-9]*$ && "$limit" =~ ^[1-9][0-9]*$ ]] ||
     die_usage "--rounds and --timeout: positive integers"
+}
+
+# The verdict of one finished run of LABEL (socket, or a mode of ours) from its exit status RC,
+# into the caller's `verdict` and `reason`: 0 is PASS only with its evidence in TEXT (the NCCL
+# log, missing_evidence), else FAIL; WRONG_RC (a number, or - where the program has none) is
+# WRONG; 124 and 137 (timeout's own status, and its KILL) are TIMEOUT, after which our own MPS
+# daemon is restarted (a killed client can leave it refusing the next one: nccl_compare.sh);
+# anything else is FAIL, with the first line of each FILE that matches FAIL_PATTERN.
+#   judge_run LABEL RC LIMIT_S WRONG_RC TEXT FAIL_PATTERN FILE...
+judge_run() {
+  local label=$1 rc=$2 limit_s=$3 wrong_rc=$4 text=$5 fail_pattern=$6
+  shift 6
+  reason=""
+  case $rc in
+    0) verdict=PASS ;;
+    "$wrong_rc") verdict=WRONG ;;
+    124|137) verdict=TIMEOUT; reason="no exit within ${limit_s}s" ;;
+    *) verdict=FAIL; reason=$(grep -m1 -E "$fail_pattern" "$@" | cut -c1-200) ;;
+  esac
+  if [[ "$verdict" == PASS ]]; then
+    reason=$(missing_evidence "$label" "$text")
+    [[ -n "$reason" ]] && verdict=FAIL
+  fi
+  if [[ "$verdict" == TIMEOUT && "$MPS_STATE" == started ]]; then
+    mps_stop
+    mps_start
+  fi
+  return 0
+}
+
+# One run of each side, Socket first, then each mode of ours in the caller's `modes` with the
+# caller's `plugin`: the caller's run_one PHASE_DIR LABEL ARG... ENV-WORD..., where the
+# ENV-WORDs are what that side runs with (env's NAME=VALUE and -u NAME).
+#   run_each_side PHASE_DIR ARG...
+run_each_side() {
+  local phase_dir=$1 mode
+  shift
+  run_one "$phase_dir" socket "$@" -u NCCL_NET_PLUGIN "${NCCL_COMPARE_COMMON_ENV[@]}" \
+    "${NCCL_COMPARE_SOCKET_ENV[@]}"
+  for mode in ${modes//,/ }; do
+    # shellcheck disable=SC2046  # mode_env prints separate words
+    run_one "$phase_dir" "$mode" "$@" $(mode_env "$mode") "${NCCL_COMPARE_COMMON_ENV[@]}" \
+      NCCL_NET_PLUGIN="$plugin" NCCL_NET=devmem
+  done
+}
+
+# One phase (mps or nomps) in OUT/PHASE: its runs.tsv and records.jsonl emptied, the caller's
+# run_round PHASE_DIR ROUND for each of the caller's `rounds`, then the phase's verdicts and
+# busbw table (perf/lib/nccl_tests_parse.py report: its exit status is the phase's) and a plot per
+# collective of the caller's `ops` that has numbers. NOTE: what the phase runs, for its heading.
+#   run_phase PHASE OUT NOTE
+run_phase() {
+  local phase=$1 phase_dir="$2/$1" note=$3 round rc op
+  mkdir -p "$phase_dir"
+  : >"$phase_dir/runs.tsv"
+  : >"$phase_dir/records.jsonl"
+  echo "# phase $phase: $note, MPS $MPS_STATE"
+  for ((round = 1; round <= rounds; round++)); do
+    run_round "$phase_dir" "$round"
+  done
+  python3 "$perf_lib/nccl_tests_parse.py" report "$phase_dir"
+  rc=$?
+  for op in ${ops//,/ }; do
+    grep -q "\"op\": \"$op\"" "$phase_dir/busbw_median.jsonl" 2>/dev/null || continue
+    python3 "$perf_lib/plot_busbw.py" "$phase_dir/busbw_median.jsonl" "$op" \
+      "$phase_dir/busbw_$op.png" >/dev/null ||
+      echo "# plot of $op failed (numbers are in $phase_dir/busbw_median.jsonl)"
+  done
+  return "$rc"
+}
+
+# Every phase, under MPS and/or without (MPS: on, off or both, MPS first), inside one
+# `{ ...; } | tee OUT/summary.txt` that owns the MPS state it changes; the exit status is the
+# worst phase's (1 FAIL outranks 3 WRONG outranks 0), printed as NAME's, written to
+# OUT/exit_status and OUT/meta.json, and returned.
+#   run_phases NAME MPS OUT NOTE
+run_phases() {
+  local name=$1 mps=$2 out=$3 note=$4 status=0 phase_rc
+  worst() {  # 1 (failed) outranks 3 (wrong) outranks 0
+    if (($1 == 1 || status == 1)); then status=1; elif (($1 == 3)); then status=3; fi
+  }
+  {
+    if [[ "$mps" == on || "$mps" == both ]]; then
+      mps_start
+      trap 'mps_stop' EXIT
+      trap 'exit 130' INT TERM  # runs the EXIT trap: a started MPS daemon is always stopped
+      # MPS clients need their own hardware queues (docs/gpu-hosts.md, gpu_verify.sh).
+      export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-32}
+      run_phase mps "$out" "$note"
+      phase_rc=$?
+      worst "$phase_rc"
+      mps_stop
+    fi
+    if [[ "$mps" == off || "$mps" == both ]]; then
+      MPS_STATE=off
+      run_phase nomps "$out" "$note"
+      phase_rc=$?
+      worst "$phase_rc"
+    fi
+    echo "# $name exit status: $status (0 PASS, 3 WRONG, 1 FAIL)"
+    echo "$status" >"$out/exit_status"
+  } 2>&1 | tee "$out/summary.txt"
+  status=$(cat "$out/exit_status" 2>/dev/null)
+  python3 "$perf_lib/perfkit.py" finish "$out" "${status:-1}" || true
+  return "${status:-1}"
+}
+
+# --- nccl-tests --------------------------------------------------------------------------------
+main() {
+  local argv=("$@")
+  local bin=${NCCL_TESTS_BIN:-} mpirun=${MPIRUN:-} plugin="" ops=$ALL_OPS modes=$ALL_MODES
+  local min=8 max=256M factor=2 warmup=5 iters=20 rounds=3 limit=${NCCL_COMPARE_TIMEOUT:-300}
+  local mps=on positional=()
+  perf_parse_options compare_nccl_tests.sh "--nccl-tests:bin:folder --mpirun:mpirun:path
+    --plugin:plugin:path --ops:ops:list --modes:modes:list -b:min:value -e:max:value
+    -f:factor:value -w:warmup:value -n:iters:value --rounds:rounds:value --timeout:limit:value
+    --mps:mps:value" "$@"
+  ((${#positional[@]} == 1)) || usage
+  local out=${positional[0]} op mode
+  for op in ${ops//,/ }; do
+    [[ ",$ALL_OPS," == *",$op,"* ]] || die_usage "--ops: $op is not one of $ALL_OPS"
+  done
+  check_phase_options
   ((rounds >= 3)) || echo "# note: $rounds round(s); issue 21 asks for >= 3 interleaved rounds" >&2
 
   # Every binary before anything runs: a missing one is a usage error, not a failed run.
-  local build=${BUILD:-build} missing=()
-  if [[ -z "$plugin" ]]; then
-    plugin=$build/libnccl-net-devmem.so
-    [[ -f "$plugin" ]] || plugin=$build/lib/libnccl-net-devmem.so
-  fi
+  local missing=()
+  plugin=${plugin:-$(default_plugin)}
   [[ -f "$plugin" ]] || missing+=("the plugin $plugin (--plugin or BUILD)")
   [[ -n "$bin" ]] || missing+=("the nccl-tests folder (--nccl-tests DIR or NCCL_TESTS_BIN)")
   if [[ -n "$bin" ]]; then
@@ -132,17 +228,10 @@ main() {
   [[ -n "$mpirun" ]] || mpirun=$(command -v mpirun || true)
   [[ -n "$mpirun" && -x "$mpirun" ]] ||
     missing+=("mpirun ${mpirun:-(not on PATH)} (--mpirun PATH or MPIRUN: nccl-tests with MPI=1)")
-  if ((${#missing[@]} > 0)); then
-    printf 'compare_nccl_tests.sh: not found: %s\n' "${missing[@]}" >&2
-    exit 2
-  fi
+  exit_if_missing compare_nccl_tests.sh
   plugin=$(realpath "$plugin")
-
-  mkdir -p "$out" || exit 2
-  out=$(cd "$out" && pwd)
-  OUT=$out python3 "$perf_lib/perfkit.py" begin nccl-tests-compare \
-    "BUILD NCCL_TESTS_BIN MPIRUN MPIRUN_ARGS NCCL_COMPARE_TIMEOUT" "${BASH_SOURCE[0]}" \
-    "${argv[@]}" >/dev/null || echo "# compare_nccl_tests: could not write $out/meta.json" >&2
+  begin_results nccl-tests-compare "BUILD NCCL_TESTS_BIN MPIRUN MPIRUN_ARGS NCCL_COMPARE_TIMEOUT" \
+    "${BASH_SOURCE[0]}" "${argv[@]}"
 
   # Open MPI refuses root without this; ranks on one host need no launcher daemon elsewhere.
   local mpi_args=(-np 2 --oversubscribe --bind-to none)
@@ -174,20 +263,9 @@ main() {
                exec "$@"' \
       rank "$bin/${op}_perf" "${test_args[@]}" >"$base.txt" 2>"$base.log"
     rc=$?
-    case $rc in
-      0) verdict=PASS ;;
-      124|137) verdict=TIMEOUT; reason="no exit within ${limit}s" ;;
-      *) verdict=FAIL; reason=$(grep -m1 -E "NCCL WARN|error|Error|failed" "$base.txt" "$base.log" |
-                                 cut -c1-200) ;;
-    esac
-    if [[ "$verdict" == PASS ]]; then
-      reason=$(missing_evidence "$label" "$base.txt")
-      [[ -n "$reason" ]] && verdict=FAIL
-    fi
-    if [[ "$verdict" == TIMEOUT && "$MPS_STATE" == started ]]; then
-      mps_stop  # a killed client can leave our daemon refusing the next one (nccl_compare.sh)
-      mps_start
-    fi
+    # nccl-tests has no exit status of its own for wrong data: its #wrong columns tell.
+    judge_run "$label" "$rc" "$limit" - "$base.txt" "NCCL WARN|error|Error|failed" "$base.txt" \
+      "$base.log"
     python3 "$parse" records "$base.txt" "$label" "$round" "$op" "${phase_dir##*/}" \
       >>"$phase_dir/records.jsonl"
     local ms=$((($(now_us) - t0) / 1000))
@@ -197,64 +275,15 @@ main() {
       "$verdict" "$rc" $((ms / 1000)) $((ms % 1000)) "$reason"
   }
 
-  # One phase: every round, every collective, Socket then each mode of ours.
-  run_phase() {
-    local phase=$1 phase_dir="$out/$1" round
-    mkdir -p "$phase_dir"
-    : >"$phase_dir/runs.tsv"
-    : >"$phase_dir/records.jsonl"
-    echo "# phase $phase: ops $ops, modes $modes, sizes $min..$max x$factor, -w $warmup" \
-         "-n $iters -c 1, $rounds round(s), ${limit}s per run, MPS $MPS_STATE"
-    for ((round = 1; round <= rounds; round++)); do
-      for op in ${ops//,/ }; do
-        run_one "$phase_dir" socket "$op" "$round" -u NCCL_NET_PLUGIN \
-          "${NCCL_COMPARE_COMMON_ENV[@]}" "${NCCL_COMPARE_SOCKET_ENV[@]}"
-        for mode in ${modes//,/ }; do
-          # shellcheck disable=SC2046  # mode_env prints separate words
-          run_one "$phase_dir" "$mode" "$op" "$round" $(mode_env "$mode") \
-            "${NCCL_COMPARE_COMMON_ENV[@]}" NCCL_NET_PLUGIN="$plugin" NCCL_NET=devmem
-        done
-      done
+  # One round of a phase: every collective, Socket then each mode of ours.
+  run_round() {
+    for op in ${ops//,/ }; do
+      run_each_side "$1" "$op" "$2"
     done
-    python3 "$parse" report "$phase_dir"
-    local rc=$? plot_op
-    for plot_op in ${ops//,/ }; do
-      grep -q "\"op\": \"$plot_op\"" "$phase_dir/busbw_median.jsonl" 2>/dev/null || continue
-      python3 "$perf_lib/plot_busbw.py" "$phase_dir/busbw_median.jsonl" "$plot_op" \
-        "$phase_dir/busbw_$plot_op.png" >/dev/null ||
-        echo "# plot of $plot_op failed (numbers are in $phase_dir/busbw_median.jsonl)"
-    done
-    return "$rc"
   }
 
-  local status=0 phase_rc
-  worst() {  # 1 (failed) outranks 3 (wrong) outranks 0
-    if (($1 == 1 || status == 1)); then status=1; elif (($1 == 3)); then status=3; fi
-  }
-  {
-    if [[ "$mps" == on || "$mps" == both ]]; then
-      mps_start
-      trap 'mps_stop' EXIT
-      trap 'exit 130' INT TERM  # runs the EXIT trap: a started MPS daemon is always stopped
-      # MPS clients need their own hardware queues (docs/gpu-hosts.md, gpu_verify.sh).
-      export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-32}
-      run_phase mps
-      phase_rc=$?
-      worst "$phase_rc"
-      mps_stop
-    fi
-    if [[ "$mps" == off || "$mps" == both ]]; then
-      MPS_STATE=off
-      run_phase nomps
-      phase_rc=$?
-      worst "$phase_rc"
-    fi
-    echo "# compare_nccl_tests exit status: $status (0 PASS, 3 WRONG, 1 FAIL)"
-    echo "$status" >"$out/exit_status"
-  } 2>&1 | tee "$out/summary.txt"
-  status=$(cat "$out/exit_status" 2>/dev/null)
-  python3 "$perf_lib/perfkit.py" finish "$out" "${status:-1}" || true
-  return "${status:-1}"
+  local note="ops $ops, modes $modes, sizes $min..$max x$factor, -w $warmup -n $iters -c 1,"
+  run_phases compare_nccl_tests "$mps" "$out" "$note $rounds round(s), ${limit}s per run"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then

@@ -32,10 +32,13 @@
 # 1 otherwise; 2 bad usage.
 #
 # tests/gpu/gpu_verify.sh sources this file for the MPS helpers (mps_start, mps_stop) only;
-# perf/scripts/compare_nccl_tests.sh and compare_torch.sh also for the settings every comparison
-# runs with (NCCL_COMPARE_COMMON_ENV, NCCL_COMPARE_SOCKET_ENV).
+# perf/scripts/compare_nccl_tests.sh, compare_torch.sh and run_nccl_v12.sh also for the settings
+# every comparison runs with (NCCL_COMPARE_COMMON_ENV, NCCL_COMPARE_SOCKET_ENV) and the steps
+# every GPU comparison takes before its runs (their options, our plugin, the results folder).
 set -u
-perf_lib="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)"
+# perf_lib and perf_parse_options (sourcing runs nothing).
+# shellcheck source=perf/scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # --- what both sides of a comparison run with ------------------------------------------------
 # Two ranks on one host: loopback only, no P2P or shared memory (every byte crosses the network
@@ -142,6 +145,40 @@ dump_stacks() {
 # Microseconds since the epoch, from bash itself (no date fork; any decimal separator).
 now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
 
+# --- before the runs of a GPU comparison ------------------------------------------------------
+# Our plugin where none is named: $BUILD/libnccl-net-devmem.so (BUILD defaults to build), or
+# $BUILD/lib/ where BUILD is a GPU-host bundle (tests/gpu/gpu_host_bundle.sh).
+default_plugin() {
+  local build=${BUILD:-build}
+  if [[ -f "$build/libnccl-net-devmem.so" ]]; then
+    echo "$build/libnccl-net-devmem.so"
+  else
+    echo "$build/lib/libnccl-net-devmem.so"
+  fi
+}
+
+# Exit status 2, naming each thing in the caller's `missing` array, where it holds any: a file
+# not found is a usage error, found before anything runs.
+#   exit_if_missing SCRIPT
+exit_if_missing() {
+  ((${#missing[@]} == 0)) && return 0
+  local item
+  for item in "${missing[@]}"; do echo "$1: not found: $item"; done >&2
+  exit 2
+}
+
+# Makes the caller's `out` folder (exit status 2 where it cannot) and makes `out` absolute, then
+# writes its meta.json (perf/lib/perfkit.py begin; where that fails the runs go on, noted).
+#   begin_results TOPIC "KNOB ..." SCRIPT [ARG...]
+begin_results() {
+  local topic=$1 knobs=$2 script=$3
+  shift 3
+  mkdir -p "$out" || exit 2
+  out=$(cd "$out" && pwd)
+  OUT=$out python3 "$perf_lib/perfkit.py" begin "$topic" "$knobs" "$script" "$@" >/dev/null ||
+    echo "# $(basename "$script" .sh): could not write $out/meta.json" >&2
+}
+
 # --- the comparison ------------------------------------------------------------------------
 usage() {  # the header comment, from the usage line to the environment notes
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" |
@@ -153,27 +190,10 @@ main() {
   local argv=("$@")
   local op=all_reduce min=8 max=64M factor=2 warmup=5 iters=20 rounds=2 mode=emulated
   local label=devmem limit=${NCCL_COMPARE_TIMEOUT:-240} mps=${NCCL_COMPARE_MPS:-auto}
-  local positional=()
-  while (($# > 0)); do
-    case "$1" in
-      --op) op=${2:?--op needs a value}; shift 2 ;;
-      -b) min=${2:?-b needs a value}; shift 2 ;;
-      -e) max=${2:?-e needs a value}; shift 2 ;;
-      -f) factor=${2:?-f needs a value}; shift 2 ;;
-      -w) warmup=${2:?-w needs a value}; shift 2 ;;
-      -n) iters=${2:?-n needs a value}; shift 2 ;;
-      --rounds) rounds=${2:?--rounds needs a value}; shift 2 ;;
-      --mode) mode=${2:?--mode needs a value}; shift 2 ;;
-      --label) label=${2:?--label needs a value}; shift 2 ;;
-      --timeout) limit=${2:?--timeout needs a value}; shift 2 ;;
-      --mps) mps=${2:?--mps needs a value}; shift 2 ;;
-      --) shift; break ;;
-      -h|--help) usage ;;
-      -*) echo "nccl_compare.sh: unknown option $1" >&2; usage ;;
-      *) positional+=("$1"); shift ;;
-    esac
-  done
-  local extra=("$@")  # after --: passed to every bench run, last (so they override)
+  local positional=() extra=()  # extra: after --, passed to every bench run last (they override)
+  perf_parse_options nccl_compare.sh "--op:op:value -b:min:value -e:max:value -f:factor:value
+    -w:warmup:value -n:iters:value --rounds:rounds:value --mode:mode:value --label:label:value
+    --timeout:limit:value --mps:mps:value --:extra" "$@"
   ((${#positional[@]} >= 1 && ${#positional[@]} <= 3)) || usage
   [[ "$mode" == emulated || "$mode" == host ]] || { echo "--mode: emulated or host" >&2; exit 2; }
   [[ "$mps" == auto || "$mps" == off ]] || { echo "--mps: auto or off" >&2; exit 2; }
@@ -182,9 +202,7 @@ main() {
   [[ "$label" != socket ]] || { echo "--label socket is the baseline's" >&2; exit 2; }
   local out plugin bench build=${BUILD:-build}
   out=${positional[0]}
-  plugin=$build/libnccl-net-devmem.so
-  [[ -f "$plugin" ]] || plugin=$build/lib/libnccl-net-devmem.so
-  plugin=${positional[1]:-$plugin}
+  plugin=${positional[1]:-$(default_plugin)}
   bench=${positional[2]:-$build/bin/devmem-nccl-bench}
   mkdir -p "$out" || exit 1
   OUT=$out python3 "$perf_lib/perfkit.py" begin nccl-compare \

@@ -44,7 +44,8 @@
 # 2 bad usage or a file not found.
 set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# now_us, perf_lib and NCCL_COMPARE_COMMON_ENV (sourcing runs nothing else).
+# now_us, perf_lib, NCCL_COMPARE_COMMON_ENV and the steps before the runs: perf_parse_options,
+# default_plugin, exit_if_missing, begin_results (sourcing runs nothing else).
 # shellcheck source=perf/scripts/nccl_compare.sh
 source "$here/nccl_compare.sh"
 
@@ -69,23 +70,9 @@ main() {
   local argv=("$@")
   local nccl=${NCCL_V12_LIB:-} plugin="" bench="" ops=all_reduce rails="" min=8 max=16M
   local warmup=3 iters=10 limit=180 positional=()
-  while (($# > 0)); do
-    case "$1" in
-      --nccl) nccl=${2:?--nccl needs a folder}; shift 2 ;;
-      --plugin) plugin=${2:?--plugin needs a path}; shift 2 ;;
-      --bench) bench=${2:?--bench needs a path}; shift 2 ;;
-      --ops) ops=${2:?--ops needs a list}; shift 2 ;;
-      --rails) rails=${2:?--rails needs a spec}; shift 2 ;;
-      -b) min=${2:?-b needs a value}; shift 2 ;;
-      -e) max=${2:?-e needs a value}; shift 2 ;;
-      -w) warmup=${2:?-w needs a value}; shift 2 ;;
-      -n) iters=${2:?-n needs a value}; shift 2 ;;
-      --timeout) limit=${2:?--timeout needs a value}; shift 2 ;;
-      -h|--help) usage ;;
-      -*) echo "run_nccl_v12.sh: unknown option $1" >&2; usage ;;
-      *) positional+=("$1"); shift ;;
-    esac
-  done
+  perf_parse_options run_nccl_v12.sh "--nccl:nccl:folder --plugin:plugin:path --bench:bench:path
+    --ops:ops:list --rails:rails:spec -b:min:value -e:max:value -w:warmup:value -n:iters:value
+    --timeout:limit:value" "$@"
   ((${#positional[@]} == 1)) || usage
   local out=${positional[0]} op
   for op in ${ops//,/ }; do
@@ -104,12 +91,9 @@ main() {
     ((${#rail_nics[@]} >= 2)) || die_usage "--rails: name at least two NICs"
   fi
 
-  local build=${BUILD:-build} missing=()
-  if [[ -z "$plugin" ]]; then
-    plugin=$build/libnccl-net-devmem.so
-    [[ -f "$plugin" ]] || plugin=$build/lib/libnccl-net-devmem.so
-  fi
-  bench=${bench:-$build/bin/devmem-nccl-bench}
+  local missing=()
+  plugin=${plugin:-$(default_plugin)}
+  bench=${bench:-${BUILD:-build}/bin/devmem-nccl-bench}
   [[ -f "$plugin" ]] || missing+=("the plugin $plugin (--plugin or BUILD)")
   [[ -x "$bench" ]] || missing+=("devmem-nccl-bench $bench (--bench or BUILD)")
   if [[ -z "$nccl" ]]; then
@@ -121,18 +105,11 @@ main() {
   for nic in ${rail_nics[@]+"${rail_nics[@]}"}; do
     [[ -e "/sys/class/net/$nic" ]] || missing+=("network interface $nic (--rails)")
   done
-  if ((${#missing[@]} > 0)); then
-    printf 'run_nccl_v12.sh: not found: %s\n' "${missing[@]}" >&2
-    exit 2
-  fi
+  exit_if_missing run_nccl_v12.sh
   plugin=$(realpath "$plugin")
   nccl=$(cd "$nccl" && pwd)
 
-  mkdir -p "$out" || exit 2
-  out=$(cd "$out" && pwd)
-  OUT=$out python3 "$perf_lib/perfkit.py" begin nccl-v12 "BUILD NCCL_V12_LIB" \
-    "${BASH_SOURCE[0]}" "${argv[@]}" >/dev/null ||
-    echo "# run_nccl_v12: could not write $out/meta.json" >&2
+  begin_results nccl-v12 "BUILD NCCL_V12_LIB" "${BASH_SOURCE[0]}" "${argv[@]}"
   : >"$out/busbw.jsonl"
 
   # shellcheck disable=SC2054  # INIT,NET,ENV,GRAPH is one value
