@@ -56,31 +56,25 @@ uint64_t SendBurst(testing::CommPair& pair, int count, int first_tag) {
     EXPECT_NE(recvs.back(), nullptr);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  std::vector<bool> send_done(count, false), recv_done(count, false);
   int left = 2 * count;
+  // Tests one request until done; done, it reports the whole message (SendComm::Test and
+  // RecvComm::Test both give its size).
+  auto poll = [&left](auto& comm, Request* request, int* finished) {
+    if (*finished || request == nullptr) return;
+    bool done = false;
+    int size = 0;
+    Status status = comm.Test(request, &done, &size);
+    EXPECT_TRUE(status.ok()) << status.message();
+    if (!done) return;
+    EXPECT_EQ(size, static_cast<int>(kMessage));
+    *finished = 1;
+    --left;
+  };
+  std::vector<int> send_done(count, 0), recv_done(count, 0);
   while (left > 0 && std::chrono::steady_clock::now() < deadline) {
     for (int i = 0; i < count; ++i) {
-      if (!send_done[i] && sends[i] != nullptr) {
-        bool done = false;
-        int size = 0;
-        Status status = pair.send->Test(sends[i], &done, &size);
-        EXPECT_TRUE(status.ok()) << status.message();
-        if (done) {
-          send_done[i] = true;
-          --left;
-        }
-      }
-      if (!recv_done[i] && recvs[i] != nullptr) {
-        bool done = false;
-        int size = 0;
-        Status status = pair.recv->Test(recvs[i], &done, &size);
-        EXPECT_TRUE(status.ok()) << status.message();
-        if (done) {
-          EXPECT_EQ(size, static_cast<int>(kMessage));
-          recv_done[i] = true;
-          --left;
-        }
-      }
+      poll(*pair.send, sends[i], &send_done[i]);
+      poll(*pair.recv, recvs[i], &recv_done[i]);
     }
   }
   EXPECT_EQ(left, 0) << "messages still in flight after 20 s";
